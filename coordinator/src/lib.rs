@@ -1,0 +1,1 @@
+//! nat-coordinator (being built).

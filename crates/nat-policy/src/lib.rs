@@ -1,0 +1,1 @@
+//! nat-policy (being built).

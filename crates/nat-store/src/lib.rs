@@ -1,0 +1,1 @@
+//! nat-store (being built).

@@ -1,0 +1,1 @@
+//! nat-proto (being built).

@@ -1,0 +1,1 @@
+//! nat-worker (being built).
