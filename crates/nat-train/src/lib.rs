@@ -1,0 +1,1 @@
+//! nat-train (being built).
