@@ -1,0 +1,59 @@
+# nat-orchestrator — the two commands for a fresh machine are `make demo` and `make test`.
+#
+# Caches live outside the clone so repeated runs (and CI on the same machine) are fast, while a fresh
+# machine still gets everything it needs from the scripts:
+#   $(NAT_CACHE_DIR)/target  cargo build output
+#   $(NAT_CACHE_DIR)/venv    the PyTorch 2.13.0 venv whose libtorch the worker links
+#   $(NAT_CACHE_DIR)/data    datasets in the worker's --data-dir layout
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+
+NAT_CACHE_DIR ?= $(HOME)/.cache/nat-orchestrator
+CARGO_TARGET_DIR ?= $(NAT_CACHE_DIR)/target
+NAT_DATA_DIR ?= $(NAT_CACHE_DIR)/data
+export NAT_CACHE_DIR CARGO_TARGET_DIR NAT_DATA_DIR
+CARGO ?= cargo
+
+BINARIES := nat-coordinator nat-worker natctl
+
+.PHONY: help build setup data postgres test lint unit fuzz clean-cache
+
+help:
+	@echo "make demo    - run an optimize job end to end on this machine (SQLite, CPU workers)"
+	@echo "make test    - the whole test suite (starts PostgreSQL, sets up libtorch and data)"
+	@echo "make build   - build $(BINARIES) into target/release/"
+	@echo "make setup   - install the libtorch venv (PyTorch 2.13.0) and link .libtorch"
+	@echo "make data    - fetch the datasets the registries offer into $(NAT_DATA_DIR)"
+	@echo "make lint    - cargo fmt --check and clippy -D warnings"
+	@echo "make fuzz    - run the architecture parsers' fuzz targets for a bounded time"
+
+setup:
+	scripts/setup-libtorch.sh
+
+data:
+	scripts/fetch-data.sh "$(NAT_DATA_DIR)"
+
+postgres:
+	scripts/ensure-postgres.sh
+
+build: setup
+	$(CARGO) build --release $(addprefix -p ,$(BINARIES))
+	mkdir -p target/release
+	for b in $(BINARIES); do install -m 0755 "$(CARGO_TARGET_DIR)/release/$$b" target/release/$$b; done
+	@echo "built: $(addprefix target/release/,$(BINARIES))"
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: setup data postgres
+	$(CARGO) test --workspace --no-fail-fast
+
+fuzz:
+	scripts/fuzz-arch.sh
+
+test: lint unit fuzz
+
+clean-cache:
+	rm -rf "$(NAT_CACHE_DIR)"
