@@ -1,1 +1,120 @@
-//! nat-store (being built).
+//! Durable storage of nat-orchestrator: jobs, tasks and their leases, workers, reward
+//! estimates, policy checkpoints and samples, and the per-job event log.
+//!
+//! # Layout
+//! - [`types`]: the domain types (re-exported at the root).
+//! - [`Store`]: the one object-safe trait the coordinator holds as `Arc<dyn Store>`.
+//! - [`PgStore`]: PostgreSQL (clusters). [`SqliteStore`]: SQLite (the embedded default).
+//! - [`connect`]: opens either from one URL and runs the embedded migrations
+//!   (`migrations/postgres`, `migrations/sqlite` at the workspace root).
+//!
+//! # Decisions
+//! - **Time is a parameter.** Nothing reads the clock; every method that depends on time takes
+//!   `now`, so lease expiry is tested with a paused clock and no sleeping.
+//! - **One transaction per transition.** A report updates the task, the job counters, the reward
+//!   estimates, the sample rewards, the event log and (for `all_tasks` jobs) the job's final
+//!   state atomically, so a crash at any point loses nothing and counts nothing twice.
+//! - **Leases with fencing tokens.** Each lease increments the task's `lease_token`; a report
+//!   must carry the current token and come from the lease's worker. The token of an accepted
+//!   report is remembered (`reported_token`) so that the same report again is answered
+//!   `Duplicate` without counting it twice, while a late report of an *expired* lease (never
+//!   accepted) is rejected as stale.
+//! - **Claiming in one statement.** A task is claimable when `next_claim_at <= now`:
+//!   `next_claim_at` is the time a `ready` task became ready, or the lease expiry of a `leased`
+//!   task that has attempts left, and NULL otherwise. One partial index
+//!   `(job_id, next_claim_at, seq) WHERE next_claim_at IS NOT NULL` therefore serves both ready
+//!   tasks and expired leases; the claim walks active jobs by (priority desc, last served asc)
+//!   and takes the first claimable matching task of the first job that has one. On PostgreSQL
+//!   this is one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement; on SQLite, whose
+//!   writers are serialized, one `UPDATE … WHERE id = (SELECT …) RETURNING`.
+//! - **Lock order** on PostgreSQL is always tasks, then the job row, then samples, so
+//!   transitions cannot deadlock each other.
+//! - **Event sequence numbers** are allocated from a counter on the job row inside the
+//!   transition's transaction, so per-job `seq` is gap-free and in commit order: a reader that
+//!   saw `seq = n` never later finds an event `< n` appear.
+//! - **SQLite** runs in WAL mode with `busy_timeout`, foreign keys on and `synchronous=NORMAL`
+//!   (durable across process crashes, which is what `kill -9` tests). Writes go through one
+//!   connection (SQLite has one writer anyway), reads through a small pool. Timestamps are
+//!   stored as integer microseconds since the epoch so that comparisons are numeric.
+//! - **Errors** never carry database text: see [`StoreError`].
+
+pub mod error;
+mod logic;
+mod pg;
+mod sqlite;
+pub mod store;
+pub mod types;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::{Entity, Result, StoreError};
+pub use pg::PgStore;
+pub use sqlite::SqliteStore;
+pub use store::Store;
+pub use types::*;
+
+/// Opens the store named by `url` and runs its migrations.
+///
+/// - `postgres://…` or `postgresql://…`: PostgreSQL.
+/// - `sqlite:PATH`, `sqlite://PATH` or a bare path: SQLite; the file and its parent directory are
+///   created if missing. `sqlite::memory:` is refused (a coordinator must be durable).
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(StoreError::invalid("database_url", "must not be empty"));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::connect(url).await?));
+    }
+    let path = sqlite_path(url)?;
+    Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
+}
+
+/// Extracts the file path of a SQLite URL (or bare path).
+fn sqlite_path(url: &str) -> Result<&str> {
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if url.contains("://") {
+        return Err(StoreError::invalid(
+            "database_url",
+            "unsupported scheme (use postgres://, postgresql://, sqlite: or a file path)",
+        ));
+    } else {
+        url
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::invalid(
+            "database_url",
+            "a SQLite database needs a file path",
+        ));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_paths() {
+        assert_eq!(sqlite_path("sqlite:/tmp/a.db").ok(), Some("/tmp/a.db"));
+        assert_eq!(sqlite_path("sqlite:///tmp/a.db").ok(), Some("/tmp/a.db"));
+        assert_eq!(
+            sqlite_path("sqlite://data/a.db?mode=rwc").ok(),
+            Some("data/a.db")
+        );
+        assert_eq!(sqlite_path("data/nat.db").ok(), Some("data/nat.db"));
+        assert!(matches!(
+            sqlite_path("sqlite::memory:"),
+            Err(StoreError::InvalidArgument { field, .. }) if field == "database_url"
+        ));
+        assert!(matches!(
+            sqlite_path("mysql://x"),
+            Err(StoreError::InvalidArgument { field, .. }) if field == "database_url"
+        ));
+    }
+}

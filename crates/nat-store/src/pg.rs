@@ -1,0 +1,1321 @@
+//! PostgreSQL backend.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::{Entity, Result, StoreError};
+use crate::logic::*;
+use crate::store::Store;
+use crate::types::*;
+
+const NAME: &str = "postgres";
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::invalid("database_url", "not a valid PostgreSQL URL"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Self::from_pool(pool).await
+    }
+
+    /// Uses an existing pool and runs the migrations.
+    pub async fn from_pool(pool: PgPool) -> Result<Self> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool (for tests and benchmarks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+const TASK_COLS: &str = "t.id, t.job_id, t.kind, t.payload, t.requirements, t.state, t.attempt, \
+    t.max_attempts, t.lease_token, t.leased_by, t.lease_expires_at, t.result, t.progress, \
+    t.failures, t.created_at, t.updated_at, t.finished_at";
+
+const JOB_COLS: &str = "id, kind, spec, state, priority, completion, tasks_total, tasks_done, \
+    tasks_failed, tasks_cancelled, result, error, created_at, updated_at, finished_at, \
+    last_served_at";
+
+fn parse<T: std::str::FromStr<Err = StoreError>>(field: &str, s: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| StoreError::corrupt(format!("{field}: {s:?}")))
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job> {
+    let state: String = row.try_get("state")?;
+    let completion: String = row.try_get("completion")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        spec: row.try_get::<Json<Value>, _>("spec")?.0,
+        state: parse("jobs.state", &state)?,
+        priority: row.try_get("priority")?,
+        completion: parse("jobs.completion", &completion)?,
+        tasks_total: to_u64("tasks_total", row.try_get("tasks_total")?)?,
+        tasks_done: to_u64("tasks_done", row.try_get("tasks_done")?)?,
+        tasks_failed: to_u64("tasks_failed", row.try_get("tasks_failed")?)?,
+        tasks_cancelled: to_u64("tasks_cancelled", row.try_get("tasks_cancelled")?)?,
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")?
+            .map(|j| j.0),
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        last_served_at: row.try_get("last_served_at")?,
+    })
+}
+
+fn task_from_row(row: &PgRow) -> Result<Task> {
+    let state: String = row.try_get("state")?;
+    Ok(Task {
+        id: row.try_get("id")?,
+        job_id: row.try_get("job_id")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get::<Json<Value>, _>("payload")?.0,
+        requirements: row.try_get::<Json<Requirements>, _>("requirements")?.0,
+        state: parse("tasks.state", &state)?,
+        attempt: to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?,
+        max_attempts: to_u32(
+            "max_attempts",
+            i64::from(row.try_get::<i32, _>("max_attempts")?),
+        )?,
+        lease_token: row.try_get("lease_token")?,
+        leased_by: row.try_get("leased_by")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        result: row
+            .try_get::<Option<Json<Value>>, _>("result")?
+            .map(|j| j.0),
+        progress: row
+            .try_get::<Option<Json<Value>>, _>("progress")?
+            .map(|j| j.0),
+        failures: row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn worker_from_row(row: &PgRow) -> Result<Worker> {
+    let state: String = row.try_get("state")?;
+    Ok(Worker {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        capabilities: row.try_get::<Json<Capabilities>, _>("capabilities")?.0,
+        state: parse("workers.state", &state)?,
+        last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+        registered_at: row.try_get("registered_at")?,
+    })
+}
+
+fn estimate_from_row(row: &PgRow) -> Result<RewardEstimate> {
+    Ok(RewardEstimate {
+        key: RewardKey {
+            arch_hash: row.try_get("arch_hash")?,
+            dataset: row.try_get("dataset")?,
+            budget: row.try_get("budget")?,
+        },
+        count: to_u64("count", row.try_get("count")?)?,
+        mean: row.try_get("mean")?,
+        m2: row.try_get("m2")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn checkpoint_from_row(row: &PgRow) -> Result<PolicyCheckpoint> {
+    Ok(PolicyCheckpoint {
+        policy_id: row.try_get("policy_id")?,
+        version: row.try_get("version")?,
+        space: row.try_get("space")?,
+        params: row.try_get("params")?,
+        optimizer_state: row.try_get("optimizer_state")?,
+        baseline: row.try_get("baseline")?,
+        source_job: row.try_get("source_job")?,
+        meta: row.try_get::<Json<Value>, _>("meta")?.0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const SAMPLE_COLS: &str = "id, job_id, policy_id, policy_version, log_prob, entropy, \
+    input_genotype, output_genotype, task_id, reward, consumed_in_version, dropped, created_at";
+
+fn sample_from_row(row: &PgRow) -> Result<PolicySample> {
+    Ok(PolicySample {
+        id: row.try_get("id")?,
+        job_id: row.try_get("job_id")?,
+        policy_id: row.try_get("policy_id")?,
+        policy_version: row.try_get("policy_version")?,
+        log_prob: row.try_get("log_prob")?,
+        entropy: row.try_get("entropy")?,
+        input: row.try_get::<Json<Value>, _>("input_genotype")?.0,
+        output: row.try_get::<Json<Value>, _>("output_genotype")?.0,
+        task_id: row.try_get("task_id")?,
+        reward: row.try_get("reward")?,
+        consumed_in_version: row.try_get("consumed_in_version")?,
+        dropped: row.try_get("dropped")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn account_from_row(row: &PgRow) -> Result<JobAccount> {
+    let state: String = row.try_get("job_state")?;
+    let completion: String = row.try_get("completion")?;
+    Ok(JobAccount {
+        state: parse("jobs.state", &state)?,
+        completion: parse("jobs.completion", &completion)?,
+        total: row.try_get("tasks_total")?,
+        done: row.try_get("tasks_done")?,
+        failed: row.try_get("tasks_failed")?,
+        cancelled: row.try_get("tasks_cancelled")?,
+        event_seq: row.try_get("event_seq")?,
+        error: row.try_get("error")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+const ACCOUNT_COLS: &str = "j.state AS job_state, j.completion, j.tasks_total, j.tasks_done, \
+    j.tasks_failed, j.tasks_cancelled, j.event_seq, j.error, j.finished_at";
+
+/// Writes back a job's accounting and appends its pending events.
+async fn write_account(
+    tx: &mut PgConnection,
+    job: JobId,
+    acc: &JobAccount,
+    events: &[PendingEvent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET state = $2, tasks_total = $3, tasks_done = $4, tasks_failed = $5, \
+         tasks_cancelled = $6, event_seq = $7, error = $8, finished_at = $9, updated_at = $10 \
+         WHERE id = $1",
+    )
+    .bind(job)
+    .bind(acc.state.as_str())
+    .bind(acc.total)
+    .bind(acc.done)
+    .bind(acc.failed)
+    .bind(acc.cancelled)
+    .bind(acc.event_seq)
+    .bind(&acc.error)
+    .bind(acc.finished_at)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    insert_events(tx, job, events, now).await
+}
+
+async fn insert_events(
+    tx: &mut PgConnection,
+    job: JobId,
+    events: &[PendingEvent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    match events {
+        [] => Ok(()),
+        [e] => {
+            sqlx::query(
+                "INSERT INTO events (job_id, seq, kind, payload, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(job)
+            .bind(e.seq)
+            .bind(e.kind)
+            .bind(Json(&e.payload))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+        many => {
+            let seqs: Vec<i64> = many.iter().map(|e| e.seq).collect();
+            let kinds: Vec<&str> = many.iter().map(|e| e.kind).collect();
+            let payloads: Vec<Json<&Value>> = many.iter().map(|e| Json(&e.payload)).collect();
+            sqlx::query(
+                "INSERT INTO events (job_id, seq, kind, payload, created_at) \
+                 SELECT $1, s, k, p, $5 FROM UNNEST($2::bigint[], $3::text[], $4::jsonb[]) AS u(s, k, p)",
+            )
+            .bind(job)
+            .bind(seqs)
+            .bind(kinds)
+            .bind(payloads)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn upsert_reward(
+    tx: &mut PgConnection,
+    obs: &RewardObservation,
+    now: DateTime<Utc>,
+) -> Result<RewardEstimate> {
+    // Welford: n' = n + 1, mean' = mean + (x - mean) / n', m2' = m2 + (x - mean) * (x - mean').
+    let row = sqlx::query(
+        "INSERT INTO reward_estimates AS r (arch_hash, dataset, budget, count, mean, m2, updated_at) \
+         VALUES ($1, $2, $3, 1, $4, 0, $5) \
+         ON CONFLICT (arch_hash, dataset, budget) DO UPDATE SET \
+           count = r.count + 1, \
+           mean = r.mean + ($4 - r.mean) / (r.count + 1), \
+           m2 = r.m2 + ($4 - r.mean) * ($4 - (r.mean + ($4 - r.mean) / (r.count + 1))), \
+           updated_at = $5 \
+         RETURNING arch_hash, dataset, budget, count, mean, m2, updated_at",
+    )
+    .bind(&obs.key.arch_hash)
+    .bind(&obs.key.dataset)
+    .bind(&obs.key.budget)
+    .bind(obs.value)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    estimate_from_row(&row)
+}
+
+async fn set_sample_rewards(tx: &mut PgConnection, rewards: &[SampleReward]) -> Result<()> {
+    if rewards.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rewards.iter().map(|r| r.sample_id).collect();
+    let values: Vec<f64> = rewards.iter().map(|r| r.reward).collect();
+    let found: i64 = sqlx::query_scalar("SELECT count(*) FROM policy_samples WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut distinct = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if found != distinct.len() as i64 {
+        let missing = find_missing_sample(tx, &distinct).await?;
+        return Err(StoreError::not_found(Entity::PolicySample, missing));
+    }
+    // First value wins: a sample's reward is set once.
+    sqlx::query(
+        "UPDATE policy_samples s SET reward = u.r \
+         FROM (SELECT DISTINCT ON (i) i, r FROM UNNEST($1::bigint[], $2::float8[]) WITH ORDINALITY AS u(i, r, o) ORDER BY i, o) u \
+         WHERE s.id = u.i AND s.reward IS NULL",
+    )
+    .bind(&ids)
+    .bind(&values)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn find_missing_sample(tx: &mut PgConnection, ids: &[i64]) -> Result<i64> {
+    let present: Vec<i64> = sqlx::query_scalar("SELECT id FROM policy_samples WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(ids
+        .iter()
+        .copied()
+        .find(|id| !present.contains(id))
+        .unwrap_or_default())
+}
+
+async fn insert_tasks(
+    tx: &mut PgConnection,
+    job: JobId,
+    first_seq: i64,
+    tasks: &[NewTask],
+    now: DateTime<Utc>,
+) -> Result<Vec<TaskId>> {
+    let ids: Vec<TaskId> = tasks.iter().map(|_| Uuid::new_v4()).collect();
+    // Batches keep each statement's parameter arrays moderate.
+    for (chunk_no, chunk) in tasks.chunks(5000).enumerate() {
+        let base = chunk_no * 5000;
+        let chunk_ids = &ids[base..base + chunk.len()];
+        let seqs: Vec<i64> = (0..chunk.len())
+            .map(|i| first_seq + (base + i) as i64)
+            .collect();
+        let kinds: Vec<&str> = chunk.iter().map(|t| t.kind.as_str()).collect();
+        let payloads: Vec<Json<&Value>> = chunk.iter().map(|t| Json(&t.payload)).collect();
+        let reqs: Vec<Json<&Requirements>> = chunk.iter().map(|t| Json(&t.requirements)).collect();
+        let gpu: Vec<bool> = chunk.iter().map(|t| t.requirements.needs_gpu).collect();
+        let mem: Vec<i64> = chunk
+            .iter()
+            .map(|t| t.requirements.min_gpu_memory_mb as i64)
+            .collect();
+        let cores: Vec<i32> = chunk
+            .iter()
+            .map(|t| t.requirements.min_cpu_cores as i32)
+            .collect();
+        let max_attempts: Vec<i32> = chunk.iter().map(|t| t.max_attempts as i32).collect();
+        sqlx::query(
+            "INSERT INTO tasks (id, job_id, seq, kind, payload, requirements, needs_gpu, \
+               min_gpu_memory_mb, min_cpu_cores, state, max_attempts, next_claim_at, created_at, updated_at) \
+             SELECT u.id, $1, u.seq, u.kind, u.payload, u.req, u.gpu, u.mem, u.cores, 'ready', u.ma, $2, $2, $2 \
+             FROM UNNEST($3::uuid[], $4::bigint[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bool[], \
+                         $9::bigint[], $10::int[], $11::int[]) AS u(id, seq, kind, payload, req, gpu, mem, cores, ma)",
+        )
+        .bind(job)
+        .bind(now)
+        .bind(chunk_ids)
+        .bind(seqs)
+        .bind(kinds)
+        .bind(payloads)
+        .bind(reqs)
+        .bind(gpu)
+        .bind(mem)
+        .bind(cores)
+        .bind(max_attempts)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(ids)
+}
+
+impl PgStore {
+    /// Locks a job row (after any task rows the caller holds) and reads its accounting.
+    async fn lock_account(tx: &mut PgConnection, job: JobId) -> Result<Option<JobAccount>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLS} FROM jobs j WHERE j.id = $1 FOR NO KEY UPDATE"
+        ))
+        .bind(job)
+        .fetch_optional(&mut *tx)
+        .await?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn end_job(
+        &self,
+        id: JobId,
+        final_state: JobState,
+        result: Option<Option<Value>>,
+        error: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Job> {
+        let mut tx = self.pool.begin().await?;
+        // Lock order: tasks first. Withdraw the ready tasks, then the job row.
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(state) = state else {
+            return Err(StoreError::not_found(Entity::Job, id));
+        };
+        let state: JobState = parse("jobs.state", &state)?;
+        if state.is_final() {
+            return Err(StoreError::FailedPrecondition(format!(
+                "job {id} is already {state}"
+            )));
+        }
+        let withdrawn = sqlx::query(
+            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, finished_at = $2, updated_at = $2 \
+             WHERE job_id = $1 AND state = 'ready'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let Some(mut acc) = Self::lock_account(&mut tx, id).await? else {
+            return Err(StoreError::not_found(Entity::Job, id));
+        };
+        if acc.state.is_final() {
+            return Err(StoreError::FailedPrecondition(format!(
+                "job {id} is already {}",
+                acc.state
+            )));
+        }
+        acc.cancelled += withdrawn as i64;
+        acc.state = final_state;
+        acc.error = error;
+        acc.finished_at = Some(now);
+        let ev = acc.event(
+            event_kind::JOB_FINISHED,
+            json!({ "state": final_state.as_str(), "error": acc.error, "tasks_withdrawn": withdrawn }),
+        );
+        write_account(&mut tx, id, &acc, &[ev], now).await?;
+        if let Some(result) = result {
+            sqlx::query("UPDATE jobs SET result = $2 WHERE id = $1")
+                .bind(id)
+                .bind(result.map(Json))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let job = job_from_row(&row)?;
+        tx.commit().await?;
+        Ok(job)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        NAME
+    }
+
+    async fn create_job(
+        &self,
+        job: NewJob,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> Result<Job> {
+        validate_job(&job, &tasks)?;
+        let id = Uuid::new_v4();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \
+               created_at, updated_at) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, 1, $7, $7) RETURNING {JOB_COLS}"
+        ))
+        .bind(id)
+        .bind(&job.kind)
+        .bind(Json(&job.spec))
+        .bind(job.priority)
+        .bind(job.completion.as_str())
+        .bind(tasks.len() as i64)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let created = job_from_row(&row)?;
+        insert_tasks(&mut tx, id, 0, &tasks, now).await?;
+        let ev = PendingEvent {
+            seq: 1,
+            kind: event_kind::JOB_CREATED,
+            payload: json!({ "kind": job.kind, "priority": job.priority, "tasks": tasks.len() }),
+        };
+        insert_events(&mut tx, id, &[ev], now).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Job> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => job_from_row(&row),
+            None => Err(StoreError::not_found(Entity::Job, id)),
+        }
+    }
+
+    async fn list_jobs(&self, filter: JobFilter) -> Result<Vec<Job>> {
+        let limit = page_limit(filter.limit)?;
+        let offset = page_offset(filter.offset)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLS} FROM jobs \
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
+             ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
+        ))
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(filter.kind.as_deref())
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn add_tasks(
+        &self,
+        job: JobId,
+        tasks: Vec<NewTask>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<TaskId>> {
+        validate_tasks(&tasks)?;
+        let mut tx = self.pool.begin().await?;
+        let Some(mut acc) = Self::lock_account(&mut tx, job).await? else {
+            return Err(StoreError::not_found(Entity::Job, job));
+        };
+        if acc.state.is_final() {
+            return Err(StoreError::FailedPrecondition(format!(
+                "job {job} is {}, tasks cannot be added",
+                acc.state
+            )));
+        }
+        let ids = insert_tasks(&mut tx, job, acc.total, &tasks, now).await?;
+        acc.total += tasks.len() as i64;
+        let ev = acc.event(
+            event_kind::TASKS_ADDED,
+            json!({ "added": tasks.len(), "tasks_total": acc.total }),
+        );
+        write_account(&mut tx, job, &acc, &[ev], now).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn cancel_job(&self, id: JobId, now: DateTime<Utc>) -> Result<Job> {
+        self.end_job(id, JobState::Cancelled, None, None, now).await
+    }
+
+    async fn finish_job(&self, id: JobId, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job> {
+        match outcome {
+            JobOutcome::Succeeded { result } => {
+                self.end_job(id, JobState::Succeeded, Some(Some(result)), None, now)
+                    .await
+            }
+            JobOutcome::Failed { error, result } => {
+                validate_text("error", &error)?;
+                self.end_job(id, JobState::Failed, result.map(Some), Some(error), now)
+                    .await
+            }
+        }
+    }
+
+    async fn set_job_result(&self, id: JobId, result: Value, now: DateTime<Utc>) -> Result<()> {
+        let state: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET result = CASE WHEN state IN ('queued', 'running') THEN $2 ELSE result END, \
+               updated_at = CASE WHEN state IN ('queued', 'running') THEN $3 ELSE updated_at END \
+             WHERE id = $1 RETURNING state",
+        )
+        .bind(id)
+        .bind(Json(&result))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match state {
+            None => Err(StoreError::not_found(Entity::Job, id)),
+            Some(s) => {
+                let s: JobState = parse("jobs.state", &s)?;
+                if s.is_final() {
+                    Err(StoreError::FailedPrecondition(format!("job {id} is {s}")))
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Task> {
+        let row = sqlx::query(&format!("SELECT {TASK_COLS} FROM tasks t WHERE t.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => task_from_row(&row),
+            None => Err(StoreError::not_found(Entity::Task, id)),
+        }
+    }
+
+    async fn list_tasks(
+        &self,
+        job: JobId,
+        state: Option<TaskState>,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<Task>> {
+        let limit = page_limit(limit)?;
+        let offset = page_offset(offset)?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::not_found(Entity::Job, job));
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLS} FROM tasks t WHERE t.job_id = $1 AND ($2::text IS NULL OR t.state = $2) \
+             ORDER BY t.seq LIMIT $3 OFFSET $4"
+        ))
+        .bind(job)
+        .bind(state.map(|s| s.as_str()))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn register_worker(
+        &self,
+        name: &str,
+        capabilities: Capabilities,
+        now: DateTime<Utc>,
+    ) -> Result<Worker> {
+        validate_text("name", name)?;
+        let row = sqlx::query(
+            "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at) \
+             VALUES ($1, $2, $3, 'active', $4, $4) \
+             RETURNING id, name, capabilities, state, last_heartbeat_at, registered_at",
+        )
+        .bind(Uuid::new_v4())
+        .bind(name)
+        .bind(Json(&capabilities))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        worker_from_row(&row)
+    }
+
+    async fn get_worker(&self, id: WorkerId) -> Result<Worker> {
+        let row = sqlx::query(
+            "SELECT id, name, capabilities, state, last_heartbeat_at, registered_at \
+             FROM workers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => worker_from_row(&row),
+            None => Err(StoreError::not_found(Entity::Worker, id)),
+        }
+    }
+
+    async fn list_workers(&self) -> Result<Vec<Worker>> {
+        let rows = sqlx::query(
+            "SELECT id, name, capabilities, state, last_heartbeat_at, registered_at \
+             FROM workers ORDER BY registered_at DESC, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(worker_from_row).collect()
+    }
+
+    async fn mark_lost_workers(&self, cutoff: DateTime<Utc>) -> Result<Vec<WorkerId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE workers SET state = 'lost' WHERE state = 'active' AND last_heartbeat_at < $1 \
+             RETURNING id",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: WorkerId,
+        held: &[HeldLease],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> Result<HeartbeatAck> {
+        let expires = lease_expiry(now, lease_duration)?;
+        let mut tx = self.pool.begin().await?;
+        // Tasks first (lock order), then the worker row.
+        let extended: Vec<(Uuid, i64)> = sqlx::query_as(
+            "UPDATE tasks t SET lease_expires_at = $3, \
+               next_claim_at = CASE WHEN t.attempt < t.max_attempts THEN $3 ELSE NULL END, \
+               updated_at = $2 \
+             FROM jobs j \
+             WHERE t.leased_by = $1 AND t.state = 'leased' AND j.id = t.job_id AND j.state <> 'cancelled' \
+             RETURNING t.id, t.lease_token",
+        )
+        .bind(worker)
+        .bind(now)
+        .bind(expires)
+        .fetch_all(&mut *tx)
+        .await?;
+        let cancelled: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
+             WHERE t.leased_by = $1 AND t.state = 'leased' AND j.state = 'cancelled'",
+        )
+        .bind(worker)
+        .fetch_all(&mut *tx)
+        .await?;
+        let found = sqlx::query(
+            "UPDATE workers SET last_heartbeat_at = $2, state = 'active' WHERE id = $1",
+        )
+        .bind(worker)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if found == 0 {
+            return Err(StoreError::not_found(Entity::Worker, worker));
+        }
+        tx.commit().await?;
+        Ok(heartbeat_ack(held, extended, cancelled, expires))
+    }
+
+    async fn lease_task(
+        &self,
+        worker: WorkerId,
+        capabilities: &Capabilities,
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> Result<Option<Lease>> {
+        let expires = lease_expiry(now, lease_duration)?;
+        let gpu_mem = i64::try_from(capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
+        let cores = i32::try_from(capabilities.cpu_cores).unwrap_or(i32::MAX);
+        // One statement: walk the active jobs in scheduling order (the nested loop keeps the
+        // ordered sub-select's order and the LIMIT stops at the first job with a claimable task,
+        // so only one task row is ever locked), claim the task, mark the job served.
+        let row = sqlx::query(&format!(
+            "WITH pick AS ( \
+               SELECT c.id FROM ( \
+                 SELECT j.id FROM jobs j WHERE j.state IN ('queued', 'running') \
+                 ORDER BY j.priority DESC, j.last_served_at ASC NULLS FIRST, j.created_at, j.id \
+               ) j \
+               CROSS JOIN LATERAL ( \
+                 SELECT t.id FROM tasks t \
+                 WHERE t.job_id = j.id AND t.next_claim_at <= $1 \
+                   AND (NOT t.needs_gpu OR $2) AND t.min_gpu_memory_mb <= $3 AND t.min_cpu_cores <= $4 \
+                 ORDER BY t.next_claim_at, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED \
+               ) c \
+               LIMIT 1 \
+             ), claimed AS ( \
+               UPDATE tasks t SET \
+                 failures = CASE WHEN t.state = 'leased' THEN t.failures || jsonb_build_array(jsonb_build_object( \
+                   'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
+                   'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
+                 state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+                 leased_by = $5, lease_expires_at = $6, \
+                 next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN $6 ELSE NULL END, \
+                 progress = NULL, updated_at = $1 \
+               FROM pick WHERE t.id = pick.id \
+               RETURNING t.* \
+             ), served AS ( \
+               UPDATE jobs SET last_served_at = $1, updated_at = $1, \
+                 state = CASE WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END \
+               FROM claimed WHERE jobs.id = claimed.job_id \
+             ) \
+             SELECT {TASK_COLS} FROM claimed t"
+        ))
+        .bind(now)
+        .bind(capabilities.gpus > 0)
+        .bind(gpu_mem)
+        .bind(cores)
+        .bind(worker)
+        .bind(expires)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let task = task_from_row(&row)?;
+        Ok(Some(Lease {
+            token: task.lease_token,
+            attempt: task.attempt,
+            expires_at: expires,
+            task,
+        }))
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<ExpiryReport> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE tasks t SET \
+               state = CASE WHEN j.state IN ('queued', 'running') THEN \
+                   CASE WHEN t.attempt < t.max_attempts THEN 'ready' ELSE 'failed' END \
+                 ELSE 'cancelled' END, \
+               failures = CASE WHEN j.state IN ('queued', 'running') THEN t.failures || jsonb_build_array(jsonb_build_object( \
+                   'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
+                   'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
+               next_claim_at = CASE WHEN j.state IN ('queued', 'running') AND t.attempt < t.max_attempts THEN $1 ELSE NULL END, \
+               finished_at = CASE WHEN j.state IN ('queued', 'running') AND t.attempt < t.max_attempts THEN NULL ELSE $1 END, \
+               lease_expires_at = NULL, updated_at = $1 \
+             FROM jobs j \
+             WHERE j.id = t.job_id AND t.state = 'leased' AND t.lease_expires_at <= $1 \
+             RETURNING t.id, t.job_id, t.state, t.attempt, t.failures",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut report = ExpiryReport::default();
+        let mut by_job: std::collections::BTreeMap<
+            JobId,
+            Vec<(TaskId, TaskState, u32, Vec<FailureRecord>)>,
+        > = std::collections::BTreeMap::new();
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            let job: Uuid = row.try_get("job_id")?;
+            let state: String = row.try_get("state")?;
+            let state: TaskState = parse("tasks.state", &state)?;
+            let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
+            let failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
+            match state {
+                TaskState::Ready => report.requeued.push(id),
+                TaskState::Failed => report.failed.push(id),
+                _ => report.cancelled.push(id),
+            }
+            by_job
+                .entry(job)
+                .or_default()
+                .push((id, state, attempt, failures));
+        }
+        for (job, tasks) in by_job {
+            let Some(mut acc) = Self::lock_account(&mut tx, job).await? else {
+                continue;
+            };
+            let mut events = Vec::new();
+            for (id, state, attempt, failures) in &tasks {
+                acc.count_final(*state);
+                if let Some(ev) = task_event(&mut acc, *id, *attempt, *state, None, failures) {
+                    events.push(ev);
+                }
+            }
+            if let Some(ev) = acc.maybe_complete(now) {
+                events.push(ev);
+                report.finished_jobs.push(job);
+            }
+            write_account(&mut tx, job, &acc, &events, now).await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    async fn report_result(
+        &self,
+        task: TaskId,
+        token: i64,
+        worker: WorkerId,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<ReportAck> {
+        validate_outcome(&outcome)?;
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT t.job_id, t.state, t.attempt, t.max_attempts, t.lease_token, t.leased_by, \
+               t.reported_token, t.failures, {ACCOUNT_COLS} \
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 \
+             FOR NO KEY UPDATE OF t, j"
+        ))
+        .bind(task)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::not_found(Entity::Task, task));
+        };
+        let job_id: Uuid = row.try_get("job_id")?;
+        let state: String = row.try_get("state")?;
+        let state: TaskState = parse("tasks.state", &state)?;
+        let lease_token: i64 = row.try_get("lease_token")?;
+        let leased_by: Option<Uuid> = row.try_get("leased_by")?;
+        let reported: Option<i64> = row.try_get("reported_token")?;
+        check_lease(task, state, lease_token, leased_by, reported, token, worker)?;
+        if reported == Some(token) && leased_by == Some(worker) {
+            return Ok(ReportAck::Duplicate);
+        }
+        let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
+        let max_attempts = to_u32(
+            "max_attempts",
+            i64::from(row.try_get::<i32, _>("max_attempts")?),
+        )?;
+        let mut failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
+        let mut acc = account_from_row(&row)?;
+        let decision = decide_report(acc.state, attempt, max_attempts, worker, &outcome, now);
+        if let Some(f) = &decision.failure {
+            failures.push(f.clone());
+        }
+        let requeue = decision.new_state == TaskState::Ready;
+        sqlx::query(
+            "UPDATE tasks SET state = $2, reported_token = $3, lease_expires_at = NULL, \
+               next_claim_at = $4, result = $5, failures = $6, finished_at = $7, updated_at = $8 \
+             WHERE id = $1",
+        )
+        .bind(task)
+        .bind(decision.new_state.as_str())
+        .bind(token)
+        .bind(requeue.then_some(now))
+        .bind(decision.result.as_ref().map(Json))
+        .bind(Json(&failures))
+        .bind((!requeue).then_some(now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        acc.count_final(decision.new_state);
+        let mut events = Vec::with_capacity(2);
+        if let Some(ev) = task_event(
+            &mut acc,
+            task,
+            attempt,
+            decision.new_state,
+            decision.result.as_ref(),
+            &failures,
+        ) {
+            events.push(ev);
+        }
+        if let Some(ev) = acc.maybe_complete(now) {
+            events.push(ev);
+        }
+        write_account(&mut tx, job_id, &acc, &events, now).await?;
+        if let (
+            TaskState::Done,
+            Outcome::Succeeded {
+                rewards,
+                sample_rewards,
+                ..
+            },
+        ) = (decision.new_state, &outcome)
+        {
+            for obs in rewards {
+                upsert_reward(&mut tx, obs, now).await?;
+            }
+            set_sample_rewards(&mut tx, sample_rewards).await?;
+        }
+        tx.commit().await?;
+        Ok(ReportAck::Accepted {
+            job_id,
+            task_state: decision.new_state,
+            job_state: acc.state,
+        })
+    }
+
+    async fn report_progress(
+        &self,
+        task: TaskId,
+        token: i64,
+        worker: WorkerId,
+        progress: Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT t.job_id, t.state, t.attempt, t.lease_token, t.leased_by, t.reported_token, {ACCOUNT_COLS} \
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 \
+             FOR NO KEY UPDATE OF t, j"
+        ))
+        .bind(task)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::not_found(Entity::Task, task));
+        };
+        let job_id: Uuid = row.try_get("job_id")?;
+        let state: String = row.try_get("state")?;
+        let state: TaskState = parse("tasks.state", &state)?;
+        let lease_token: i64 = row.try_get("lease_token")?;
+        let leased_by: Option<Uuid> = row.try_get("leased_by")?;
+        check_lease(task, state, lease_token, leased_by, None, token, worker)?;
+        let attempt: i32 = row.try_get("attempt")?;
+        let mut acc = account_from_row(&row)?;
+        sqlx::query("UPDATE tasks SET progress = $2, updated_at = $3 WHERE id = $1")
+            .bind(task)
+            .bind(Json(&progress))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let ev = acc.event(
+            event_kind::TASK_PROGRESS,
+            json!({ "task_id": task, "attempt": attempt, "progress": progress }),
+        );
+        write_account(&mut tx, job_id, &acc, &[ev], now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append_event(
+        &self,
+        job: JobId,
+        kind: &str,
+        payload: Value,
+        now: DateTime<Utc>,
+    ) -> Result<Event> {
+        validate_text("kind", kind)?;
+        let row = sqlx::query(
+            "WITH s AS (UPDATE jobs SET event_seq = event_seq + 1 WHERE id = $1 RETURNING id, event_seq) \
+             INSERT INTO events (job_id, seq, kind, payload, created_at) \
+             SELECT s.id, s.event_seq, $2, $3, $4 FROM s \
+             RETURNING job_id, seq, kind, payload, created_at",
+        )
+        .bind(job)
+        .bind(kind)
+        .bind(Json(&payload))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => event_from_row(&row),
+            None => Err(StoreError::not_found(Entity::Job, job)),
+        }
+    }
+
+    async fn events_after(&self, job: JobId, after_seq: i64, limit: u32) -> Result<Vec<Event>> {
+        let limit = page_limit(limit)?;
+        let rows = sqlx::query(
+            "SELECT job_id, seq, kind, payload, created_at FROM events \
+             WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_optional(&self.pool)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::not_found(Entity::Job, job));
+            }
+        }
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn record_reward(
+        &self,
+        observation: RewardObservation,
+        now: DateTime<Utc>,
+    ) -> Result<RewardEstimate> {
+        validate_observation(0, &observation)?;
+        let mut conn = self.pool.acquire().await?;
+        upsert_reward(&mut conn, &observation, now).await
+    }
+
+    async fn reward_estimate(&self, key: &RewardKey) -> Result<Option<RewardEstimate>> {
+        let row = sqlx::query(
+            "SELECT arch_hash, dataset, budget, count, mean, m2, updated_at FROM reward_estimates \
+             WHERE arch_hash = $1 AND dataset = $2 AND budget = $3",
+        )
+        .bind(&key.arch_hash)
+        .bind(&key.dataset)
+        .bind(&key.budget)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(estimate_from_row).transpose()
+    }
+
+    async fn save_checkpoint(&self, checkpoint: NewCheckpoint, now: DateTime<Utc>) -> Result<()> {
+        self.commit_policy_update(checkpoint, &[], &[], now).await
+    }
+
+    async fn latest_checkpoint(&self, policy_id: &str) -> Result<PolicyCheckpoint> {
+        let row = sqlx::query(
+            "SELECT * FROM policy_checkpoints WHERE policy_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(policy_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => checkpoint_from_row(&row),
+            None => Err(StoreError::not_found(Entity::Policy, policy_id)),
+        }
+    }
+
+    async fn checkpoint(&self, policy_id: &str, version: i64) -> Result<PolicyCheckpoint> {
+        let row =
+            sqlx::query("SELECT * FROM policy_checkpoints WHERE policy_id = $1 AND version = $2")
+                .bind(policy_id)
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            Some(row) => checkpoint_from_row(&row),
+            None => Err(StoreError::not_found(
+                Entity::Policy,
+                format!("{policy_id} version {version}"),
+            )),
+        }
+    }
+
+    async fn list_policies(&self) -> Result<Vec<PolicySummary>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (c.policy_id) c.policy_id, c.version, c.space, c.source_job, c.created_at, \
+               (SELECT count(*) FROM policy_samples s WHERE s.policy_id = c.policy_id \
+                  AND s.consumed_in_version IS NOT NULL AND NOT s.dropped) AS consumed \
+             FROM policy_checkpoints c ORDER BY c.policy_id, c.version DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PolicySummary {
+                    policy_id: row.try_get("policy_id")?,
+                    version: row.try_get("version")?,
+                    space: row.try_get("space")?,
+                    source_job: row.try_get("source_job")?,
+                    rewards_consumed: to_u64("consumed", row.try_get("consumed")?)?,
+                    updated_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_samples(
+        &self,
+        samples: Vec<NewPolicySample>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<SampleId>> {
+        for (i, s) in samples.iter().enumerate() {
+            validate_sample(i, s)?;
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(samples.len());
+        for s in &samples {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO policy_samples (job_id, policy_id, policy_version, log_prob, entropy, \
+                   input_genotype, output_genotype, task_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+            )
+            .bind(s.job_id)
+            .bind(&s.policy_id)
+            .bind(s.policy_version)
+            .bind(s.log_prob)
+            .bind(s.entropy)
+            .bind(Json(&s.input))
+            .bind(Json(&s.output))
+            .bind(s.task_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::not_found(Entity::Job, s.job_id)
+                }
+                _ => StoreError::from(e),
+            })?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn set_sample_reward(&self, sample: SampleId, reward: f64) -> Result<bool> {
+        if !reward.is_finite() {
+            return Err(StoreError::invalid("reward", "must be finite"));
+        }
+        let row: Option<(bool,)> = sqlx::query_as(
+            "WITH u AS (UPDATE policy_samples SET reward = $2 WHERE id = $1 AND reward IS NULL RETURNING id) \
+             SELECT EXISTS (SELECT 1 FROM u) FROM policy_samples WHERE id = $1",
+        )
+        .bind(sample)
+        .bind(reward)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some((changed,)) => Ok(changed),
+            None => Err(StoreError::not_found(Entity::PolicySample, sample)),
+        }
+    }
+
+    async fn get_sample(&self, sample: SampleId) -> Result<PolicySample> {
+        let row = sqlx::query(&format!(
+            "SELECT {SAMPLE_COLS} FROM policy_samples WHERE id = $1"
+        ))
+        .bind(sample)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => sample_from_row(&row),
+            None => Err(StoreError::not_found(Entity::PolicySample, sample)),
+        }
+    }
+
+    async fn take_unconsumed_rewards(
+        &self,
+        policy_id: &str,
+        limit: u32,
+    ) -> Result<Vec<PolicySample>> {
+        let limit = page_limit(limit)?;
+        let rows = sqlx::query(&format!(
+            "SELECT {SAMPLE_COLS} FROM policy_samples \
+             WHERE policy_id = $1 AND reward IS NOT NULL AND consumed_in_version IS NULL \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(policy_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sample_from_row).collect()
+    }
+
+    async fn commit_policy_update(
+        &self,
+        checkpoint: NewCheckpoint,
+        consumed: &[SampleId],
+        dropped: &[SampleId],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        validate_checkpoint(&checkpoint)?;
+        let mut all: Vec<i64> = consumed.iter().chain(dropped).copied().collect();
+        all.sort_unstable();
+        let before = all.len();
+        all.dedup();
+        if all.len() != before {
+            return Err(StoreError::invalid(
+                "consumed",
+                "a sample is listed twice (consumed and dropped must be disjoint)",
+            ));
+        }
+        let mut tx = self.pool.begin().await?;
+        // Samples first (in id order), then the checkpoint: the version check and the primary key
+        // make concurrent updaters of the same policy conflict instead of both succeeding.
+        if !all.is_empty() {
+            let marked = sqlx::query(
+                "UPDATE policy_samples SET consumed_in_version = $2, dropped = (id = ANY($4)) \
+                 WHERE id = ANY($1) AND policy_id = $3 AND reward IS NOT NULL AND consumed_in_version IS NULL",
+            )
+            .bind(&all)
+            .bind(checkpoint.version)
+            .bind(&checkpoint.policy_id)
+            .bind(dropped)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if marked != all.len() as u64 {
+                return Err(StoreError::Conflict(format!(
+                    "{} of {} samples are unknown, of another policy, without reward or already consumed",
+                    all.len() as u64 - marked,
+                    all.len()
+                )));
+            }
+        }
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT max(version) FROM policy_checkpoints WHERE policy_id = $1")
+                .bind(&checkpoint.policy_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let expected = latest.unwrap_or(0) + 1;
+        if checkpoint.version != expected {
+            return Err(StoreError::Conflict(format!(
+                "policy {} version {} is not the next version ({expected})",
+                checkpoint.policy_id, checkpoint.version
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO policy_checkpoints (policy_id, version, space, params, optimizer_state, \
+               baseline, source_job, meta, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&checkpoint.policy_id)
+        .bind(checkpoint.version)
+        .bind(&checkpoint.space)
+        .bind(&checkpoint.params)
+        .bind(&checkpoint.optimizer_state)
+        .bind(checkpoint.baseline)
+        .bind(checkpoint.source_job)
+        .bind(Json(&checkpoint.meta))
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+                "policy {} version {} was stored concurrently",
+                checkpoint.policy_id, checkpoint.version
+            )),
+            _ => StoreError::from(e),
+        })?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn event_from_row(row: &PgRow) -> Result<Event> {
+    Ok(Event {
+        job_id: row.try_get("job_id")?,
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get::<Json<Value>, _>("payload")?.0,
+        created_at: row.try_get("created_at")?,
+    })
+}

@@ -1,0 +1,1407 @@
+//! The store contract: every test runs against SQLite (a temp file) and PostgreSQL (a fresh
+//! database). Time is a parameter, so lease expiry is tested with a fixed clock, no sleeping.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use common::TestDb;
+use nat_store::*;
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
+        .single()
+        .expect("valid time")
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(secs)
+}
+
+fn ms(millis: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::milliseconds(millis)
+}
+
+fn task(n: usize) -> NewTask {
+    NewTask {
+        kind: "train_eval".into(),
+        payload: json!({ "arch": format!("arch-{n}") }),
+        requirements: Requirements::default(),
+        max_attempts: 3,
+    }
+}
+
+fn tasks(n: usize) -> Vec<NewTask> {
+    (0..n).map(task).collect()
+}
+
+fn job(priority: i32) -> NewJob {
+    NewJob {
+        kind: "evaluate".into(),
+        spec: json!({ "dataset": "digits", "budget": "smoke" }),
+        priority,
+        completion: Completion::AllTasks,
+    }
+}
+
+fn cpu() -> Capabilities {
+    Capabilities {
+        cpu_cores: 2,
+        slots: 1,
+        devices: vec!["cpu".into()],
+        version: "test".into(),
+        ..Capabilities::default()
+    }
+}
+
+fn gpu(mem: u64) -> Capabilities {
+    Capabilities {
+        gpus: 1,
+        gpu_memory_mb: mem,
+        gpu_model: Some("test gpu".into()),
+        cpu_cores: 8,
+        slots: 1,
+        devices: vec!["cpu".into(), "cuda:0".into()],
+        version: "test".into(),
+    }
+}
+
+fn ok(result: serde_json::Value) -> Outcome {
+    Outcome::Succeeded {
+        result,
+        rewards: vec![],
+        sample_rewards: vec![],
+    }
+}
+
+fn key(arch: &str) -> RewardKey {
+    RewardKey {
+        arch_hash: arch.into(),
+        dataset: "digits".into(),
+        budget: "smoke".into(),
+    }
+}
+
+async fn worker(store: &Arc<dyn Store>, name: &str) -> WorkerId {
+    store
+        .register_worker(name, cpu(), t0())
+        .await
+        .expect("register")
+        .id
+}
+
+async fn lease(store: &Arc<dyn Store>, w: WorkerId, now: DateTime<Utc>) -> Lease {
+    store
+        .lease_task(w, &cpu(), now, LEASE)
+        .await
+        .expect("lease_task")
+        .expect("a task is available")
+}
+
+fn kinds(events: &[Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+
+contract!(job_and_task_lifecycle);
+async fn job_and_task_lifecycle(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let created = store.create_job(job(0), tasks(3), t0()).await.unwrap();
+    assert_eq!(created.state, JobState::Queued);
+    assert_eq!(created.tasks_total, 3);
+    assert_eq!(created.created_at, t0());
+    let got = store.get_job(created.id).await.unwrap();
+    assert_eq!(got, created);
+
+    let listed = store.list_tasks(created.id, None, 0, 0).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed
+        .iter()
+        .all(|t| t.state == TaskState::Ready && t.attempt == 0));
+    assert_eq!(listed[1].payload, json!({ "arch": "arch-1" }));
+
+    let w = worker(&store, "w1").await;
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let l = lease(&store, w, at(i)).await;
+        assert_eq!(l.attempt, 1);
+        assert_eq!(l.token, 1);
+        assert_eq!(l.expires_at, at(i) + chrono::Duration::seconds(30));
+        assert_eq!(l.task.state, TaskState::Leased);
+        assert_eq!(l.task.leased_by, Some(w));
+        seen.push(l);
+    }
+    // Creation order inside a job.
+    assert_eq!(
+        seen.iter().map(|l| l.task.id).collect::<Vec<_>>(),
+        listed.iter().map(|t| t.id).collect::<Vec<_>>()
+    );
+    assert!(store
+        .lease_task(w, &cpu(), at(3), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.get_job(created.id).await.unwrap().state,
+        JobState::Running
+    );
+
+    for (i, l) in seen.iter().enumerate() {
+        let ack = store
+            .report_result(
+                l.task.id,
+                l.token,
+                w,
+                Outcome::Succeeded {
+                    result: json!({ "accuracy": 0.9 }),
+                    rewards: vec![RewardObservation {
+                        key: key(&format!("arch-{i}")),
+                        value: 0.9,
+                    }],
+                    sample_rewards: vec![],
+                },
+                at(10 + i as i64),
+            )
+            .await
+            .unwrap();
+        let expected_job = if i == 2 {
+            JobState::Succeeded
+        } else {
+            JobState::Running
+        };
+        assert_eq!(
+            ack,
+            ReportAck::Accepted {
+                job_id: created.id,
+                task_state: TaskState::Done,
+                job_state: expected_job
+            }
+        );
+    }
+    let done = store.get_job(created.id).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!((done.tasks_done, done.tasks_failed), (3, 0));
+    assert_eq!(done.finished_at, Some(at(12)));
+    let t = store.get_task(seen[0].task.id).await.unwrap();
+    assert_eq!(t.state, TaskState::Done);
+    assert_eq!(t.result, Some(json!({ "accuracy": 0.9 })));
+    assert_eq!(t.finished_at, Some(at(10)));
+
+    let events = store.events_after(created.id, 0, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            "job_created",
+            "task_succeeded",
+            "task_succeeded",
+            "task_succeeded",
+            "job_finished"
+        ]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(events[4].payload["state"], "succeeded");
+
+    let running = store
+        .list_jobs(JobFilter {
+            state: Some(JobState::Running),
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(running.is_empty());
+    let all = store.list_jobs(JobFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert!(matches!(
+        store.get_job(uuid::Uuid::new_v4()).await,
+        Err(StoreError::NotFound {
+            what: Entity::Job,
+            ..
+        })
+    ));
+}
+
+contract!(expired_lease_is_requeued);
+async fn expired_lease_is_requeued(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    let w1 = worker(&store, "w1").await;
+    let w2 = worker(&store, "w2").await;
+    let first = lease(&store, w1, t0()).await;
+
+    // Not expired yet: nothing to claim, nothing to expire.
+    assert!(store
+        .lease_task(w2, &cpu(), at(29), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.expire_leases(at(29)).await.unwrap(),
+        ExpiryReport::default()
+    );
+
+    // Expired: the scan requeues it with the reason recorded.
+    let report = store.expire_leases(at(31)).await.unwrap();
+    assert_eq!(report.requeued, vec![first.task.id]);
+    let t = store.get_task(first.task.id).await.unwrap();
+    assert_eq!(t.state, TaskState::Ready);
+    assert_eq!(t.failures.len(), 1);
+    assert_eq!(t.failures[0].reason, "lease expired");
+    assert_eq!(t.failures[0].worker, Some(w1));
+    assert_eq!(t.failures[0].attempt, 1);
+    assert_eq!(t.failures[0].at, at(30));
+    assert!(t.failures[0].to_string().contains(&w1.to_string()));
+
+    let second = lease(&store, w2, at(32)).await;
+    assert_eq!(second.task.id, first.task.id);
+    assert_eq!((second.attempt, second.token), (2, 2));
+
+    // An expired lease is also claimed directly by lease_task, without the scan.
+    let third = lease(&store, w1, at(63)).await;
+    assert_eq!(third.task.id, first.task.id);
+    assert_eq!((third.attempt, third.token), (3, 3));
+    let t = store.get_task(first.task.id).await.unwrap();
+    assert_eq!(t.failures.len(), 2);
+    assert_eq!(t.failures[1].worker, Some(w2));
+    assert_eq!(t.failures[1].at, at(62));
+    let job_now = store.get_job(j.id).await.unwrap();
+    assert_eq!((job_now.tasks_done, job_now.tasks_failed), (0, 0));
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    assert_eq!(kinds(&events), ["job_created", "task_retry"]);
+}
+
+contract!(stale_and_foreign_tokens_change_nothing);
+async fn stale_and_foreign_tokens_change_nothing(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    let w1 = worker(&store, "w1").await;
+    let w2 = worker(&store, "w2").await;
+    let old = lease(&store, w1, t0()).await;
+    let new = lease(&store, w2, at(31)).await; // w1's lease expired and was taken over
+    assert_eq!(new.token, old.token + 1);
+
+    let task_before = store.get_task(old.task.id).await.unwrap();
+    let job_before = store.get_job(j.id).await.unwrap();
+    let events_before = store.events_after(j.id, 0, 100).await.unwrap();
+
+    // Stale token from the previous holder.
+    let err = store
+        .report_result(old.task.id, old.token, w1, ok(json!({})), at(40))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+    // Current token, wrong worker.
+    let err = store
+        .report_result(new.task.id, new.token, w1, ok(json!({})), at(40))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+    // Made-up token.
+    let err = store
+        .report_result(new.task.id, new.token + 7, w2, ok(json!({})), at(40))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+    // Progress with a stale token is rejected too.
+    let err = store
+        .report_progress(old.task.id, old.token, w1, json!({ "epoch": 1 }), at(40))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+    // Unknown task.
+    let err = store
+        .report_result(uuid::Uuid::new_v4(), 1, w1, ok(json!({})), at(40))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                what: Entity::Task,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    assert_eq!(store.get_task(old.task.id).await.unwrap(), task_before);
+    assert_eq!(store.get_job(j.id).await.unwrap(), job_before);
+    assert_eq!(
+        store.events_after(j.id, 0, 100).await.unwrap(),
+        events_before
+    );
+
+    // The current holder still reports fine.
+    let ack = store
+        .report_result(new.task.id, new.token, w2, ok(json!({ "a": 1 })), at(41))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ack,
+        ReportAck::Accepted {
+            task_state: TaskState::Done,
+            ..
+        }
+    ));
+    // After an accepted report, the stale token is still stale (not a "duplicate").
+    let err = store
+        .report_result(old.task.id, old.token, w1, ok(json!({})), at(42))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+}
+
+contract!(duplicate_report_counts_once);
+async fn duplicate_report_counts_once(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(2), t0()).await.unwrap();
+    let w = worker(&store, "w").await;
+    let l = lease(&store, w, t0()).await;
+    let outcome = Outcome::Succeeded {
+        result: json!({ "accuracy": 0.5 }),
+        rewards: vec![RewardObservation {
+            key: key("dup"),
+            value: 0.5,
+        }],
+        sample_rewards: vec![],
+    };
+    let first = store
+        .report_result(l.task.id, l.token, w, outcome.clone(), at(1))
+        .await
+        .unwrap();
+    assert!(matches!(first, ReportAck::Accepted { .. }));
+    let job_after_first = store.get_job(j.id).await.unwrap();
+    for i in 0..2 {
+        let again = store
+            .report_result(l.task.id, l.token, w, outcome.clone(), at(2 + i))
+            .await
+            .unwrap();
+        assert_eq!(again, ReportAck::Duplicate);
+    }
+    let job_now = store.get_job(j.id).await.unwrap();
+    assert_eq!(job_now, job_after_first);
+    assert_eq!(job_now.tasks_done, 1);
+    let est = store.reward_estimate(&key("dup")).await.unwrap().unwrap();
+    assert_eq!(est.count, 1);
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    assert_eq!(kinds(&events), ["job_created", "task_succeeded"]);
+
+    // A duplicate of a retryable failure is also counted once.
+    let l2 = lease(&store, w, at(5)).await;
+    let fail = Outcome::Failed {
+        reason: "CUDA out of memory".into(),
+        retryable: true,
+    };
+    let a = store
+        .report_result(l2.task.id, l2.token, w, fail.clone(), at(6))
+        .await
+        .unwrap();
+    assert!(matches!(
+        a,
+        ReportAck::Accepted {
+            task_state: TaskState::Ready,
+            ..
+        }
+    ));
+    let b = store
+        .report_result(l2.task.id, l2.token, w, fail, at(7))
+        .await
+        .unwrap();
+    assert_eq!(b, ReportAck::Duplicate);
+    let t = store.get_task(l2.task.id).await.unwrap();
+    assert_eq!(t.failures.len(), 1);
+    assert_eq!(t.state, TaskState::Ready);
+}
+
+contract!(max_attempts_fail_with_reasons);
+async fn max_attempts_fail_with_reasons(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let mut only = task(0);
+    only.max_attempts = 3;
+    let j = store.create_job(job(0), vec![only], t0()).await.unwrap();
+    let w1 = worker(&store, "w1").await;
+    let w2 = worker(&store, "w2").await;
+
+    // Attempt 1: retryable failure -> requeued.
+    let l1 = lease(&store, w1, t0()).await;
+    let ack = store
+        .report_result(
+            l1.task.id,
+            l1.token,
+            w1,
+            Outcome::Failed {
+                reason: "worker crashed".into(),
+                retryable: true,
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        ack,
+        ReportAck::Accepted {
+            task_state: TaskState::Ready,
+            job_state: JobState::Running,
+            ..
+        }
+    ));
+    // Attempt 2: lease expires -> requeued by the scan.
+    let _l2 = lease(&store, w2, at(2)).await;
+    let exp = store.expire_leases(at(40)).await.unwrap();
+    assert_eq!(exp.requeued.len(), 1);
+    // Attempt 3 (the last): lease expires -> no claim possible, the scan fails the task.
+    let l3 = lease(&store, w1, at(41)).await;
+    assert_eq!(l3.attempt, 3);
+    assert!(store
+        .lease_task(w2, &cpu(), at(100), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let exp = store.expire_leases(at(100)).await.unwrap();
+    assert_eq!(exp.failed, vec![l3.task.id]);
+    assert_eq!(exp.finished_jobs, vec![j.id]);
+
+    let t = store.get_task(l3.task.id).await.unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    let reasons: Vec<_> = t
+        .failures
+        .iter()
+        .map(|f| (f.attempt, f.reason.as_str(), f.worker))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (1, "worker crashed", Some(w1)),
+            (2, "lease expired", Some(w2)),
+            (3, "lease expired", Some(w1))
+        ]
+    );
+    let job_now = store.get_job(j.id).await.unwrap();
+    assert_eq!(job_now.state, JobState::Failed);
+    assert_eq!((job_now.tasks_done, job_now.tasks_failed), (0, 1));
+    assert!(job_now.error.is_some());
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            "job_created",
+            "task_retry",
+            "task_retry",
+            "task_failed",
+            "job_finished"
+        ]
+    );
+    assert_eq!(
+        events[3].payload["reasons"].as_array().map(Vec::len),
+        Some(3)
+    );
+
+    // A non-retryable failure fails at once; with one success the job still succeeds.
+    let j2 = store.create_job(job(0), tasks(2), at(200)).await.unwrap();
+    let a = lease(&store, w1, at(201)).await;
+    let b = lease(&store, w2, at(201)).await;
+    let ack = store
+        .report_result(
+            a.task.id,
+            a.token,
+            w1,
+            Outcome::Failed {
+                reason: "invalid genotype".into(),
+                retryable: false,
+            },
+            at(202),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        ack,
+        ReportAck::Accepted {
+            task_state: TaskState::Failed,
+            ..
+        }
+    ));
+    store
+        .report_result(b.task.id, b.token, w2, ok(json!({})), at(203))
+        .await
+        .unwrap();
+    let j2 = store.get_job(j2.id).await.unwrap();
+    assert_eq!(j2.state, JobState::Succeeded);
+    assert_eq!((j2.tasks_done, j2.tasks_failed), (1, 1));
+}
+
+contract!(requirements_match_capabilities);
+async fn requirements_match_capabilities(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let mut big = task(0);
+    big.requirements = Requirements {
+        needs_gpu: true,
+        min_gpu_memory_mb: 16_000,
+        min_cpu_cores: 4,
+    };
+    let j = store.create_job(job(0), vec![big], t0()).await.unwrap();
+    let w = worker(&store, "w").await;
+    assert!(store
+        .lease_task(w, &cpu(), at(1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .lease_task(w, &gpu(8_000), at(1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let mut few_cores = gpu(24_000);
+    few_cores.cpu_cores = 2;
+    assert!(store
+        .lease_task(w, &few_cores, at(1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    let l = store
+        .lease_task(w, &gpu(24_000), at(1), LEASE)
+        .await
+        .unwrap()
+        .expect("the 24 GB GPU worker qualifies");
+    assert_eq!(l.task.job_id, j.id);
+    assert!(l.task.requirements.needs_gpu);
+    assert!(gpu(24_000).satisfies(&l.task.requirements));
+
+    // A CPU task is served to a GPU worker too, and a CPU worker skips GPU tasks to find it.
+    let mut gpu_task = task(1);
+    gpu_task.requirements.needs_gpu = true;
+    store
+        .create_job(job(0), vec![gpu_task, task(2)], at(2))
+        .await
+        .unwrap();
+    let l = lease(&store, w, at(3)).await;
+    assert_eq!(l.task.payload, json!({ "arch": "arch-2" }));
+}
+
+contract!(fair_across_jobs);
+async fn fair_across_jobs(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let a = store.create_job(job(0), tasks(3), ms(0)).await.unwrap();
+    let b = store.create_job(job(0), tasks(3), ms(1)).await.unwrap();
+    let c = store.create_job(job(5), tasks(2), ms(2)).await.unwrap();
+    let w = worker(&store, "w").await;
+    let mut order = Vec::new();
+    for i in 0..8 {
+        order.push(lease(&store, w, ms(10 + i)).await.task.job_id);
+    }
+    // Higher priority first, then round robin between equal priorities.
+    assert_eq!(order, [c.id, c.id, a.id, b.id, a.id, b.id, a.id, b.id]);
+
+    // A job that was just served waits for the others.
+    let d = store.create_job(job(0), tasks(2), ms(20)).await.unwrap();
+    let e = store.create_job(job(0), tasks(2), ms(21)).await.unwrap();
+    let mut order = Vec::new();
+    for i in 0..4 {
+        order.push(lease(&store, w, ms(30 + i)).await.task.job_id);
+    }
+    assert_eq!(order, [d.id, e.id, d.id, e.id]);
+}
+
+contract!(cancel_withdraws_and_stops);
+async fn cancel_withdraws_and_stops(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(3), t0()).await.unwrap();
+    let w = worker(&store, "w").await;
+    let held = lease(&store, w, at(1)).await;
+    let cancelled = store.cancel_job(j.id, at(2)).await.unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert_eq!(cancelled.tasks_cancelled, 2);
+    assert_eq!(cancelled.finished_at, Some(at(2)));
+    let ready = store
+        .list_tasks(j.id, Some(TaskState::Cancelled), 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(ready.len(), 2);
+    assert_eq!(
+        store.get_task(held.task.id).await.unwrap().state,
+        TaskState::Leased
+    );
+    // Nothing left to lease.
+    assert!(store
+        .lease_task(w, &cpu(), at(3), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    // The heartbeat tells the worker to stop, and does not extend the lease.
+    let hb = store
+        .heartbeat(
+            w,
+            &[HeldLease {
+                task_id: held.task.id,
+                token: held.token,
+            }],
+            at(4),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.stop, vec![held.task.id]);
+    assert!(hb.extended.is_empty());
+    // Cancelling again is a precondition failure.
+    assert!(matches!(
+        store.cancel_job(j.id, at(5)).await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    // The worker's late report is accepted and cancels the task.
+    let ack = store
+        .report_result(held.task.id, held.token, w, ok(json!({})), at(6))
+        .await
+        .unwrap();
+    assert_eq!(
+        ack,
+        ReportAck::Accepted {
+            job_id: j.id,
+            task_state: TaskState::Cancelled,
+            job_state: JobState::Cancelled
+        }
+    );
+    let j_now = store.get_job(j.id).await.unwrap();
+    assert_eq!((j_now.tasks_done, j_now.tasks_cancelled), (0, 3));
+
+    // A leased task of a cancelled job whose worker vanished is cancelled by the expiry scan.
+    let j2 = store.create_job(job(0), tasks(1), at(10)).await.unwrap();
+    let gone = lease(&store, w, at(11)).await;
+    store.cancel_job(j2.id, at(12)).await.unwrap();
+    let exp = store.expire_leases(at(100)).await.unwrap();
+    assert_eq!(exp.cancelled, vec![gone.task.id]);
+    assert_eq!(store.get_job(j2.id).await.unwrap().tasks_cancelled, 1);
+    assert!(matches!(
+        store.cancel_job(uuid::Uuid::new_v4(), at(13)).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+contract!(heartbeat_extends_leases);
+async fn heartbeat_extends_leases(db: Arc<TestDb>) {
+    let store = db.open().await;
+    store.create_job(job(0), tasks(2), t0()).await.unwrap();
+    let w1 = worker(&store, "w1").await;
+    let w2 = worker(&store, "w2").await;
+    let l = lease(&store, w1, t0()).await;
+    let other = lease(&store, w2, t0()).await;
+    let hb = store
+        .heartbeat(
+            w1,
+            &[
+                HeldLease {
+                    task_id: l.task.id,
+                    token: l.token,
+                },
+                HeldLease {
+                    task_id: other.task.id,
+                    token: other.token,
+                },
+            ],
+            at(20),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.extended, vec![l.task.id]);
+    assert_eq!(hb.lease_expires_at, at(50));
+    // w1 claims to hold w2's task: it must stop it.
+    assert_eq!(hb.stop, vec![other.task.id]);
+    assert_eq!(
+        store.get_task(l.task.id).await.unwrap().lease_expires_at,
+        Some(at(50))
+    );
+    let w = store.get_worker(w1).await.unwrap();
+    assert_eq!(w.last_heartbeat_at, at(20));
+    assert_eq!(w.state, WorkerState::Active);
+
+    // At t+40, w1's lease is alive (extended) while w2's expired.
+    let exp = store.expire_leases(at(40)).await.unwrap();
+    assert_eq!(exp.requeued, vec![other.task.id]);
+    assert_eq!(
+        store.get_task(l.task.id).await.unwrap().state,
+        TaskState::Leased
+    );
+    // w2 learns it lost its task.
+    let hb2 = store
+        .heartbeat(
+            w2,
+            &[HeldLease {
+                task_id: other.task.id,
+                token: other.token,
+            }],
+            at(41),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb2.stop, vec![other.task.id]);
+    assert!(hb2.extended.is_empty());
+    // Workers silent since before the cutoff are marked lost.
+    let lost = store.mark_lost_workers(at(41)).await.unwrap();
+    assert!(lost.is_empty());
+    let lost = store.mark_lost_workers(at(45)).await.unwrap();
+    assert_eq!(lost, vec![w1]);
+    assert_eq!(store.get_worker(w1).await.unwrap().state, WorkerState::Lost);
+    assert!(matches!(
+        store
+            .heartbeat(uuid::Uuid::new_v4(), &[], at(46), LEASE)
+            .await,
+        Err(StoreError::NotFound {
+            what: Entity::Worker,
+            ..
+        })
+    ));
+    assert_eq!(store.list_workers().await.unwrap().len(), 2);
+}
+
+contract!(concurrent_leases_never_double_lease);
+async fn concurrent_leases_never_double_lease(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j1 = store.create_job(job(0), tasks(20), t0()).await.unwrap();
+    let j2 = store.create_job(job(1), tasks(20), t0()).await.unwrap();
+    let mut workers = Vec::new();
+    for i in 0..50 {
+        workers.push(worker(&store, &format!("w{i}")).await);
+    }
+    let mut handles = Vec::new();
+    for w in workers {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store.lease_task(w, &cpu(), at(1), LEASE).await
+        }));
+    }
+    let mut leased = Vec::new();
+    let mut empty = 0;
+    for h in handles {
+        match h.await.expect("join").expect("lease_task") {
+            Some(l) => leased.push(l),
+            None => empty += 1,
+        }
+    }
+    assert_eq!(leased.len(), 40);
+    assert_eq!(empty, 10);
+    let ids: HashSet<_> = leased.iter().map(|l| l.task.id).collect();
+    assert_eq!(ids.len(), 40, "a task was leased twice");
+    assert!(leased.iter().all(|l| l.token == 1 && l.attempt == 1));
+    for j in [j1.id, j2.id] {
+        let ts = store
+            .list_tasks(j, Some(TaskState::Leased), 0, 0)
+            .await
+            .unwrap();
+        assert_eq!(ts.len(), 20);
+    }
+}
+
+contract!(events_are_ordered);
+async fn events_are_ordered(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    let other = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    for i in 0..25 {
+        let e = store
+            .append_event(j.id, "note", json!({ "i": i }), at(i))
+            .await
+            .unwrap();
+        assert_eq!(e.seq, i + 2);
+        assert_eq!(e.created_at, at(i));
+    }
+    store
+        .append_event(other.id, "note", json!({}), at(1))
+        .await
+        .unwrap();
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let page = store.events_after(j.id, after, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|e| e.seq).unwrap_or(after);
+        all.extend(page);
+    }
+    assert_eq!(all.len(), 26);
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    assert!(all.iter().all(|e| e.job_id == j.id));
+    assert_eq!(all[5].payload, json!({ "i": 4 }));
+    assert_eq!(store.events_after(other.id, 0, 10).await.unwrap().len(), 2);
+    assert!(matches!(
+        store.events_after(uuid::Uuid::new_v4(), 0, 10).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store
+            .append_event(uuid::Uuid::new_v4(), "note", json!({}), at(1))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Progress reports are events too.
+    let w = worker(&store, "w").await;
+    let l = lease(&store, w, at(30)).await;
+    store
+        .report_progress(l.task.id, l.token, w, json!({ "epoch": 3 }), at(31))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_task(l.task.id).await.unwrap().progress,
+        Some(json!({ "epoch": 3 }))
+    );
+    let last = store.events_after(l.task.job_id, 0, 100).await.unwrap();
+    let last = last.last().expect("events");
+    assert_eq!(last.kind, "task_progress");
+    assert_eq!(last.payload["progress"], json!({ "epoch": 3 }));
+}
+
+contract!(reward_estimates_use_welford);
+async fn reward_estimates_use_welford(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let xs = [0.91, 0.87, 0.95, 0.89, 0.93, 0.90];
+    let mut last = None;
+    for (i, x) in xs.iter().enumerate() {
+        last = Some(
+            store
+                .record_reward(
+                    RewardObservation {
+                        key: key("welford"),
+                        value: *x,
+                    },
+                    at(i as i64),
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let est = store
+        .reward_estimate(&key("welford"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Some(&est), last.as_ref());
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    assert_eq!(est.count, 6);
+    assert!((est.mean - mean).abs() < 1e-12, "{} vs {mean}", est.mean);
+    let got_var = est.sample_variance().unwrap();
+    assert!((got_var - var).abs() < 1e-12, "{got_var} vs {var}");
+    assert_eq!(est.updated_at, at(5));
+    // Keys are independent.
+    assert!(store
+        .reward_estimate(&key("other"))
+        .await
+        .unwrap()
+        .is_none());
+    let mut k = key("welford");
+    k.budget = "small".into();
+    assert!(store.reward_estimate(&k).await.unwrap().is_none());
+    // Non-finite values are refused, naming the field.
+    let err = store
+        .record_reward(
+            RewardObservation {
+                key: key("welford"),
+                value: f64::NAN,
+            },
+            at(9),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidArgument { ref field, .. } if field == "rewards[0].value"),
+        "{err:?}"
+    );
+}
+
+fn checkpoint(version: i64, baseline: f64) -> NewCheckpoint {
+    NewCheckpoint {
+        policy_id: "pol".into(),
+        version,
+        space: "nat".into(),
+        params: vec![version as u8; 64],
+        optimizer_state: vec![7; 16],
+        baseline,
+        source_job: None,
+        meta: json!({ "profile": "default" }),
+    }
+}
+
+contract!(policy_updates_consume_rewards_exactly_once);
+async fn policy_updates_consume_rewards_exactly_once(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    assert!(matches!(
+        store.latest_checkpoint("pol").await,
+        Err(StoreError::NotFound {
+            what: Entity::Policy,
+            ..
+        })
+    ));
+    // Version 1 must come first.
+    assert!(matches!(
+        store.save_checkpoint(checkpoint(2, 0.0), t0()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .save_checkpoint(checkpoint(1, 0.0), t0())
+        .await
+        .unwrap();
+
+    let samples: Vec<_> = (0..5)
+        .map(|i| NewPolicySample {
+            job_id: j.id,
+            policy_id: "pol".into(),
+            policy_version: 1,
+            log_prob: -1.5 - i as f64,
+            entropy: 2.0,
+            input: json!({ "g": i }),
+            output: json!({ "g": i + 1 }),
+            task_id: None,
+        })
+        .collect();
+    let ids = store.insert_samples(samples, at(1)).await.unwrap();
+    assert_eq!(ids.len(), 5);
+    assert!(ids.windows(2).all(|w| w[1] > w[0]));
+    for (i, id) in ids.iter().take(4).enumerate() {
+        assert!(store.set_sample_reward(*id, 0.1 * i as f64).await.unwrap());
+    }
+    // Idempotent: the first reward stays.
+    assert!(!store.set_sample_reward(ids[0], 0.99).await.unwrap());
+    assert_eq!(store.get_sample(ids[0]).await.unwrap().reward, Some(0.0));
+    assert!(matches!(
+        store.set_sample_reward(-5, 0.1).await,
+        Err(StoreError::NotFound {
+            what: Entity::PolicySample,
+            ..
+        })
+    ));
+
+    let pending = store.take_unconsumed_rewards("pol", 100).await.unwrap();
+    assert_eq!(pending.iter().map(|s| s.id).collect::<Vec<_>>(), ids[..4]);
+    // Reading does not consume.
+    assert_eq!(
+        store.take_unconsumed_rewards("pol", 2).await.unwrap().len(),
+        2
+    );
+
+    // A conflicting update (wrong version) changes nothing.
+    assert!(matches!(
+        store
+            .commit_policy_update(checkpoint(3, 0.5), &ids[..3], &[ids[3]], at(2))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .take_unconsumed_rewards("pol", 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+
+    store
+        .commit_policy_update(checkpoint(2, 0.25), &ids[..3], &[ids[3]], at(3))
+        .await
+        .unwrap();
+    assert!(store
+        .take_unconsumed_rewards("pol", 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let s0 = store.get_sample(ids[0]).await.unwrap();
+    assert_eq!((s0.consumed_in_version, s0.dropped), (Some(2), false));
+    let s3 = store.get_sample(ids[3]).await.unwrap();
+    assert_eq!((s3.consumed_in_version, s3.dropped), (Some(2), true));
+
+    // Replaying the same update (e.g. after a crash, from a stale updater) is a conflict.
+    assert!(matches!(
+        store
+            .commit_policy_update(checkpoint(2, 0.25), &ids[..3], &[], at(4))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Consuming already consumed (or reward-less) samples is a conflict and stores nothing.
+    assert!(matches!(
+        store
+            .commit_policy_update(checkpoint(3, 0.3), &[ids[0]], &[], at(5))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .commit_policy_update(checkpoint(3, 0.3), &[ids[4]], &[], at(5))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let latest = store.latest_checkpoint("pol").await.unwrap();
+    assert_eq!(latest.version, 2);
+    assert_eq!(latest.params, vec![2u8; 64]);
+    assert_eq!(latest.optimizer_state, vec![7u8; 16]);
+    assert_eq!(latest.baseline, 0.25);
+    assert_eq!(latest.meta, json!({ "profile": "default" }));
+    assert_eq!(latest.created_at, at(3));
+    assert_eq!(
+        store.checkpoint("pol", 1).await.unwrap().params,
+        vec![1u8; 64]
+    );
+
+    let policies = store.list_policies().await.unwrap();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].version, 2);
+    assert_eq!(policies[0].rewards_consumed, 3);
+
+    // Rewards can also arrive inside a task report, in its transaction.
+    let more = store
+        .insert_samples(
+            vec![NewPolicySample {
+                job_id: j.id,
+                policy_id: "pol".into(),
+                policy_version: 2,
+                log_prob: -0.5,
+                entropy: 1.0,
+                input: json!({}),
+                output: json!({}),
+                task_id: None,
+            }],
+            at(6),
+        )
+        .await
+        .unwrap();
+    let w = worker(&store, "w").await;
+    let l = lease(&store, w, at(7)).await;
+    store
+        .report_result(
+            l.task.id,
+            l.token,
+            w,
+            Outcome::Succeeded {
+                result: json!({}),
+                rewards: vec![],
+                sample_rewards: vec![SampleReward {
+                    sample_id: more[0],
+                    reward: 0.75,
+                }],
+            },
+            at(8),
+        )
+        .await
+        .unwrap();
+    let pending = store.take_unconsumed_rewards("pol", 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].reward, Some(0.75));
+}
+
+contract!(concurrent_policy_updates_one_wins);
+async fn concurrent_policy_updates_one_wins(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    store
+        .save_checkpoint(checkpoint(1, 0.0), t0())
+        .await
+        .unwrap();
+    let ids = store
+        .insert_samples(
+            (0..4)
+                .map(|_| NewPolicySample {
+                    job_id: j.id,
+                    policy_id: "pol".into(),
+                    policy_version: 1,
+                    log_prob: -1.0,
+                    entropy: 1.0,
+                    input: json!({}),
+                    output: json!({}),
+                    task_id: None,
+                })
+                .collect(),
+            t0(),
+        )
+        .await
+        .unwrap();
+    for id in &ids {
+        store.set_sample_reward(*id, 1.0).await.unwrap();
+    }
+    let mut handles = Vec::new();
+    for k in 0..4 {
+        let store = store.clone();
+        let ids = ids.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .commit_policy_update(checkpoint(2, k as f64), &ids, &[], at(1))
+                .await
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        match h.await.expect("join") {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.latest_checkpoint("pol").await.unwrap().version, 2);
+    for id in &ids {
+        assert_eq!(
+            store.get_sample(*id).await.unwrap().consumed_in_version,
+            Some(2)
+        );
+    }
+}
+
+contract!(phased_job_with_manual_completion);
+async fn phased_job_with_manual_completion(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store
+        .create_job(
+            NewJob {
+                kind: "optimize".into(),
+                spec: json!({}),
+                priority: 0,
+                completion: Completion::Manual,
+            },
+            vec![],
+            t0(),
+        )
+        .await
+        .unwrap();
+    let ids = store.add_tasks(j.id, tasks(2), at(1)).await.unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(store.get_job(j.id).await.unwrap().tasks_total, 2);
+    let w = worker(&store, "w").await;
+    for i in 0..2 {
+        let l = lease(&store, w, at(2 + i)).await;
+        let ack = store
+            .report_result(l.task.id, l.token, w, ok(json!({ "i": i })), at(3 + i))
+            .await
+            .unwrap();
+        // Manual jobs are not finished by their tasks.
+        assert!(matches!(
+            ack,
+            ReportAck::Accepted {
+                job_state: JobState::Running,
+                ..
+            }
+        ));
+    }
+    store
+        .set_job_result(j.id, json!({ "phase": "derive" }), at(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(j.id).await.unwrap().result,
+        Some(json!({ "phase": "derive" }))
+    );
+    let more = store.add_tasks(j.id, tasks(1), at(6)).await.unwrap();
+    let t = store.get_task(more[0]).await.unwrap();
+    assert_eq!(t.state, TaskState::Ready);
+    let finished = store
+        .finish_job(
+            j.id,
+            JobOutcome::Succeeded {
+                result: json!({ "best": "x" }),
+            },
+            at(7),
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.state, JobState::Succeeded);
+    assert_eq!(finished.result, Some(json!({ "best": "x" })));
+    assert_eq!(finished.tasks_cancelled, 1);
+    assert!(matches!(
+        store.add_tasks(j.id, tasks(1), at(8)).await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        store.set_job_result(j.id, json!({}), at(8)).await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        [
+            "job_created",
+            "tasks_added",
+            "task_succeeded",
+            "task_succeeded",
+            "tasks_added",
+            "job_finished"
+        ]
+    );
+}
+
+contract!(bad_input_names_the_field);
+async fn bad_input_names_the_field(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let field_of = |r: Result<Job>| match r {
+        Err(StoreError::InvalidArgument { field, .. }) => field,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    assert_eq!(
+        field_of(store.create_job(job(5000), tasks(1), t0()).await),
+        "priority"
+    );
+    let mut bad = tasks(2);
+    bad[1].max_attempts = 0;
+    assert_eq!(
+        field_of(store.create_job(job(0), bad, t0()).await),
+        "tasks[1].max_attempts"
+    );
+    let mut bad = tasks(1);
+    bad[0].kind = " ".into();
+    assert_eq!(
+        field_of(store.create_job(job(0), bad, t0()).await),
+        "tasks[0].kind"
+    );
+    assert_eq!(
+        field_of(store.create_job(job(0), vec![], t0()).await),
+        "tasks"
+    );
+    let mut nameless = job(0);
+    nameless.kind = String::new();
+    assert_eq!(
+        field_of(store.create_job(nameless, tasks(1), t0()).await),
+        "kind"
+    );
+    assert!(store
+        .list_jobs(JobFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+
+    let w = worker(&store, "w").await;
+    assert!(matches!(
+        store.lease_task(w, &cpu(), t0(), Duration::ZERO).await,
+        Err(StoreError::InvalidArgument { ref field, .. }) if field == "lease_duration"
+    ));
+    assert!(matches!(
+        store.register_worker("", cpu(), t0()).await,
+        Err(StoreError::InvalidArgument { ref field, .. }) if field == "name"
+    ));
+    assert!(matches!(
+        store.list_jobs(JobFilter { limit: 1_000_000, ..JobFilter::default() }).await,
+        Err(StoreError::InvalidArgument { ref field, .. }) if field == "limit"
+    ));
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    let l = lease(&store, w, t0()).await;
+    let err = store
+        .report_result(
+            l.task.id,
+            l.token,
+            w,
+            Outcome::Succeeded {
+                result: json!({}),
+                rewards: vec![RewardObservation {
+                    key: key("x"),
+                    value: f64::INFINITY,
+                }],
+                sample_rewards: vec![],
+            },
+            at(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::InvalidArgument { ref field, .. } if field == "rewards[0].value")
+    );
+    // A reward for an unknown sample rolls the whole report back.
+    let err = store
+        .report_result(
+            l.task.id,
+            l.token,
+            w,
+            Outcome::Succeeded {
+                result: json!({}),
+                rewards: vec![RewardObservation {
+                    key: key("x"),
+                    value: 0.5,
+                }],
+                sample_rewards: vec![SampleReward {
+                    sample_id: 424242,
+                    reward: 0.5,
+                }],
+            },
+            at(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NotFound {
+                what: Entity::PolicySample,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.get_task(l.task.id).await.unwrap().state,
+        TaskState::Leased
+    );
+    assert_eq!(store.get_job(j.id).await.unwrap().tasks_done, 0);
+    assert!(store.reward_estimate(&key("x")).await.unwrap().is_none());
+}
+
+contract!(reopen_keeps_state);
+async fn reopen_keeps_state(db: Arc<TestDb>) {
+    let (job_id, task_id, w, token) = {
+        let store = db.open().await;
+        let j = store.create_job(job(3), tasks(2), t0()).await.unwrap();
+        let w = worker(&store, "w").await;
+        let l1 = lease(&store, w, at(1)).await;
+        store
+            .report_result(l1.task.id, l1.token, w, ok(json!({ "acc": 1 })), at(2))
+            .await
+            .unwrap();
+        let l2 = lease(&store, w, at(3)).await;
+        store
+            .record_reward(
+                RewardObservation {
+                    key: key("kept"),
+                    value: 0.5,
+                },
+                at(4),
+            )
+            .await
+            .unwrap();
+        store
+            .save_checkpoint(checkpoint(1, 0.0), at(4))
+            .await
+            .unwrap();
+        (j.id, l2.task.id, w, l2.token)
+    };
+    // A new process on the same database.
+    let store = db.open().await;
+    let j = store.get_job(job_id).await.unwrap();
+    assert_eq!(j.state, JobState::Running);
+    assert_eq!((j.tasks_total, j.tasks_done, j.priority), (2, 1, 3));
+    let t = store.get_task(task_id).await.unwrap();
+    assert_eq!(
+        (t.state, t.lease_token, t.leased_by),
+        (TaskState::Leased, token, Some(w))
+    );
+    assert_eq!(
+        store
+            .reward_estimate(&key("kept"))
+            .await
+            .unwrap()
+            .unwrap()
+            .count,
+        1
+    );
+    assert_eq!(store.latest_checkpoint("pol").await.unwrap().version, 1);
+    // The lease survives the restart: the worker reports to the new process.
+    store
+        .report_result(task_id, token, w, ok(json!({})), at(5))
+        .await
+        .unwrap();
+    let j = store.get_job(job_id).await.unwrap();
+    assert_eq!((j.state, j.tasks_done), (JobState::Succeeded, 2));
+    assert_eq!(store.events_after(job_id, 0, 100).await.unwrap().len(), 4);
+}
