@@ -104,6 +104,55 @@ impl Op {
         Op::ALL.iter().copied().find(|op| op.name() == name)
     }
 
+    /// Short name used by the one-line text form and in pictures (`sep3`, `c3`, `max3`, …),
+    /// following the notation of NAT-SPEC §7.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Op::MaxPool3x3 => "max3",
+            Op::MaxPool5x5 => "max5",
+            Op::AvgPool3x3 => "avg3",
+            Op::AvgPool5x5 => "avg5",
+            Op::SkipConnect => "skip",
+            Op::SepConv3x3 => "sep3",
+            Op::SepConv5x5 => "sep5",
+            Op::DilConv3x3 => "dil3",
+            Op::DilConv5x5 => "dil5",
+            Op::Conv1x1 => "c1",
+            Op::Conv3x3 => "c3",
+            Op::Conv5x5 => "c5",
+            Op::Conv1x3_3x1 => "c1x3_3x1",
+            Op::Conv1x7_7x1 => "c1x7_7x1",
+            Op::AvgPool2x2 => "avg2",
+            Op::MaxPool2x2 => "max2",
+            Op::Null => "null",
+        }
+    }
+
+    /// Parses an official name, a short name ([`Op::short_name`]) or DARTS' `"none"` (= null).
+    /// Used by the human-facing formats (DARTS string, text form); JSON accepts official names only.
+    pub fn from_name_lenient(name: &str) -> Option<Op> {
+        if name == "none" {
+            return Some(Op::Null);
+        }
+        Op::from_name(name).or_else(|| Op::ALL.iter().copied().find(|op| op.short_name() == name))
+    }
+
+    /// Kernel size of the op's spatial window (1 for skip and null; 7 for conv_1x7_7x1).
+    pub fn kernel(self) -> usize {
+        match self {
+            Op::SkipConnect | Op::Null | Op::Conv1x1 => 1,
+            Op::AvgPool2x2 | Op::MaxPool2x2 => 2,
+            Op::MaxPool3x3
+            | Op::AvgPool3x3
+            | Op::SepConv3x3
+            | Op::DilConv3x3
+            | Op::Conv3x3
+            | Op::Conv1x3_3x1 => 3,
+            Op::MaxPool5x5 | Op::AvgPool5x5 | Op::SepConv5x5 | Op::DilConv5x5 | Op::Conv5x5 => 5,
+            Op::Conv1x7_7x1 => 7,
+        }
+    }
+
     /// The NAT class of the op.
     pub fn class(self) -> OpClass {
         match self {
@@ -190,5 +239,38 @@ impl OpSet {
     /// Always false: every set has at least `null`.
     pub fn is_empty(self) -> bool {
         false
+    }
+
+    /// Every op set, in a fixed order.
+    pub const ALL: [OpSet; 3] = [
+        OpSet::NatFullyConcat,
+        OpSet::NatLooseEnd,
+        OpSet::NatPlusPlus,
+    ];
+
+    /// Wire name (`"nat-fully-concat"`, `"nat-loose-end"`, `"nat-plus-plus"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpSet::NatFullyConcat => "nat-fully-concat",
+            OpSet::NatLooseEnd => "nat-loose-end",
+            OpSet::NatPlusPlus => "nat-plus-plus",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn from_name(name: &str) -> Option<OpSet> {
+        OpSet::ALL.iter().copied().find(|s| s.name() == name)
+    }
+
+    /// The ops the input sampler draws from: every op except the trailing `null`.
+    pub fn non_null_ops(self) -> &'static [Op] {
+        let ops = self.ops();
+        &ops[..ops.len() - 1]
+    }
+}
+
+impl std::fmt::Display for OpSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
