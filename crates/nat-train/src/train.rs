@@ -1,0 +1,16 @@
+//! Training: `train_eval` (train from scratch for a [`Budget`] and evaluate), `final_eval` (the
+//! same with periodic checkpoints and resume), and supernet sessions (§4.3 rewards).
+
+mod augment;
+mod budget;
+mod checkpoint;
+mod runner;
+mod sgd;
+mod supernet;
+
+pub use budget::Budget;
+pub use runner::{
+    checkpoint_dir_usable, final_eval, train_eval, CheckpointConfig, Progress, TrainEvalReport,
+    TrainSpec,
+};
+pub use supernet::{infer_op_set, PairScore, SupernetReport, SupernetSession, SupernetSettings};

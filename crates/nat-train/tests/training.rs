@@ -1,0 +1,300 @@
+//! train_eval / final_eval on real data: accuracy clearly above chance, reproducibility,
+//! checkpoint resume, cancellation and divergence handling.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use nat_arch::Dataset;
+use nat_train::data::{load, Split};
+use nat_train::{final_eval, train_eval, CheckpointConfig, DatasetSplits, TrainError, TrainSpec};
+use tch::{Device, Kind, Tensor};
+
+fn digits() -> DatasetSplits {
+    let dir = common::data_dir();
+    load(&dir, Dataset::Digits, Device::Cpu, 0.2, 0).unwrap_or_else(|e| {
+        panic!("{e}\n(the digits dataset is required: run scripts/fetch-data.sh --only digits)")
+    })
+}
+
+#[test]
+fn digits_split_is_deterministic_and_normalised() {
+    let a = digits();
+    let b = digits();
+    assert_eq!((a.train.len(), a.validation.len()), (1438, 359));
+    assert!(a.test.is_none());
+    assert!(a.train.labels.equal(&b.train.labels));
+    assert!(a.validation.images.equal(&b.validation.images));
+    let mean = a.train.images.mean(Kind::Float).double_value(&[]);
+    let std = a.train.images.std(true).double_value(&[]);
+    assert!(
+        mean.abs() < 1e-3 && (std - 1.0).abs() < 1e-2,
+        "{mean} {std}"
+    );
+    let c = load(&common::data_dir(), Dataset::Digits, Device::Cpu, 0.2, 1).expect("load");
+    assert!(
+        !a.validation.labels.equal(&c.validation.labels),
+        "another seed, another split"
+    );
+}
+
+#[test]
+fn digits_child_network_learns_well_above_chance() {
+    common::init_threads();
+    let data = digits();
+    let genotype = common::preset("darts-v2");
+    let budget = common::budget(4, 8, 3);
+    let stop = AtomicBool::new(false);
+    let mut progress = Vec::new();
+    let started = Instant::now();
+    let report = train_eval(
+        &TrainSpec {
+            genotype: &genotype,
+            budget: &budget,
+            seed: 1,
+        },
+        &data,
+        Device::Cpu,
+        &stop,
+        &mut |p| progress.push(p.clone()),
+    )
+    .expect("train");
+    println!("digits report: {report:?} in {:?}", started.elapsed());
+    assert!(
+        report.accuracy > 0.5,
+        "accuracy {} (chance is 0.1)",
+        report.accuracy
+    );
+    assert_eq!(report.epochs_completed, 4);
+    assert_eq!(report.validation_examples, 359);
+    assert!(report.params > 0 && report.madds > 0 && report.images_per_second > 0.0);
+    let spec = nat_arch::NetworkSpec::for_dataset(Dataset::Digits, 8, 3);
+    let cost = nat_arch::network_cost(&genotype, &spec).expect("cost");
+    assert_eq!((report.params, report.madds), (cost.params(), cost.madds()));
+    assert_eq!(
+        progress.last().map(|p| (p.epoch, p.fraction)),
+        Some((4, 1.0))
+    );
+    assert!(started.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn same_seed_same_result_and_all_regularisers_run() {
+    common::init_threads();
+    let data = digits();
+    let genotype = common::preset("resnet-block");
+    let mut budget = common::budget(2, 4, 3);
+    budget.max_train_examples = 512;
+    budget.cutout = 4;
+    budget.label_smoothing = 0.1;
+    budget.auxiliary_weight = 0.4;
+    budget.drop_path_prob = 0.2;
+    let spec = TrainSpec {
+        genotype: &genotype,
+        budget: &budget,
+        seed: 9,
+    };
+    let stop = AtomicBool::new(false);
+    let a = train_eval(&spec, &data, Device::Cpu, &stop, &mut |_| {}).expect("a");
+    let b = train_eval(&spec, &data, Device::Cpu, &stop, &mut |_| {}).expect("b");
+    assert_eq!(
+        (a.accuracy, a.loss, a.last_train_loss),
+        (b.accuracy, b.loss, b.last_train_loss)
+    );
+    let other = TrainSpec { seed: 10, ..spec };
+    let c = train_eval(&other, &data, Device::Cpu, &stop, &mut |_| {}).expect("c");
+    assert_ne!(a.loss, c.loss, "a different seed trains differently");
+}
+
+#[test]
+fn final_eval_resumes_from_its_checkpoint_with_the_same_result() {
+    common::init_threads();
+    let data = digits();
+    let genotype = common::preset("darts-v2");
+    let mut budget = common::budget(3, 4, 3);
+    budget.max_train_examples = 640;
+    budget.drop_path_prob = 0.1;
+    let spec = TrainSpec {
+        genotype: &genotype,
+        budget: &budget,
+        seed: 5,
+    };
+    let never = AtomicBool::new(false);
+
+    let straight_dir = tempfile::tempdir().expect("tempdir");
+    let straight = final_eval(
+        &spec,
+        &data,
+        Device::Cpu,
+        &CheckpointConfig {
+            dir: straight_dir.path().to_path_buf(),
+            every_epochs: 1,
+        },
+        &never,
+        &mut |_| {},
+    )
+    .expect("uninterrupted");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoint = CheckpointConfig {
+        dir: dir.path().to_path_buf(),
+        every_epochs: 1,
+    };
+    let stop = AtomicBool::new(false);
+    let err = final_eval(&spec, &data, Device::Cpu, &checkpoint, &stop, &mut |p| {
+        if p.epoch == 2 {
+            stop.store(true, Ordering::Relaxed);
+        }
+    })
+    .expect_err("interrupted after epoch 2");
+    assert!(matches!(err, TrainError::Cancelled), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("latest"))
+            .expect("latest")
+            .trim(),
+        "epoch-00002"
+    );
+
+    let resumed =
+        final_eval(&spec, &data, Device::Cpu, &checkpoint, &never, &mut |_| {}).expect("resumed");
+    assert_eq!(resumed.resumed_epochs, 2);
+    assert_eq!(resumed.epochs_completed, 3);
+    assert_eq!(resumed.accuracy, straight.accuracy);
+    assert_eq!(resumed.loss, straight.loss);
+    assert_eq!(resumed.last_train_loss, straight.last_train_loss);
+
+    // Running it again finds the final checkpoint and only evaluates.
+    let again =
+        final_eval(&spec, &data, Device::Cpu, &checkpoint, &never, &mut |_| {}).expect("again");
+    assert_eq!((again.resumed_epochs, again.loss), (3, straight.loss));
+}
+
+#[test]
+fn cancellation_bad_budgets_and_nan_data_are_typed_errors() {
+    common::init_threads();
+    let data = digits();
+    let genotype = common::preset("darts-v2");
+    let budget = common::budget(1, 4, 3);
+    let spec = TrainSpec {
+        genotype: &genotype,
+        budget: &budget,
+        seed: 0,
+    };
+    let stopped = AtomicBool::new(true);
+    let err = train_eval(&spec, &data, Device::Cpu, &stopped, &mut |_| {}).expect_err("stop");
+    assert!(matches!(err, TrainError::Cancelled));
+
+    let never = AtomicBool::new(false);
+    let mut bad = budget.clone();
+    bad.learning_rate = -1.0;
+    let err = train_eval(
+        &TrainSpec {
+            budget: &bad,
+            ..spec
+        },
+        &data,
+        Device::Cpu,
+        &never,
+        &mut |_| {},
+    )
+    .expect_err("negative lr");
+    assert!(
+        err.to_string().contains("learning_rate") && !err.is_retryable(),
+        "{err}"
+    );
+
+    let nan = DatasetSplits {
+        train: Split {
+            images: Tensor::full([64, 1, 8, 8], f64::NAN, (Kind::Float, Device::Cpu)),
+            labels: Tensor::zeros([64], (Kind::Int64, Device::Cpu)),
+        },
+        ..digits()
+    };
+    let err = train_eval(&spec, &nan, Device::Cpu, &never, &mut |_| {}).expect_err("nan");
+    assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[test]
+fn wall_clock_budget_stops_training_and_still_evaluates() {
+    common::init_threads();
+    let data = digits();
+    let genotype = common::preset("darts-v2");
+    let mut budget = common::budget(1000, 4, 3);
+    budget.max_wall_seconds = 1.0;
+    budget.max_eval_examples = 100;
+    let stop = AtomicBool::new(false);
+    let report = train_eval(
+        &TrainSpec {
+            genotype: &genotype,
+            budget: &budget,
+            seed: 0,
+        },
+        &data,
+        Device::Cpu,
+        &stop,
+        &mut |_| {},
+    )
+    .expect("time-limited run");
+    assert!(report.time_limited && report.epochs_completed < 1000);
+    assert_eq!(report.validation_examples, 100);
+    assert!(report.wall_seconds < 30.0, "{}", report.wall_seconds);
+}
+
+#[test]
+fn grey_28x28_dataset_learns_well_above_chance() {
+    common::init_threads();
+    let dir = common::data_dir();
+    let mut chosen = None;
+    for dataset in [Dataset::FashionMnist, Dataset::Mnist] {
+        match load(&dir, dataset, Device::Cpu, 0.0, 0) {
+            Ok(data) => {
+                chosen = Some(data);
+                break;
+            }
+            Err(e) => println!("skipping {dataset}: {e}"),
+        }
+    }
+    let Some(data) = chosen else {
+        println!(
+            "SKIPPED: neither fashion-mnist nor mnist is under {}",
+            dir.display()
+        );
+        return;
+    };
+    assert_eq!(data.train.images.size(), vec![60_000, 1, 28, 28]);
+    assert_eq!(
+        data.validation.len(),
+        10_000,
+        "fraction 0 validates on the test split"
+    );
+    let genotype = common::preset("darts-v2");
+    let mut budget = common::budget(1, 4, 3);
+    budget.max_train_examples = 3_000;
+    budget.max_eval_examples = 1_000;
+    let stop = AtomicBool::new(false);
+    let started = Instant::now();
+    let report = train_eval(
+        &TrainSpec {
+            genotype: &genotype,
+            budget: &budget,
+            seed: 3,
+        },
+        &data,
+        Device::Cpu,
+        &stop,
+        &mut |_| {},
+    )
+    .expect("train");
+    println!(
+        "{} report: {report:?} in {:?}",
+        data.dataset,
+        started.elapsed()
+    );
+    assert!(
+        report.accuracy > 0.5,
+        "accuracy {} (chance is 0.1)",
+        report.accuracy
+    );
+}
