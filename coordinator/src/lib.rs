@@ -1,1 +1,229 @@
-//! nat-coordinator (being built).
+//! The nat-orchestrator coordinator: jobs, tasks and leases over gRPC, durable in a
+//! [`nat_store::Store`] (PostgreSQL or SQLite).
+//!
+//! # Layout
+//! - [`config`]: settings (lease and heartbeat durations, attempts, long-poll cap).
+//! - [`budget`]: training-budget presets (`smoke`, `small`, `paper`) and overrides.
+//! - [`job_api`]: `nat.v1.JobService` (submit, get, list, watch, cancel, result, workers).
+//! - [`worker_api`]: `nat.v1.WorkerService` (register, heartbeat, lease, progress, result).
+//! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: stored JSON
+//!   documents and wire conversions; [`error`]: `Status` mapping.
+//! - [`serve`] / [`run`]: the server, in the mini-redis style — it takes bound listeners and a
+//!   shutdown future, so tests start it on port 0.
+//!
+//! # How a job flows
+//! `SubmitJob` validates everything (architectures through `nat_arch::parse_any`, dataset, budget),
+//! then creates the job and one `train_eval` task per architecture in one store transaction, and
+//! wakes long-polling workers. `LeaseTask` claims a task in one statement and returns it with a
+//! fencing token; heartbeats extend leases; `ReportResult` records the result, the reward
+//! estimate and the event in one transaction (a duplicate is answered OK and counted once; a stale
+//! token is `FAILED_PRECONDITION`). A background loop collects expired leases. Because all state
+//! is in the store, `kill -9` of the coordinator loses nothing: a restart resumes every job.
+
+pub mod budget;
+pub mod clock;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod job_api;
+pub mod state;
+pub mod worker_api;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use nat_proto::v1::job_service_server::JobServiceServer;
+use nat_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use error::ApiError;
+pub use state::Coordinator;
+
+/// Largest accepted gRPC message, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The settings are inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store could not be opened.
+    #[error("cannot open the database")]
+    Store(#[source] nat_store::StoreError),
+    /// The reflection service could not be built.
+    #[error("cannot build the reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed")]
+    Grpc(#[source] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server failed")]
+    Http(#[source] std::io::Error),
+    /// A server task panicked or was cancelled.
+    #[error("server task failed")]
+    Join(#[source] tokio::task::JoinError),
+}
+
+/// Opens the store at `database_url` (running its migrations) and serves until `shutdown`
+/// resolves. See [`serve`].
+pub async fn run(
+    config: Config,
+    database_url: &str,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    config.validate().map_err(ServeError::Config)?;
+    let store = nat_store::connect(database_url)
+        .await
+        .map_err(ServeError::Store)?;
+    tracing::info!(backend = store.backend(), "store open");
+    let c = Coordinator::new(store, Arc::new(SystemClock), config);
+    serve(c, grpc, http, shutdown).await
+}
+
+/// Serves gRPC (JobService, WorkerService, health, reflection) on `grpc` and, when given, HTTP
+/// (`/healthz`) on `http`, and runs the lease-expiry loop, until `shutdown` resolves. Then it
+/// stops accepting, ends long-polls and watch streams, and waits for in-flight calls.
+pub async fn serve(
+    c: Arc<Coordinator>,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    c.config.validate().map_err(ServeError::Config)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<JobServiceServer<job_api::JobApi>>()
+        .await;
+    health
+        .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nat_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
+    let jobs = JobServiceServer::new(job_api::JobApi::new(c.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let workers = WorkerServiceServer::new(worker_api::WorkerApi::new(c.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+
+    let stopped = |c: &Arc<Coordinator>| {
+        let mut rx = c.shutdown_signal();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    if let Ok(addr) = grpc.local_addr() {
+        tracing::info!(%addr, "gRPC listening");
+    }
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(jobs)
+        .add_service(workers)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(&c));
+    let mut grpc_task = tokio::spawn(grpc_server);
+
+    let http_task = match http {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "HTTP listening");
+            }
+            let app = axum::Router::new().route("/healthz", axum::routing::get(healthz));
+            let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&c));
+            Some(tokio::spawn(async move { server.await }))
+        }
+        None => None,
+    };
+    let expiry_task = tokio::spawn(expiry_loop(c.clone()));
+
+    tokio::pin!(shutdown);
+    let early = tokio::select! {
+        _ = &mut shutdown => None,
+        r = &mut grpc_task => Some(r),
+    };
+    tracing::info!("shutting down");
+    health
+        .set_not_serving::<JobServiceServer<job_api::JobApi>>()
+        .await;
+    c.begin_shutdown();
+    let grpc_result = match early {
+        Some(r) => r,
+        None => grpc_task.await,
+    };
+    let _ = expiry_task.await;
+    if let Some(task) = http_task {
+        task.await
+            .map_err(ServeError::Join)?
+            .map_err(ServeError::Http)?;
+    }
+    grpc_result
+        .map_err(ServeError::Join)?
+        .map_err(ServeError::Grpc)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Collects expired leases and lost workers every `expiry_interval` until shutdown.
+async fn expiry_loop(c: Arc<Coordinator>) {
+    let mut shutdown = c.shutdown_signal();
+    let mut tick = tokio::time::interval(c.config.expiry_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        collect_expired(&c).await;
+    }
+}
+
+/// One pass of lease expiry (also called by tests that drive a manual clock).
+pub async fn collect_expired(c: &Coordinator) {
+    let now = c.clock.now();
+    match c.store.expire_leases(now).await {
+        Ok(report) => {
+            if !report.requeued.is_empty() || !report.failed.is_empty() {
+                tracing::info!(
+                    requeued = report.requeued.len(),
+                    failed = report.failed.len(),
+                    cancelled = report.cancelled.len(),
+                    "expired leases collected"
+                );
+            }
+            if !report.requeued.is_empty() {
+                c.wake_workers(report.requeued.len());
+            }
+            for job in report.finished_jobs {
+                c.job_changed(job);
+            }
+            if !report.failed.is_empty() || !report.requeued.is_empty() {
+                // Watchers poll their job; a broadcast of every affected job would need a read.
+                c.wake_all_workers();
+            }
+        }
+        Err(err) => tracing::warn!(error = ?err, "lease expiry failed"),
+    }
+    let lost_after =
+        chrono::Duration::from_std(c.config.lease_duration).unwrap_or(chrono::Duration::MAX);
+    if let Some(cutoff) = now.checked_sub_signed(lost_after) {
+        match c.store.mark_lost_workers(cutoff).await {
+            Ok(lost) if !lost.is_empty() => tracing::info!(count = lost.len(), "workers lost"),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = ?err, "marking lost workers failed"),
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Training budgets: the named presets, per-field overrides, validation.
+//!
+//! A job names a preset (`smoke`, `small`, `paper`) and may override any field. The coordinator
+//! resolves this to a complete [`Budget`] at submission, so a task carries plain numbers and a
+//! worker needs to know no preset. The resolved budget is also part of the reward-estimate key
+//! ([`Budget::key`]): two measurements are averaged only if they trained the same way.
+
+use nat_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+/// Names of the presets, in the order `natctl` documents them.
+pub const PRESETS: &[&str] = &["smoke", "small", "paper"];
+
+/// The preset used when a job names none.
+pub const DEFAULT_PRESET: &str = "small";
+
+/// A fully resolved training budget (the fields of `nat.v1.TrainingBudget`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Training epochs.
+    pub epochs: u32,
+    /// Minibatch size.
+    pub batch_size: u32,
+    /// Initial SGD learning rate.
+    pub learning_rate: f64,
+    /// Floor of the cosine schedule.
+    pub lr_min: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Maximum gradient norm (0 = no clipping).
+    pub grad_clip: f64,
+    /// Initial channels C.
+    pub init_channels: u32,
+    /// Cells L.
+    pub layers: u32,
+    /// Training examples used (0 = all).
+    pub max_train_examples: u32,
+    /// Evaluation examples used (0 = all).
+    pub max_eval_examples: u32,
+    /// Held-out fraction of the training split (0 = report on the test split).
+    pub validation_fraction: f64,
+    /// Cutout length in pixels (0 = off).
+    pub cutout: u32,
+    /// Label smoothing.
+    pub label_smoothing: f64,
+    /// Weight of the auxiliary head's loss (0 = no auxiliary head).
+    pub auxiliary_weight: f64,
+    /// Final drop-path probability.
+    pub drop_path_prob: f64,
+    /// Wall-clock cap of one task in seconds (0 = none).
+    pub max_wall_seconds: f64,
+}
+
+impl Budget {
+    /// The preset called `name`, if there is one.
+    ///
+    /// - `smoke`: seconds per task on the 8×8 digits on one CPU core (tests, CI): 1 epoch, C = 4,
+    ///   L = 3 (reductions after cells 1 and 2), 512 training / 256 evaluation examples.
+    /// - `small`: the CPU demo on Fashion-MNIST, a few minutes per task: 2 epochs, C = 8, L = 5,
+    ///   6 000 training / 2 000 evaluation examples.
+    /// - `paper`: NAT's CIFAR-10 retraining (spec §5.2): 600 epochs, batch 96, lr 0.025 cosine to
+    ///   0.001, momentum 0.9, weight decay 3e-4, clip 5, C = 36, L = 20, drop-path 0.2, auxiliary
+    ///   weight 0.4, cutout 16, full training set, reported on the test set.
+    pub fn preset(name: &str) -> Option<Budget> {
+        match name {
+            "smoke" => Some(Budget {
+                epochs: 1,
+                batch_size: 32,
+                learning_rate: 0.05,
+                lr_min: 0.0,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                init_channels: 4,
+                layers: 3,
+                max_train_examples: 512,
+                max_eval_examples: 256,
+                validation_fraction: 0.2,
+                cutout: 0,
+                label_smoothing: 0.0,
+                auxiliary_weight: 0.0,
+                drop_path_prob: 0.0,
+                max_wall_seconds: 120.0,
+            }),
+            "small" => Some(Budget {
+                epochs: 2,
+                batch_size: 64,
+                learning_rate: 0.025,
+                lr_min: 0.001,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                init_channels: 8,
+                layers: 5,
+                max_train_examples: 6000,
+                max_eval_examples: 2000,
+                validation_fraction: 0.1,
+                cutout: 0,
+                label_smoothing: 0.0,
+                auxiliary_weight: 0.0,
+                drop_path_prob: 0.0,
+                max_wall_seconds: 900.0,
+            }),
+            "paper" => Some(Budget {
+                epochs: 600,
+                batch_size: 96,
+                learning_rate: 0.025,
+                lr_min: 0.001,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                init_channels: 36,
+                layers: 20,
+                max_train_examples: 0,
+                max_eval_examples: 0,
+                validation_fraction: 0.0,
+                cutout: 16,
+                label_smoothing: 0.0,
+                auxiliary_weight: 0.4,
+                drop_path_prob: 0.2,
+                max_wall_seconds: 0.0,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Resolves a preset name (empty = [`DEFAULT_PRESET`]) and overrides into a validated budget.
+    /// `field` prefixes the names in errors (e.g. `budget`).
+    pub fn resolve(
+        spec: Option<&v1::BudgetSpec>,
+        field: &str,
+    ) -> Result<(String, Budget), ApiError> {
+        let preset = spec
+            .map(|s| s.preset.trim())
+            .filter(|p| !p.is_empty())
+            .unwrap_or(DEFAULT_PRESET)
+            .to_ascii_lowercase();
+        let mut budget = Budget::preset(&preset).ok_or_else(|| {
+            ApiError::invalid(
+                format!("{field}.preset"),
+                format!(
+                    "unknown preset {preset:?} (expected one of {})",
+                    PRESETS.join(", ")
+                ),
+            )
+        })?;
+        if let Some(o) = spec.and_then(|s| s.overrides.as_ref()) {
+            budget.apply(o);
+        }
+        budget.validate(field)?;
+        Ok((preset, budget))
+    }
+
+    fn apply(&mut self, o: &v1::BudgetOverrides) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = o.$f { self.$f = v; } )* };
+        }
+        set!(
+            epochs,
+            batch_size,
+            learning_rate,
+            lr_min,
+            momentum,
+            weight_decay,
+            grad_clip,
+            init_channels,
+            layers,
+            max_train_examples,
+            max_eval_examples,
+            validation_fraction,
+            cutout,
+            label_smoothing,
+            auxiliary_weight,
+            drop_path_prob,
+            max_wall_seconds
+        );
+    }
+
+    /// Checks every field against its bounds; the error names `{field}.{name}`.
+    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+        let int = |name: &str, v: u32, lo: u32, hi: u32| -> Result<(), ApiError> {
+            if v < lo || v > hi {
+                return Err(ApiError::invalid(
+                    format!("{field}.{name}"),
+                    format!("must be in {lo}..={hi}, got {v}"),
+                ));
+            }
+            Ok(())
+        };
+        let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| -> Result<(), ApiError> {
+            let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
+            if !ok {
+                let close = if hi_open { ")" } else { "]" };
+                return Err(ApiError::invalid(
+                    format!("{field}.{name}"),
+                    format!("must be a finite number in [{lo}, {hi}{close}, got {v}"),
+                ));
+            }
+            Ok(())
+        };
+        int("epochs", self.epochs, 1, 10_000)?;
+        int("batch_size", self.batch_size, 1, 4096)?;
+        real("learning_rate", self.learning_rate, 0.0, 10.0, false)?;
+        if self.learning_rate <= 0.0 {
+            return Err(ApiError::invalid(
+                format!("{field}.learning_rate"),
+                "must be positive",
+            ));
+        }
+        real("lr_min", self.lr_min, 0.0, self.learning_rate, false)?;
+        real("momentum", self.momentum, 0.0, 1.0, true)?;
+        real("weight_decay", self.weight_decay, 0.0, 1.0, false)?;
+        real("grad_clip", self.grad_clip, 0.0, 1e6, false)?;
+        int("init_channels", self.init_channels, 2, 1024)?;
+        if self.init_channels % 2 != 0 {
+            return Err(ApiError::invalid(
+                format!("{field}.init_channels"),
+                format!(
+                    "must be even (FactorizedReduce splits channels in two), got {}",
+                    self.init_channels
+                ),
+            ));
+        }
+        int("layers", self.layers, 1, 100)?;
+        real(
+            "validation_fraction",
+            self.validation_fraction,
+            0.0,
+            0.9,
+            false,
+        )?;
+        int("cutout", self.cutout, 0, 256)?;
+        real("label_smoothing", self.label_smoothing, 0.0, 1.0, true)?;
+        real("auxiliary_weight", self.auxiliary_weight, 0.0, 10.0, false)?;
+        real("drop_path_prob", self.drop_path_prob, 0.0, 1.0, true)?;
+        real(
+            "max_wall_seconds",
+            self.max_wall_seconds,
+            0.0,
+            30.0 * 24.0 * 3600.0,
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// A stable text key of this budget for reward estimates (its JSON, fields in declaration
+    /// order, shortest round-trip float formatting).
+    pub fn key(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"))
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::TrainingBudget {
+        v1::TrainingBudget {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            lr_min: self.lr_min,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            init_channels: self.init_channels,
+            layers: self.layers,
+            max_train_examples: self.max_train_examples,
+            max_eval_examples: self.max_eval_examples,
+            validation_fraction: self.validation_fraction,
+            cutout: self.cutout,
+            label_smoothing: self.label_smoothing,
+            auxiliary_weight: self.auxiliary_weight,
+            drop_path_prob: self.drop_path_prob,
+            max_wall_seconds: self.max_wall_seconds,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_is_valid() {
+        for name in PRESETS {
+            let b = Budget::preset(name).expect("preset exists");
+            b.validate("budget").expect("preset validates");
+        }
+    }
+
+    #[test]
+    fn overrides_replace_only_their_fields() {
+        let spec = v1::BudgetSpec {
+            preset: "smoke".into(),
+            overrides: Some(v1::BudgetOverrides {
+                epochs: Some(3),
+                learning_rate: Some(0.1),
+                ..Default::default()
+            }),
+        };
+        let (name, b) = Budget::resolve(Some(&spec), "budget").expect("valid");
+        let smoke = Budget::preset("smoke").expect("smoke");
+        assert_eq!(name, "smoke");
+        assert_eq!(b.epochs, 3);
+        assert_eq!(b.learning_rate, 0.1);
+        assert_eq!(b.batch_size, smoke.batch_size);
+        assert_ne!(b.key(), smoke.key());
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases: Vec<(v1::BudgetOverrides, &str)> = vec![
+            (
+                v1::BudgetOverrides {
+                    epochs: Some(0),
+                    ..Default::default()
+                },
+                "budget.epochs",
+            ),
+            (
+                v1::BudgetOverrides {
+                    learning_rate: Some(f64::NAN),
+                    ..Default::default()
+                },
+                "budget.learning_rate",
+            ),
+            (
+                v1::BudgetOverrides {
+                    init_channels: Some(5),
+                    ..Default::default()
+                },
+                "budget.init_channels",
+            ),
+            (
+                v1::BudgetOverrides {
+                    momentum: Some(1.0),
+                    ..Default::default()
+                },
+                "budget.momentum",
+            ),
+        ];
+        for (overrides, field) in cases {
+            let spec = v1::BudgetSpec {
+                preset: "small".into(),
+                overrides: Some(overrides),
+            };
+            match Budget::resolve(Some(&spec), "budget") {
+                Err(ApiError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected invalid {field}, got {other:?}"),
+            }
+        }
+        let unknown = v1::BudgetSpec {
+            preset: "huge".into(),
+            overrides: None,
+        };
+        assert!(matches!(
+            Budget::resolve(Some(&unknown), "budget"),
+            Err(ApiError::InvalidArgument { field, .. }) if field == "budget.preset"
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! `nat-coordinator`: the control-plane server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use nat_coordinator::Config;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The nat-orchestrator coordinator: serves jobs to users and tasks to workers over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "nat-coordinator", version)]
+struct Cli {
+    /// gRPC listen address (JobService, WorkerService, health, reflection). Port 0 picks one.
+    #[arg(long, env = "NAT_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// HTTP listen address (/healthz).
+    #[arg(long, env = "NAT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    http_listen: SocketAddr,
+    /// Database URL: postgres://… or sqlite:PATH. Default: a SQLite file in --data-dir.
+    #[arg(long, env = "NAT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory of the default SQLite database.
+    #[arg(long, env = "NAT_COORDINATOR_DATA_DIR", default_value = "./.nat")]
+    data_dir: PathBuf,
+    /// Lease duration in seconds (a task returns to the queue this long after its worker's last
+    /// heartbeat).
+    #[arg(long, env = "NAT_LEASE_SECONDS", default_value_t = 60.0)]
+    lease_seconds: f64,
+    /// Heartbeat interval asked of workers, in seconds.
+    #[arg(long, env = "NAT_HEARTBEAT_SECONDS", default_value_t = 10.0)]
+    heartbeat_seconds: f64,
+    /// Leases granted to a task before it fails for good.
+    #[arg(long, env = "NAT_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// Longest LeaseTask long-poll honoured, in milliseconds.
+    #[arg(long, env = "NAT_MAX_LEASE_WAIT_MS", default_value_t = 5000)]
+    max_lease_wait_ms: u64,
+    /// How often expired leases are collected, in milliseconds.
+    #[arg(long, env = "NAT_EXPIRY_INTERVAL_MS", default_value_t = 1000)]
+    expiry_interval_ms: u64,
+    /// Log format on stderr (filter with RUST_LOG, default info).
+    #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds, got {v}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+
+    let config = Config {
+        lease_duration: seconds("lease-seconds", cli.lease_seconds)?,
+        heartbeat_interval: seconds("heartbeat-seconds", cli.heartbeat_seconds)?,
+        max_attempts: cli.max_attempts,
+        max_lease_wait: Duration::from_millis(cli.max_lease_wait_ms),
+        expiry_interval: Duration::from_millis(cli.expiry_interval_ms),
+    };
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let database_url = match cli.database_url {
+        Some(url) => url,
+        None => {
+            std::fs::create_dir_all(&cli.data_dir).with_context(|| {
+                format!(
+                    "cannot create the data directory {}",
+                    cli.data_dir.display()
+                )
+            })?;
+            format!("sqlite:{}", cli.data_dir.join("coordinator.db").display())
+        }
+    };
+    let grpc = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let http = TcpListener::bind(cli.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.http_listen))?;
+    // One machine-readable line on stdout, so scripts and tests can use port 0.
+    println!(
+        "listening grpc={} http={}",
+        grpc.local_addr()?,
+        http.local_addr()?
+    );
+    nat_coordinator::run(config, &database_url, grpc, Some(http), shutdown_signal())
+        .await
+        .context("coordinator failed")?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

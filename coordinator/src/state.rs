@@ -1,0 +1,155 @@
+//! State shared by the services: the store, the clock, the settings, and the in-memory signals
+//! that make long-polls and watch streams react at once (durable state is only in the store).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nat_store::{Capabilities, JobId, Store, WorkerId};
+use tokio::sync::{broadcast, watch, Notify};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// Most waiters woken for one batch of new tasks.
+const MAX_WAKE: usize = 10_000;
+
+/// Everything a service handler needs.
+pub struct Coordinator {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Source of "now" for every store call.
+    pub clock: Arc<dyn Clock>,
+    /// Settings.
+    pub config: Config,
+    /// Woken when tasks become claimable (submitted, requeued): LeaseTask long-polls wait on it.
+    work: Notify,
+    /// Ids of jobs whose event log grew: WatchJob streams wait on it.
+    job_changed: broadcast::Sender<JobId>,
+    /// Capabilities of known workers (filled at registration, or lazily from the store after a
+    /// restart), so that LeaseTask needs no extra read.
+    capabilities: Mutex<HashMap<WorkerId, Capabilities>>,
+    /// Becomes true when the server shuts down: long-polls and streams end.
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("store", &self.store.backend())
+            .field("clock", &self.clock)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Shared state over `store`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Arc<Self> {
+        let (job_changed, _) = broadcast::channel(4096);
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Coordinator {
+            store,
+            clock,
+            config,
+            work: Notify::new(),
+            job_changed,
+            capabilities: Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    /// Wakes up to `n` long-polling LeaseTask calls (n tasks became claimable).
+    pub fn wake_workers(&self, n: usize) {
+        for _ in 0..n.min(MAX_WAKE) {
+            self.work.notify_one();
+        }
+    }
+
+    /// Wakes every long-polling LeaseTask call.
+    pub fn wake_all_workers(&self) {
+        self.work.notify_waiters();
+    }
+
+    /// The notifier LeaseTask waits on.
+    pub fn work(&self) -> &Notify {
+        &self.work
+    }
+
+    /// Tells watchers of `job` that its event log grew.
+    pub fn job_changed(&self, job: JobId) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.job_changed.send(job);
+    }
+
+    /// Subscribes to job changes.
+    pub fn subscribe_jobs(&self) -> broadcast::Receiver<JobId> {
+        self.job_changed.subscribe()
+    }
+
+    /// Signals shutdown to long-polls and streams.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+        self.work.notify_waiters();
+    }
+
+    /// A receiver that becomes `true` at shutdown.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Remembers a worker's capabilities.
+    pub fn remember_worker(&self, id: WorkerId, caps: Capabilities) {
+        self.capabilities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, caps);
+    }
+
+    /// Capabilities of a registered worker (`NOT_FOUND` if the store does not know it).
+    pub async fn worker_capabilities(&self, id: WorkerId) -> Result<Capabilities, ApiError> {
+        if let Some(caps) = self
+            .capabilities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
+        {
+            return Ok(caps);
+        }
+        let worker = self.store.get_worker(id).await?;
+        self.remember_worker(id, worker.capabilities.clone());
+        Ok(worker.capabilities)
+    }
+}
+
+/// Parses an id field, naming it on error.
+pub fn parse_id(field: &str, value: &str) -> Result<Uuid, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    Uuid::from_str(value.trim())
+        .map_err(|_| ApiError::invalid(field, format!("{:?} is not a valid id", excerpt(value))))
+}
+
+/// At most 64 characters of `s`, for error messages.
+pub fn excerpt(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Checks a free-text field's length.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("longer than {max} bytes ({} bytes)", value.len()),
+        ));
+    }
+    Ok(())
+}

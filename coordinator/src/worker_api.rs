@@ -1,0 +1,528 @@
+//! `nat.v1.WorkerService`: registration, heartbeats, leases and reports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nat_proto::v1;
+use nat_store::{
+    Capabilities, HeldLease, Lease, Outcome, ReportAck, RewardKey, RewardObservation, TaskState,
+};
+use serde_json::json;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, TrainEvalOutcome, TrainEvalPayload};
+use crate::error::ApiError;
+use crate::job_api::StoredResult;
+use crate::state::{check_len, parse_id, Coordinator};
+
+/// Most devices a worker may declare.
+const MAX_DEVICES: usize = 64;
+/// Most tasks listed in one heartbeat.
+const MAX_HELD: usize = 256;
+/// Longest failure reason, in bytes.
+const MAX_REASON_LEN: usize = 4000;
+
+/// The WorkerService implementation.
+#[derive(Debug, Clone)]
+pub struct WorkerApi {
+    c: Arc<Coordinator>,
+}
+
+/// Store capabilities of a registration, validated.
+pub fn capabilities_from_proto(
+    caps: Option<&v1::WorkerCapabilities>,
+) -> Result<Capabilities, ApiError> {
+    let caps = caps.ok_or_else(|| ApiError::invalid("capabilities", "is required"))?;
+    if caps.devices.len() > MAX_DEVICES {
+        return Err(ApiError::invalid(
+            "capabilities.devices",
+            format!("at most {MAX_DEVICES} devices"),
+        ));
+    }
+    if !(1..=64).contains(&caps.slots) {
+        return Err(ApiError::invalid("capabilities.slots", "must be in 1..=64"));
+    }
+    check_len("capabilities.version", &caps.version, 200)?;
+    check_len("capabilities.hostname", &caps.hostname, 200)?;
+    let mut out = Capabilities {
+        cpu_cores: caps.cpu_cores,
+        slots: caps.slots,
+        version: caps.version.clone(),
+        ..Default::default()
+    };
+    for (i, d) in caps.devices.iter().enumerate() {
+        check_len(&format!("capabilities.devices[{i}].model"), &d.model, 200)?;
+        match v1::DeviceKind::try_from(d.kind) {
+            Ok(v1::DeviceKind::Cpu) => out.devices.push("cpu".into()),
+            Ok(v1::DeviceKind::Cuda) => {
+                out.gpus += 1;
+                let mb = d.memory_bytes / (1024 * 1024);
+                if mb >= out.gpu_memory_mb {
+                    out.gpu_memory_mb = mb;
+                    if !d.model.is_empty() {
+                        out.gpu_model = Some(d.model.clone());
+                    }
+                }
+                out.devices.push(format!("cuda:{}", d.index));
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("capabilities.devices[{i}].kind"),
+                    "must be DEVICE_KIND_CPU or DEVICE_KIND_CUDA",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Wire capabilities of stored ones (for listings).
+pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
+    let devices = c
+        .devices
+        .iter()
+        .map(|d| {
+            if let Some(index) = d.strip_prefix("cuda:") {
+                v1::Device {
+                    kind: v1::DeviceKind::Cuda as i32,
+                    index: index.parse().unwrap_or(0),
+                    model: c.gpu_model.clone().unwrap_or_default(),
+                    memory_bytes: c.gpu_memory_mb * 1024 * 1024,
+                }
+            } else {
+                v1::Device {
+                    kind: v1::DeviceKind::Cpu as i32,
+                    index: 0,
+                    model: String::new(),
+                    memory_bytes: 0,
+                }
+            }
+        })
+        .collect();
+    v1::WorkerCapabilities {
+        devices,
+        cpu_cores: c.cpu_cores,
+        slots: c.slots,
+        version: c.version.clone(),
+        hostname: String::new(),
+        datasets: Vec::new(),
+    }
+}
+
+/// What one free slot offers: a CUDA slot offers that GPU, a CPU slot no GPU.
+fn slot_capabilities(worker: &Capabilities, device: Option<&v1::Device>) -> Capabilities {
+    let mut caps = worker.clone();
+    match device.map(|d| (v1::DeviceKind::try_from(d.kind), d)) {
+        Some((Ok(v1::DeviceKind::Cuda), d)) => {
+            caps.gpus = 1;
+            if d.memory_bytes > 0 {
+                caps.gpu_memory_mb = d.memory_bytes / (1024 * 1024);
+            }
+        }
+        _ => {
+            caps.gpus = 0;
+            caps.gpu_memory_mb = 0;
+        }
+    }
+    caps
+}
+
+fn token(field: &str, v: u64) -> Result<i64, ApiError> {
+    if v == 0 {
+        return Err(ApiError::invalid(field, "is required"));
+    }
+    i64::try_from(v).map_err(|_| ApiError::invalid(field, "out of range"))
+}
+
+impl WorkerApi {
+    /// The service over shared state.
+    pub fn new(c: Arc<Coordinator>) -> Self {
+        WorkerApi { c }
+    }
+
+    fn lease_to_task(&self, lease: &Lease) -> Result<v1::Task, ApiError> {
+        let payload = match lease.task.kind.as_str() {
+            "train_eval" => {
+                let p: TrainEvalPayload = serde_json::from_value(lease.task.payload.clone())
+                    .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
+                Some(v1::task::Payload::TrainEval(convert::train_eval_task(&p)))
+            }
+            "supernet" => {
+                let p: v1::SupernetTask = supernet_from_json(&lease.task.payload)?;
+                Some(v1::task::Payload::Supernet(p))
+            }
+            other => {
+                return Err(ApiError::Internal(nat_store::StoreError::backend(
+                    std::io::Error::other(format!("unknown task kind {other}")),
+                )))
+            }
+        };
+        Ok(v1::Task {
+            task_id: lease.task.id.to_string(),
+            job_id: lease.task.job_id.to_string(),
+            lease_token: lease.token as u64,
+            attempt: lease.attempt,
+            lease_expires_at_unix_ms: convert::unix_ms(lease.expires_at),
+            payload,
+        })
+    }
+
+    async fn lease(&self, r: v1::LeaseTaskRequest) -> Result<Option<v1::Task>, ApiError> {
+        let worker = parse_id("worker_id", &r.worker_id)?;
+        if let Some(d) = &r.device {
+            v1::DeviceKind::try_from(d.kind).map_err(|_| {
+                ApiError::invalid("device.kind", format!("unknown device kind {}", d.kind))
+            })?;
+        }
+        let caps = slot_capabilities(
+            &self.c.worker_capabilities(worker).await?,
+            r.device.as_ref(),
+        );
+        let wait = Duration::from_millis(u64::from(r.wait_ms)).min(self.c.config.max_lease_wait);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut shutdown = self.c.shutdown_signal();
+        loop {
+            // Register interest before looking, so a wake-up between the look and the wait is
+            // not lost.
+            let notified = self.c.work().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.c.clock.now();
+            if let Some(lease) = self
+                .c
+                .store
+                .lease_task(worker, &caps, now, self.c.config.lease_duration)
+                .await?
+            {
+                tracing::debug!(task = %lease.task.id, %worker, attempt = lease.attempt, "task leased");
+                if lease.attempt == 1 && lease.task.attempt == 1 {
+                    // First lease may move the job to running: let watchers refresh.
+                    self.c.job_changed(lease.task.job_id);
+                }
+                return self.lease_to_task(&lease).map(Some);
+            }
+            if *shutdown.borrow() || tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(None),
+                _ = shutdown.changed() => return Ok(None),
+            }
+        }
+    }
+
+    async fn report(&self, r: v1::ReportResultRequest) -> Result<bool, ApiError> {
+        let worker = parse_id("worker_id", &r.worker_id)?;
+        let task_id = parse_id("task_id", &r.task_id)?;
+        let lease_token = token("lease_token", r.lease_token)?;
+        let outcome = match r.outcome {
+            None => return Err(ApiError::invalid("outcome", "is required")),
+            Some(v1::report_result_request::Outcome::Failure(f)) => {
+                check_len("failure.reason", &f.reason, MAX_REASON_LEN)?;
+                let reason = if f.reason.trim().is_empty() {
+                    "no reason given".to_string()
+                } else {
+                    f.reason.trim().to_string()
+                };
+                Outcome::Failed {
+                    reason,
+                    retryable: f.retryable,
+                }
+            }
+            Some(v1::report_result_request::Outcome::TrainEval(res)) => {
+                let measured = TrainEvalOutcome::from_proto(&res)?;
+                let task = self.c.store.get_task(task_id).await?;
+                if task.kind != "train_eval" {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "task {task_id} is a {} task; a train_eval result does not fit it",
+                        task.kind
+                    )));
+                }
+                let payload: TrainEvalPayload = serde_json::from_value(task.payload)
+                    .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
+                let stored = StoredResult {
+                    index: payload.index,
+                    worker_id: worker.to_string(),
+                    outcome: measured,
+                };
+                Outcome::Succeeded {
+                    result: serde_json::to_value(&stored)
+                        .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?,
+                    rewards: vec![RewardObservation {
+                        key: RewardKey {
+                            arch_hash: payload.arch_hash,
+                            dataset: payload.dataset,
+                            budget: payload.budget.key(),
+                        },
+                        value: measured.accuracy,
+                    }],
+                    sample_rewards: Vec::new(),
+                }
+            }
+            Some(v1::report_result_request::Outcome::Supernet(res)) => {
+                let task = self.c.store.get_task(task_id).await?;
+                if task.kind != "supernet" {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "task {task_id} is a {} task; a supernet result does not fit it",
+                        task.kind
+                    )));
+                }
+                let pairs = task
+                    .payload
+                    .get("pairs")
+                    .and_then(|p| p.as_array())
+                    .map_or(0, Vec::len);
+                if res.scores.len() != pairs {
+                    return Err(ApiError::invalid(
+                        "supernet.scores",
+                        format!(
+                            "expected {pairs} scores (one per pair), got {}",
+                            res.scores.len()
+                        ),
+                    ));
+                }
+                for (i, s) in res.scores.iter().enumerate() {
+                    for (name, v) in [("acc_beta", s.acc_beta), ("acc_alpha", s.acc_alpha)] {
+                        if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                            return Err(ApiError::invalid(
+                                format!("supernet.scores[{i}].{name}"),
+                                format!("must be a finite number in [0, 1], got {v}"),
+                            ));
+                        }
+                    }
+                }
+                let scores: Vec<_> = res
+                    .scores
+                    .iter()
+                    .map(|s| json!({"acc_beta": s.acc_beta, "acc_alpha": s.acc_alpha}))
+                    .collect();
+                Outcome::Succeeded {
+                    result: json!({"scores": scores, "wall_seconds": res.wall_seconds, "worker_id": worker.to_string()}),
+                    rewards: Vec::new(),
+                    sample_rewards: Vec::new(),
+                }
+            }
+        };
+        let ack = self
+            .c
+            .store
+            .report_result(task_id, lease_token, worker, outcome, self.c.clock.now())
+            .await?;
+        match ack {
+            ReportAck::Accepted {
+                job_id, task_state, ..
+            } => {
+                tracing::debug!(task = %task_id, %worker, state = %task_state, "result recorded");
+                if task_state == TaskState::Ready {
+                    self.c.wake_workers(1);
+                }
+                self.c.job_changed(job_id);
+                Ok(false)
+            }
+            ReportAck::Duplicate => Ok(true),
+        }
+    }
+}
+
+fn supernet_from_json(v: &serde_json::Value) -> Result<v1::SupernetTask, ApiError> {
+    let internal = |m: &str| {
+        ApiError::Internal(nat_store::StoreError::backend(std::io::Error::other(
+            m.to_string(),
+        )))
+    };
+    let pairs = v
+        .get("pairs")
+        .and_then(|p| p.as_array())
+        .ok_or_else(|| internal("supernet payload without pairs"))?
+        .iter()
+        .map(|p| v1::GenotypePair {
+            beta_json: convert::str_field(p, "beta_json").to_string(),
+            alpha_json: convert::str_field(p, "alpha_json").to_string(),
+        })
+        .collect();
+    let s = v.get("settings").cloned().unwrap_or_default();
+    let u = |k: &str| s.get(k).and_then(|x| x.as_u64()).unwrap_or(0) as u32;
+    let f = |k: &str| s.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+    Ok(v1::SupernetTask {
+        pairs,
+        dataset: convert::str_field(v, "dataset").to_string(),
+        settings: Some(v1::SupernetSettings {
+            init_channels: u("init_channels"),
+            layers: u("layers"),
+            batch_size: u("batch_size"),
+            train_steps_between_pairs: u("train_steps_between_pairs"),
+            learning_rate: f("learning_rate"),
+            momentum: f("momentum"),
+            weight_decay: f("weight_decay"),
+            grad_clip: f("grad_clip"),
+            max_train_examples: u("max_train_examples"),
+            validation_fraction: f("validation_fraction"),
+            eval_batches: u("eval_batches"),
+            max_wall_seconds: f("max_wall_seconds"),
+        }),
+        seed: v.get("seed").and_then(|x| x.as_u64()).unwrap_or(0),
+        supernet_key: convert::str_field(v, "supernet_key").to_string(),
+    })
+}
+
+#[tonic::async_trait]
+impl v1::worker_service_server::WorkerService for WorkerApi {
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        let r = request.into_inner();
+        check_len("name", &r.name, 200)?;
+        let caps = capabilities_from_proto(r.capabilities.as_ref())?;
+        let name = if r.name.trim().is_empty() {
+            r.capabilities
+                .as_ref()
+                .map(|c| c.hostname.clone())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "worker".into())
+        } else {
+            r.name.trim().to_string()
+        };
+        let worker = self
+            .c
+            .store
+            .register_worker(&name, caps.clone(), self.c.clock.now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(worker = %worker.id, name = %worker.name, slots = caps.slots, gpus = caps.gpus, "worker registered");
+        self.c.remember_worker(worker.id, caps);
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Ok(Response::new(v1::RegisterWorkerResponse {
+            worker_id: worker.id.to_string(),
+            lease_duration_ms: ms(self.c.config.lease_duration),
+            heartbeat_interval_ms: ms(self.c.config.heartbeat_interval),
+            max_lease_wait_ms: ms(self.c.config.max_lease_wait),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let worker = parse_id("worker_id", &r.worker_id)?;
+        if r.tasks.len() > MAX_HELD {
+            return Err(ApiError::invalid("tasks", format!("at most {MAX_HELD} tasks")).into());
+        }
+        let mut held = Vec::with_capacity(r.tasks.len());
+        for (i, t) in r.tasks.iter().enumerate() {
+            held.push(HeldLease {
+                task_id: parse_id(&format!("tasks[{i}].task_id"), &t.task_id)?,
+                token: token(&format!("tasks[{i}].lease_token"), t.lease_token)?,
+            });
+        }
+        let ack = self
+            .c
+            .store
+            .heartbeat(
+                worker,
+                &held,
+                self.c.clock.now(),
+                self.c.config.lease_duration,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let expires = convert::unix_ms(ack.lease_expires_at);
+        let extended = ack
+            .extended
+            .iter()
+            .filter_map(|id| held.iter().find(|h| h.task_id == *id))
+            .map(|h| v1::LeaseExtension {
+                task_id: h.task_id.to_string(),
+                lease_token: h.token as u64,
+                lease_expires_at_unix_ms: expires,
+            })
+            .collect();
+        Ok(Response::new(v1::HeartbeatResponse {
+            extended,
+            stop_task_ids: ack.stop.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn lease_task(
+        &self,
+        request: Request<v1::LeaseTaskRequest>,
+    ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
+        let task = self.lease(request.into_inner()).await?;
+        Ok(Response::new(v1::LeaseTaskResponse { task }))
+    }
+
+    async fn report_progress(
+        &self,
+        request: Request<v1::ReportProgressRequest>,
+    ) -> Result<Response<v1::ReportProgressResponse>, Status> {
+        let r = request.into_inner();
+        let worker = parse_id("worker_id", &r.worker_id)?;
+        let task_id = parse_id("task_id", &r.task_id)?;
+        let lease_token = token("lease_token", r.lease_token)?;
+        check_len("message", &r.message, 1000)?;
+        for (name, v, hi) in [
+            ("fraction", r.fraction, 1.0),
+            ("train_accuracy", r.train_accuracy, 1.0),
+            ("train_loss", r.train_loss, 1e12),
+        ] {
+            if !(v.is_finite() && (0.0..=hi).contains(&v)) {
+                return Err(ApiError::invalid(
+                    name,
+                    format!("must be a finite number in [0, {hi}], got {v}"),
+                )
+                .into());
+            }
+        }
+        let task = self
+            .c
+            .store
+            .get_task(task_id)
+            .await
+            .map_err(ApiError::from)?;
+        let progress = json!({
+            "fraction": r.fraction,
+            "epoch": r.epoch,
+            "train_loss": r.train_loss,
+            "train_accuracy": r.train_accuracy,
+            "message": r.message,
+        });
+        let now = self.c.clock.now();
+        match self
+            .c
+            .store
+            .report_progress(task_id, lease_token, worker, progress, now)
+            .await
+        {
+            Ok(()) => {}
+            // The lease is gone (expired and re-leased, or the task ended): stop working on it.
+            Err(nat_store::StoreError::FailedPrecondition(_)) => {
+                return Ok(Response::new(v1::ReportProgressResponse {
+                    stop: true,
+                    lease_expires_at_unix_ms: 0,
+                }))
+            }
+            Err(e) => return Err(ApiError::from(e).into()),
+        }
+        self.c.job_changed(task.job_id);
+        let job = self
+            .c
+            .store
+            .get_job(task.job_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::ReportProgressResponse {
+            stop: job.state == nat_store::JobState::Cancelled,
+            lease_expires_at_unix_ms: task.lease_expires_at.map(convert::unix_ms).unwrap_or(0),
+        }))
+    }
+
+    async fn report_result(
+        &self,
+        request: Request<v1::ReportResultRequest>,
+    ) -> Result<Response<v1::ReportResultResponse>, Status> {
+        let duplicate = self.report(request.into_inner()).await?;
+        Ok(Response::new(v1::ReportResultResponse { duplicate }))
+    }
+}
