@@ -1,0 +1,1 @@
+//! The nat-orchestrator dashboard (work in progress in this commit series).
