@@ -770,7 +770,8 @@ impl Store for SqliteStore {
                        ORDER BY c.next_claim_at, c.seq LIMIT 1) AS pick \
                FROM jobs j WHERE j.state IN ('queued', 'running') AND pick IS NOT NULL \
                ORDER BY j.priority DESC, COALESCE(j.last_served_at, -1), j.created_at, j.id LIMIT 1) \
-             RETURNING {TASK_COLS}"
+             RETURNING {}",
+            TASK_COLS.replace("t.", "")
         ))
         .bind(ts(now))
         .bind(capabilities.gpus > 0)
@@ -814,7 +815,7 @@ impl Store for SqliteStore {
                lease_expires_at = NULL, updated_at = ?1 \
              FROM jobs AS j \
              WHERE j.id = t.job_id AND t.state = 'leased' AND t.lease_expires_at <= ?1 \
-             RETURNING t.id, t.job_id, t.state, t.attempt, t.failures",
+             RETURNING id, job_id, state, attempt, failures",
         )
         .bind(ts(now))
         .fetch_all(&mut *tx)

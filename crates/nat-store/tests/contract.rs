@@ -745,9 +745,9 @@ async fn heartbeat_extends_leases(db: Arc<TestDb>) {
     assert_eq!(hb2.stop, vec![other.task.id]);
     assert!(hb2.extended.is_empty());
     // Workers silent since before the cutoff are marked lost.
-    let lost = store.mark_lost_workers(at(41)).await.unwrap();
+    let lost = store.mark_lost_workers(at(20)).await.unwrap();
     assert!(lost.is_empty());
-    let lost = store.mark_lost_workers(at(45)).await.unwrap();
+    let lost = store.mark_lost_workers(at(21)).await.unwrap();
     assert_eq!(lost, vec![w1]);
     assert_eq!(store.get_worker(w1).await.unwrap().state, WorkerState::Lost);
     assert!(matches!(
