@@ -88,6 +88,7 @@ pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
                     index: index.parse().unwrap_or(0),
                     model: c.gpu_model.clone().unwrap_or_default(),
                     memory_bytes: c.gpu_memory_mb * 1024 * 1024,
+                    name: d.clone(),
                 }
             } else {
                 v1::Device {
@@ -95,6 +96,7 @@ pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
                     index: 0,
                     model: String::new(),
                     memory_bytes: 0,
+                    name: d.clone(),
                 }
             }
         })
@@ -360,6 +362,8 @@ fn supernet_from_json(v: &serde_json::Value) -> Result<v1::SupernetTask, ApiErro
             validation_fraction: f("validation_fraction"),
             eval_batches: u("eval_batches"),
             max_wall_seconds: f("max_wall_seconds"),
+            op_set: convert::str_field(&s, "op_set").to_string(),
+            num_nodes: u("num_nodes"),
         }),
         seed: v.get("seed").and_then(|x| x.as_u64()).unwrap_or(0),
         supernet_key: convert::str_field(v, "supernet_key").to_string(),
@@ -484,37 +488,38 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let progress = json!({
             "fraction": r.fraction,
             "epoch": r.epoch,
+            "epochs": r.epochs,
+            "step": r.step,
             "train_loss": r.train_loss,
             "train_accuracy": r.train_accuracy,
             "message": r.message,
         });
         let now = self.c.clock.now();
-        match self
-            .c
+        // A lost lease (expired and re-leased, or the task ended) is FAILED_PRECONDITION.
+        self.c
             .store
             .report_progress(task_id, lease_token, worker, progress, now)
             .await
-        {
-            Ok(()) => {}
-            // The lease is gone (expired and re-leased, or the task ended): stop working on it.
-            Err(nat_store::StoreError::FailedPrecondition(_)) => {
-                return Ok(Response::new(v1::ReportProgressResponse {
-                    stop: true,
-                    lease_expires_at_unix_ms: 0,
-                }))
-            }
-            Err(e) => return Err(ApiError::from(e).into()),
-        }
-        self.c.job_changed(task.job_id);
-        let job = self
+            .map_err(ApiError::from)?;
+        // Progress counts as a heartbeat for this lease.
+        let held = [HeldLease {
+            task_id,
+            token: lease_token,
+        }];
+        let ack = self
             .c
             .store
-            .get_job(task.job_id)
+            .heartbeat(worker, &held, now, self.c.config.lease_duration)
             .await
             .map_err(ApiError::from)?;
+        self.c.job_changed(task.job_id);
         Ok(Response::new(v1::ReportProgressResponse {
-            stop: job.state == nat_store::JobState::Cancelled,
-            lease_expires_at_unix_ms: task.lease_expires_at.map(convert::unix_ms).unwrap_or(0),
+            stop: ack.stop.contains(&task_id),
+            lease_expires_at_unix_ms: if ack.extended.contains(&task_id) {
+                convert::unix_ms(ack.lease_expires_at)
+            } else {
+                0
+            },
         }))
     }
 

@@ -1,0 +1,517 @@
+//! API tests: a coordinator on port 0, real gRPC, SQLite and PostgreSQL (fresh database each),
+//! a simulated worker in the test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{evaluate_request, job, lease, register, report_ok, test_config, TestDb, TestServer};
+use futures::StreamExt;
+use nat_proto::v1;
+use tonic::Code;
+
+const ARCHS: [&str; 3] = ["darts-v2", "enas", "resnet-block"];
+
+async fn evaluate_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim-1").await;
+
+    // A DARTS string and a JSON genotype are accepted too, and normalised to canonical JSON.
+    let darts = nat_arch::parse_any("darts-v2")
+        .expect("preset")
+        .to_darts_string();
+    let json = nat_arch::parse_any("enas").expect("preset").to_json();
+    let mut req = evaluate_request(&ARCHS, "digits");
+    req.architectures.push(darts);
+    req.architectures.push(json);
+    let submitted = jobs
+        .submit_job(req)
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(submitted.tasks_total, 5);
+    assert_eq!(submitted.state, v1::JobState::Queued as i32);
+    assert_eq!(submitted.architectures[3], submitted.architectures[0]);
+    let budget = submitted.budget.expect("resolved budget");
+    assert_eq!(
+        (budget.epochs, budget.init_channels, budget.layers),
+        (1, 4, 3)
+    );
+
+    // Watch from the start in parallel.
+    let mut stream = jobs
+        .watch_job(v1::WatchJobRequest {
+            job_id: submitted.job_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+
+    let mut accuracies = Vec::new();
+    for _ in 0..5 {
+        let task = lease(&mut w, &worker, 0).await.expect("a task");
+        assert_eq!(task.job_id, submitted.job_id);
+        assert_eq!(task.attempt, 1);
+        let Some(v1::task::Payload::TrainEval(te)) = &task.payload else {
+            panic!("train_eval payload expected");
+        };
+        assert_eq!(te.dataset, "digits");
+        assert_eq!(te.budget.as_ref().map(|b| b.epochs), Some(1));
+        nat_arch::Genotype::from_json_str(&te.genotype_json).expect("canonical genotype JSON");
+        let r = w
+            .report_result(report_ok(&worker, &task))
+            .await
+            .expect("report");
+        assert!(!r.into_inner().duplicate);
+        accuracies.push(common::fake_result(&task).accuracy);
+    }
+    assert!(lease(&mut w, &worker, 0).await.is_none(), "no task left");
+
+    let done = job(&mut jobs, &submitted.job_id).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32);
+    assert_eq!(done.tasks_succeeded, 5);
+    assert_eq!(done.tasks_pending, 0);
+
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: submitted.job_id.clone(),
+        })
+        .await
+        .expect("result")
+        .into_inner();
+    assert_eq!(result.state, v1::JobState::Succeeded as i32);
+    assert_eq!(result.architectures.len(), 5);
+    for (i, a) in result.architectures.iter().enumerate() {
+        assert_eq!(a.index as usize, i);
+        assert_eq!(a.state, v1::TaskState::Succeeded as i32);
+        assert!(
+            a.genotype_darts.starts_with("Genotype(normal=["),
+            "{}",
+            a.genotype_darts
+        );
+        let r = a.result.as_ref().expect("measurement");
+        assert!(r.accuracy > 0.0 && r.params > 0);
+    }
+    // Same architecture, same budget, same dataset: one reward key with two observations.
+    let key = nat_store::RewardKey {
+        arch_hash: result.architectures[0].canonical_hash.clone(),
+        dataset: "digits".into(),
+        budget: nat_coordinator::budget::Budget::preset("smoke")
+            .expect("smoke")
+            .key(),
+    };
+    let estimate = server
+        .coordinator
+        .store
+        .reward_estimate(&key)
+        .await
+        .expect("read")
+        .expect("estimate exists");
+    assert_eq!(estimate.count, 2);
+
+    // The stream replays everything and ends after the final state.
+    let mut completed = 0;
+    let mut bests = Vec::new();
+    let mut last_state = None;
+    let mut last_seq = 0;
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("stream makes progress")
+    {
+        let ev = ev.expect("event");
+        assert!(ev.sequence >= last_seq, "sequence never goes back");
+        last_seq = ev.sequence;
+        match ev.event {
+            Some(v1::job_event::Event::TaskCompleted(_)) => completed += 1,
+            Some(v1::job_event::Event::NewBest(b)) => bests.push(b.accuracy),
+            Some(v1::job_event::Event::StateChanged(s)) => last_state = Some(s.state),
+            _ => {}
+        }
+    }
+    assert_eq!(completed, 5);
+    assert_eq!(last_state, Some(v1::JobState::Succeeded as i32));
+    assert!(
+        bests.windows(2).all(|w| w[0] < w[1]),
+        "bests strictly improve"
+    );
+    let max = accuracies.iter().cloned().fold(f64::MIN, f64::max);
+    assert_eq!(bests.last().copied(), Some(max));
+    server.stop().await;
+}
+both_backends!(evaluate_job_end_to_end, evaluate_flow);
+
+async fn validation(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+
+    let expect_invalid = |r: Result<tonic::Response<v1::SubmitJobResponse>, tonic::Status>,
+                          field: &str| {
+        let s = r.expect_err("must be rejected");
+        assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
+        assert!(
+            s.message().contains(field),
+            "{field} not named in {:?}",
+            s.message()
+        );
+    };
+    let mut bad = evaluate_request(&["darts-v2", "not-an-arch"], "digits");
+    expect_invalid(jobs.submit_job(bad.clone()).await, "architectures[1]");
+    bad = evaluate_request(&["{\"normal\": "], "digits");
+    expect_invalid(jobs.submit_job(bad).await, "architectures[0]");
+    expect_invalid(
+        jobs.submit_job(evaluate_request(&["darts-v2"], "imagenet"))
+            .await,
+        "dataset",
+    );
+    expect_invalid(
+        jobs.submit_job(evaluate_request(&[], "digits")).await,
+        "architectures",
+    );
+    let mut req = evaluate_request(&["darts-v2"], "digits");
+    req.budget = Some(v1::BudgetSpec {
+        preset: "smoke".into(),
+        overrides: Some(v1::BudgetOverrides {
+            learning_rate: Some(f64::INFINITY),
+            ..Default::default()
+        }),
+    });
+    expect_invalid(jobs.submit_job(req).await, "budget.learning_rate");
+    let mut req = evaluate_request(&["darts-v2"], "digits");
+    req.priority = 5000;
+    expect_invalid(jobs.submit_job(req).await, "priority");
+    let mut req = evaluate_request(&["darts-v2"], "digits");
+    req.kind = 0;
+    expect_invalid(jobs.submit_job(req).await, "kind");
+
+    // Ids.
+    let s = jobs
+        .get_job(v1::GetJobRequest {
+            job_id: "nope".into(),
+        })
+        .await
+        .expect_err("bad id");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("job_id"));
+    let s = jobs
+        .get_job(v1::GetJobRequest {
+            job_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .expect_err("unknown id");
+    assert_eq!(s.code(), Code::NotFound);
+    let s = w
+        .lease_task(v1::LeaseTaskRequest {
+            worker_id: uuid::Uuid::new_v4().to_string(),
+            wait_ms: 0,
+            device: None,
+            slot: 0,
+        })
+        .await
+        .expect_err("unknown worker");
+    assert_eq!(
+        s.code(),
+        Code::NotFound,
+        "the worker re-registers on NOT_FOUND"
+    );
+
+    // Results are validated.
+    let worker = register(&mut w, "sim").await;
+    let id = jobs
+        .submit_job(evaluate_request(&["darts-v2"], "digits"))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let task = lease(&mut w, &worker, 0).await.expect("task");
+    let mut r = report_ok(&worker, &task);
+    if let Some(v1::report_result_request::Outcome::TrainEval(res)) = &mut r.outcome {
+        res.accuracy = 1.5;
+    }
+    let s = w.report_result(r).await.expect_err("accuracy > 1");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("train_eval.accuracy"),
+        "{}",
+        s.message()
+    );
+    let mut r = report_ok(&worker, &task);
+    if let Some(v1::report_result_request::Outcome::TrainEval(res)) = &mut r.outcome {
+        res.loss = f64::NAN;
+    }
+    let s = w.report_result(r).await.expect_err("NaN loss");
+    assert!(s.message().contains("train_eval.loss"), "{}", s.message());
+
+    // Finish it; then cancelling is a wrong-state error.
+    w.report_result(report_ok(&worker, &task))
+        .await
+        .expect("report");
+    let s = jobs
+        .cancel_job(v1::CancelJobRequest {
+            job_id: id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("job already finished");
+    assert_eq!(s.code(), Code::FailedPrecondition);
+
+    // Optimize is not offered by this coordinator yet: said plainly.
+    let mut req = evaluate_request(&["darts-v2"], "digits");
+    req.kind = v1::JobKind::Optimize as i32;
+    let s = jobs.submit_job(req).await.expect_err("optimize");
+    assert_eq!(s.code(), Code::Unimplemented);
+    server.stop().await;
+}
+both_backends!(validation_errors, validation);
+
+async fn lease_expiry(db: &TestDb) {
+    let mut config = test_config();
+    config.max_attempts = 2;
+    let lease_duration = config.lease_duration;
+    let server = TestServer::start(db, config, true).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let a = register(&mut w, "a").await;
+    let b = register(&mut w, "b").await;
+    let id = jobs
+        .submit_job(evaluate_request(&["darts-v2", "enas"], "digits"))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+
+    let t1 = lease(&mut w, &a, 0).await.expect("first task");
+    let t2 = lease(&mut w, &a, 0).await.expect("second task");
+
+    // A heartbeat extends both leases.
+    server.advance(lease_duration / 2);
+    let hb = w
+        .heartbeat(v1::HeartbeatRequest {
+            worker_id: a.clone(),
+            tasks: vec![
+                v1::HeldTask {
+                    task_id: t1.task_id.clone(),
+                    lease_token: t1.lease_token,
+                },
+                v1::HeldTask {
+                    task_id: t2.task_id.clone(),
+                    lease_token: t2.lease_token,
+                },
+            ],
+        })
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert_eq!(hb.extended.len(), 2);
+    assert!(hb.stop_task_ids.is_empty());
+    server.advance(lease_duration * 3 / 4);
+    nat_coordinator::collect_expired(&server.coordinator).await;
+    assert!(
+        lease(&mut w, &b, 0).await.is_none(),
+        "extended leases are still held"
+    );
+
+    // Worker a goes silent: its leases expire and the tasks go to b.
+    server.advance(lease_duration);
+    nat_coordinator::collect_expired(&server.coordinator).await;
+    let r1 = lease(&mut w, &b, 0).await.expect("requeued task");
+    assert_eq!(r1.attempt, 2);
+    assert!(r1.lease_token > t1.lease_token.max(t2.lease_token) || r1.task_id != t1.task_id);
+    let stale = if r1.task_id == t1.task_id { &t1 } else { &t2 };
+    let other = if r1.task_id == t1.task_id { &t2 } else { &t1 };
+
+    // a's late report with its stale token is rejected and changes nothing.
+    let s = w
+        .report_result(report_ok(&a, stale))
+        .await
+        .expect_err("stale token");
+    assert_eq!(s.code(), Code::FailedPrecondition);
+    // a's heartbeat now tells it to stop both.
+    let hb = w
+        .heartbeat(v1::HeartbeatRequest {
+            worker_id: a.clone(),
+            tasks: vec![v1::HeldTask {
+                task_id: stale.task_id.clone(),
+                lease_token: stale.lease_token,
+            }],
+        })
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert_eq!(hb.stop_task_ids, vec![stale.task_id.clone()]);
+
+    // b reports; the same report again is OK and counted once.
+    let first = w
+        .report_result(report_ok(&b, &r1))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(!first.duplicate);
+    let again = w
+        .report_result(report_ok(&b, &r1))
+        .await
+        .expect("dup")
+        .into_inner();
+    assert!(again.duplicate);
+    let j = job(&mut jobs, &id).await;
+    assert_eq!(j.tasks_succeeded, 1);
+
+    // The other task: lease 2 by b expires too -> max attempts (2) reached -> failed for good.
+    let r2 = lease(&mut w, &b, 0).await.expect("second requeued task");
+    assert_eq!(r2.task_id, other.task_id);
+    assert_eq!(r2.attempt, 2);
+    server.advance(lease_duration * 2);
+    nat_coordinator::collect_expired(&server.coordinator).await;
+    assert!(lease(&mut w, &b, 0).await.is_none(), "no third attempt");
+    let j = job(&mut jobs, &id).await;
+    assert_eq!(j.tasks_failed, 1);
+    assert_eq!(j.tasks_succeeded, 1);
+    assert_eq!(j.state, v1::JobState::Succeeded as i32);
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest { job_id: id.clone() })
+        .await
+        .expect("result")
+        .into_inner();
+    let failed = result
+        .architectures
+        .iter()
+        .find(|a| a.state == v1::TaskState::Failed as i32)
+        .expect("failed architecture");
+    assert_eq!(failed.attempts, 2);
+    assert!(failed.error.contains("lease expired"), "{}", failed.error);
+    server.stop().await;
+}
+both_backends!(lease_expiry_requeue_and_fencing, lease_expiry);
+
+async fn cancellation(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let id = jobs
+        .submit_job(evaluate_request(&ARCHS, "digits"))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let held = lease(&mut w, &worker, 0).await.expect("task");
+    let cancelled = jobs
+        .cancel_job(v1::CancelJobRequest {
+            job_id: id.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(cancelled.state, v1::JobState::Cancelled as i32);
+    // Queued tasks are withdrawn; the running one is told to stop.
+    assert!(lease(&mut w, &worker, 0).await.is_none());
+    let hb = w
+        .heartbeat(v1::HeartbeatRequest {
+            worker_id: worker.clone(),
+            tasks: vec![v1::HeldTask {
+                task_id: held.task_id.clone(),
+                lease_token: held.lease_token,
+            }],
+        })
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert_eq!(hb.stop_task_ids, vec![held.task_id.clone()]);
+    // Its report is accepted and cancels it; nothing is counted as a success.
+    w.report_result(report_ok(&worker, &held))
+        .await
+        .expect("report");
+    let j = job(&mut jobs, &id).await;
+    assert_eq!(j.state, v1::JobState::Cancelled as i32);
+    assert_eq!(j.tasks_succeeded, 0);
+    server.stop().await;
+}
+both_backends!(cancel_withdraws_and_stops, cancellation);
+
+async fn fairness(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let archs = ["darts-v2", "enas", "naonet", "resnet-block"];
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(
+            jobs.submit_job(evaluate_request(&archs, "digits"))
+                .await
+                .expect("submit")
+                .into_inner()
+                .job
+                .expect("job")
+                .job_id,
+        );
+    }
+    let mut urgent = evaluate_request(&["vgg-block"], "digits");
+    urgent.priority = 10;
+    let urgent_id = jobs
+        .submit_job(urgent)
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    // Priority first.
+    let first = lease(&mut w, &worker, 0).await.expect("task");
+    assert_eq!(first.job_id, urgent_id);
+    // Then round robin between the equal-priority jobs.
+    let mut order = Vec::new();
+    for _ in 0..6 {
+        order.push(lease(&mut w, &worker, 0).await.expect("task").job_id);
+    }
+    for pair in order.windows(2) {
+        assert_ne!(pair[0], pair[1], "jobs alternate: {order:?}");
+    }
+    let from_first = order.iter().filter(|j| **j == ids[0]).count();
+    assert_eq!(from_first, 3);
+    server.stop().await;
+}
+both_backends!(fair_share_between_jobs, fairness);
+
+async fn long_poll(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let started = Instant::now();
+    let waiter = {
+        let mut w = w.clone();
+        let worker = worker.clone();
+        tokio::spawn(async move { lease(&mut w, &worker, 4000).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    jobs.submit_job(evaluate_request(&["darts-v2"], "digits"))
+        .await
+        .expect("submit");
+    let task = waiter.await.expect("join");
+    assert!(task.is_some(), "the waiting lease got the new task");
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "woken by the submission, not by the timeout"
+    );
+    // With nothing to do, the long-poll returns empty after its wait.
+    let t = Instant::now();
+    assert!(lease(&mut w, &worker, 300).await.is_none());
+    assert!(t.elapsed() >= Duration::from_millis(250));
+    server.stop().await;
+}
+both_backends!(lease_long_polls, long_poll);
