@@ -16,15 +16,15 @@ use tokio::sync::{oneshot, watch};
 /// Training progress a runner reports while it works.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Progress {
-    /// Epochs finished (may be fractional inside an epoch).
-    pub epoch: f64,
-    /// Epochs in the budget.
+    /// 0..1 of the task's work.
+    pub fraction: f64,
+    /// Epochs finished.
+    pub epoch: u32,
+    /// Epochs in the budget (0 when the task is not epoch-based).
     pub epochs: u32,
-    /// Optimiser steps taken.
-    pub step: u64,
-    /// Mean training loss over the recent steps.
-    pub loss: f64,
-    /// Training accuracy over the recent steps (fraction).
+    /// Mean training loss over the current epoch so far.
+    pub train_loss: f64,
+    /// Training accuracy over the current epoch so far (fraction).
     pub train_accuracy: f64,
 }
 
@@ -241,7 +241,7 @@ mod tests {
             match task {
                 Job::Square(n) => {
                     context.report(Progress {
-                        step: n,
+                        epoch: n as u32,
                         ..Progress::default()
                     });
                     Outcome::Done(n * n, self.generation)
@@ -286,7 +286,7 @@ mod tests {
             .start(Job::Square(7), Arc::new(AtomicBool::new(false)))
             .unwrap();
         assert_eq!(running.outcome.await.unwrap(), Outcome::Done(49, 0));
-        assert_eq!(running.progress.borrow().map(|p| p.step), Some(7));
+        assert_eq!(running.progress.borrow().map(|p| p.epoch), Some(7));
         let again = slot
             .start(Job::Square(3), Arc::new(AtomicBool::new(false)))
             .unwrap();

@@ -1,0 +1,786 @@
+//! The async side of the worker: registration, lease long-polls (one loop per slot), heartbeats,
+//! progress and result reports, reconnection and draining.
+//!
+//! Protocol in short: the worker registers and gets a worker id, a lease duration and a heartbeat
+//! interval; each free slot long-polls `LeaseTask`; a leased task goes to the slot thread; the
+//! heartbeat lists every task in hand (extending their leases) and answers which ones to stop.
+//! When the coordinator is unreachable every loop backs off (capped, jittered) and tries again;
+//! training goes on, and the result is reported once the coordinator is back (it accepts it only
+//! if the lease token is still the current one). NOT_FOUND for our worker id means the coordinator
+//! forgot us: we register again. On the first shutdown signal the worker drains: no new leases,
+//! tasks in hand finish and are reported; past the drain timeout (or on a second signal) they are
+//! cancelled and handed back as retryable failures.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nat_proto::v1;
+use nat_proto::v1::worker_service_client::WorkerServiceClient;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::backoff::Backoff;
+use crate::config::{SlotDevice, WorkerConfig};
+use crate::runner::Outcome;
+use crate::slot::{Progress, Slot, TaskRunner};
+
+/// Timeout of every RPC except the lease long-poll.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Progress is forwarded at most this often per task.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+/// After the drain timeout, how long cancelled tasks get to stop and be reported.
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+/// First reconnection delay.
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+
+/// Errors that stop the daemon before it can serve.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("--coordinator: invalid URL `{url}`: {source}")]
+    CoordinatorUrl {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("could not start slot {slot} thread: {source}")]
+    SlotThread {
+        slot: usize,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the coordinator told us at registration.
+#[derive(Debug, Clone)]
+struct Registration {
+    worker_id: String,
+    heartbeat_interval: Duration,
+}
+
+/// A task in hand.
+struct Held {
+    lease_token: u64,
+    cancel: Arc<AtomicBool>,
+    /// Why the cancel flag was raised (reported with the hand-back).
+    stop_reason: Option<String>,
+}
+
+/// State shared by the slot loops and the heartbeat loop.
+struct Shared {
+    client: WorkerServiceClient<Channel>,
+    config: WorkerConfig,
+    capabilities: v1::WorkerCapabilities,
+    registration: tokio::sync::Mutex<Option<Registration>>,
+    held: Mutex<HashMap<String, Held>>,
+    /// Set on the first shutdown signal: no new leases.
+    draining: watch::Sender<bool>,
+    /// Set when the daemon is about to exit: every loop stops at once.
+    stopping: watch::Sender<bool>,
+}
+
+/// Resolves when `flag` becomes true.
+async fn raised(flag: &watch::Sender<bool>) {
+    let mut receiver = flag.subscribe();
+    // An error means the sender is gone, which cannot happen while `flag` is borrowed.
+    let _ = receiver.wait_for(|value| *value).await;
+}
+
+impl Shared {
+    fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// The current registration, registering (with backoff) when there is none. `None` when
+    /// the daemon stops first.
+    async fn registration(&self) -> Option<Registration> {
+        let mut current = self.registration.lock().await;
+        if let Some(registration) = current.as_ref() {
+            return Some(registration.clone());
+        }
+        let mut backoff = Backoff::new(BACKOFF_BASE, self.config.max_backoff);
+        loop {
+            let request = v1::RegisterWorkerRequest {
+                name: self.config.name.clone(),
+                capabilities: Some(self.capabilities.clone()),
+            };
+            let mut client = self.client.clone();
+            let response = tokio::select! {
+                response = tokio::time::timeout(RPC_TIMEOUT, client.register_worker(request)) => response,
+                () = raised(&self.stopping) => return None,
+            };
+            match flatten(response) {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let heartbeat_ms = if response.heartbeat_interval_ms == 0 {
+                        // Heartbeat well within the lease when the coordinator names no interval.
+                        (response.lease_duration_ms / 3).max(500)
+                    } else {
+                        response.heartbeat_interval_ms
+                    };
+                    let registration = Registration {
+                        worker_id: response.worker_id,
+                        heartbeat_interval: Duration::from_millis(u64::from(heartbeat_ms)),
+                    };
+                    tracing::info!(
+                        worker_id = %registration.worker_id,
+                        lease_duration_ms = response.lease_duration_ms,
+                        heartbeat_interval_ms = heartbeat_ms,
+                        attempts = backoff.attempts() + 1,
+                        "registered with the coordinator"
+                    );
+                    *current = Some(registration.clone());
+                    return Some(registration);
+                }
+                Err(status) => {
+                    let delay = backoff.next_delay();
+                    log_unreachable("register", &status, backoff.attempts(), delay);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = raised(&self.stopping) => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The coordinator does not know `worker_id` any more: register again on next use.
+    async fn forget_registration(&self, worker_id: &str) {
+        let mut current = self.registration.lock().await;
+        if current.as_ref().map(|r| r.worker_id.as_str()) == Some(worker_id) {
+            tracing::warn!(
+                worker_id,
+                "the coordinator does not know this worker; registering again"
+            );
+            *current = None;
+        }
+    }
+
+    fn held_tasks(&self) -> Vec<v1::HeldTask> {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.iter()
+            .map(|(task_id, held)| v1::HeldTask {
+                task_id: task_id.clone(),
+                lease_token: held.lease_token,
+            })
+            .collect()
+    }
+
+    fn stop_task(&self, task_id: &str, reason: &str) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(task) = held.get_mut(task_id) {
+            if task.stop_reason.is_none() {
+                tracing::info!(task_id, reason, "stopping task");
+                task.stop_reason = Some(reason.to_owned());
+            }
+            task.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn stop_all(&self, reason: &str) {
+        let ids: Vec<String> = {
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            held.keys().cloned().collect()
+        };
+        for task_id in ids {
+            self.stop_task(&task_id, reason);
+        }
+    }
+
+    fn in_hand(&self) -> usize {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+}
+
+fn flatten<T>(
+    response: Result<Result<tonic::Response<T>, Status>, tokio::time::error::Elapsed>,
+) -> Result<tonic::Response<T>, Status> {
+    response.unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")))
+}
+
+fn log_unreachable(what: &str, status: &Status, attempts: u32, delay: Duration) {
+    // Loud on the first failure, then quiet until it recovers (and every 10th attempt).
+    if attempts <= 1 || attempts.is_multiple_of(10) {
+        tracing::warn!(
+            rpc = what,
+            code = ?status.code(),
+            error = %status.message(),
+            attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            "coordinator unreachable; retrying"
+        );
+    } else {
+        tracing::debug!(rpc = what, code = ?status.code(), attempts, "coordinator still unreachable");
+    }
+}
+
+/// Capabilities sent at registration.
+pub fn capabilities(config: &WorkerConfig, datasets: Vec<String>) -> v1::WorkerCapabilities {
+    let gpus = crate::system::gpu_info();
+    let devices = config
+        .slots
+        .iter()
+        .map(|slot| match slot {
+            SlotDevice::Cpu => v1::Device {
+                kind: v1::DeviceKind::Cpu as i32,
+                index: 0,
+                model: crate::system::cpu_model().unwrap_or_default(),
+                memory_bytes: 0,
+                ..v1::Device::default()
+            },
+            SlotDevice::Cuda(index) => {
+                let info = gpus.iter().find(|gpu| gpu.index == *index);
+                v1::Device {
+                    kind: v1::DeviceKind::Cuda as i32,
+                    index: u32::try_from(*index).unwrap_or(u32::MAX),
+                    model: info.map(|gpu| gpu.name.clone()).unwrap_or_default(),
+                    memory_bytes: info.map(|gpu| gpu.memory_bytes).unwrap_or(0),
+                    ..v1::Device::default()
+                }
+            }
+        })
+        .collect();
+    v1::WorkerCapabilities {
+        devices,
+        cpu_cores: u32::try_from(config.cpu_cores).unwrap_or(u32::MAX),
+        slots: u32::try_from(config.slots.len()).unwrap_or(u32::MAX),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        hostname: crate::system::hostname().unwrap_or_default(),
+        datasets,
+    }
+}
+
+fn lease_device(slot: SlotDevice) -> v1::Device {
+    match slot {
+        SlotDevice::Cpu => v1::Device {
+            kind: v1::DeviceKind::Cpu as i32,
+            ..v1::Device::default()
+        },
+        SlotDevice::Cuda(index) => v1::Device {
+            kind: v1::DeviceKind::Cuda as i32,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            ..v1::Device::default()
+        },
+    }
+}
+
+/// Runs the worker until `signals` delivers a shutdown request and the drain is over.
+///
+/// `make_runner(slot_index, device)` builds a slot's runner on that slot's thread. Each message on
+/// `signals` is one SIGTERM/SIGINT: the first starts the drain, the second hands back at once.
+pub async fn run<R, F>(
+    config: WorkerConfig,
+    capabilities: v1::WorkerCapabilities,
+    make_runner: F,
+    mut signals: mpsc::Receiver<()>,
+) -> Result<(), DaemonError>
+where
+    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+    F: Fn(usize, SlotDevice) -> Result<R, String> + Clone + Send + 'static,
+{
+    let endpoint = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|source| DaemonError::CoordinatorUrl {
+            url: config.coordinator.clone(),
+            source,
+        })?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let client = WorkerServiceClient::new(endpoint.connect_lazy());
+    let (draining, _) = watch::channel(false);
+    let (stopping, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        client,
+        config: config.clone(),
+        capabilities,
+        registration: tokio::sync::Mutex::new(None),
+        held: Mutex::new(HashMap::new()),
+        draining,
+        stopping,
+    });
+
+    let mut slot_loops = tokio::task::JoinSet::new();
+    for (index, device) in config.slots.iter().copied().enumerate() {
+        let factory = make_runner.clone();
+        let slot = Slot::<R>::spawn(index, move || factory(index, device)).map_err(|source| {
+            DaemonError::SlotThread {
+                slot: index,
+                source,
+            }
+        })?;
+        slot_loops.spawn(slot_loop(shared.clone(), slot, device));
+    }
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+    tracing::info!(
+        coordinator = %config.coordinator,
+        slots = config.slots.len(),
+        devices = %config.slots.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
+        threads = config.threads,
+        data_dir = %config.data_dir.display(),
+        "nat-worker started"
+    );
+
+    // Serve until the first signal (or until every slot loop ended on its own).
+    tokio::select! {
+        _ = signals.recv() => {}
+        () = join_all(&mut slot_loops) => {}
+    }
+    shared.draining.send_replace(true);
+    tracing::info!(
+        tasks_in_hand = shared.in_hand(),
+        drain_timeout_s = config.drain_timeout.as_secs_f64(),
+        "draining: no new leases, finishing tasks in hand"
+    );
+    let drained = tokio::select! {
+        () = join_all(&mut slot_loops) => true,
+        () = tokio::time::sleep(config.drain_timeout) => false,
+        _ = signals.recv() => false,
+    };
+    if !drained {
+        tracing::warn!(
+            tasks_in_hand = shared.in_hand(),
+            "drain cut short; cancelling tasks in hand and handing them back"
+        );
+        shared.stop_all("worker shutting down: task handed back before it finished");
+        if tokio::time::timeout(CANCEL_GRACE, join_all(&mut slot_loops))
+            .await
+            .is_err()
+        {
+            tracing::error!("tasks did not stop within the grace period; exiting anyway");
+        }
+    }
+    shared.stopping.send_replace(true);
+    slot_loops.abort_all();
+    heartbeat.abort();
+    tracing::info!("nat-worker stopped");
+    Ok(())
+}
+
+async fn join_all(set: &mut tokio::task::JoinSet<()>) {
+    while let Some(result) = set.join_next().await {
+        if let Err(error) = result {
+            if error.is_panic() {
+                tracing::error!(error = %error, "slot loop panicked");
+            }
+        }
+    }
+}
+
+/// Leases tasks for one slot until the drain starts.
+async fn slot_loop<R>(shared: Arc<Shared>, slot: Slot<R>, device: SlotDevice)
+where
+    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+{
+    let mut backoff = Backoff::new(BACKOFF_BASE, shared.config.max_backoff);
+    let wait_ms = u32::try_from(shared.config.lease_wait.as_millis()).unwrap_or(u32::MAX);
+    loop {
+        if shared.is_draining() || shared.is_stopping() {
+            return;
+        }
+        let Some(registration) = shared.registration().await else {
+            return;
+        };
+        let request = v1::LeaseTaskRequest {
+            worker_id: registration.worker_id.clone(),
+            wait_ms,
+            device: Some(lease_device(device)),
+            ..v1::LeaseTaskRequest::default()
+        };
+        let mut client = shared.client.clone();
+        // A long-poll in flight is not abandoned when the drain starts: a task it returns is
+        // handed back at once rather than left leased until its lease expires.
+        let response = tokio::select! {
+            response = tokio::time::timeout(
+                shared.config.lease_wait + RPC_TIMEOUT,
+                client.lease_task(request),
+            ) => flatten(response),
+            () = raised(&shared.stopping) => return,
+        };
+        match response {
+            Ok(response) => {
+                backoff.reset();
+                if let Some(task) = response.into_inner().task {
+                    handle_task(&shared, &slot, &registration, task).await;
+                }
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                shared.forget_registration(&registration.worker_id).await;
+            }
+            Err(status) => {
+                let delay = backoff.next_delay();
+                log_unreachable("lease_task", &status, backoff.attempts(), delay);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = raised(&shared.draining) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs one leased task on `slot` and reports its outcome.
+async fn handle_task<R>(
+    shared: &Arc<Shared>,
+    slot: &Slot<R>,
+    registration: &Registration,
+    task: v1::Task,
+) where
+    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+{
+    let task_id = task.task_id.clone();
+    let lease_token = task.lease_token;
+    let cancel = Arc::new(AtomicBool::new(false));
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(
+            task_id.clone(),
+            Held {
+                lease_token,
+                cancel: cancel.clone(),
+                stop_reason: None,
+            },
+        );
+    let span = tracing::info_span!("task", task_id = %task_id, job_id = %task.job_id, attempt = task.attempt, slot = slot.index());
+    tracing::info!(parent: &span, "task leased");
+    let started = Instant::now();
+
+    let outcome = if shared.is_draining() {
+        Outcome::Cancelled
+    } else {
+        match slot.start(task, cancel.clone()) {
+            Ok(running) => {
+                follow_task(
+                    shared,
+                    registration,
+                    &task_id,
+                    lease_token,
+                    &cancel,
+                    running,
+                )
+                .await
+            }
+            Err(error) => Outcome::Failed {
+                reason: error.to_string(),
+                retryable: true,
+            },
+        }
+    };
+    let stop_reason = shared
+        .held
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&task_id)
+        .and_then(|held| held.stop_reason.clone());
+    let outcome = match outcome {
+        Outcome::Cancelled => Outcome::Failed {
+            reason: stop_reason.unwrap_or_else(|| {
+                "worker shutting down: task handed back before it started".to_owned()
+            }),
+            retryable: true,
+        },
+        other => other,
+    };
+    match &outcome {
+        Outcome::TrainEval(result) => tracing::info!(
+            parent: &span,
+            accuracy = result.accuracy,
+            params = result.params,
+            seconds = started.elapsed().as_secs_f64(),
+            "task finished"
+        ),
+        Outcome::Supernet(result) => tracing::info!(
+            parent: &span,
+            pairs = result.scores.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "task finished"
+        ),
+        Outcome::Failed { reason, retryable } => {
+            tracing::warn!(parent: &span, reason = %reason, retryable, "task failed")
+        }
+        Outcome::Cancelled => {}
+    }
+    report_result(shared, &task_id, lease_token, outcome).await;
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&task_id);
+}
+
+/// Waits for the slot's outcome, forwarding progress (throttled) meanwhile.
+async fn follow_task(
+    shared: &Arc<Shared>,
+    registration: &Registration,
+    task_id: &str,
+    lease_token: u64,
+    cancel: &AtomicBool,
+    running: crate::slot::RunningTask<Outcome>,
+) -> Outcome {
+    let crate::slot::RunningTask {
+        mut outcome,
+        mut progress,
+    } = running;
+    let mut last_sent: Option<Instant> = None;
+    let mut progress_open = true;
+    loop {
+        tokio::select! {
+            result = &mut outcome => {
+                return result.unwrap_or_else(|_| Outcome::Failed {
+                    reason: "the slot thread dropped the task".to_owned(),
+                    retryable: true,
+                });
+            }
+            changed = progress.changed(), if progress_open => {
+                if changed.is_err() {
+                    progress_open = false;
+                    continue;
+                }
+                if last_sent.is_some_and(|at| at.elapsed() < PROGRESS_INTERVAL) {
+                    continue;
+                }
+                let latest = *progress.borrow_and_update();
+                if let Some(latest) = latest {
+                    last_sent = Some(Instant::now());
+                    if send_progress(shared, registration, task_id, lease_token, latest).await {
+                        cancel.store(true, Ordering::SeqCst);
+                        shared.stop_task(task_id, "stopped at the coordinator's request (cancelled or lease lost)");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends one progress report; true when the coordinator says to stop.
+async fn send_progress(
+    shared: &Shared,
+    registration: &Registration,
+    task_id: &str,
+    lease_token: u64,
+    progress: Progress,
+) -> bool {
+    let message = if progress.epochs > 0 {
+        format!(
+            "epoch {}/{} loss {:.4} acc {:.3}",
+            progress.epoch, progress.epochs, progress.train_loss, progress.train_accuracy
+        )
+    } else {
+        format!("{:.0}%", progress.fraction * 100.0)
+    };
+    let finite = |value: f64| if value.is_finite() { value } else { 0.0 };
+    let request = v1::ReportProgressRequest {
+        worker_id: registration.worker_id.clone(),
+        task_id: task_id.to_owned(),
+        lease_token,
+        fraction: finite(progress.fraction).clamp(0.0, 1.0),
+        epoch: progress.epoch,
+        train_loss: finite(progress.train_loss),
+        train_accuracy: finite(progress.train_accuracy).clamp(0.0, 1.0),
+        message,
+        ..v1::ReportProgressRequest::default()
+    };
+    let mut client = shared.client.clone();
+    match flatten(
+        tokio::time::timeout(Duration::from_secs(3), client.report_progress(request)).await,
+    ) {
+        Ok(response) => response.into_inner().stop,
+        Err(status) if status.code() == Code::FailedPrecondition => true,
+        Err(status) => {
+            tracing::debug!(task_id, code = ?status.code(), "progress not delivered");
+            false
+        }
+    }
+}
+
+/// Reports an outcome, retrying while the coordinator is unreachable (up to `report_give_up`).
+async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome: Outcome) {
+    let body = match outcome {
+        Outcome::TrainEval(result) => v1::report_result_request::Outcome::TrainEval(result),
+        Outcome::Supernet(result) => v1::report_result_request::Outcome::Supernet(result),
+        Outcome::Failed { reason, retryable } => {
+            v1::report_result_request::Outcome::Failure(v1::TaskFailure {
+                reason: truncate(reason, 4000),
+                retryable,
+            })
+        }
+        Outcome::Cancelled => v1::report_result_request::Outcome::Failure(v1::TaskFailure {
+            reason: "cancelled".to_owned(),
+            retryable: true,
+        }),
+    };
+    let started = Instant::now();
+    let mut backoff = Backoff::new(BACKOFF_BASE, shared.config.max_backoff);
+    loop {
+        let Some(registration) = shared.registration().await else {
+            tracing::warn!(task_id, "exiting before the result could be reported");
+            return;
+        };
+        let request = v1::ReportResultRequest {
+            worker_id: registration.worker_id.clone(),
+            task_id: task_id.to_owned(),
+            lease_token,
+            outcome: Some(body.clone()),
+        };
+        let mut client = shared.client.clone();
+        let response = tokio::select! {
+            response = tokio::time::timeout(RPC_TIMEOUT, client.report_result(request)) => flatten(response),
+            () = raised(&shared.stopping) => {
+                tracing::warn!(task_id, "exiting before the result could be reported");
+                return;
+            }
+        };
+        match response {
+            Ok(response) => {
+                tracing::info!(
+                    task_id,
+                    duplicate = response.get_ref().duplicate,
+                    "result reported"
+                );
+                return;
+            }
+            Err(status) if status.code() == Code::NotFound && mentions_worker(&status) => {
+                shared.forget_registration(&registration.worker_id).await;
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::FailedPrecondition | Code::NotFound | Code::InvalidArgument
+                ) =>
+            {
+                tracing::warn!(
+                    task_id,
+                    code = ?status.code(),
+                    error = %status.message(),
+                    "result rejected by the coordinator; dropping it"
+                );
+                return;
+            }
+            Err(status) => {
+                if started.elapsed() >= shared.config.report_give_up {
+                    tracing::error!(
+                        task_id,
+                        error = %status.message(),
+                        "giving up reporting the result; the coordinator will re-lease the task"
+                    );
+                    return;
+                }
+                let delay = backoff.next_delay();
+                log_unreachable("report_result", &status, backoff.attempts(), delay);
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = raised(&shared.stopping) => {}
+                }
+            }
+        }
+    }
+}
+
+fn mentions_worker(status: &Status) -> bool {
+    status.message().to_ascii_lowercase().contains("worker")
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Heartbeats the tasks in hand; stops those the coordinator names.
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new(BACKOFF_BASE, shared.config.max_backoff);
+    let mut interval = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = raised(&shared.stopping) => return,
+        }
+        let Some(registration) = shared.registration().await else {
+            return;
+        };
+        interval = registration.heartbeat_interval;
+        let request = v1::HeartbeatRequest {
+            worker_id: registration.worker_id.clone(),
+            tasks: shared.held_tasks(),
+        };
+        let mut client = shared.client.clone();
+        match flatten(tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(request)).await) {
+            Ok(response) => {
+                backoff.reset();
+                for task_id in &response.get_ref().stop_task_ids {
+                    shared.stop_task(
+                        task_id,
+                        "stopped at the coordinator's request (cancelled or lease lost)",
+                    );
+                }
+            }
+            Err(status) if status.code() == Code::NotFound => {
+                shared.forget_registration(&registration.worker_id).await;
+                interval = Duration::ZERO;
+            }
+            Err(status) => {
+                let delay = backoff.next_delay();
+                log_unreachable("heartbeat", &status, backoff.attempts(), delay);
+                // Keep heartbeating at the normal pace: it is what keeps our leases alive.
+            }
+        }
+    }
+}
+
+/// Forwards SIGTERM and SIGINT as messages (one per signal) for [`run`].
+pub fn shutdown_signals() -> std::io::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let (sender, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                Some(()) = terminate.recv() => "SIGTERM",
+                Some(()) = interrupt.recv() => "SIGINT",
+                else => return,
+            };
+            tracing::info!(signal = name, "shutdown signal received");
+            if sender.send(()).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo".into(), 2), "h");
+        assert_eq!(truncate("abc".into(), 10), "abc");
+    }
+}

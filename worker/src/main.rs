@@ -1,0 +1,66 @@
+//! `nat-worker`: the NAT training daemon. See the library (`nat_worker`) for how it works.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nat_worker::config::{available_cores, WorkerArgs};
+use nat_worker::runner::{datasets_present, RunnerConfig, TorchRunner};
+use nat_worker::{daemon, system, telemetry};
+
+/// Exit status for bad configuration (sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = WorkerArgs::parse();
+    if let Err(error) = telemetry::init(args.log_format) {
+        eprintln!("nat-worker: cannot set up logging: {error}");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let visible_gpus = if args.devices.trim() == "cpu" {
+        0
+    } else {
+        nat_train::cuda_device_count()
+    };
+    let config = match args.resolve(visible_gpus, available_cores(), home, system::hostname()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("nat-worker: {error}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    nat_train::set_threads(config.threads);
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "nat-worker failed");
+            eprintln!("nat-worker: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: nat_worker::config::WorkerConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("nat-worker-rt")
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let signals = daemon::shutdown_signals()?;
+        let capabilities = daemon::capabilities(&config, datasets_present(&config.data_dir));
+        let data_dir = config.data_dir.clone();
+        let checkpoint_dir = config.checkpoint_dir.clone();
+        let make_runner = move |_slot: usize, device| {
+            TorchRunner::new(RunnerConfig {
+                device,
+                data_dir: data_dir.clone(),
+                checkpoint_dir: checkpoint_dir.clone(),
+            })
+        };
+        daemon::run(config, capabilities, make_runner, signals).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,518 @@
+//! The libtorch task runner of one slot: turns a leased [`v1::Task`] into a `nat-train` call.
+//!
+//! A runner lives on its slot's thread and owns everything libtorch: the datasets loaded for that
+//! slot's device (loaded once, reused by later tasks) and the supernet sessions (one per
+//! `supernet_key`). Every problem with the payload becomes an [`Outcome::Failed`] whose reason
+//! names the field; nothing here panics on task input.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use nat_arch::{Dataset, Genotype};
+use nat_proto::v1;
+use nat_train::{
+    Budget, CheckpointConfig, DatasetSplits, SupernetSession, SupernetSettings, TrainError,
+    TrainEvalReport, TrainSpec,
+};
+use tch::Device;
+
+use crate::config::SlotDevice;
+use crate::slot::{Progress, TaskContext, TaskRunner};
+
+/// Seed of the train/validation split. Fixed for every task so that accuracies of different
+/// architectures are measured on the same held-out examples.
+pub const SPLIT_SEED: u64 = 0x4E41_5453;
+
+/// At most this many (dataset, validation fraction) splits stay loaded per slot.
+const MAX_CACHED_DATASETS: usize = 4;
+/// At most this many supernet sessions stay in memory per slot.
+const MAX_SUPERNETS: usize = 2;
+
+/// How a task ended on the slot thread.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    TrainEval(v1::TrainEvalResult),
+    Supernet(v1::SupernetResult),
+    /// The task failed; `retryable` says whether another attempt may succeed.
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
+    /// The cancel flag was raised (the daemon knows why).
+    Cancelled,
+}
+
+impl Outcome {
+    fn rejected(reason: impl Into<String>) -> Self {
+        Outcome::Failed {
+            reason: reason.into(),
+            retryable: false,
+        }
+    }
+
+    fn from_train_error(context: &str, error: TrainError) -> Self {
+        match error {
+            TrainError::Cancelled => Outcome::Cancelled,
+            other => Outcome::Failed {
+                retryable: other.is_retryable(),
+                reason: format!("{context}: {other}"),
+            },
+        }
+    }
+}
+
+/// Where a runner finds its inputs and puts its checkpoints.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub device: SlotDevice,
+    pub data_dir: PathBuf,
+    pub checkpoint_dir: PathBuf,
+}
+
+type DatasetKey = (Dataset, u64);
+
+/// Runs `train_eval` and `supernet` tasks with libtorch on one device.
+pub struct TorchRunner {
+    config: RunnerConfig,
+    device: Device,
+    datasets: HashMap<DatasetKey, Rc<DatasetSplits>>,
+    dataset_order: Vec<DatasetKey>,
+    supernets: HashMap<String, SupernetSession>,
+    supernet_order: Vec<String>,
+}
+
+impl TorchRunner {
+    /// A runner for `config.device`. Fails when that CUDA device is not usable.
+    pub fn new(config: RunnerConfig) -> Result<Self, String> {
+        let device = match config.device {
+            SlotDevice::Cpu => Device::Cpu,
+            SlotDevice::Cuda(index) => {
+                let visible = nat_train::cuda_device_count();
+                if index >= visible {
+                    return Err(format!(
+                        "cuda:{index} is not usable: libtorch sees {visible} CUDA device(s)"
+                    ));
+                }
+                Device::Cuda(index)
+            }
+        };
+        Ok(TorchRunner {
+            config,
+            device,
+            datasets: HashMap::new(),
+            dataset_order: Vec::new(),
+            supernets: HashMap::new(),
+            supernet_order: Vec::new(),
+        })
+    }
+
+    fn dataset(
+        &mut self,
+        field: &str,
+        name: &str,
+        validation_fraction: f64,
+    ) -> Result<Rc<DatasetSplits>, Outcome> {
+        let dataset = Dataset::from_name(name).ok_or_else(|| {
+            let known: Vec<&str> = Dataset::ALL.iter().map(|d| d.name()).collect();
+            Outcome::rejected(format!(
+                "{field}: unknown dataset `{name}` (expected one of {})",
+                known.join(", ")
+            ))
+        })?;
+        let key = (dataset, validation_fraction.to_bits());
+        if let Some(splits) = self.datasets.get(&key) {
+            return Ok(splits.clone());
+        }
+        let started = std::time::Instant::now();
+        let splits = nat_train::load_dataset(
+            &self.config.data_dir,
+            dataset,
+            self.device,
+            validation_fraction,
+            SPLIT_SEED,
+        )
+        .map_err(|error| Outcome::from_train_error(field, TrainError::from(error)))?;
+        tracing::info!(
+            dataset = %dataset,
+            device = %self.config.device,
+            train = splits.train.len(),
+            validation = splits.validation.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "dataset loaded"
+        );
+        let splits = Rc::new(splits);
+        if self.dataset_order.len() >= MAX_CACHED_DATASETS {
+            let oldest = self.dataset_order.remove(0);
+            self.datasets.remove(&oldest);
+        }
+        self.dataset_order.push(key);
+        self.datasets.insert(key, splits.clone());
+        Ok(splits)
+    }
+
+    fn run_train_eval(
+        &mut self,
+        task_id: &str,
+        payload: v1::TrainEvalTask,
+        context: &TaskContext<'_>,
+    ) -> Outcome {
+        let genotype = match Genotype::from_json_str(&payload.genotype_json) {
+            Ok(genotype) => genotype,
+            Err(error) => {
+                return Outcome::rejected(format!("train_eval.genotype_json: {error}"));
+            }
+        };
+        let Some(budget) = payload.budget.as_ref().map(budget_from_proto) else {
+            return Outcome::rejected("train_eval.budget: missing");
+        };
+        if let Err(error) = budget.validate() {
+            return Outcome::rejected(format!("train_eval.budget: {error}"));
+        }
+        let data = match self.dataset(
+            "train_eval.dataset",
+            &payload.dataset,
+            budget.validation_fraction,
+        ) {
+            Ok(data) => data,
+            Err(outcome) => return outcome,
+        };
+        let spec = TrainSpec {
+            genotype: &genotype,
+            budget: &budget,
+            seed: payload.seed,
+        };
+        let mut on_progress = |progress: &nat_train::Progress| {
+            context.report(Progress {
+                fraction: progress.fraction,
+                epoch: progress.epoch,
+                epochs: progress.epochs,
+                train_loss: progress.train_loss,
+                train_accuracy: progress.train_accuracy,
+            });
+        };
+        let result = if payload.checkpointed {
+            let key = if payload.checkpoint_key.is_empty() {
+                task_id
+            } else {
+                payload.checkpoint_key.as_str()
+            };
+            let dir = match checkpoint_path(&self.config.checkpoint_dir, key) {
+                Ok(dir) => dir,
+                Err(reason) => {
+                    return Outcome::rejected(format!("train_eval.checkpoint_key: {reason}"))
+                }
+            };
+            let checkpoint = CheckpointConfig {
+                dir,
+                every_epochs: 1,
+            };
+            nat_train::final_eval(
+                &spec,
+                &data,
+                self.device,
+                &checkpoint,
+                context.cancel_flag(),
+                &mut on_progress,
+            )
+        } else {
+            nat_train::train_eval(
+                &spec,
+                &data,
+                self.device,
+                context.cancel_flag(),
+                &mut on_progress,
+            )
+        };
+        match result {
+            Ok(report) => Outcome::TrainEval(result_to_proto(&report)),
+            Err(error) => Outcome::from_train_error("train_eval", error),
+        }
+    }
+
+    fn run_supernet(&mut self, payload: v1::SupernetTask, context: &TaskContext<'_>) -> Outcome {
+        let Some(settings) = payload.settings.as_ref().map(supernet_settings_from_proto) else {
+            return Outcome::rejected("supernet.settings: missing");
+        };
+        if let Err(error) = settings.validate() {
+            return Outcome::rejected(format!("supernet.settings: {error}"));
+        }
+        if payload.pairs.is_empty() {
+            return Outcome::rejected("supernet.pairs: empty");
+        }
+        let mut pairs = Vec::with_capacity(payload.pairs.len());
+        for (index, pair) in payload.pairs.iter().enumerate() {
+            let beta = Genotype::from_json_str(&pair.beta_json).map_err(|error| {
+                Outcome::rejected(format!("supernet.pairs[{index}].beta_json: {error}"))
+            });
+            let alpha = Genotype::from_json_str(&pair.alpha_json).map_err(|error| {
+                Outcome::rejected(format!("supernet.pairs[{index}].alpha_json: {error}"))
+            });
+            match (beta, alpha) {
+                (Ok(beta), Ok(alpha)) => pairs.push((beta, alpha)),
+                (Err(outcome), _) | (_, Err(outcome)) => return outcome,
+            }
+        }
+        let Some(op_set) = nat_train::train::infer_op_set(pairs.iter().flat_map(|(b, a)| [b, a]))
+        else {
+            return Outcome::rejected(
+                "supernet.pairs: the genotypes use ops of no single operation set",
+            );
+        };
+        let num_nodes = pairs[0].0.num_nodes();
+        if pairs
+            .iter()
+            .any(|(b, a)| b.num_nodes() != num_nodes || a.num_nodes() != num_nodes)
+        {
+            return Outcome::rejected(
+                "supernet.pairs: all genotypes must have the same number of nodes",
+            );
+        }
+        let data = match self.dataset(
+            "supernet.dataset",
+            &payload.dataset,
+            settings.validation_fraction,
+        ) {
+            Ok(data) => data,
+            Err(outcome) => return outcome,
+        };
+        let key = format!(
+            "{}|{}|{:?}|{num_nodes}|{}",
+            payload.supernet_key,
+            payload.dataset,
+            op_set,
+            serde_json::to_string(&settings).unwrap_or_default()
+        );
+        if !self.supernets.contains_key(&key) {
+            let session = match SupernetSession::new(
+                &settings,
+                op_set,
+                num_nodes,
+                &data,
+                self.device,
+                payload.seed,
+            ) {
+                Ok(session) => session,
+                Err(error) => return Outcome::from_train_error("supernet", error),
+            };
+            if self.supernet_order.len() >= MAX_SUPERNETS {
+                let oldest = self.supernet_order.remove(0);
+                self.supernets.remove(&oldest);
+            }
+            self.supernet_order.push(key.clone());
+            self.supernets.insert(key.clone(), session);
+        }
+        let Some(session) = self.supernets.get_mut(&key) else {
+            return Outcome::Failed {
+                reason: "supernet: session vanished from the slot cache".into(),
+                retryable: true,
+            };
+        };
+        let mut on_pair = |done: usize, total: usize| {
+            context.report(Progress {
+                fraction: done as f64 / total.max(1) as f64,
+                ..Progress::default()
+            });
+        };
+        match session.run(&data, &pairs, context.cancel_flag(), &mut on_pair) {
+            Ok(report) => Outcome::Supernet(v1::SupernetResult {
+                scores: report
+                    .scores
+                    .iter()
+                    .map(|score| v1::PairScore {
+                        acc_beta: score.acc_beta,
+                        acc_alpha: score.acc_alpha,
+                    })
+                    .collect(),
+                wall_seconds: report.wall_seconds,
+            }),
+            Err(error) => {
+                // The shared weights may be half-updated; start the next task from fresh ones.
+                self.supernets.remove(&key);
+                self.supernet_order.retain(|k| k != &key);
+                Outcome::from_train_error("supernet", error)
+            }
+        }
+    }
+}
+
+impl TaskRunner for TorchRunner {
+    type Task = v1::Task;
+    type Outcome = Outcome;
+
+    fn run(&mut self, task: v1::Task, context: &TaskContext<'_>) -> Outcome {
+        match task.payload {
+            Some(v1::task::Payload::TrainEval(payload)) => {
+                self.run_train_eval(&task.task_id, payload, context)
+            }
+            Some(v1::task::Payload::Supernet(payload)) => self.run_supernet(payload, context),
+            None => Outcome::rejected("payload: missing (neither train_eval nor supernet)"),
+        }
+    }
+
+    fn panicked(message: String) -> Outcome {
+        let lower = message.to_ascii_lowercase();
+        let out_of_memory =
+            lower.contains("out of memory") || lower.contains("can't allocate memory");
+        Outcome::Failed {
+            reason: format!("task panicked: {message}"),
+            // Out of memory may pass on a bigger device; any other panic is a bug that a retry
+            // would only repeat.
+            retryable: out_of_memory,
+        }
+    }
+
+    fn unavailable(reason: String) -> Outcome {
+        Outcome::Failed {
+            reason: format!("slot unavailable: {reason}"),
+            retryable: true,
+        }
+    }
+}
+
+/// The plain training budget of a proto budget.
+pub fn budget_from_proto(budget: &v1::TrainingBudget) -> Budget {
+    Budget {
+        epochs: budget.epochs,
+        batch_size: budget.batch_size,
+        learning_rate: budget.learning_rate,
+        lr_min: budget.lr_min,
+        momentum: budget.momentum,
+        weight_decay: budget.weight_decay,
+        grad_clip: budget.grad_clip,
+        init_channels: budget.init_channels,
+        layers: budget.layers,
+        max_train_examples: budget.max_train_examples,
+        max_eval_examples: budget.max_eval_examples,
+        validation_fraction: budget.validation_fraction,
+        cutout: budget.cutout,
+        label_smoothing: budget.label_smoothing,
+        auxiliary_weight: budget.auxiliary_weight,
+        drop_path_prob: budget.drop_path_prob,
+        max_wall_seconds: budget.max_wall_seconds,
+    }
+}
+
+/// The plain supernet settings of proto settings.
+pub fn supernet_settings_from_proto(settings: &v1::SupernetSettings) -> SupernetSettings {
+    SupernetSettings {
+        init_channels: settings.init_channels,
+        layers: settings.layers,
+        batch_size: settings.batch_size,
+        train_steps_between_pairs: settings.train_steps_between_pairs,
+        learning_rate: settings.learning_rate,
+        momentum: settings.momentum,
+        weight_decay: settings.weight_decay,
+        grad_clip: settings.grad_clip,
+        max_train_examples: settings.max_train_examples,
+        validation_fraction: settings.validation_fraction,
+        eval_batches: settings.eval_batches,
+        max_wall_seconds: settings.max_wall_seconds,
+    }
+}
+
+fn result_to_proto(report: &TrainEvalReport) -> v1::TrainEvalResult {
+    v1::TrainEvalResult {
+        accuracy: report.accuracy,
+        loss: report.loss,
+        params: report.params,
+        madds: report.madds,
+        wall_seconds: report.wall_seconds,
+        images_per_second: report.images_per_second,
+    }
+}
+
+/// `<checkpoint_dir>/<key>`, with `key` restricted to a safe file name.
+pub fn checkpoint_path(checkpoint_dir: &Path, key: &str) -> Result<PathBuf, String> {
+    let safe = !key.is_empty()
+        && key.len() <= 200
+        && key != "."
+        && key != ".."
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if safe {
+        Ok(checkpoint_dir.join(key))
+    } else {
+        Err(format!(
+            "`{key}` is not a usable folder name (1 to 200 of A-Z a-z 0-9 - _ .)"
+        ))
+    }
+}
+
+/// The dataset folders present under `data_dir` (reported to the coordinator at registration).
+pub fn datasets_present(data_dir: &Path) -> Vec<String> {
+    Dataset::ALL
+        .iter()
+        .filter(|dataset| nat_train::data::dataset_dir(data_dir, **dataset).is_dir())
+        .map(|dataset| dataset.name().to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_keys_are_confined_to_the_checkpoint_dir() {
+        let root = Path::new("/ck");
+        assert_eq!(
+            checkpoint_path(root, "job-1_task.2").unwrap(),
+            PathBuf::from("/ck/job-1_task.2")
+        );
+        for bad in ["", "..", "a/b", "../x", "a b", "é"] {
+            assert!(checkpoint_path(root, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn panics_fail_the_task_and_only_out_of_memory_is_retryable() {
+        assert_eq!(
+            TorchRunner::panicked("index out of bounds".into()),
+            Outcome::Failed {
+                reason: "task panicked: index out of bounds".into(),
+                retryable: false
+            }
+        );
+        assert!(matches!(
+            TorchRunner::panicked("CUDA out of memory. Tried to allocate".into()),
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn budgets_map_field_by_field() {
+        let proto = v1::TrainingBudget {
+            epochs: 2,
+            batch_size: 32,
+            learning_rate: 0.05,
+            lr_min: 0.001,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_clip: 5.0,
+            init_channels: 4,
+            layers: 3,
+            max_train_examples: 100,
+            max_eval_examples: 50,
+            validation_fraction: 0.2,
+            cutout: 2,
+            label_smoothing: 0.1,
+            auxiliary_weight: 0.4,
+            drop_path_prob: 0.2,
+            max_wall_seconds: 60.0,
+        };
+        let budget = budget_from_proto(&proto);
+        let back = serde_json::to_value(&budget).unwrap();
+        let expected = serde_json::json!({
+            "epochs": 2, "batch_size": 32, "learning_rate": 0.05, "lr_min": 0.001,
+            "momentum": 0.9, "weight_decay": 3e-4, "grad_clip": 5.0, "init_channels": 4,
+            "layers": 3, "max_train_examples": 100, "max_eval_examples": 50,
+            "validation_fraction": 0.2, "cutout": 2, "label_smoothing": 0.1,
+            "auxiliary_weight": 0.4, "drop_path_prob": 0.2, "max_wall_seconds": 60.0
+        });
+        assert_eq!(back, expected);
+    }
+}

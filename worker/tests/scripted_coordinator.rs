@@ -1,0 +1,465 @@
+//! The real `nat-worker` binary against a scripted coordinator: a real tonic `WorkerService`
+//! over loopback gRPC, implemented in this test, that hands out chosen tasks and records every
+//! request. This pins the worker's side of the protocol independently of the coordinator:
+//! bad payloads fail as tasks and the worker keeps serving, draining on SIGTERM, handing back on
+//! drain timeout, re-registering when the coordinator forgets the worker, and stopping a task the
+//! heartbeat names.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nat_proto::v1;
+use nat_proto::v1::report_result_request::Outcome;
+use nat_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use common::{small_genotype_json, wait_until, WorkerProcess};
+
+#[derive(Default)]
+struct State {
+    registrations: Vec<v1::RegisterWorkerRequest>,
+    tasks: VecDeque<v1::Task>,
+    leases: Vec<v1::LeaseTaskRequest>,
+    heartbeats: Vec<v1::HeartbeatRequest>,
+    progress: Vec<v1::ReportProgressRequest>,
+    results: Vec<v1::ReportResultRequest>,
+    /// Worker ids answered NOT_FOUND (as after a coordinator that lost its state).
+    forgotten: Vec<String>,
+    /// Task ids the next heartbeats tell the worker to stop.
+    stop: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct Scripted {
+    state: Arc<Mutex<State>>,
+}
+
+impl Scripted {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.lock().unwrap())
+    }
+
+    fn known(&self, worker_id: &str) -> Result<(), Status> {
+        if self.with(|s| s.forgotten.iter().any(|id| id == worker_id)) {
+            Err(Status::not_found(format!(
+                "worker_id: unknown worker {worker_id}"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl WorkerService for Scripted {
+    async fn register_worker(
+        &self,
+        request: Request<v1::RegisterWorkerRequest>,
+    ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        let number = self.with(|s| {
+            s.registrations.push(request.into_inner());
+            s.registrations.len()
+        });
+        Ok(Response::new(v1::RegisterWorkerResponse {
+            worker_id: format!("w-{number}"),
+            lease_duration_ms: 5_000,
+            heartbeat_interval_ms: 300,
+            max_lease_wait_ms: 1_000,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        self.known(&request.worker_id)?;
+        let stop = self.with(|s| {
+            s.heartbeats.push(request.clone());
+            s.stop.clone()
+        });
+        Ok(Response::new(v1::HeartbeatResponse {
+            extended: Vec::new(),
+            stop_task_ids: request
+                .tasks
+                .iter()
+                .filter(|t| stop.contains(&t.task_id))
+                .map(|t| t.task_id.clone())
+                .collect(),
+        }))
+    }
+
+    async fn lease_task(
+        &self,
+        request: Request<v1::LeaseTaskRequest>,
+    ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
+        let request = request.into_inner();
+        self.known(&request.worker_id)?;
+        let wait = Duration::from_millis(u64::from(request.wait_ms.min(1_000)));
+        let task = self.with(|s| {
+            s.leases.push(request);
+            s.tasks.pop_front()
+        });
+        if task.is_none() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(Response::new(v1::LeaseTaskResponse { task }))
+    }
+
+    async fn report_progress(
+        &self,
+        request: Request<v1::ReportProgressRequest>,
+    ) -> Result<Response<v1::ReportProgressResponse>, Status> {
+        let request = request.into_inner();
+        self.known(&request.worker_id)?;
+        self.with(|s| s.progress.push(request));
+        Ok(Response::new(v1::ReportProgressResponse {
+            stop: false,
+            lease_expires_at_unix_ms: 0,
+        }))
+    }
+
+    async fn report_result(
+        &self,
+        request: Request<v1::ReportResultRequest>,
+    ) -> Result<Response<v1::ReportResultResponse>, Status> {
+        let request = request.into_inner();
+        self.known(&request.worker_id)?;
+        self.with(|s| s.results.push(request));
+        Ok(Response::new(v1::ReportResultResponse { duplicate: false }))
+    }
+}
+
+async fn serve(scripted: Scripted) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(WorkerServiceServer::new(scripted))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    address
+}
+
+fn budget(epochs: u32, max_train_examples: u32) -> v1::TrainingBudget {
+    v1::TrainingBudget {
+        epochs,
+        batch_size: 32,
+        learning_rate: 0.05,
+        lr_min: 0.001,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+        grad_clip: 5.0,
+        init_channels: 4,
+        layers: 3,
+        max_train_examples,
+        max_eval_examples: 200,
+        validation_fraction: 0.2,
+        cutout: 0,
+        label_smoothing: 0.0,
+        auxiliary_weight: 0.0,
+        drop_path_prob: 0.0,
+        max_wall_seconds: 0.0,
+    }
+}
+
+fn train_task(
+    id: &str,
+    genotype_json: &str,
+    dataset: &str,
+    budget: v1::TrainingBudget,
+) -> v1::Task {
+    v1::Task {
+        task_id: id.to_owned(),
+        job_id: "job-1".to_owned(),
+        lease_token: 7,
+        attempt: 1,
+        lease_expires_at_unix_ms: 0,
+        payload: Some(v1::task::Payload::TrainEval(v1::TrainEvalTask {
+            genotype_json: genotype_json.to_owned(),
+            dataset: dataset.to_owned(),
+            budget: Some(budget),
+            seed: 1,
+            checkpointed: false,
+            checkpoint_key: String::new(),
+        })),
+    }
+}
+
+fn result_of<'a>(state: &'a State, task_id: &str) -> Option<&'a Outcome> {
+    state
+        .results
+        .iter()
+        .find(|r| r.task_id == task_id)
+        .and_then(|r| r.outcome.as_ref())
+}
+
+fn failure(state: &State, task_id: &str) -> (String, bool) {
+    match result_of(state, task_id) {
+        Some(Outcome::Failure(failure)) => (failure.reason.clone(), failure.retryable),
+        other => panic!("{task_id}: expected a failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scripted = Scripted::default();
+    let mut bad_budget = budget(1, 64);
+    bad_budget.batch_size = 0;
+    scripted.with(|s| {
+        s.tasks.push_back(train_task(
+            "bad-json",
+            "{\"normal\": [",
+            "digits",
+            budget(1, 64),
+        ));
+        s.tasks.push_back(train_task(
+            "bad-dataset",
+            &small_genotype_json(),
+            "imagenet",
+            budget(1, 64),
+        ));
+        s.tasks.push_back(train_task(
+            "no-files",
+            &small_genotype_json(),
+            "cifar10",
+            budget(1, 64),
+        ));
+        s.tasks.push_back(train_task(
+            "bad-budget",
+            &small_genotype_json(),
+            "digits",
+            bad_budget,
+        ));
+        s.tasks.push_back(v1::Task {
+            payload: None,
+            ..train_task("no-payload", "", "digits", budget(1, 64))
+        });
+        s.tasks.push_back(train_task(
+            "good",
+            &small_genotype_json(),
+            "digits",
+            budget(1, 256),
+        ));
+    });
+    let address = serve(scripted.clone()).await;
+    // An empty data dir for cifar10: only digits is linked in.
+    let data = scratch.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::os::unix::fs::symlink(common::data_dir().join("digits"), data.join("digits")).unwrap();
+    let mut worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "bad-payloads",
+        scratch.path(),
+        &["--data-dir", data.to_str().unwrap()],
+    );
+
+    wait_until(Duration::from_secs(120), "six results", || {
+        scripted.with(|s| s.results.len() >= 6)
+    })
+    .await;
+    assert!(worker.is_running(), "the worker must survive bad tasks");
+    scripted.with(|s| {
+        let registration = &s.registrations[0];
+        let capabilities = registration.capabilities.as_ref().unwrap();
+        assert_eq!(registration.name, "bad-payloads");
+        assert_eq!(capabilities.slots, 1);
+        assert_eq!(capabilities.datasets, vec!["digits".to_owned()]);
+        assert_eq!(capabilities.devices[0].kind, v1::DeviceKind::Cpu as i32);
+
+        let (reason, retryable) = failure(s, "bad-json");
+        assert!(reason.contains("train_eval.genotype_json"), "{reason}");
+        assert!(!retryable);
+        let (reason, retryable) = failure(s, "bad-dataset");
+        assert!(
+            reason.contains("train_eval.dataset") && reason.contains("imagenet"),
+            "{reason}"
+        );
+        assert!(!retryable);
+        let (reason, retryable) = failure(s, "no-files");
+        assert!(
+            reason.contains("cifar10") && reason.contains("missing"),
+            "{reason}"
+        );
+        assert!(!retryable);
+        let (reason, retryable) = failure(s, "bad-budget");
+        assert!(reason.contains("batch_size"), "{reason}");
+        assert!(!retryable);
+        let (reason, retryable) = failure(s, "no-payload");
+        assert!(reason.contains("payload"), "{reason}");
+        assert!(!retryable);
+
+        match result_of(s, "good") {
+            Some(Outcome::TrainEval(result)) => {
+                assert!((0.0..=1.0).contains(&result.accuracy), "{result:?}");
+                assert!(result.params > 0 && result.madds > 0, "{result:?}");
+                assert!(result.loss.is_finite() && result.images_per_second > 0.0);
+            }
+            other => panic!("good: expected a train_eval result, got {other:?}"),
+        }
+        assert!(s
+            .results
+            .iter()
+            .all(|r| r.lease_token == 7 && r.worker_id == "w-1"));
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_task_in_hand_then_exits_zero() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        s.tasks.push_back(train_task(
+            "long",
+            &small_genotype_json(),
+            "digits",
+            budget(4, 600),
+        ));
+        s.tasks.push_back(train_task(
+            "never",
+            &small_genotype_json(),
+            "digits",
+            budget(1, 64),
+        ));
+    });
+    let address = serve(scripted.clone()).await;
+    let mut worker =
+        WorkerProcess::spawn(&format!("http://{address}"), "drain", scratch.path(), &[]);
+
+    wait_until(
+        Duration::from_secs(60),
+        "the task to be leased and heartbeaten",
+        || {
+            scripted.with(|s| {
+                s.heartbeats
+                    .iter()
+                    .any(|h| h.tasks.iter().any(|t| t.task_id == "long"))
+            })
+        },
+    )
+    .await;
+    worker.signal("TERM");
+    let status = worker
+        .wait_exit(Duration::from_secs(120))
+        .expect("the worker exits after draining");
+    assert!(status.success(), "exit status {status:?}");
+    scripted.with(|s| {
+        assert!(
+            matches!(result_of(s, "long"), Some(Outcome::TrainEval(_))),
+            "the task in hand is finished and reported: {:?}",
+            result_of(s, "long")
+        );
+        assert!(
+            result_of(s, "never").is_none(),
+            "no task is leased while draining"
+        );
+        assert_eq!(s.tasks.len(), 1, "the second task stays queued");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_drain_timeout_the_task_is_handed_back_as_retryable() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        s.tasks.push_back(train_task(
+            "huge",
+            &small_genotype_json(),
+            "digits",
+            budget(500, 0),
+        ));
+    });
+    let address = serve(scripted.clone()).await;
+    let mut worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "drain-timeout",
+        scratch.path(),
+        &["--drain-timeout", "1s"],
+    );
+    wait_until(Duration::from_secs(60), "the task to be running", || {
+        scripted.with(|s| s.heartbeats.iter().any(|h| !h.tasks.is_empty()))
+    })
+    .await;
+    worker.signal("TERM");
+    let status = worker
+        .wait_exit(Duration::from_secs(60))
+        .expect("the worker exits after the drain timeout");
+    assert!(status.success(), "exit status {status:?}");
+    scripted.with(|s| {
+        let (reason, retryable) = failure(s, "huge");
+        assert!(retryable, "a handed-back task may run elsewhere");
+        assert!(reason.contains("shutting down"), "{reason}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgotten_worker_registers_again_and_a_stopped_task_is_cancelled() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        s.tasks.push_back(train_task(
+            "doomed",
+            &small_genotype_json(),
+            "digits",
+            budget(500, 0),
+        ));
+    });
+    let address = serve(scripted.clone()).await;
+    let _worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "forgotten",
+        scratch.path(),
+        &[],
+    );
+
+    wait_until(
+        Duration::from_secs(60),
+        "the task to be heartbeaten",
+        || scripted.with(|s| s.heartbeats.iter().any(|h| !h.tasks.is_empty())),
+    )
+    .await;
+    // The coordinator loses the worker: every call with w-1 is NOT_FOUND from now on.
+    scripted.with(|s| s.forgotten.push("w-1".to_owned()));
+    wait_until(Duration::from_secs(30), "a second registration", || {
+        scripted.with(|s| s.registrations.len() >= 2)
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(30),
+        "heartbeats from the new id with the task",
+        || {
+            scripted.with(|s| {
+                s.heartbeats
+                    .iter()
+                    .any(|h| h.worker_id == "w-2" && h.tasks.iter().any(|t| t.task_id == "doomed"))
+            })
+        },
+    )
+    .await;
+    // Now the coordinator wants the task stopped.
+    scripted.with(|s| s.stop.push("doomed".to_owned()));
+    wait_until(Duration::from_secs(30), "the stopped task's report", || {
+        scripted.with(|s| result_of(s, "doomed").is_some())
+    })
+    .await;
+    scripted.with(|s| {
+        let (reason, _) = failure(s, "doomed");
+        assert!(reason.contains("coordinator"), "{reason}");
+        let report = s.results.iter().find(|r| r.task_id == "doomed").unwrap();
+        assert_eq!(report.worker_id, "w-2");
+    });
+    // And the worker goes on leasing under its new id.
+    let leases_before = scripted.with(|s| s.leases.iter().filter(|l| l.worker_id == "w-2").count());
+    wait_until(Duration::from_secs(30), "new lease polls", || {
+        scripted.with(|s| s.leases.iter().filter(|l| l.worker_id == "w-2").count() > leases_before)
+    })
+    .await;
+}
