@@ -27,8 +27,9 @@
 //!   and takes the first claimable matching task of the first job that has one. On PostgreSQL
 //!   this is one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement; on SQLite, whose
 //!   writers are serialized, one `UPDATE … WHERE id = (SELECT …) RETURNING`.
-//! - **Lock order** on PostgreSQL is always tasks, then the job row, then samples, so
-//!   transitions cannot deadlock each other.
+//! - **Lock order** on PostgreSQL is tasks, then the job row, then samples. The one exception,
+//!   cancelling/finishing a job, takes the job row first and then withdraws ready tasks with
+//!   `SKIP LOCKED`, so it never waits for a task lock. Transitions therefore cannot deadlock.
 //! - **Event sequence numbers** are allocated from a counter on the job row inside the
 //!   transition's transaction, so per-job `seq` is gap-free and in commit order: a reader that
 //!   saw `seq = n` never later finds an event `< n` appear.

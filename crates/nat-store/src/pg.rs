@@ -411,29 +411,11 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<Job> {
         let mut tx = self.pool.begin().await?;
-        // Lock order: tasks first. Withdraw the ready tasks, then the job row.
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(state) = state else {
-            return Err(StoreError::not_found(Entity::Job, id));
-        };
-        let state: JobState = parse("jobs.state", &state)?;
-        if state.is_final() {
-            return Err(StoreError::FailedPrecondition(format!(
-                "job {id} is already {state}"
-            )));
-        }
-        let withdrawn = sqlx::query(
-            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, finished_at = $2, updated_at = $2 \
-             WHERE job_id = $1 AND state = 'ready'",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        // The job row first: every transition that changes the job's tasks holds it, so once we
+        // have it no report or expiry of this job is in flight. The ready tasks are then
+        // withdrawn with SKIP LOCKED, so this never waits for a task lock (no deadlock with a
+        // lease that holds a task and waits for the job row): a task being leased right now is
+        // skipped, ends up leased in a cancelled job, and is told to stop by the heartbeat.
         let Some(mut acc) = Self::lock_account(&mut tx, id).await? else {
             return Err(StoreError::not_found(Entity::Job, id));
         };
@@ -443,6 +425,15 @@ impl PgStore {
                 acc.state
             )));
         }
+        let withdrawn = sqlx::query(
+            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, finished_at = $2, updated_at = $2 \
+             WHERE id IN (SELECT id FROM tasks WHERE job_id = $1 AND state = 'ready' FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         acc.cancelled += withdrawn as i64;
         acc.state = final_state;
         acc.error = error;
