@@ -30,7 +30,7 @@
 
 use std::fmt::Write as _;
 
-use crate::error::{line_col, op_names, ArchError, Format};
+use crate::error::{excerpt, line_col, op_names, ArchError, Format};
 use crate::genotype::{Cell, CellKind, Edge, Genotype, Node};
 use crate::op::Op;
 
@@ -369,7 +369,7 @@ impl<'a> Parser<'a> {
                     cell: kind,
                     node: id,
                     input,
-                    name: name.clone(),
+                    name: excerpt(name, 40),
                     valid: op_names(&Op::ALL),
                 })?;
                 *slot = Edge::new(op, *from);

@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::error::{op_names, ArchError, Format};
+use crate::error::{excerpt, op_names, ArchError, Format};
 use crate::genotype::{Cell, CellKind, Edge, Genotype, Node};
 use crate::op::Op;
 
@@ -48,7 +48,11 @@ fn object<'a>(
         if !fields.contains(&key.as_str()) {
             return Err(shape(
                 path,
-                format!("unknown field `{key}` (expected: {})", fields.join(", ")),
+                format!(
+                    "unknown field `{}` (expected: {})",
+                    excerpt(key, 40),
+                    fields.join(", ")
+                ),
             ));
         }
     }
@@ -115,7 +119,7 @@ fn parse_cell(v: &Value, kind: CellKind) -> Result<Cell, ArchError> {
                 cell: kind,
                 node: id,
                 input,
-                name: name.to_string(),
+                name: excerpt(name, 40),
                 valid: op_names(&Op::ALL),
             })?;
             let from = index(field(eobj, &epath, "from")?, &format!("{epath}.from"))?;

@@ -35,6 +35,7 @@ pub mod genotype;
 pub mod json;
 pub mod op;
 pub mod presets;
+pub mod render;
 pub mod sampler;
 pub mod text;
 pub mod transition;
@@ -46,7 +47,7 @@ pub use error::{ArchError, Format};
 pub use genotype::{Cell, CellKind, Edge, Genotype, Node};
 pub use op::{Op, OpClass, OpSet};
 pub use presets::Preset;
-pub use transition::{EdgeChange, NatAction, Space, TransitionError, Violation};
+pub use transition::{edge_changes, EdgeChange, NatAction, Space, TransitionError, Violation};
 
 /// Parses `input` as a preset name, JSON, a DARTS/NAT `Genotype(...)` string or the one-line
 /// text form (decided by its first non-blank character/word), and validates it. Leading and

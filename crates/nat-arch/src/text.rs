@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use crate::error::{op_names, ArchError, Format};
+use crate::error::{excerpt, op_names, ArchError, Format};
 use crate::genotype::{Cell, CellKind, Edge, Genotype, Node};
 use crate::op::Op;
 
@@ -124,7 +124,7 @@ fn parse_cell(kind: CellKind, part: &str) -> Result<Cell, ArchError> {
                 cell: kind,
                 node: id,
                 input,
-                name: name.to_string(),
+                name: excerpt(name, 40),
                 valid: op_names(&Op::ALL),
             })?;
             let from = parse_number(from, &format!("{path}, input {input}"), "a source node id")?;

@@ -381,65 +381,15 @@ impl Space {
         a: &Genotype,
         b: &Genotype,
     ) -> Result<Vec<EdgeChange>, TransitionError> {
-        let mut changes = Vec::new();
-        let mut violations = Vec::new();
-        for kind in CellKind::ALL {
-            let (ca, cb) = (a.cell(kind), b.cell(kind));
-            if ca.nodes.len() != cb.nodes.len() {
-                return Err(TransitionError::NodeCount {
-                    cell: kind,
-                    a: ca.nodes.len(),
-                    b: cb.nodes.len(),
-                });
-            }
-            for (i, (na, nb)) in ca.nodes.iter().zip(&cb.nodes).enumerate() {
-                let node = i + 2;
-                let [a0, a1] = na.inputs;
-                let [b0, b1] = nb.inputs;
-                let pairs = if a0.from == b0.from && a1.from == b1.from {
-                    [(a0, b0), (a1, b1)]
-                } else if a0.from == b1.from && a1.from == b0.from {
-                    [(a0, b1), (a1, b0)]
-                } else {
-                    return Err(TransitionError::Rewired {
-                        cell: kind,
-                        node,
-                        a: [a0.from, a1.from],
-                        b: [b0.from, b1.from],
-                    });
-                };
-                for (input, (ea, eb)) in pairs.into_iter().enumerate() {
-                    if ea.op == eb.op {
-                        continue;
-                    }
-                    let change = EdgeChange {
-                        cell: kind,
-                        node,
-                        input,
-                        from: ea.from,
-                        old: ea.op,
-                        new: eb.op,
-                    };
-                    if !self.allows(ea.op, eb.op) {
-                        violations.push(Violation {
-                            change,
-                            rule: self.rule(ea.op),
-                        });
-                    }
-                    changes.push(change);
-                }
-            }
-            let (mut sa, mut sb) = (ca.concat.clone(), cb.concat.clone());
-            sa.sort_unstable();
-            sb.sort_unstable();
-            if sa != sb {
-                return Err(TransitionError::ConcatChanged {
-                    cell: kind,
-                    a: ca.concat.clone(),
-                    b: cb.concat.clone(),
-                });
-            }
-        }
+        let changes = edge_changes(a, b)?;
+        let violations: Vec<Violation> = changes
+            .iter()
+            .filter(|c| !self.allows(c.old, c.new))
+            .map(|&change| Violation {
+                change,
+                rule: self.rule(change.old),
+            })
+            .collect();
         if violations.is_empty() {
             Ok(changes)
         } else {
@@ -449,6 +399,63 @@ impl Space {
             })
         }
     }
+}
+
+/// The edges whose op differs between `a` and `b`, which must have the same wiring and concat
+/// lists (whatever the space). Normal cell first, nodes and inputs in order; a node whose two
+/// inputs appear swapped in `b` is matched by source.
+pub fn edge_changes(a: &Genotype, b: &Genotype) -> Result<Vec<EdgeChange>, TransitionError> {
+    let mut changes = Vec::new();
+    for kind in CellKind::ALL {
+        let (ca, cb) = (a.cell(kind), b.cell(kind));
+        if ca.nodes.len() != cb.nodes.len() {
+            return Err(TransitionError::NodeCount {
+                cell: kind,
+                a: ca.nodes.len(),
+                b: cb.nodes.len(),
+            });
+        }
+        for (i, (na, nb)) in ca.nodes.iter().zip(&cb.nodes).enumerate() {
+            let node = i + 2;
+            let [a0, a1] = na.inputs;
+            let [b0, b1] = nb.inputs;
+            let pairs = if a0.from == b0.from && a1.from == b1.from {
+                [(a0, b0), (a1, b1)]
+            } else if a0.from == b1.from && a1.from == b0.from {
+                [(a0, b1), (a1, b0)]
+            } else {
+                return Err(TransitionError::Rewired {
+                    cell: kind,
+                    node,
+                    a: [a0.from, a1.from],
+                    b: [b0.from, b1.from],
+                });
+            };
+            for (input, (ea, eb)) in pairs.into_iter().enumerate() {
+                if ea.op != eb.op {
+                    changes.push(EdgeChange {
+                        cell: kind,
+                        node,
+                        input,
+                        from: ea.from,
+                        old: ea.op,
+                        new: eb.op,
+                    });
+                }
+            }
+        }
+        let (mut sa, mut sb) = (ca.concat.clone(), cb.concat.clone());
+        sa.sort_unstable();
+        sb.sort_unstable();
+        if sa != sb {
+            return Err(TransitionError::ConcatChanged {
+                cell: kind,
+                a: ca.concat.clone(),
+                b: cb.concat.clone(),
+            });
+        }
+    }
+    Ok(changes)
 }
 
 impl fmt::Display for Space {
