@@ -64,6 +64,8 @@ fn cuda_backend_loadable(lib_dir: &std::path::Path) -> bool {
         return false;
     };
     let nvidia = site_packages.join("nvidia");
+    // Installing the full wheel set later adds folders here: re-run this script then.
+    println!("cargo:rerun-if-changed={}", nvidia.display());
     let has = |sub: &str, prefix: &str| -> bool {
         std::fs::read_dir(nvidia.join(sub))
             .map(|entries| {

@@ -369,8 +369,8 @@ mod tests {
         for (i, &label) in labels.iter().enumerate() {
             bytes.push(label);
             // R plane constant i, G plane 100, B plane a ramp: checks the CHW order.
-            bytes.extend(std::iter::repeat(i as u8).take(1024));
-            bytes.extend(std::iter::repeat(100u8).take(1024));
+            bytes.extend(std::iter::repeat_n(i as u8, 1024));
+            bytes.extend(std::iter::repeat_n(100u8, 1024));
             bytes.extend((0..1024).map(|p| (p % 256) as u8));
         }
         std::fs::write(dir.join(name), bytes).expect("write cifar batch");

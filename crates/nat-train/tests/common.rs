@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 use nat_train::Budget;
 
@@ -16,7 +17,18 @@ pub fn data_dir() -> PathBuf {
     home.join(".cache/nat-orchestrator/data")
 }
 
-/// Tests run on one libtorch thread: the machine is shared and results stay comparable.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Tests that train take this lock and run on one libtorch thread: libtorch's RNG is global to
+/// the process, so two trainings at once would make each other irreproducible (and the machine is
+/// shared).
+pub fn serial() -> MutexGuard<'static, ()> {
+    nat_train::set_threads(1);
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn init_threads() {
     nat_train::set_threads(1);
 }

@@ -13,7 +13,7 @@ use tch::Device;
 
 fn settings() -> SupernetSettings {
     SupernetSettings {
-        init_channels: 4,
+        init_channels: 8,
         layers: 3,
         batch_size: 64,
         train_steps_between_pairs: 2,
@@ -42,7 +42,7 @@ fn all_null(genotype: &Genotype) -> Genotype {
 
 #[test]
 fn rewards_compare_alpha_and_beta_on_the_same_batch() {
-    common::init_threads();
+    let _serial = common::serial();
     let data = load(&common::data_dir(), Dataset::Digits, Device::Cpu, 0.4, 0)
         .expect("digits (run scripts/fetch-data.sh --only digits)");
     let darts = common::preset("darts-v2");
@@ -58,23 +58,35 @@ fn rewards_compare_alpha_and_beta_on_the_same_batch() {
     .expect("session");
     let stop = AtomicBool::new(false);
 
-    let before = session.score_pair(&data, &darts, &darts).expect("score");
     // Same architecture on the same batches: reward exactly 0.
-    assert_eq!(before.reward(), 0.0);
+    let same = session.score_pair(&data, &darts, &darts).expect("score");
+    assert_eq!(same.reward(), 0.0);
 
-    let loss = session.train_steps(&data, 80, &stop).expect("train");
+    // Training on random β improves the shared weights for an architecture never trained as such.
+    let before = session
+        .validation_accuracy(&data, &darts, 0)
+        .expect("accuracy");
+    let loss = session.train_steps(&data, 200, &stop).expect("train");
     assert!(loss.is_finite());
-    assert_eq!(session.steps(), 80);
-    let trained = session.score_pair(&data, &darts, &darts).expect("score");
-    assert!(
-        trained.acc_beta > 0.4,
-        "supernet accuracy after 80 steps: {}",
-        trained.acc_beta
-    );
+    assert_eq!(session.steps(), 200);
+    let after = session
+        .validation_accuracy(&data, &darts, 0)
+        .expect("accuracy");
+    println!("darts-v2 on the supernet: accuracy {before:.3} -> {after:.3}, last loss {loss:.3}");
+    assert!(after > before + 0.15 && after > 0.3, "{before} -> {after}");
+
+    // The reward is acc(α) − acc(β) on one and the same batch.
+    let null = all_null(&darts);
+    let (x, y) = data.validation.slice(0, 64, Device::Cpu).expect("batch");
+    let on_batch = session.score_pair_on(&darts, &null, &x, &y).expect("score");
+    let acc_darts = session.accuracy(&darts, &x, &y).expect("acc");
+    let acc_null = session.accuracy(&null, &x, &y).expect("acc");
+    assert_eq!(on_batch.acc_beta, acc_darts);
+    assert_eq!(on_batch.acc_alpha, acc_null);
+    assert_eq!(on_batch.reward(), acc_null - acc_darts);
 
     // α = every edge null: the cells output zeros, so α is near chance and the reward is clearly
     // negative; the reversed pair gives the opposite reward.
-    let null = all_null(&darts);
     let pairs = vec![(darts.clone(), null.clone()), (null.clone(), darts.clone())];
     let mut seen = Vec::new();
     let report = session
@@ -86,8 +98,8 @@ fn rewards_compare_alpha_and_beta_on_the_same_batch() {
     assert_eq!(report.scores.len(), 2);
     assert_eq!(report.train_steps, 4);
     let first = report.scores[0];
-    assert!(first.reward() < -0.2, "{first:?}");
-    assert!(report.scores[1].reward() > 0.2, "{:?}", report.scores[1]);
+    assert!(first.reward() < -0.1, "{first:?}");
+    assert!(report.scores[1].reward() > 0.1, "{:?}", report.scores[1]);
     for score in &report.scores {
         for acc in [score.acc_alpha, score.acc_beta] {
             assert!((0.0..=1.0).contains(&acc));
@@ -126,6 +138,7 @@ fn rewards_compare_alpha_and_beta_on_the_same_batch() {
 
 #[test]
 fn sampled_inputs_follow_the_spec_and_invalid_pairs_fail() {
+    let _serial = common::serial();
     let data = load(&common::data_dir(), Dataset::Digits, Device::Cpu, 0.4, 0).expect("digits");
     let mut session =
         SupernetSession::new(&settings(), OpSet::NatPlusPlus, 4, &data, Device::Cpu, 3)

@@ -20,6 +20,7 @@ fn digits() -> DatasetSplits {
 
 #[test]
 fn digits_split_is_deterministic_and_normalised() {
+    let _serial = common::serial();
     let a = digits();
     let b = digits();
     assert_eq!((a.train.len(), a.validation.len()), (1438, 359));
@@ -41,7 +42,7 @@ fn digits_split_is_deterministic_and_normalised() {
 
 #[test]
 fn digits_child_network_learns_well_above_chance() {
-    common::init_threads();
+    let _serial = common::serial();
     let data = digits();
     let genotype = common::preset("darts-v2");
     let budget = common::budget(4, 8, 3);
@@ -81,7 +82,7 @@ fn digits_child_network_learns_well_above_chance() {
 
 #[test]
 fn same_seed_same_result_and_all_regularisers_run() {
-    common::init_threads();
+    let _serial = common::serial();
     let data = digits();
     let genotype = common::preset("resnet-block");
     let mut budget = common::budget(2, 4, 3);
@@ -109,7 +110,7 @@ fn same_seed_same_result_and_all_regularisers_run() {
 
 #[test]
 fn final_eval_resumes_from_its_checkpoint_with_the_same_result() {
-    common::init_threads();
+    let _serial = common::serial();
     let data = digits();
     let genotype = common::preset("darts-v2");
     let mut budget = common::budget(3, 4, 3);
@@ -172,7 +173,7 @@ fn final_eval_resumes_from_its_checkpoint_with_the_same_result() {
 
 #[test]
 fn cancellation_bad_budgets_and_nan_data_are_typed_errors() {
-    common::init_threads();
+    let _serial = common::serial();
     let data = digits();
     let genotype = common::preset("darts-v2");
     let budget = common::budget(1, 4, 3);
@@ -218,7 +219,7 @@ fn cancellation_bad_budgets_and_nan_data_are_typed_errors() {
 
 #[test]
 fn wall_clock_budget_stops_training_and_still_evaluates() {
-    common::init_threads();
+    let _serial = common::serial();
     let data = digits();
     let genotype = common::preset("darts-v2");
     let mut budget = common::budget(1000, 4, 3);
@@ -244,7 +245,7 @@ fn wall_clock_budget_stops_training_and_still_evaluates() {
 
 #[test]
 fn grey_28x28_dataset_learns_well_above_chance() {
-    common::init_threads();
+    let _serial = common::serial();
     let dir = common::data_dir();
     let mut chosen = None;
     for dataset in [Dataset::FashionMnist, Dataset::Mnist] {
@@ -270,8 +271,9 @@ fn grey_28x28_dataset_learns_well_above_chance() {
         "fraction 0 validates on the test split"
     );
     let genotype = common::preset("darts-v2");
-    let mut budget = common::budget(1, 4, 3);
-    budget.max_train_examples = 3_000;
+    let mut budget = common::budget(3, 4, 3);
+    budget.learning_rate = 0.1;
+    budget.max_train_examples = 2_000;
     budget.max_eval_examples = 1_000;
     let stop = AtomicBool::new(false);
     let started = Instant::now();

@@ -108,7 +108,7 @@ pub(crate) fn validate_cell(kind: CellKind, cell: &Cell) -> Result<(), ModelErro
 /// Cell preprocessing of input 0.
 #[derive(Debug)]
 pub(crate) enum Preprocess {
-    Reduce(FactorizedReduce),
+    Reduce(Box<FactorizedReduce>),
     Conv(Sequential),
 }
 
@@ -121,7 +121,7 @@ impl Preprocess {
         affine: bool,
     ) -> Result<Self, TchError> {
         Ok(if reduce {
-            Preprocess::Reduce(FactorizedReduce::new(path, cin, cout, affine)?)
+            Preprocess::Reduce(Box::new(FactorizedReduce::new(path, cin, cout, affine)?))
         } else {
             Preprocess::Conv(relu_conv_bn(path, cin, cout, 1, 1, 0, affine)?)
         })
@@ -183,7 +183,7 @@ impl EvalCell {
                     None => h,
                 });
             }
-            states.push(sum.unwrap_or_else(Tensor::new));
+            states.push(sum.unwrap_or_default());
         }
         let outs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
         Tensor::f_cat(&outs, 1)

@@ -272,7 +272,7 @@ impl Supernet {
                     None => h,
                 });
             }
-            states.push(sum.unwrap_or_else(Tensor::new));
+            states.push(sum.unwrap_or_default());
         }
         let keep = self.kept_nodes(arch);
         let mut outs = Vec::with_capacity(arch.nodes.len());

@@ -293,7 +293,9 @@ fn run(
         state.last_train_accuracy = correct as f64 / seen.max(1) as f64;
         state.train_seconds = previous_seconds + train_started.elapsed().as_secs_f64();
         if let Some(cp) = checkpoint {
-            if state.epochs_done % cp.every_epochs == 0 || state.epochs_done == budget.epochs {
+            if state.epochs_done.is_multiple_of(cp.every_epochs)
+                || state.epochs_done == budget.epochs
+            {
                 let saved = checkpoint::save(&cp.dir, &vs, &sgd, &state)?;
                 tracing::debug!(path = %saved.display(), epoch = state.epochs_done, "checkpoint saved");
             }

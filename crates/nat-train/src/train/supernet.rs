@@ -307,6 +307,60 @@ impl SupernetSession {
         })
     }
 
+    /// Scores (β, α) on one given batch: both architectures see exactly the same images.
+    pub fn score_pair_on(
+        &self,
+        beta: &Genotype,
+        alpha: &Genotype,
+        x: &Tensor,
+        y: &Tensor,
+    ) -> Result<PairScore, TrainError> {
+        Ok(PairScore {
+            acc_beta: self.accuracy(beta, x, y)?,
+            acc_alpha: self.accuracy(alpha, x, y)?,
+        })
+    }
+
+    /// Top-1 accuracy of an architecture over the first `max_examples` (0 = all) of the
+    /// validation split, in minibatches of `batch_size` with train-mode BN (as NAT's derivation
+    /// step measures candidates, §5.1).
+    pub fn validation_accuracy(
+        &self,
+        data: &DatasetSplits,
+        genotype: &Genotype,
+        max_examples: u32,
+    ) -> Result<f64, TrainError> {
+        let split = &data.validation;
+        let n = match max_examples {
+            0 => split.len(),
+            m => i64::from(m).min(split.len()),
+        };
+        let batch = i64::from(self.settings.batch_size);
+        let (mut weighted, mut seen, mut start) = (0.0, 0i64, 0i64);
+        while start < n {
+            // A trailing batch of one example cannot use batch statistics: fold it into the last.
+            let len = if n - start < 2 * batch && n - start > batch {
+                n - start
+            } else {
+                batch.min(n - start)
+            };
+            if len < 2 {
+                break;
+            }
+            let (x, y) = split.slice(start, len, self.device)?;
+            weighted += self.accuracy(genotype, &x, &y)? * len as f64;
+            seen += len;
+            start += len;
+        }
+        if seen == 0 {
+            return Err(TrainError::budget(
+                "max_examples",
+                "needs at least 2 validation examples",
+            ));
+        }
+        Ok(weighted / seen as f64)
+    }
+
     /// Scores (β, α) on the same `eval_batches` random validation minibatches.
     pub fn score_pair(
         &mut self,
@@ -322,8 +376,9 @@ impl SupernetSession {
         let (mut acc_beta, mut acc_alpha) = (0.0, 0.0);
         for _ in 0..batches {
             let (x, y) = self.random_batch(&data.validation, 0)?;
-            acc_beta += self.accuracy(beta, &x, &y)?;
-            acc_alpha += self.accuracy(alpha, &x, &y)?;
+            let score = self.score_pair_on(beta, alpha, &x, &y)?;
+            acc_beta += score.acc_beta;
+            acc_alpha += score.acc_alpha;
         }
         Ok(PairScore {
             acc_beta: acc_beta / f64::from(batches),
