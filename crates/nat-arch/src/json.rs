@@ -175,15 +175,16 @@ impl Genotype {
     /// Parses the canonical JSON form and validates the result.
     pub fn from_json_str(text: &str) -> Result<Genotype, ArchError> {
         let value: Value = serde_json::from_str(text).map_err(|e| {
-            let message = if e.is_eof() {
-                format!("truncated JSON ({e})")
-            } else {
-                e.to_string()
-            };
             // serde_json appends " at line L column C"; we report them separately.
-            let message = match message.rfind(" at line ") {
-                Some(pos) => message[..pos].to_string(),
-                None => message,
+            let full = e.to_string();
+            let plain = match full.rfind(" at line ") {
+                Some(pos) => &full[..pos],
+                None => full.as_str(),
+            };
+            let message = if e.is_eof() {
+                format!("truncated JSON ({plain})")
+            } else {
+                plain.to_string()
             };
             ArchError::Syntax {
                 format: Format::Json,
