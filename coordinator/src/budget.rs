@@ -216,7 +216,7 @@ impl Budget {
         real("weight_decay", self.weight_decay, 0.0, 1.0, false)?;
         real("grad_clip", self.grad_clip, 0.0, 1e6, false)?;
         int("init_channels", self.init_channels, 2, 1024)?;
-        if self.init_channels % 2 != 0 {
+        if !self.init_channels.is_multiple_of(2) {
             return Err(ApiError::invalid(
                 format!("{field}.init_channels"),
                 format!(

@@ -306,7 +306,7 @@ impl v1::job_service_server::JobService for JobApi {
                         .map_err(ApiError::from)?,
                 );
             }
-            jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
             jobs.truncate(limit as usize);
         }
         Ok(Response::new(v1::ListJobsResponse {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use nat_coordinator::Config;
+use std::sync::Arc;
+
+use nat_coordinator::{Config, Coordinator, SystemClock};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -92,6 +94,13 @@ async fn main() -> anyhow::Result<()> {
             format!("sqlite:{}", cli.data_dir.join("coordinator.db").display())
         }
     };
+    // Open the store (and run its migrations) before listening, so that the listening line
+    // means "ready".
+    let store = nat_store::connect(&database_url)
+        .await
+        .context("cannot open the database")?;
+    tracing::info!(backend = store.backend(), "store open");
+    let coordinator = Coordinator::new(store, Arc::new(SystemClock), config);
     let grpc = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
@@ -104,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?,
         http.local_addr()?
     );
-    nat_coordinator::run(config, &database_url, grpc, Some(http), shutdown_signal())
+    nat_coordinator::serve(coordinator, grpc, Some(http), shutdown_signal())
         .await
         .context("coordinator failed")?;
     Ok(())

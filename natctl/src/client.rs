@@ -1,15 +1,537 @@
-//! Commands that talk to a coordinator over gRPC (owned by the coordinator work).
+//! Commands that talk to a coordinator over gRPC (`--coordinator URL` / `NAT_COORDINATOR`).
 
-use clap::Subcommand;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use nat_proto::v1;
+use nat_proto::v1::job_service_client::JobServiceClient;
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::jobfile::{self, BudgetFile, JobFile};
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// List jobs.
-    Jobs,
+    /// Submit a job; prints the job id as the last line.
+    Submit(SubmitArgs),
+    /// List jobs (newest first).
+    Jobs {
+        /// Most jobs shown.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one job.
+    Status {
+        /// Job id.
+        job: String,
+    },
+    /// Follow a job's events until it ends (exit 0 when it succeeds).
+    Watch {
+        /// Job id.
+        job: String,
+    },
+    /// Cancel a job: queued tasks are withdrawn, running ones told to stop.
+    Cancel {
+        /// Job id.
+        job: String,
+        /// Why (kept in the log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List registered workers.
+    Workers,
+    /// Show a job's result: a table, or JSON with --json.
+    Result {
+        /// Job id.
+        job: String,
+        /// Print JSON (`state`, and per architecture `genotype` (DARTS), `params`, `madds`,
+        /// `accuracy`, …).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(cmd: ClientCommand) -> anyhow::Result<std::process::ExitCode> {
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Job file (YAML); flags given as well override its fields.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// evaluate | optimize.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Architecture: a preset name, a file (JSON or DARTS), or inline JSON / DARTS. Repeatable.
+    #[arg(long = "arch")]
+    archs: Vec<String>,
+    /// digits | mnist | fashion-mnist | cifar10.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Reward of optimize jobs: proxy | supernet.
+    #[arg(long)]
+    reward: Option<String>,
+    /// Budget preset: smoke | small | paper.
+    #[arg(long)]
+    budget: Option<String>,
+    /// Seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Priority (higher first), -1000..=1000.
+    #[arg(long, allow_hyphen_values = true)]
+    priority: Option<i32>,
+    /// Label.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub fn run(cmd: ClientCommand, coordinator: &str) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(run_async(cmd, coordinator))
+}
+
+async fn connect(url: &str) -> anyhow::Result<Channel> {
+    let endpoint = Channel::from_shared(url.to_string())
+        .map_err(|_| anyhow!("--coordinator: {url:?} is not a valid URL"))?
+        .connect_timeout(Duration::from_secs(5));
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to the coordinator at {url}"))
+}
+
+/// A gRPC status as one readable line.
+fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow!("{what}: {} ({:?})", s.message(), s.code())
+}
+
+async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
+    // Build the request before connecting so that bad input fails without a coordinator.
+    if let ClientCommand::Submit(args) = &cmd {
+        let req = submit_request(args)?;
+        let mut jobs = JobServiceClient::new(connect(url).await?);
+        let job = jobs
+            .submit_job(req)
+            .await
+            .map_err(|s| status_error("submit", s))?
+            .into_inner()
+            .job
+            .ok_or_else(|| anyhow!("the coordinator answered without a job"))?;
+        println!(
+            "submitted {} job with {} task(s)",
+            kind_name(job.kind),
+            job.tasks_total
+        );
+        println!("{}", job.job_id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut jobs = JobServiceClient::new(connect(url).await?);
     match cmd {
-        ClientCommand::Jobs => anyhow::bail!("not built yet"),
+        ClientCommand::Submit(_) => unreachable_submit(),
+        ClientCommand::Jobs { limit } => {
+            let list = jobs
+                .list_jobs(v1::ListJobsRequest {
+                    states: vec![],
+                    limit,
+                })
+                .await
+                .map_err(|s| status_error("jobs", s))?
+                .into_inner()
+                .jobs;
+            println!(
+                "{:<36}  {:<8}  {:<9}  {:>9}  NAME",
+                "JOB", "KIND", "STATE", "PROGRESS"
+            );
+            for j in list {
+                let done = j.tasks_succeeded + j.tasks_failed + j.tasks_cancelled;
+                println!(
+                    "{:<36}  {:<8}  {:<9}  {:>9}  {}",
+                    j.job_id,
+                    kind_name(j.kind),
+                    state_name(j.state),
+                    format!("{done}/{}", j.tasks_total),
+                    j.name
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Status { job } => {
+            let j = get_job(&mut jobs, &job).await?;
+            print_status(&j);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Watch { job } => watch(&mut jobs, &job).await,
+        ClientCommand::Cancel { job, reason } => {
+            let j = jobs
+                .cancel_job(v1::CancelJobRequest {
+                    job_id: job.clone(),
+                    reason,
+                })
+                .await
+                .map_err(|s| status_error("cancel", s))?
+                .into_inner()
+                .job
+                .ok_or_else(|| anyhow!("the coordinator answered without a job"))?;
+            println!("{} {}", j.job_id, state_name(j.state));
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Workers => {
+            let list = jobs
+                .list_workers(v1::ListWorkersRequest {})
+                .await
+                .map_err(|s| status_error("workers", s))?
+                .into_inner()
+                .workers;
+            println!(
+                "{:<36}  {:<20}  {:<5}  {:>5}  {:>5}  DEVICES",
+                "WORKER", "NAME", "ALIVE", "SLOTS", "CORES"
+            );
+            for w in list {
+                let caps = w.capabilities.unwrap_or_default();
+                let devices: Vec<String> = caps
+                    .devices
+                    .iter()
+                    .map(|d| {
+                        if d.model.is_empty() {
+                            d.name.clone()
+                        } else {
+                            format!("{} ({})", d.name, d.model)
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{:<36}  {:<20}  {:<5}  {:>5}  {:>5}  {}",
+                    w.worker_id,
+                    w.name,
+                    if w.alive { "yes" } else { "no" },
+                    caps.slots,
+                    caps.cpu_cores,
+                    devices.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Result { job, json } => {
+            let r = jobs
+                .get_job_result(v1::GetJobResultRequest { job_id: job })
+                .await
+                .map_err(|s| status_error("result", s))?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result_json(&r))?);
+            } else {
+                print_result(&r);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn unreachable_submit() -> anyhow::Result<ExitCode> {
+    bail!("internal: submit handled above")
+}
+
+/// Resolves `--arch` values: an existing file is read, anything else is sent as given (the
+/// coordinator accepts preset names, JSON and DARTS strings and validates them).
+fn resolve_arch(value: &str) -> anyhow::Result<String> {
+    let path = std::path::Path::new(value);
+    if path.is_file() {
+        return std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read architecture file {value}"));
+    }
+    Ok(value.to_string())
+}
+
+fn submit_request(a: &SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
+    let file = match &a.file {
+        Some(path) => JobFile::load(path)?,
+        None => JobFile::default(),
+    };
+    let kind = match a.kind.as_deref().or(file.kind.as_deref()) {
+        Some(k) => jobfile::parse_kind(k)?,
+        None => v1::JobKind::Evaluate,
+    };
+    let arch_values: Vec<String> = if a.archs.is_empty() {
+        file.architectures.clone()
+    } else {
+        a.archs.clone()
+    };
+    if arch_values.is_empty() {
+        bail!("architectures: give at least one with --arch or in the job file");
+    }
+    let architectures = arch_values
+        .iter()
+        .map(|v| resolve_arch(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dataset = a
+        .dataset
+        .clone()
+        .or(file.dataset.clone())
+        .ok_or_else(|| anyhow!("dataset: give --dataset or `dataset:` in the job file"))?;
+    let budget = file
+        .budget
+        .clone()
+        .unwrap_or_else(BudgetFile::default)
+        .to_proto(a.budget.as_deref());
+    let requirements = file
+        .requirements
+        .as_ref()
+        .map(jobfile::requirements)
+        .transpose()?;
+    let optimize = match (&file.optimize, kind, a.reward.as_deref()) {
+        (Some(o), _, reward) => Some(jobfile::optimize(o, reward)?),
+        (None, v1::JobKind::Optimize, reward) => {
+            Some(jobfile::optimize(&Default::default(), reward)?)
+        }
+        (None, _, Some(_)) => bail!("--reward only applies to optimize jobs"),
+        (None, _, None) => None,
+    };
+    Ok(v1::SubmitJobRequest {
+        kind: kind as i32,
+        architectures,
+        dataset,
+        budget: Some(budget),
+        seed: a.seed.or(file.seed).unwrap_or(0),
+        priority: a.priority.or(file.priority).unwrap_or(0),
+        name: a.name.clone().or(file.name.clone()).unwrap_or_default(),
+        optimize,
+        requirements,
+    })
+}
+
+async fn get_job(jobs: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<v1::Job> {
+    jobs.get_job(v1::GetJobRequest {
+        job_id: id.to_string(),
+    })
+    .await
+    .map_err(|s| status_error("status", s))?
+    .into_inner()
+    .job
+    .ok_or_else(|| anyhow!("the coordinator answered without a job"))
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match v1::JobKind::try_from(kind) {
+        Ok(v1::JobKind::Evaluate) => "evaluate",
+        Ok(v1::JobKind::Optimize) => "optimize",
+        _ => "unknown",
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match v1::JobState::try_from(state) {
+        Ok(v1::JobState::Queued) => "queued",
+        Ok(v1::JobState::Running) => "running",
+        Ok(v1::JobState::Succeeded) => "succeeded",
+        Ok(v1::JobState::Failed) => "failed",
+        Ok(v1::JobState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn task_state_name(state: i32) -> &'static str {
+    match v1::TaskState::try_from(state) {
+        Ok(v1::TaskState::Queued) => "queued",
+        Ok(v1::TaskState::Leased) => "running",
+        Ok(v1::TaskState::Succeeded) => "succeeded",
+        Ok(v1::TaskState::Failed) => "failed",
+        Ok(v1::TaskState::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+fn is_final(state: i32) -> bool {
+    matches!(
+        v1::JobState::try_from(state),
+        Ok(v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled)
+    )
+}
+
+fn print_status(j: &v1::Job) {
+    println!("job:       {}", j.job_id);
+    if !j.name.is_empty() {
+        println!("name:      {}", j.name);
+    }
+    println!("kind:      {}", kind_name(j.kind));
+    println!("state:     {}", state_name(j.state));
+    println!("dataset:   {}", j.dataset);
+    println!("budget:    {}", j.budget_preset);
+    println!("priority:  {}", j.priority);
+    println!(
+        "tasks:     {} total, {} succeeded, {} failed, {} cancelled, {} running, {} pending",
+        j.tasks_total,
+        j.tasks_succeeded,
+        j.tasks_failed,
+        j.tasks_cancelled,
+        j.tasks_running,
+        j.tasks_pending
+    );
+    if !j.error.is_empty() {
+        println!("error:     {}", j.error);
+    }
+}
+
+async fn watch(jobs: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<ExitCode> {
+    let job = get_job(jobs, id).await?;
+    let mut stream = jobs
+        .watch_job(v1::WatchJobRequest {
+            job_id: id.to_string(),
+            after_sequence: 0,
+        })
+        .await
+        .map_err(|s| status_error("watch", s))?
+        .into_inner();
+    let bar = std::io::stdout().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(u64::from(job.tasks_total));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks  {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let say = |line: String| match &bar {
+        Some(b) => b.set_message(line),
+        None => println!("{line}"),
+    };
+    let mut final_state = job.state;
+    while let Some(ev) = stream
+        .message()
+        .await
+        .map_err(|s| status_error("watch", s))?
+    {
+        use v1::job_event::Event as E;
+        let seq = ev.sequence;
+        match ev.event {
+            Some(E::StateChanged(s)) => {
+                final_state = s.state;
+                let reason = if s.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.reason)
+                };
+                say(format!("[{seq}] job {}{reason}", state_name(s.state)));
+            }
+            Some(E::Progress(p)) => {
+                if let Some(b) = &bar {
+                    b.set_length(u64::from(p.tasks_total));
+                    b.set_position(u64::from(p.tasks_done));
+                } else {
+                    println!("[{seq}] progress {}/{} tasks", p.tasks_done, p.tasks_total);
+                }
+            }
+            Some(E::TaskCompleted(t)) => {
+                let r = t.result.unwrap_or_default();
+                say(format!(
+                    "[{seq}] architecture #{} done: accuracy {:.4}, params {}, madds {}, {:.1}s",
+                    t.architecture_index, r.accuracy, r.params, r.madds, r.wall_seconds
+                ));
+            }
+            Some(E::TaskFailed(t)) => say(format!(
+                "[{seq}] task {} attempt {} failed{}: {}",
+                t.task_id,
+                t.attempt,
+                if t.will_retry { " (will retry)" } else { "" },
+                t.reason
+            )),
+            Some(E::TaskProgress(p)) if bar.is_none() => {
+                println!(
+                    "[{seq}] task {} {:.0}% {}",
+                    p.task_id,
+                    p.fraction * 100.0,
+                    p.message
+                );
+            }
+            Some(E::TaskProgress(_)) => {}
+            Some(E::NewBest(b)) => say(format!("[{seq}] new best: accuracy {:.4}", b.accuracy)),
+            None => {}
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    if !is_final(final_state) {
+        // The stream ended without a final event (coordinator shutting down).
+        final_state = get_job(jobs, id).await?.state;
+    }
+    println!("job {} {}", id, state_name(final_state));
+    Ok(
+        if v1::JobState::try_from(final_state) == Ok(v1::JobState::Succeeded) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+fn result_json(r: &v1::GetJobResultResponse) -> serde_json::Value {
+    let architectures: Vec<_> = r
+        .architectures
+        .iter()
+        .map(|a| {
+            let m = a.result;
+            json!({
+                "index": a.index,
+                "genotype": a.genotype_darts,
+                "genotype_json": serde_json::from_str::<serde_json::Value>(&a.genotype_json)
+                    .unwrap_or(serde_json::Value::Null),
+                "hash": a.canonical_hash,
+                "state": task_state_name(a.state),
+                "attempts": a.attempts,
+                "params": m.as_ref().map(|m| m.params),
+                "madds": m.as_ref().map(|m| m.madds),
+                "accuracy": m.as_ref().map(|m| m.accuracy),
+                "loss": m.as_ref().map(|m| m.loss),
+                "wall_seconds": m.as_ref().map(|m| m.wall_seconds),
+                "images_per_second": m.as_ref().map(|m| m.images_per_second),
+                "error": (!a.error.is_empty()).then(|| a.error.clone()),
+            })
+        })
+        .collect();
+    json!({
+        "job_id": r.job_id,
+        "kind": kind_name(r.kind),
+        "state": state_name(r.state),
+        "architectures": architectures,
+    })
+}
+
+fn print_result(r: &v1::GetJobResultResponse) {
+    println!(
+        "job {} ({}) {}",
+        r.job_id,
+        kind_name(r.kind),
+        state_name(r.state)
+    );
+    println!(
+        "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  HASH",
+        "#", "STATE", "ACCURACY", "PARAMS", "MADDS"
+    );
+    for a in &r.architectures {
+        let (acc, params, madds) = match &a.result {
+            Some(m) => (
+                format!("{:.4}", m.accuracy),
+                m.params.to_string(),
+                m.madds.to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  {}",
+            a.index,
+            task_state_name(a.state),
+            acc,
+            params,
+            madds,
+            a.canonical_hash.get(..12).unwrap_or(&a.canonical_hash)
+        );
+        if !a.error.is_empty() {
+            println!("     error: {}", a.error);
+        }
     }
 }

@@ -6,10 +6,23 @@ use clap::{Parser, Subcommand};
 
 mod arch;
 mod client;
+mod jobfile;
 
 #[derive(Debug, Parser)]
-#[command(name = "natctl", version, about = "Command-line client for nat-orchestrator")]
+#[command(
+    name = "natctl",
+    version,
+    about = "Command-line client for nat-orchestrator"
+)]
 struct Cli {
+    /// Coordinator gRPC URL (commands other than `arch`).
+    #[arg(
+        long,
+        global = true,
+        env = "NAT_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    coordinator: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,7 +40,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Arch(cmd) => arch::run(cmd),
-        Command::Client(cmd) => client::run(cmd),
+        Command::Client(cmd) => client::run(cmd, &cli.coordinator),
     };
     match result {
         Ok(code) => code,

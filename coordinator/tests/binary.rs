@@ -1,0 +1,409 @@
+//! Tests of the real `nat-coordinator` binary: start with no flags, health and reflection, and
+//! `kill -9` in the middle of a job followed by a restart on the same database.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{evaluate_request, test_config, TestDb, TestServer};
+use futures::StreamExt;
+use nat_proto::v1;
+use nat_proto::v1::job_service_client::JobServiceClient;
+use nat_proto::v1::worker_service_client::WorkerServiceClient;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_nat-coordinator");
+
+/// A running coordinator process and the addresses it printed.
+struct Proc {
+    child: Child,
+    grpc: String,
+    http: String,
+}
+
+fn spawn(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for key in [
+        "NAT_LISTEN",
+        "NAT_HTTP_LISTEN",
+        "NAT_DATABASE_URL",
+        "NAT_COORDINATOR_DATA_DIR",
+        "NAT_LEASE_SECONDS",
+    ] {
+        cmd.env_remove(key);
+    }
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn nat-coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the listening line");
+    // "listening grpc=ADDR http=ADDR"
+    let mut grpc = String::new();
+    let mut http = String::new();
+    for part in line.split_whitespace() {
+        if let Some(a) = part.strip_prefix("grpc=") {
+            grpc = a.to_string();
+        }
+        if let Some(a) = part.strip_prefix("http=") {
+            http = a.to_string();
+        }
+    }
+    assert!(
+        !grpc.is_empty() && !http.is_empty(),
+        "unexpected line {line:?}"
+    );
+    Proc { child, grpc, http }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(start.elapsed() < within, "process did not exit in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect http");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_with_no_flags_on_sqlite_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Only the ports come from the environment (port 0, so parallel tests do not collide);
+    // the database is the default SQLite file under ./.nat.
+    let mut p = spawn(
+        &[],
+        &[
+            ("NAT_LISTEN", "127.0.0.1:0"),
+            ("NAT_HTTP_LISTEN", "127.0.0.1:0"),
+        ],
+        dir.path(),
+    );
+    assert!(dir.path().join(".nat/coordinator.db").exists());
+    let reply = http_get(&p.http, "/healthz").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("ok\n"));
+    let ch = common::connect(&format!("http://{}", p.grpc)).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let s = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "nat.v1.WorkerService".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        s.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    sigterm(&p.child);
+    let status = wait_exit(&mut p.child, Duration::from_secs(10));
+    assert!(status.success(), "graceful exit, got {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_serving_and_reflection_lists_both_services() {
+    let db = TestDb::new(common::Backend::Sqlite).await;
+    let server = TestServer::start(&db, test_config(), false).await;
+    let ch = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    for service in ["nat.v1.JobService", "nat.v1.WorkerService"] {
+        let s = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(
+            s.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(ch);
+    let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::once(req))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = stream.next().await.expect("a reply").expect("ok");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("list services response expected");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"nat.v1.JobService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"nat.v1.WorkerService".to_string()),
+        "{names:?}"
+    );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// A simulated worker that survives coordinator restarts: retries every call, re-registers on
+/// NOT_FOUND, drops a result only on FAILED_PRECONDITION.
+async fn sim_worker(url: String, name: String, hold: Duration, stop: Arc<AtomicBool>) -> u32 {
+    let channel = Channel::from_shared(url)
+        .expect("url")
+        .connect_timeout(Duration::from_millis(500))
+        .connect_lazy();
+    let mut w = WorkerServiceClient::new(channel);
+    let mut reported = 0;
+    let mut worker_id: Option<String> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let id = match &worker_id {
+            Some(id) => id.clone(),
+            None => match w
+                .register_worker(v1::RegisterWorkerRequest {
+                    name: name.clone(),
+                    capabilities: Some(common::cpu_capabilities()),
+                })
+                .await
+            {
+                Ok(r) => {
+                    let id = r.into_inner().worker_id;
+                    worker_id = Some(id.clone());
+                    id
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let task = match w
+            .lease_task(v1::LeaseTaskRequest {
+                worker_id: id.clone(),
+                wait_ms: 300,
+                device: None,
+                slot: 0,
+            })
+            .await
+        {
+            Ok(r) => match r.into_inner().task {
+                Some(t) => t,
+                None => continue,
+            },
+            Err(s) if s.code() == Code::NotFound => {
+                worker_id = None;
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        tokio::time::sleep(hold).await;
+        loop {
+            match w.report_result(common::report_ok(&id, &task)).await {
+                Ok(_) => {
+                    reported += 1;
+                    break;
+                }
+                Err(s) if s.code() == Code::FailedPrecondition => break,
+                Err(_) if stop.load(Ordering::SeqCst) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+    reported
+}
+
+async fn kill9(db: &TestDb) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = |listen: &str| -> Vec<String> {
+        vec![
+            "--listen".into(),
+            listen.into(),
+            "--http-listen".into(),
+            "127.0.0.1:0".into(),
+            "--database-url".into(),
+            db.url.clone(),
+            "--lease-seconds".into(),
+            "2".into(),
+            "--heartbeat-seconds".into(),
+            "0.5".into(),
+            "--expiry-interval-ms".into(),
+            "200".into(),
+        ]
+    };
+    let first_args = args("127.0.0.1:0");
+    let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let mut p = spawn(&first_refs, &[], dir.path());
+    let url = format!("http://{}", p.grpc);
+    let mut jobs = JobServiceClient::new(common::connect(&url).await);
+    let presets = ["darts-v2", "enas", "naonet", "resnet-block"];
+    let archs: Vec<&str> = presets.iter().cycle().take(24).copied().collect();
+    let job_id = jobs
+        .submit_job(evaluate_request(&archs, "digits"))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(sim_worker(
+                url.clone(),
+                format!("sim-{i}"),
+                Duration::from_millis(60),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    // Kill -9 once about a third of the tasks are done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = common::job(&mut jobs, &job_id).await;
+        if j.tasks_succeeded >= 8 {
+            assert!(j.tasks_succeeded < 24, "killed mid-job");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress before the kill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.child.kill().expect("SIGKILL");
+    let status = p.child.wait().expect("wait");
+    assert!(!status.success());
+
+    // Restart on the same database and the same port; the workers reconnect by themselves.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second_args = args(&p.grpc);
+    let second_refs: Vec<&str> = second_args.iter().map(String::as_str).collect();
+    let mut p2 = spawn(&second_refs, &[], dir.path());
+    assert_eq!(p2.grpc, p.grpc);
+    let mut jobs = JobServiceClient::new(common::connect(&url).await);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let done = loop {
+        let j = common::job(&mut jobs, &job_id).await;
+        if j.state == v1::JobState::Succeeded as i32 {
+            break j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job did not finish after restart: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    let mut reports = 0;
+    for w in workers {
+        reports += w.await.expect("worker");
+    }
+
+    // Every task counted exactly once.
+    assert_eq!(done.tasks_total, 24);
+    assert_eq!(done.tasks_succeeded, 24);
+    assert_eq!(done.tasks_failed, 0);
+    assert!(
+        reports >= 24,
+        "each task reported at least once ({reports})"
+    );
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .expect("result")
+        .into_inner();
+    assert_eq!(result.architectures.len(), 24);
+    assert!(result
+        .architectures
+        .iter()
+        .all(|a| a.state == v1::TaskState::Succeeded as i32 && a.result.is_some()));
+    // The event log has exactly one success per task.
+    let mut stream = jobs
+        .watch_job(v1::WatchJobRequest {
+            job_id: job_id.clone(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut completed = std::collections::HashSet::new();
+    let mut completions = 0;
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("stream")
+    {
+        if let Some(v1::job_event::Event::TaskCompleted(t)) = ev.expect("event").event {
+            completions += 1;
+            completed.insert(t.task_id);
+        }
+    }
+    assert_eq!(completions, 24);
+    assert_eq!(completed.len(), 24);
+    // Reward estimates: 4 architectures x 6 observations, none counted twice.
+    let store = nat_store::connect(&db.url).await.expect("store");
+    let budget = nat_coordinator::budget::Budget::preset("smoke")
+        .expect("smoke")
+        .key();
+    for name in presets {
+        let key = nat_store::RewardKey {
+            arch_hash: nat_arch::parse_any(name).expect("preset").canonical_hash(),
+            dataset: "digits".into(),
+            budget: budget.clone(),
+        };
+        let e = store
+            .reward_estimate(&key)
+            .await
+            .expect("read")
+            .expect("estimate");
+        assert_eq!(e.count, 6, "{name}");
+    }
+    drop(store);
+    sigterm(&p2.child);
+    let status = wait_exit(&mut p2.child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+}
+both_backends!(kill_dash_nine_mid_job_then_restart, kill9);

@@ -1,0 +1,218 @@
+//! `natctl submit -f JOB.yaml`: the job file format.
+//!
+//! ```yaml
+//! kind: evaluate            # evaluate | optimize
+//! name: demo
+//! dataset: digits           # digits | mnist | fashion-mnist | cifar10
+//! architectures:            # preset names, files (JSON or DARTS), or inline JSON / DARTS
+//!   - darts-v2
+//!   - ./my-genotype.json
+//! budget:
+//!   preset: smoke           # smoke | small | paper
+//!   epochs: 2               # any TrainingBudget field overrides the preset
+//! seed: 1
+//! priority: 0
+//! requirements:
+//!   device: cuda            # any | cpu | cuda
+//!   min_device_memory_gib: 16
+//! optimize:                 # optimize jobs only
+//!   space: nat              # nat | nat++
+//!   reward: proxy           # proxy | supernet
+//!   iterations: 10
+//!   samples_per_iteration: 8
+//! ```
+//! Unknown keys are errors (a typo must not silently fall back to a default).
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use nat_proto::v1;
+use serde::Deserialize;
+
+/// The whole job file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub dataset: Option<String>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub budget: Option<BudgetFile>,
+    pub seed: Option<u64>,
+    pub priority: Option<i32>,
+    pub requirements: Option<RequirementsFile>,
+    pub optimize: Option<OptimizeFile>,
+}
+
+/// `budget:` — a preset and per-field overrides.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFile {
+    pub preset: Option<String>,
+    pub epochs: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub learning_rate: Option<f64>,
+    pub lr_min: Option<f64>,
+    pub momentum: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub grad_clip: Option<f64>,
+    pub init_channels: Option<u32>,
+    pub layers: Option<u32>,
+    pub max_train_examples: Option<u32>,
+    pub max_eval_examples: Option<u32>,
+    pub validation_fraction: Option<f64>,
+    pub cutout: Option<u32>,
+    pub label_smoothing: Option<f64>,
+    pub auxiliary_weight: Option<f64>,
+    pub drop_path_prob: Option<f64>,
+    pub max_wall_seconds: Option<f64>,
+}
+
+impl BudgetFile {
+    pub fn to_proto(&self, preset_flag: Option<&str>) -> v1::BudgetSpec {
+        v1::BudgetSpec {
+            preset: preset_flag
+                .map(str::to_string)
+                .or_else(|| self.preset.clone())
+                .unwrap_or_default(),
+            overrides: Some(v1::BudgetOverrides {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                learning_rate: self.learning_rate,
+                lr_min: self.lr_min,
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+                grad_clip: self.grad_clip,
+                init_channels: self.init_channels,
+                layers: self.layers,
+                max_train_examples: self.max_train_examples,
+                max_eval_examples: self.max_eval_examples,
+                validation_fraction: self.validation_fraction,
+                cutout: self.cutout,
+                label_smoothing: self.label_smoothing,
+                auxiliary_weight: self.auxiliary_weight,
+                drop_path_prob: self.drop_path_prob,
+                max_wall_seconds: self.max_wall_seconds,
+            }),
+        }
+    }
+}
+
+/// `requirements:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequirementsFile {
+    pub device: Option<String>,
+    pub min_device_memory_gib: Option<f64>,
+}
+
+/// `optimize:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeFile {
+    pub space: Option<String>,
+    pub reward: Option<String>,
+    pub iterations: Option<u32>,
+    pub samples_per_iteration: Option<u32>,
+    pub max_staleness: Option<u32>,
+    pub learning_rate: Option<f64>,
+    pub entropy_weight: Option<f64>,
+    pub final_top_k: Option<u32>,
+    pub final_budget: Option<BudgetFile>,
+    pub policy_profile: Option<String>,
+}
+
+impl JobFile {
+    pub fn load(path: &Path) -> anyhow::Result<JobFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read job file {}", path.display()))?;
+        serde_yaml::from_str(&text)
+            .with_context(|| format!("job file {} is not a valid job", path.display()))
+    }
+}
+
+pub fn parse_kind(s: &str) -> anyhow::Result<v1::JobKind> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "evaluate" => Ok(v1::JobKind::Evaluate),
+        "optimize" => Ok(v1::JobKind::Optimize),
+        other => bail!("kind: unknown job kind {other:?} (expected evaluate or optimize)"),
+    }
+}
+
+pub fn parse_space(s: &str) -> anyhow::Result<v1::SearchSpace> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "nat" => Ok(v1::SearchSpace::Nat),
+        "nat++" | "nat-plus-plus" | "natpp" => Ok(v1::SearchSpace::NatPlusPlus),
+        other => bail!("optimize.space: unknown space {other:?} (expected nat or nat++)"),
+    }
+}
+
+pub fn parse_reward(s: &str) -> anyhow::Result<v1::RewardMode> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "proxy" => Ok(v1::RewardMode::Proxy),
+        "supernet" => Ok(v1::RewardMode::Supernet),
+        other => bail!("reward: unknown reward mode {other:?} (expected proxy or supernet)"),
+    }
+}
+
+pub fn requirements(r: &RequirementsFile) -> anyhow::Result<v1::TaskRequirements> {
+    let device = match r.device.as_deref().map(|d| d.trim().to_ascii_lowercase()) {
+        None => v1::DeviceKind::Unspecified,
+        Some(d) if d == "any" => v1::DeviceKind::Unspecified,
+        Some(d) if d == "cpu" => v1::DeviceKind::Cpu,
+        Some(d) if d == "cuda" || d == "gpu" => v1::DeviceKind::Cuda,
+        Some(d) => bail!("requirements.device: unknown device {d:?} (expected any, cpu or cuda)"),
+    };
+    let gib = r.min_device_memory_gib.unwrap_or(0.0);
+    if !(gib.is_finite() && (0.0..=1e6).contains(&gib)) {
+        bail!("requirements.min_device_memory_gib: must be a number in [0, 1e6], got {gib}");
+    }
+    Ok(v1::TaskRequirements {
+        device: device as i32,
+        min_device_memory_bytes: (gib * 1024.0 * 1024.0 * 1024.0) as u64,
+    })
+}
+
+pub fn optimize(o: &OptimizeFile, reward_flag: Option<&str>) -> anyhow::Result<v1::OptimizeSpec> {
+    let reward = match reward_flag.or(o.reward.as_deref()) {
+        Some(r) => parse_reward(r)? as i32,
+        None => 0,
+    };
+    Ok(v1::OptimizeSpec {
+        space: match &o.space {
+            Some(s) => parse_space(s)? as i32,
+            None => 0,
+        },
+        reward,
+        iterations: o.iterations.unwrap_or(0),
+        samples_per_iteration: o.samples_per_iteration.unwrap_or(0),
+        max_staleness: o.max_staleness.unwrap_or(0),
+        learning_rate: o.learning_rate.unwrap_or(0.0),
+        entropy_weight: o.entropy_weight.unwrap_or(0.0),
+        final_top_k: o.final_top_k.unwrap_or(0),
+        final_budget: o.final_budget.as_ref().map(|b| b.to_proto(None)),
+        supernet: None,
+        policy_profile: o.policy_profile.clone().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_rejects_typos() {
+        let f: JobFile = serde_yaml::from_str(
+            "kind: evaluate\ndataset: digits\narchitectures: [darts-v2]\nbudget:\n  preset: smoke\n  epochs: 2\nseed: 3\n",
+        )
+        .expect("valid");
+        assert_eq!(f.architectures, vec!["darts-v2"]);
+        let b = f.budget.expect("budget").to_proto(None);
+        assert_eq!(b.preset, "smoke");
+        assert_eq!(b.overrides.and_then(|o| o.epochs), Some(2));
+        let err = serde_yaml::from_str::<JobFile>("kind: evaluate\nbudget:\n  epoch: 2\n")
+            .expect_err("typo");
+        assert!(err.to_string().contains("epoch"), "{err}");
+    }
+}

@@ -1,0 +1,232 @@
+//! natctl against a real coordinator (in-process, port 0, SQLite) over gRPC.
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nat_coordinator::{Config, Coordinator, SystemClock};
+use nat_proto::v1;
+use nat_proto::v1::worker_service_client::WorkerServiceClient;
+
+const NATCTL: &str = env!("CARGO_BIN_EXE_natctl");
+
+struct Server {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("nat.db").display());
+    let store = nat_store::connect(&url).await.expect("store");
+    let c = Coordinator::new(store, Arc::new(SystemClock), Config::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(nat_coordinator::serve(c, listener, None, async move {
+        let _ = rx.await;
+    }));
+    Server {
+        url: format!("http://{addr}"),
+        stop: Some(tx),
+        _dir: dir,
+    }
+}
+
+async fn natctl(url: &str, args: &[&str]) -> Output {
+    let url = url.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Command::new(NATCTL)
+            .args(&args)
+            .env("NAT_COORDINATOR", url)
+            .output()
+            .expect("run natctl")
+    })
+    .await
+    .expect("join")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Leases and reports every task of the coordinator, with accuracy 0.5 + index/100.
+async fn drain_tasks(url: &str, n: usize) {
+    let mut w = WorkerServiceClient::connect(url.to_string())
+        .await
+        .expect("connect");
+    let id = w
+        .register_worker(v1::RegisterWorkerRequest {
+            name: "sim".into(),
+            capabilities: Some(v1::WorkerCapabilities {
+                devices: vec![],
+                cpu_cores: 1,
+                slots: 1,
+                version: "test".into(),
+                hostname: "h".into(),
+                datasets: vec![],
+            }),
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .worker_id;
+    for i in 0..n {
+        let task = w
+            .lease_task(v1::LeaseTaskRequest {
+                worker_id: id.clone(),
+                wait_ms: 2000,
+                device: None,
+                slot: 0,
+            })
+            .await
+            .expect("lease")
+            .into_inner()
+            .task
+            .expect("task");
+        w.report_result(v1::ReportResultRequest {
+            worker_id: id.clone(),
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token,
+            outcome: Some(v1::report_result_request::Outcome::TrainEval(
+                v1::TrainEvalResult {
+                    accuracy: 0.5 + i as f64 / 100.0,
+                    loss: 1.0,
+                    params: 1000 + i as u64,
+                    madds: 20_000,
+                    wall_seconds: 0.1,
+                    images_per_second: 100.0,
+                },
+            )),
+        })
+        .await
+        .expect("report");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_watch_result_from_a_job_file() {
+    let mut server = start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genotype = dir.path().join("g.json");
+    std::fs::write(
+        &genotype,
+        nat_arch::parse_any("enas")
+            .expect("preset")
+            .to_json_pretty(),
+    )
+    .expect("write");
+    let job_file = dir.path().join("job.yaml");
+    std::fs::write(
+        &job_file,
+        format!(
+            "kind: evaluate\nname: cli-test\ndataset: digits\narchitectures:\n  - darts-v2\n  - {}\nbudget:\n  preset: smoke\n  epochs: 2\nseed: 5\n",
+            genotype.display()
+        ),
+    )
+    .expect("write");
+    let out = natctl(&server.url, &["submit", "-f", &job_file.to_string_lossy()]).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let job_id = text.lines().last().expect("a line").trim().to_string();
+    assert_eq!(job_id.len(), 36, "the job id is the last line: {text:?}");
+
+    let status = natctl(&server.url, &["status", &job_id]).await;
+    assert!(stdout(&status).contains("state:     queued"), "{status:?}");
+    let jobs = natctl(&server.url, &["jobs"]).await;
+    assert!(stdout(&jobs).contains(&job_id));
+    assert!(stdout(&jobs).contains("cli-test"));
+
+    drain_tasks(&server.url, 2).await;
+
+    // watch replays the log and exits 0 for a succeeded job; one line per event off a terminal.
+    let watch = natctl(&server.url, &["watch", &job_id]).await;
+    assert!(watch.status.success(), "{watch:?}");
+    let w = stdout(&watch);
+    assert!(w.contains("architecture #0 done"), "{w}");
+    assert!(w.contains("new best"), "{w}");
+    assert!(w.trim_end().ends_with("succeeded"), "{w}");
+
+    let result = natctl(&server.url, &["result", &job_id, "--json"]).await;
+    assert!(result.status.success(), "{result:?}");
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON");
+    assert_eq!(v["state"], "succeeded");
+    let archs = v["architectures"].as_array().expect("architectures");
+    assert_eq!(archs.len(), 2);
+    let darts_v2 = nat_arch::parse_any("darts-v2")
+        .expect("preset")
+        .to_darts_string();
+    assert_eq!(archs[0]["genotype"], darts_v2.as_str());
+    for a in archs {
+        assert!(a["accuracy"].as_f64().is_some_and(|x| x >= 0.5));
+        assert!(a["params"].as_u64().is_some_and(|x| x >= 1000));
+        assert!(a["madds"].as_u64().is_some());
+    }
+    let table = natctl(&server.url, &["result", &job_id]).await;
+    assert!(stdout(&table).contains("succeeded"));
+
+    if let Some(tx) = server.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_one_clear_line() {
+    let server = start().await;
+    // Rejected by the coordinator, naming the field.
+    let out = natctl(
+        &server.url,
+        &[
+            "submit",
+            "--arch",
+            "darts-v2",
+            "--arch",
+            "bogus",
+            "--dataset",
+            "digits",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("architectures[1]"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // Unknown job id.
+    let out = natctl(
+        &server.url,
+        &["status", "00000000-0000-0000-0000-000000000000"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    // No coordinator there.
+    let out = natctl("http://127.0.0.1:1", &["jobs"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    // Cancel, then cancel again: wrong state.
+    let out = natctl(
+        &server.url,
+        &[
+            "submit",
+            "--arch",
+            "darts-v2",
+            "--dataset",
+            "digits",
+            "--budget",
+            "smoke",
+        ],
+    )
+    .await;
+    let id = stdout(&out).lines().last().expect("id").trim().to_string();
+    let out = natctl(&server.url, &["cancel", &id]).await;
+    assert!(stdout(&out).contains("cancelled"), "{out:?}");
+    let out = natctl(&server.url, &["cancel", &id]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FailedPrecondition"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
