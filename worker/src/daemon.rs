@@ -244,7 +244,7 @@ pub fn capabilities(config: &WorkerConfig, datasets: Vec<String>) -> v1::WorkerC
                 index: 0,
                 model: crate::system::cpu_model().unwrap_or_default(),
                 memory_bytes: 0,
-                ..v1::Device::default()
+                name: slot.name(),
             },
             SlotDevice::Cuda(index) => {
                 let info = gpus.iter().find(|gpu| gpu.index == *index);
@@ -253,7 +253,7 @@ pub fn capabilities(config: &WorkerConfig, datasets: Vec<String>) -> v1::WorkerC
                     index: u32::try_from(*index).unwrap_or(u32::MAX),
                     model: info.map(|gpu| gpu.name.clone()).unwrap_or_default(),
                     memory_bytes: info.map(|gpu| gpu.memory_bytes).unwrap_or(0),
-                    ..v1::Device::default()
+                    name: slot.name(),
                 }
             }
         })
@@ -269,16 +269,15 @@ pub fn capabilities(config: &WorkerConfig, datasets: Vec<String>) -> v1::WorkerC
 }
 
 fn lease_device(slot: SlotDevice) -> v1::Device {
-    match slot {
-        SlotDevice::Cpu => v1::Device {
-            kind: v1::DeviceKind::Cpu as i32,
-            ..v1::Device::default()
-        },
-        SlotDevice::Cuda(index) => v1::Device {
-            kind: v1::DeviceKind::Cuda as i32,
-            index: u32::try_from(index).unwrap_or(u32::MAX),
-            ..v1::Device::default()
-        },
+    let (kind, index) = match slot {
+        SlotDevice::Cpu => (v1::DeviceKind::Cpu, 0),
+        SlotDevice::Cuda(index) => (v1::DeviceKind::Cuda, index),
+    };
+    v1::Device {
+        kind: kind as i32,
+        index: u32::try_from(index).unwrap_or(u32::MAX),
+        name: slot.name(),
+        ..v1::Device::default()
     }
 }
 
@@ -403,7 +402,7 @@ where
             worker_id: registration.worker_id.clone(),
             wait_ms,
             device: Some(lease_device(device)),
-            ..v1::LeaseTaskRequest::default()
+            slot: u32::try_from(slot.index()).unwrap_or(u32::MAX),
         };
         let mut client = shared.client.clone();
         // A long-poll in flight is not abandoned when the drain starts: a task it returns is
@@ -598,7 +597,8 @@ async fn send_progress(
         train_loss: finite(progress.train_loss),
         train_accuracy: finite(progress.train_accuracy).clamp(0.0, 1.0),
         message,
-        ..v1::ReportProgressRequest::default()
+        epochs: progress.epochs,
+        step: progress.step,
     };
     let mut client = shared.client.clone();
     match flatten(

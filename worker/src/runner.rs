@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use nat_arch::{Dataset, Genotype};
+use nat_arch::{Dataset, Genotype, OpSet};
 use nat_proto::v1;
 use nat_train::{
     Budget, CheckpointConfig, DatasetSplits, SupernetSession, SupernetSettings, TrainError,
@@ -189,6 +189,7 @@ impl TorchRunner {
                 epochs: progress.epochs,
                 train_loss: progress.train_loss,
                 train_accuracy: progress.train_accuracy,
+                step: 0,
             });
         };
         let result = if payload.checkpointed {
@@ -231,9 +232,10 @@ impl TorchRunner {
     }
 
     fn run_supernet(&mut self, payload: v1::SupernetTask, context: &TaskContext<'_>) -> Outcome {
-        let Some(settings) = payload.settings.as_ref().map(supernet_settings_from_proto) else {
+        let Some(settings_proto) = payload.settings.as_ref() else {
             return Outcome::rejected("supernet.settings: missing");
         };
+        let settings = supernet_settings_from_proto(settings_proto);
         if let Err(error) = settings.validate() {
             return Outcome::rejected(format!("supernet.settings: {error}"));
         }
@@ -253,20 +255,36 @@ impl TorchRunner {
                 (Err(outcome), _) | (_, Err(outcome)) => return outcome,
             }
         }
-        let Some(op_set) = nat_train::train::infer_op_set(pairs.iter().flat_map(|(b, a)| [b, a]))
-        else {
+        let op_set = if settings_proto.op_set.is_empty() {
+            nat_train::train::infer_op_set(pairs.iter().flat_map(|(b, a)| [b, a]))
+        } else {
+            let name = serde_json::Value::String(settings_proto.op_set.clone());
+            match serde_json::from_value::<OpSet>(name) {
+                Ok(op_set) => Some(op_set),
+                Err(_) => {
+                    return Outcome::rejected(format!(
+                        "supernet.settings.op_set: unknown operation set `{}`",
+                        settings_proto.op_set
+                    ))
+                }
+            }
+        };
+        let Some(op_set) = op_set else {
             return Outcome::rejected(
-                "supernet.pairs: the genotypes use ops of no single operation set",
+                "supernet.settings.op_set: unset, and the genotypes use ops of no single set",
             );
         };
-        let num_nodes = pairs[0].0.num_nodes();
-        if pairs
+        let num_nodes = match usize::try_from(settings_proto.num_nodes) {
+            Ok(0) | Err(_) => pairs[0].0.num_nodes(),
+            Ok(n) => n,
+        };
+        if let Some(index) = pairs
             .iter()
-            .any(|(b, a)| b.num_nodes() != num_nodes || a.num_nodes() != num_nodes)
+            .position(|(b, a)| b.num_nodes() != num_nodes || a.num_nodes() != num_nodes)
         {
-            return Outcome::rejected(
-                "supernet.pairs: all genotypes must have the same number of nodes",
-            );
+            return Outcome::rejected(format!(
+                "supernet.pairs[{index}]: every genotype must have {num_nodes} intermediate nodes"
+            ));
         }
         let data = match self.dataset(
             "supernet.dataset",
@@ -311,6 +329,7 @@ impl TorchRunner {
         let mut on_pair = |done: usize, total: usize| {
             context.report(Progress {
                 fraction: done as f64 / total.max(1) as f64,
+                step: done as u64,
                 ..Progress::default()
             });
         };

@@ -26,6 +26,8 @@ pub struct Progress {
     pub train_loss: f64,
     /// Training accuracy over the current epoch so far (fraction).
     pub train_accuracy: f64,
+    /// Optimiser steps (or scored pairs for supernet tasks) so far.
+    pub step: u64,
 }
 
 /// What a runner sees of the world while it runs one task.

@@ -463,3 +463,85 @@ async fn a_forgotten_worker_registers_again_and_a_stopped_task_is_cancelled() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supernet_tasks_score_every_pair() {
+    let scratch = tempfile::tempdir().unwrap();
+    let beta = nat_arch::parse_any("darts-v2").unwrap();
+    let mut alpha = beta.clone();
+    alpha.normal.nodes[0].inputs[0].op = nat_arch::Op::Null;
+    alpha.reduce.nodes[1].inputs[1].op = nat_arch::Op::SkipConnect;
+    let settings = v1::SupernetSettings {
+        init_channels: 4,
+        layers: 3,
+        batch_size: 32,
+        train_steps_between_pairs: 2,
+        learning_rate: 0.01,
+        momentum: 0.9,
+        weight_decay: 3e-4,
+        grad_clip: 5.0,
+        max_train_examples: 256,
+        validation_fraction: 0.2,
+        eval_batches: 1,
+        max_wall_seconds: 0.0,
+        op_set: "nat-fully-concat".to_owned(),
+        num_nodes: 4,
+    };
+    let pair = v1::GenotypePair {
+        beta_json: beta.to_json(),
+        alpha_json: alpha.to_json(),
+    };
+    let supernet =
+        |id: &str, settings: v1::SupernetSettings, pairs: Vec<v1::GenotypePair>| v1::Task {
+            payload: Some(v1::task::Payload::Supernet(v1::SupernetTask {
+                pairs,
+                dataset: "digits".to_owned(),
+                settings: Some(settings),
+                seed: 3,
+                supernet_key: "job-1".to_owned(),
+            })),
+            ..train_task(id, "", "digits", budget(1, 64))
+        };
+    let mut bad_set = settings.clone();
+    bad_set.op_set = "nat-minus-minus".to_owned();
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        s.tasks.push_back(supernet(
+            "pairs",
+            settings.clone(),
+            vec![pair.clone(), pair.clone()],
+        ));
+        s.tasks
+            .push_back(supernet("bad-set", bad_set, vec![pair.clone()]));
+        s.tasks
+            .push_back(supernet("again", settings.clone(), vec![pair.clone()]));
+    });
+    let address = serve(scripted.clone()).await;
+    let _worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "supernet",
+        scratch.path(),
+        &[],
+    );
+    wait_until(Duration::from_secs(120), "three supernet results", || {
+        scripted.with(|s| s.results.len() >= 3)
+    })
+    .await;
+    scripted.with(|s| {
+        for (id, pairs) in [("pairs", 2), ("again", 1)] {
+            match result_of(s, id) {
+                Some(Outcome::Supernet(result)) => {
+                    assert_eq!(result.scores.len(), pairs, "{id}");
+                    for score in &result.scores {
+                        assert!((0.0..=1.0).contains(&score.acc_beta), "{score:?}");
+                        assert!((0.0..=1.0).contains(&score.acc_alpha), "{score:?}");
+                    }
+                }
+                other => panic!("{id}: expected a supernet result, got {other:?}"),
+            }
+        }
+        let (reason, retryable) = failure(s, "bad-set");
+        assert!(reason.contains("supernet.settings.op_set"), "{reason}");
+        assert!(!retryable);
+    });
+}

@@ -1,0 +1,405 @@
+//! End to end: the real `nat-coordinator` binary on a temporary SQLite database and real
+//! `nat-worker` processes training on the digits dataset over loopback gRPC.
+//!
+//! The coordinator binary is not a target of this crate, so `CARGO_BIN_EXE_nat-coordinator` is
+//! not available here. The tests run `cargo build -p nat-coordinator` (cargo from `$CARGO`, as set
+//! by `cargo test`; a no-op when it is up to date) and use `<target dir>/debug/nat-coordinator`,
+//! found next to this crate's own binary (`CARGO_BIN_EXE_nat-worker`). Set
+//! `NAT_COORDINATOR_BIN=/path/to/nat-coordinator` to use another build instead.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nat_proto::v1;
+use nat_proto::v1::job_service_client::JobServiceClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use common::{wait_until, WorkerProcess};
+
+/// The coordinator binary, built once per test process.
+fn coordinator_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("NAT_COORDINATOR_BIN") {
+                return PathBuf::from(path);
+            }
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "nat-coordinator", "--bin", "nat-coordinator"])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .status()
+                .expect("run cargo build -p nat-coordinator");
+            assert!(status.success(), "cargo build -p nat-coordinator failed");
+            let path =
+                Path::new(env!("CARGO_BIN_EXE_nat-worker")).with_file_name("nat-coordinator");
+            assert!(path.is_file(), "{} was not built", path.display());
+            path
+        })
+        .clone()
+}
+
+/// A real coordinator process; killed when dropped.
+struct CoordinatorProcess {
+    child: Child,
+    grpc: String,
+    log: PathBuf,
+}
+
+impl CoordinatorProcess {
+    fn spawn(listen: &str, database: &Path, lease_seconds: &str, log: &Path) -> Self {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open coordinator log");
+        let mut child = Command::new(coordinator_binary())
+            .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
+            .arg("--database-url")
+            .arg(format!("sqlite:{}", database.display()))
+            .args([
+                "--lease-seconds",
+                lease_seconds,
+                "--heartbeat-seconds",
+                "0.5",
+            ])
+            .args(["--expiry-interval-ms", "200", "--max-lease-wait-ms", "1000"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn nat-coordinator");
+        let stdout = child.stdout.take().expect("coordinator stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the coordinator's listening line");
+        // "listening grpc=ADDR http=ADDR"
+        let grpc = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("grpc="))
+            .unwrap_or_else(|| panic!("unexpected first line from the coordinator: {line:?}"))
+            .to_owned();
+        CoordinatorProcess {
+            child,
+            grpc,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().expect("kill -9 the coordinator");
+        self.child.wait().expect("reap the coordinator");
+    }
+}
+
+impl Drop for CoordinatorProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("----- coordinator log -----\n{text}");
+        }
+    }
+}
+
+async fn jobs_client(url: &str) -> JobServiceClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match JobServiceClient::connect(url.to_owned()).await {
+            Ok(client) => return client,
+            Err(error) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot connect to {url}: {error}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// An `evaluate` job on digits with the smoke budget, `epochs` overridden so tasks last long
+/// enough to be interrupted.
+fn evaluate(architectures: &[&str], epochs: u32) -> v1::SubmitJobRequest {
+    v1::SubmitJobRequest {
+        kind: v1::JobKind::Evaluate as i32,
+        architectures: architectures.iter().map(|a| (*a).to_owned()).collect(),
+        dataset: "digits".to_owned(),
+        budget: Some(v1::BudgetSpec {
+            preset: "smoke".to_owned(),
+            overrides: Some(v1::BudgetOverrides {
+                epochs: Some(epochs),
+                ..v1::BudgetOverrides::default()
+            }),
+        }),
+        seed: 11,
+        name: "worker e2e".to_owned(),
+        ..v1::SubmitJobRequest::default()
+    }
+}
+
+async fn wait_for_job_end(
+    client: &mut JobServiceClient<Channel>,
+    job_id: &str,
+    limit: Duration,
+) -> v1::Job {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(response) = client
+            .get_job(v1::GetJobRequest {
+                job_id: job_id.to_owned(),
+            })
+            .await
+        {
+            let job = response.into_inner().job.expect("job");
+            let running = [v1::JobState::Queued as i32, v1::JobState::Running as i32];
+            if !running.contains(&job.state) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} still unfinished after {limit:?}: {job:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every `TaskCompleted` event of the job, from the start of its event log.
+async fn completions(
+    client: &mut JobServiceClient<Channel>,
+    job_id: &str,
+) -> Vec<v1::TaskCompleted> {
+    let mut stream = client
+        .watch_job(v1::WatchJobRequest {
+            job_id: job_id.to_owned(),
+            after_sequence: 0,
+        })
+        .await
+        .expect("WatchJob")
+        .into_inner();
+    let mut completed = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .map(|item| item.transpose().expect("event"))
+    {
+        if let Some(v1::job_event::Event::TaskCompleted(done)) = event.event {
+            completed.push(done);
+        }
+    }
+    completed
+}
+
+/// Task ids a worker leased and has not reported yet, from its log.
+fn tasks_in_progress(worker: &WorkerProcess) -> Vec<String> {
+    let log = worker.log_text();
+    let task_of = |line: &str| {
+        line.split("task_id=")
+            .nth(1)
+            .and_then(|rest| rest.split([' ', '}', ':']).next())
+            .map(|id| id.trim_matches('"').to_owned())
+    };
+    let mut open: Vec<String> = Vec::new();
+    for line in log.lines() {
+        if line.contains("task leased") {
+            open.extend(task_of(line));
+        } else if line.contains("result reported") || line.contains("result rejected") {
+            if let Some(id) = task_of(line) {
+                open.retain(|t| t != &id);
+            }
+        }
+    }
+    open
+}
+
+/// The worker id a worker registered under, from its log.
+fn worker_id(worker: &WorkerProcess) -> Option<String> {
+    worker.log_text().lines().rev().find_map(|line| {
+        line.contains("registered with the coordinator")
+            .then(|| line.split("worker_id=").nth(1))
+            .flatten()
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|id| id.trim_matches('"').to_owned())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_finish_an_evaluate_job_despite_kill_9_of_one_mid_task() {
+    let scratch = tempfile::tempdir().unwrap();
+    let coordinator = CoordinatorProcess::spawn(
+        "127.0.0.1:0",
+        &scratch.path().join("coordinator.db"),
+        "3",
+        &scratch.path().join("coordinator.log"),
+    );
+    let mut client = jobs_client(&coordinator.url()).await;
+    let architectures = ["darts-v2", "enas", "resnet-block", "vgg-block"];
+    let job_id = client
+        .submit_job(evaluate(&architectures, 3))
+        .await
+        .expect("SubmitJob")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let mut workers = [
+        WorkerProcess::spawn(&coordinator.url(), "e2e-a", scratch.path(), &[]),
+        WorkerProcess::spawn(&coordinator.url(), "e2e-b", scratch.path(), &[]),
+    ];
+
+    // Kill -9 a worker while it trains (it has leased a task and not reported it).
+    let mut victim_task = String::new();
+    let mut victim_index = 0;
+    wait_until(
+        Duration::from_secs(90),
+        "a worker in the middle of a task",
+        || {
+            for (index, worker) in workers.iter().enumerate() {
+                if let Some(task) = tasks_in_progress(worker).into_iter().next() {
+                    victim_task = task;
+                    victim_index = index;
+                    return true;
+                }
+            }
+            false
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim_id = worker_id(&workers[victim_index]).expect("victim registered");
+    assert!(
+        tasks_in_progress(&workers[victim_index]).contains(&victim_task),
+        "the victim finished its task before the kill; tasks are too short"
+    );
+    workers[victim_index].signal("KILL");
+    let status = workers[victim_index]
+        .wait_exit(Duration::from_secs(10))
+        .expect("the killed worker exits");
+    assert!(!status.success());
+    let survivor = &mut workers[1 - victim_index];
+
+    let finished = wait_for_job_end(&mut client, &job_id, Duration::from_secs(240)).await;
+    assert_eq!(
+        finished.state,
+        v1::JobState::Succeeded as i32,
+        "{finished:?}"
+    );
+    assert!(survivor.is_running(), "the surviving worker keeps serving");
+    assert_eq!(finished.tasks_total, 4);
+    assert_eq!(finished.tasks_succeeded, 4, "{finished:?}");
+    assert_eq!(finished.tasks_failed + finished.tasks_cancelled, 0);
+
+    let result = client
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: job_id.clone(),
+        })
+        .await
+        .expect("GetJobResult")
+        .into_inner();
+    assert_eq!(result.architectures.len(), 4);
+    for architecture in &result.architectures {
+        assert_eq!(architecture.state, v1::TaskState::Succeeded as i32);
+        let trained = architecture.result.as_ref().expect("a result");
+        assert!((0.0..=1.0).contains(&trained.accuracy), "{trained:?}");
+        assert!(trained.params > 0 && trained.madds > 0, "{trained:?}");
+    }
+
+    // Every task completed exactly once; the killed worker's task was re-leased and completed by
+    // the survivor.
+    let completed = completions(&mut client, &job_id).await;
+    assert_eq!(completed.len(), 4, "one completion per task: {completed:?}");
+    let task_ids: HashSet<&str> = completed.iter().map(|c| c.task_id.as_str()).collect();
+    assert_eq!(task_ids.len(), 4, "no task completed twice");
+    let indices: HashSet<u32> = completed.iter().map(|c| c.architecture_index).collect();
+    assert_eq!(indices, HashSet::from([0, 1, 2, 3]));
+    let redone = completed
+        .iter()
+        .find(|c| c.task_id == victim_task)
+        .expect("the killed worker's task completed");
+    assert!(redone.attempt >= 2, "re-leased after the kill: {redone:?}");
+    assert_ne!(
+        redone.worker_id, victim_id,
+        "completed by the surviving worker"
+    );
+    let per_worker: HashMap<&str, usize> = completed.iter().fold(HashMap::new(), |mut acc, c| {
+        *acc.entry(c.worker_id.as_str()).or_default() += 1;
+        acc
+    });
+    assert!(per_worker
+        .keys()
+        .all(|w| *w != victim_id || per_worker[w] < 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reconnects_after_a_coordinator_restart_and_reports_its_task() {
+    let scratch = tempfile::tempdir().unwrap();
+    let database = scratch.path().join("coordinator.db");
+    let log = scratch.path().join("coordinator.log");
+    let mut coordinator = CoordinatorProcess::spawn("127.0.0.1:0", &database, "20", &log);
+    let address = coordinator.grpc.clone();
+    let url = coordinator.url();
+    let mut client = jobs_client(&url).await;
+    let job_id = client
+        .submit_job(evaluate(&["darts-v2", "resnet-block"], 3))
+        .await
+        .expect("SubmitJob")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let mut worker = WorkerProcess::spawn(&url, "e2e-restart", scratch.path(), &[]);
+
+    wait_until(
+        Duration::from_secs(90),
+        "the worker in the middle of a task",
+        || !tasks_in_progress(&worker).is_empty(),
+    )
+    .await;
+    let task_in_hand = tasks_in_progress(&worker)[0].clone();
+    coordinator.kill9();
+    // The coordinator is away for a while; the worker keeps training and retries.
+    wait_until(
+        Duration::from_secs(30),
+        "the worker to notice the outage",
+        || worker.log_text().contains("coordinator unreachable"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let coordinator = CoordinatorProcess::spawn(&address, &database, "20", &log);
+    let mut client = jobs_client(&coordinator.url()).await;
+
+    let finished = wait_for_job_end(&mut client, &job_id, Duration::from_secs(180)).await;
+    assert_eq!(
+        finished.state,
+        v1::JobState::Succeeded as i32,
+        "{finished:?}"
+    );
+    assert_eq!(finished.tasks_succeeded, 2, "{finished:?}");
+    assert!(worker.is_running());
+    let completed = completions(&mut client, &job_id).await;
+    assert_eq!(completed.len(), 2, "{completed:?}");
+    let in_hand = completed
+        .iter()
+        .find(|c| c.task_id == task_in_hand)
+        .expect("the task in hand during the outage completed");
+    assert_eq!(
+        in_hand.attempt, 1,
+        "finished by the same lease, reported after the coordinator returned"
+    );
+}
