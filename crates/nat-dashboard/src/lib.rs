@@ -1,1 +1,209 @@
-//! The nat-orchestrator dashboard (work in progress in this commit series).
+//! The nat-orchestrator dashboard, served by the coordinator on its HTTP listener.
+//!
+//! [`router`] returns an axum router with:
+//! - `GET /` — jobs (state, progress, best reward and accuracy, elapsed) and workers (health,
+//!   device, current task, throughput);
+//! - `GET /jobs/{id}` — a job: reward and baseline per policy version, best-so-far accuracy over
+//!   time, the input and best cells as SVG diagrams with the changed edges highlighted, the
+//!   before/after table, the latest events;
+//! - `GET /api/jobs`, `GET /api/jobs/{id}?input=N`, `GET /api/workers` — the same data as JSON;
+//! - `GET /assets/dashboard.{css,js}` — the stylesheet and the hand-written script.
+//!
+//! The pages are static HTML embedded with `include_str!`; a small vanilla-JS script polls the
+//! JSON endpoints every few seconds and draws the charts. No build toolchain, no internet assets.
+//!
+//! # Layout
+//! - [`schema`]: the JSON shapes read from job results and events (the contract with the job
+//!   drivers).
+//! - [`model`]: the views, built from the store.
+//! - [`diagram`]: SVG pictures of cells and of the changed edges.
+//! - [`gauges`]: the store-derived Prometheus gauges (`nat_jobs`, `nat_tasks`, `nat_workers`).
+
+pub mod diagram;
+pub mod gauges;
+pub mod model;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use nat_store::{Store, StoreError};
+use serde_json::json;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const JOB_HTML: &str = include_str!("../assets/job.html");
+const DASHBOARD_CSS: &str = include_str!("../assets/dashboard.css");
+const DASHBOARD_JS: &str = include_str!("../assets/dashboard.js");
+
+/// Errors of the dashboard's endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// A request parameter is malformed.
+    #[error("invalid {field}: {reason}")]
+    BadRequest {
+        /// The parameter.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store failed or refused.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for DashboardError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            DashboardError::BadRequest { .. } => (StatusCode::BAD_REQUEST, self.to_string()),
+            DashboardError::Store(StoreError::NotFound { .. }) => {
+                (StatusCode::NOT_FOUND, self.to_string())
+            }
+            DashboardError::Store(StoreError::InvalidArgument { .. }) => {
+                (StatusCode::BAD_REQUEST, self.to_string())
+            }
+            DashboardError::Store(_) => {
+                nat_telemetry::report_error(&self, "dashboard request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error reading the store".to_string(),
+                )
+            }
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+/// Settings of the dashboard.
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    /// A worker whose last heartbeat is older than this is shown unhealthy.
+    pub heartbeat_stale_after: Duration,
+    /// Jobs listed on the front page.
+    pub jobs_listed: u32,
+    /// Most recent jobs scanned for workers' current tasks and throughput.
+    pub jobs_scanned_for_workers: u32,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            heartbeat_stale_after: Duration::from_secs(30),
+            jobs_listed: 50,
+            jobs_scanned_for_workers: 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<dyn Store>,
+    config: Arc<DashboardConfig>,
+}
+
+/// The dashboard with default settings. Merge it into the coordinator's HTTP router
+/// (`Router::new().merge(nat_dashboard::router(store))`); it uses absolute paths, so mount it at
+/// the root rather than under a prefix.
+pub fn router(store: Arc<dyn Store>) -> Router {
+    router_with(store, DashboardConfig::default())
+}
+
+/// The dashboard with explicit settings.
+pub fn router_with(store: Arc<dyn Store>, config: DashboardConfig) -> Router {
+    Router::new()
+        .route("/", get(|| async { html(INDEX_HTML) }))
+        .route("/jobs/{id}", get(|| async { html(JOB_HTML) }))
+        .route(
+            "/assets/dashboard.css",
+            get(|| async { asset("text/css; charset=utf-8", DASHBOARD_CSS) }),
+        )
+        .route(
+            "/assets/dashboard.js",
+            get(|| async { asset("text/javascript; charset=utf-8", DASHBOARD_JS) }),
+        )
+        .route("/api/jobs", get(api_jobs))
+        .route("/api/jobs/{id}", get(api_job))
+        .route("/api/workers", get(api_workers))
+        .with_state(AppState {
+            store,
+            config: Arc::new(config),
+        })
+}
+
+fn html(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn param_u32(
+    query: &HashMap<String, String>,
+    name: &'static str,
+    default: u32,
+    max: u32,
+) -> Result<u32, DashboardError> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(DashboardError::BadRequest {
+                field: name,
+                reason: format!("expected an integer in 0..={max}, got {v:?}"),
+            }),
+        },
+    }
+}
+
+async fn api_jobs(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<model::JobRow>>, DashboardError> {
+    let limit = param_u32(&query, "limit", app.config.jobs_listed, 1000)?.max(1);
+    Ok(Json(model::jobs(app.store.as_ref(), limit).await?))
+}
+
+async fn api_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<model::JobDetail>, DashboardError> {
+    let id = uuid::Uuid::parse_str(id.trim()).map_err(|e| DashboardError::BadRequest {
+        field: "job_id",
+        reason: e.to_string(),
+    })?;
+    let input = param_u32(&query, "input", 0, 1023)?;
+    Ok(Json(
+        model::job_detail(app.store.as_ref(), id, input).await?,
+    ))
+}
+
+async fn api_workers(
+    State(app): State<AppState>,
+) -> Result<Json<Vec<model::WorkerRow>>, DashboardError> {
+    let stale = chrono::Duration::from_std(app.config.heartbeat_stale_after)
+        .unwrap_or(chrono::Duration::MAX);
+    Ok(Json(
+        model::workers(&app.store, stale, app.config.jobs_scanned_for_workers).await?,
+    ))
+}

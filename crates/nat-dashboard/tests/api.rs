@@ -1,0 +1,260 @@
+//! The dashboard's HTTP endpoints over a real SQLite store populated through the Store API.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn f(v: &Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("expected a number, got {v}"))
+}
+
+#[tokio::test]
+async fn jobs_list_shows_state_progress_best_and_elapsed() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let (status, jobs) = get_json(addr, "/api/jobs").await;
+    assert_eq!(status, 200);
+    let jobs = jobs.as_array().expect("array");
+    assert_eq!(jobs.len(), 2);
+    // Newest first.
+    assert_eq!(jobs[0]["id"], fx.evaluate.to_string());
+    assert_eq!(jobs[0]["state"], "queued");
+    assert_eq!(jobs[0]["name"], "enas-eval");
+    assert_eq!(f(&jobs[0]["progress"]), 0.0);
+    assert!(jobs[0]["best_accuracy"].is_null());
+
+    let opt = &jobs[1];
+    assert_eq!(opt["id"], fx.optimize.to_string());
+    assert_eq!(opt["kind"], "optimize");
+    assert_eq!(opt["state"], "running");
+    assert_eq!(opt["dataset"], "digits");
+    assert_eq!(opt["tasks"]["total"], 3);
+    assert_eq!(opt["tasks"]["done"], 1);
+    assert!((f(&opt["progress"]) - 1.0 / 3.0).abs() < 1e-9);
+    // Best reward: the largest individual reward of the policy updates (0.021 + 0.005).
+    assert!((f(&opt["best_reward"]) - 0.026).abs() < 1e-9, "{opt}");
+    // Best accuracy: the new best (0.957) beats the trained task (0.912).
+    assert!((f(&opt["best_accuracy"]) - 0.957).abs() < 1e-9);
+    assert_eq!(opt["policy_version"], 7);
+    // Created ten minutes ago and still running.
+    let elapsed = f(&opt["elapsed_seconds"]);
+    assert!((590.0..700.0).contains(&elapsed), "{elapsed}");
+
+    let (_, limited) = get_json(addr, "/api/jobs?limit=1").await;
+    assert_eq!(limited.as_array().map(Vec::len), Some(1));
+    let (status, err) = get_json(addr, "/api/jobs?limit=lots").await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("limit")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn job_page_data_has_charts_cells_and_the_comparison() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let (status, d) = get_json(addr, &format!("/api/jobs/{}", fx.optimize)).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["tasks_running"], 1);
+
+    let rewards = d["rewards"].as_array().expect("rewards");
+    assert_eq!(rewards.len(), fx.rewards.len());
+    for (point, r) in rewards.iter().zip(&fx.rewards) {
+        assert!((f(&point["reward"]) - r).abs() < 1e-12);
+        assert_eq!(point["rewards"].as_array().map(Vec::len), Some(3));
+        assert!(point["baseline"].is_number());
+    }
+    assert_eq!(rewards[0]["policy_version"], 2);
+
+    // Best-so-far accuracy is monotone: the trained task, then the new best.
+    let acc: Vec<f64> = d["accuracy"]
+        .as_array()
+        .expect("accuracy")
+        .iter()
+        .map(|p| f(&p["accuracy"]))
+        .collect();
+    assert_eq!(acc, vec![0.912, 0.957]);
+
+    assert_eq!(d["has_best"], true);
+    assert_eq!(d["inputs"], 1);
+    let cells = d["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 2);
+    assert_eq!(cells[0]["kind"], "normal");
+    assert_eq!(cells[1]["kind"], "reduce");
+    // The NAT output of DARTS changes 2 normal and 3 reduce edges.
+    assert_eq!(cells[0]["changes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(cells[1]["changes"].as_array().map(Vec::len), Some(3));
+    let best_svg = cells[0]["best_svg"].as_str().expect("svg");
+    assert!(best_svg.contains(r#"id="diagram-best-normal""#));
+    assert_eq!(best_svg.matches(" changed\" data-from").count(), 2);
+    assert!(best_svg.contains("sep3→skip"));
+    let input_svg = cells[1]["input_svg"].as_str().expect("svg");
+    assert!(input_svg.contains(r#"id="diagram-input-reduce""#));
+    assert_eq!(input_svg.matches(" changed\" data-from").count(), 3);
+
+    let table = d["table"].as_array().expect("table");
+    let row = |m: &str| {
+        table
+            .iter()
+            .find(|r| r["metric"].as_str().is_some_and(|x| x.starts_with(m)))
+            .unwrap_or_else(|| panic!("row {m}"))
+            .clone()
+    };
+    assert!((f(&row("accuracy")["after"]) - 0.957).abs() < 1e-12);
+    // The input's accuracy comes from the train_eval task that trained it.
+    assert!((f(&row("accuracy")["before"]) - 0.912).abs() < 1e-12);
+    // Params and MAdds from nat-arch's cost model: the transformation removes convolutions.
+    let params = row("params");
+    let (before, after) = (f(&params["before"]), f(&params["after"]));
+    let expected = nat_arch::network_cost(&fx.input, &nat_arch::NetworkSpec::cifar10())
+        .expect("cost")
+        .params() as f64;
+    assert_eq!(before, expected);
+    assert!(after < before, "{after} < {before}");
+    assert_eq!(f(&row("edges changed")["after"]), 5.0);
+
+    let events = d["events"].as_array().expect("events");
+    assert_eq!(events[0]["kind"], "new_best", "newest first");
+    assert!(events[0]["summary"]
+        .as_str()
+        .is_some_and(|s| s.contains("95.70%")));
+    assert!(events.iter().any(|e| e["kind"] == "task_retry"
+        && e["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("CUDA out of memory"))));
+}
+
+#[tokio::test]
+async fn job_without_a_best_shows_the_input_twice_and_no_changes() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let (status, d) = get_json(addr, &format!("/api/jobs/{}", fx.evaluate)).await;
+    assert_eq!(status, 200);
+    assert_eq!(d["has_best"], false);
+    assert!(d["rewards"].as_array().is_some_and(Vec::is_empty));
+    for cell in d["cells"].as_array().expect("cells") {
+        assert!(cell["changes"].as_array().is_some_and(Vec::is_empty));
+        assert!(!cell["best_svg"].as_str().expect("svg").contains("changed"));
+    }
+}
+
+#[tokio::test]
+async fn bad_job_requests_name_the_field() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let (status, err) = get_json(addr, "/api/jobs/not-a-uuid").await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("job_id")),
+        "{err}"
+    );
+    let (status, _) = get_json(addr, &format!("/api/jobs/{}", uuid::Uuid::new_v4())).await;
+    assert_eq!(status, 404);
+    let (status, err) = get_json(addr, &format!("/api/jobs/{}?input=-1", fx.optimize)).await;
+    assert_eq!(status, 400);
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("input")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn workers_show_health_device_current_task_and_throughput() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let (status, workers) = get_json(addr, "/api/workers").await;
+    assert_eq!(status, 200);
+    let workers = workers.as_array().expect("array");
+    assert_eq!(workers.len(), 2);
+    let by_id = |id: uuid::Uuid| {
+        workers
+            .iter()
+            .find(|w| w["id"] == id.to_string())
+            .expect("worker")
+            .clone()
+    };
+    let gpu = by_id(fx.gpu_worker);
+    assert_eq!(gpu["name"], "gpu-node-1");
+    assert_eq!(gpu["healthy"], true);
+    assert_eq!(gpu["gpu_model"], "NVIDIA H100");
+    assert_eq!(gpu["devices"][0], "cuda:0");
+    let current = gpu["current_tasks"].as_array().expect("tasks");
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["job_id"], fx.optimize.to_string());
+    assert!(current[0]["attempt"].as_u64().is_some_and(|a| a >= 1));
+    assert_eq!(current[0]["kind"], "train_eval");
+    assert_eq!(f(&current[0]["fraction"]), 0.4);
+    assert_eq!(f(&gpu["images_per_second"]), 1523.5);
+    assert_eq!(gpu["tasks_finished"], 1);
+
+    let cpu = by_id(fx.cpu_worker);
+    assert_eq!(cpu["state"], "lost");
+    assert_eq!(cpu["healthy"], false);
+    assert!(cpu["current_tasks"].as_array().is_some_and(Vec::is_empty));
+    assert!(cpu["images_per_second"].is_null());
+}
+
+#[tokio::test]
+async fn pages_and_assets_are_served_without_external_references() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        (&*format!("/jobs/{}", fx.optimize), "text/html"),
+        ("/assets/dashboard.css", "text/css"),
+        ("/assets/dashboard.js", "text/javascript"),
+    ] {
+        let (status, head, body) = get(addr, path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            head.contains(&format!("content-type: {kind}")),
+            "{path}: {head}"
+        );
+        // Offline: nothing is loaded from another host.
+        for line in body.lines() {
+            let external = ["src=\"http", "href=\"http", "url(http", "@import"]
+                .iter()
+                .any(|p| line.contains(p));
+            assert!(!external, "{path} references an external asset: {line}");
+        }
+    }
+    let (status, _, _) = get(addr, "/nope").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn store_gauges_count_jobs_tasks_and_workers() {
+    let fx = populate().await;
+    let counts = nat_dashboard::gauges::count(fx.store.as_ref())
+        .await
+        .expect("count");
+    let jobs: std::collections::HashMap<&str, u64> =
+        counts.jobs.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(jobs["queued"], 1);
+    assert_eq!(jobs["running"], 1);
+    assert_eq!(jobs["succeeded"], 0);
+    // Optimize: 1 leased + 1 ready (3 tasks, 1 done); evaluate: 1 ready.
+    assert_eq!(counts.tasks_leased, 1);
+    assert_eq!(counts.tasks_ready, 2);
+    assert_eq!(counts.workers_active, 1);
+    assert_eq!(counts.workers_lost, 1);
+
+    // The same numbers reach the Prometheus text.
+    let recorder = nat_telemetry::prometheus_builder()
+        .expect("builder")
+        .build_recorder();
+    let handle = recorder.handle();
+    let set = counts.clone();
+    metrics::with_local_recorder(&recorder, move || {
+        for (state, n) in &set.jobs {
+            nat_telemetry::record::set_jobs(*state, *n);
+        }
+        nat_telemetry::record::set_tasks(nat_telemetry::TaskState::Ready, set.tasks_ready);
+    });
+    let text = handle.render();
+    assert!(text.contains(r#"nat_jobs{state="running"} 1"#), "{text}");
+    assert!(text.contains(r#"nat_tasks{state="ready"} 2"#), "{text}");
+}
