@@ -66,7 +66,7 @@ impl Adam {
         })
     }
 
-    /// One optimizer step.
+    /// One optimizer step (a fused loop per parameter, computed in f64).
     pub(crate) fn step(
         &mut self,
         params: &[Var],
@@ -76,30 +76,35 @@ impl Adam {
         self.step += 1;
         let t = i32::try_from(self.step).unwrap_or(i32::MAX);
         let bias1 = 1.0 - cfg.beta1.powi(t);
-        let bias2 = 1.0 - cfg.beta2.powi(t);
+        let bias2_sqrt = (1.0 - cfg.beta2.powi(t)).sqrt();
         let step_size = cfg.learning_rate / bias1;
         for ((param, m), v) in params.iter().zip(&mut self.first).zip(&mut self.second) {
             let Some(grad) = grads.get(param.as_tensor()) else {
                 continue;
             };
-            let theta = param.as_tensor().detach();
-            let grad = if cfg.weight_decay > 0.0 {
-                grad.add(&theta.affine(cfg.weight_decay, 0.0)?)?
-            } else {
-                grad.clone()
-            };
-            let next_m = m
-                .affine(cfg.beta1, 0.0)?
-                .add(&grad.affine(1.0 - cfg.beta1, 0.0)?)?;
-            let next_v = v
-                .affine(cfg.beta2, 0.0)?
-                .add(&grad.sqr()?.affine(1.0 - cfg.beta2, 0.0)?)?;
-            let denom = next_v.sqrt()?.affine(1.0 / bias2.sqrt(), cfg.eps)?;
-            let next_theta = theta.sub(&next_m.div(&denom)?.affine(step_size, 0.0)?)?;
-            param.set(&next_theta)?;
-            *m = next_m;
-            *v = next_v;
+            let dtype = param.dtype();
+            let dims = param.dims().to_vec();
+            let mut theta = to_f64(param.as_tensor())?;
+            let grad = to_f64(grad)?;
+            let mut first = to_f64(m)?;
+            let mut second = to_f64(v)?;
+            for (((p, g), m), v) in theta.iter_mut().zip(&grad).zip(&mut first).zip(&mut second) {
+                let g = g + cfg.weight_decay * *p;
+                *m = cfg.beta1 * *m + (1.0 - cfg.beta1) * g;
+                *v = cfg.beta2 * *v + (1.0 - cfg.beta2) * g * g;
+                *p -= step_size * *m / (v.sqrt() / bias2_sqrt + cfg.eps);
+            }
+            let device = param.device().clone();
+            param.set(&Tensor::from_vec(theta, dims.as_slice(), &device)?.to_dtype(dtype)?)?;
+            *m = Tensor::from_vec(first, dims.as_slice(), &device)?.to_dtype(dtype)?;
+            *v = Tensor::from_vec(second, dims.as_slice(), &device)?.to_dtype(dtype)?;
         }
         Ok(())
     }
+}
+
+fn to_f64(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()?)
 }

@@ -185,20 +185,17 @@ impl PolicyNet {
             .broadcast_as((n, 2, 2 * e))?
             .contiguous()?;
         let h0 = Tensor::cat(&[&node_features, &edge_features], 1)?;
-        let x = h0.broadcast_matmul(emb_w)?.broadcast_add(emb_b)?;
+        let x = matmul3(&h0, emb_w)?.broadcast_add(emb_b)?;
         let adjacency = Tensor::from_vec(batch.adjacency.clone(), (n, side, side), &self.device)?
             .to_dtype(self.dtype())?;
         let h1 = adjacency
-            .matmul(&x.broadcast_matmul(gc1_w)?)?
+            .matmul(&matmul3(&x, gc1_w)?)?
             .broadcast_add(gc1_b)?
             .relu()?;
         let h2 = adjacency
-            .matmul(&h1.broadcast_matmul(gc2_w)?)?
+            .matmul(&matmul3(&h1, gc2_w)?)?
             .broadcast_add(gc2_b)?;
-        let heads = h2
-            .narrow(1, 2, b)?
-            .broadcast_matmul(head_w)?
-            .broadcast_add(head_b)?;
+        let heads = matmul3(&h2.narrow(1, 2, b)?.contiguous()?, head_w)?.broadcast_add(head_b)?;
         Ok(heads.reshape((n, 2 * b, k))?)
     }
 
@@ -217,6 +214,14 @@ impl PolicyNet {
             p[9].as_tensor(),
         ]
     }
+}
+
+/// `(n, r, d) × (d, o) → (n, r, o)` as one 2-D matrix product (cheaper than a broadcast batch,
+/// forward and backward).
+fn matmul3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, r, d) = x.dims3()?;
+    let o = w.dim(1)?;
+    Ok(x.reshape((n * r, d))?.matmul(w)?.reshape((n, r, o))?)
 }
 
 #[derive(Clone, Copy)]
