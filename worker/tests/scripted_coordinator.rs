@@ -545,3 +545,45 @@ async fn supernet_tasks_score_every_pair() {
         assert!(!retryable);
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpointed_tasks_write_checkpoints_under_their_key() {
+    let scratch = tempfile::tempdir().unwrap();
+    let checkpointed = |id: &str, key: &str| {
+        let mut task = train_task(id, &small_genotype_json(), "digits", budget(2, 128));
+        if let Some(v1::task::Payload::TrainEval(payload)) = task.payload.as_mut() {
+            payload.checkpointed = true;
+            payload.checkpoint_key = key.to_owned();
+        }
+        task
+    };
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        s.tasks.push_back(checkpointed("first", "job-1.arch-0"));
+        s.tasks.push_back(checkpointed("resumed", "job-1.arch-0"));
+        s.tasks.push_back(checkpointed("escape", "../outside"));
+    });
+    let address = serve(scripted.clone()).await;
+    let _worker = WorkerProcess::spawn(&format!("http://{address}"), "ckpt", scratch.path(), &[]);
+    wait_until(Duration::from_secs(120), "three results", || {
+        scripted.with(|s| s.results.len() >= 3)
+    })
+    .await;
+    let folder = scratch.path().join("ckpt-checkpoints").join("job-1.arch-0");
+    let files = std::fs::read_dir(&folder)
+        .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
+        .count();
+    assert!(files > 0, "checkpoint files under {}", folder.display());
+    scripted.with(|s| {
+        let accuracy = |id: &str| match result_of(s, id) {
+            Some(Outcome::TrainEval(result)) => result.accuracy,
+            other => panic!("{id}: expected a result, got {other:?}"),
+        };
+        // The second task resumes from the finished checkpoint: same trained weights, same score.
+        assert_eq!(accuracy("first"), accuracy("resumed"));
+        let (reason, retryable) = failure(s, "escape");
+        assert!(reason.contains("checkpoint_key"), "{reason}");
+        assert!(!retryable);
+    });
+    assert!(!scratch.path().join("outside").exists());
+}
