@@ -308,21 +308,21 @@ pub(crate) fn decide_report(
     }
 }
 
-/// The event for a task that reached `state` through a report or an expiry.
-pub(crate) fn task_event(
-    account: &mut JobAccount,
+/// The kind and payload of the event for a task that reached `state` through a report or an
+/// expiry (`None` for states that log no event).
+pub(crate) fn task_event_payload(
     task: TaskId,
     attempt: u32,
     state: TaskState,
     result: Option<&Value>,
     failures: &[FailureRecord],
-) -> Option<PendingEvent> {
+) -> Option<(&'static str, Value)> {
     match state {
-        TaskState::Done => Some(account.event(
+        TaskState::Done => Some((
             event_kind::TASK_SUCCEEDED,
             json!({ "task_id": task, "attempt": attempt, "result": result }),
         )),
-        TaskState::Ready => Some(account.event(
+        TaskState::Ready => Some((
             event_kind::TASK_RETRY,
             json!({
                 "task_id": task,
@@ -330,7 +330,7 @@ pub(crate) fn task_event(
                 "reason": failures.last().map(|f| f.to_string()),
             }),
         )),
-        TaskState::Failed => Some(account.event(
+        TaskState::Failed => Some((
             event_kind::TASK_FAILED,
             json!({
                 "task_id": task,
@@ -340,6 +340,19 @@ pub(crate) fn task_event(
         )),
         TaskState::Cancelled | TaskState::Leased => None,
     }
+}
+
+/// [`task_event_payload`] with its `seq` allocated from `account`.
+pub(crate) fn task_event(
+    account: &mut JobAccount,
+    task: TaskId,
+    attempt: u32,
+    state: TaskState,
+    result: Option<&Value>,
+    failures: &[FailureRecord],
+) -> Option<PendingEvent> {
+    task_event_payload(task, attempt, state, result, failures)
+        .map(|(kind, payload)| account.event(kind, payload))
 }
 
 /// Checks that (`token`, `worker`) is the current lease of a task (or, when `reported` equals

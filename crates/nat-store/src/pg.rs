@@ -1,5 +1,6 @@
 //! PostgreSQL backend.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -55,6 +56,100 @@ impl PgStore {
 const TASK_COLS: &str = "t.id, t.job_id, t.kind, t.payload, t.requirements, t.state, t.attempt, \
     t.max_attempts, t.lease_token, t.leased_by, t.lease_expires_at, t.result, t.progress, \
     t.failures, t.created_at, t.updated_at, t.finished_at";
+
+/// The claim statement (see the crate docs): walk the active jobs in scheduling order (the
+/// nested loop keeps the ordered sub-select's order and the LIMIT stops at the first job with a
+/// claimable task, so only one task row is locked), claim the task with a new token, and mark
+/// the job served, all in one statement.
+///
+/// Marking the job served never waits: the job row is updated only if no other transaction
+/// holds it (`SKIP LOCKED`). A concurrent lease of the same job is marking it served at the same
+/// instant anyway, and a report holding it moves `queued` to `running` itself; so under
+/// contention round robin is approximate (exact when uncontended), and leases never queue on
+/// a hot job row.
+fn lease_sql() -> String {
+    format!(
+        "WITH pick AS ( \
+           SELECT c.id FROM ( \
+             SELECT j.id FROM jobs j WHERE j.state IN ('queued', 'running') \
+             ORDER BY j.priority DESC, j.last_served_at ASC NULLS FIRST, j.created_at, j.id \
+           ) j \
+           CROSS JOIN LATERAL ( \
+             SELECT t.id FROM tasks t \
+             WHERE t.job_id = j.id AND t.next_claim_at <= $1 \
+               AND (NOT t.needs_gpu OR $2) AND t.min_gpu_memory_mb <= $3 AND t.min_cpu_cores <= $4 \
+             ORDER BY t.next_claim_at, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED \
+           ) c \
+           LIMIT 1 \
+         ), claimed AS ( \
+           UPDATE tasks t SET \
+             failures = CASE WHEN t.state = 'leased' THEN t.failures || jsonb_build_array(jsonb_build_object( \
+               'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
+               'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
+             state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+             leased_by = $5, lease_expires_at = $6, \
+             next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN $6 ELSE NULL END, \
+             progress = NULL, updated_at = $1 \
+           FROM pick WHERE t.id = pick.id \
+           RETURNING t.* \
+         ), served AS ( \
+           UPDATE jobs SET last_served_at = $1, updated_at = $1, \
+             state = CASE WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END \
+           WHERE jobs.id = (SELECT b.id FROM jobs b WHERE b.id = (SELECT job_id FROM claimed) \
+                            FOR NO KEY UPDATE SKIP LOCKED) \
+         ) \
+         SELECT {TASK_COLS} FROM claimed t"
+    )
+}
+
+static LEASE_SQL: LazyLock<String> = LazyLock::new(lease_sql);
+
+/// The single statement of the hot report path (see `PgStore::report_fast`).
+static REPORT_SQL: LazyLock<String> = LazyLock::new(|| {
+    "WITH upd AS ( \
+       UPDATE tasks SET state = $4, reported_token = $2, lease_expires_at = NULL, next_claim_at = $5, \
+         result = $6, failures = CASE WHEN $7::jsonb IS NULL THEN failures \
+           ELSE failures || jsonb_build_array($7::jsonb) END, \
+         finished_at = $8, updated_at = $9 \
+       WHERE id = $1 AND state = 'leased' AND lease_token = $2 AND leased_by = $3 \
+       RETURNING job_id \
+     ), rew AS ( \
+       INSERT INTO reward_estimates AS r (arch_hash, dataset, budget, count, mean, m2, updated_at) \
+       SELECT u.h, u.d, u.b, 1, u.x, 0, $9 \
+       FROM upd CROSS JOIN UNNEST($15::text[], $16::text[], $17::text[], $18::float8[]) AS u(h, d, b, x) \
+       ON CONFLICT (arch_hash, dataset, budget) DO UPDATE SET \
+         count = r.count + 1, \
+         mean = r.mean + (EXCLUDED.mean - r.mean) / (r.count + 1), \
+         m2 = r.m2 + (EXCLUDED.mean - r.mean) * (EXCLUDED.mean - (r.mean + (EXCLUDED.mean - r.mean) / (r.count + 1))), \
+         updated_at = EXCLUDED.updated_at \
+     ), cur AS ( \
+       SELECT id, state, completion, tasks_total, tasks_done + $10 AS d, tasks_failed + $11 AS f, \
+         tasks_cancelled + $12 AS c, event_seq, CASE WHEN $13::text IS NULL THEN 0 ELSE 1 END AS n \
+       FROM jobs WHERE id = (SELECT job_id FROM upd) FOR NO KEY UPDATE \
+     ), calc AS ( \
+       SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
+         AND d + f + c >= tasks_total) AS fin FROM cur \
+     ), jupd AS ( \
+       UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
+         event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
+         state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
+           WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
+         error = CASE WHEN calc.fin AND calc.d = 0 \
+           THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
+         finished_at = CASE WHEN calc.fin THEN $9 ELSE jobs.finished_at END, \
+         updated_at = $9 \
+       FROM calc WHERE jobs.id = calc.id \
+       RETURNING jobs.id, jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
+     ), ev AS ( \
+       INSERT INTO events (job_id, seq, kind, payload, created_at) \
+       SELECT jupd.id, jupd.base + 1, $13, $14, $9 FROM jupd WHERE $13::text IS NOT NULL \
+       UNION ALL \
+       SELECT jupd.id, jupd.base + jupd.n + 1, 'job_finished', jsonb_build_object('state', jupd.state, \
+         'error', jupd.error, 'tasks_done', jupd.d, 'tasks_failed', jupd.f), $9 FROM jupd WHERE jupd.fin \
+     ) \
+     SELECT (SELECT count(*) FROM upd) AS applied, (SELECT state FROM jupd) AS job_state"
+        .to_string()
+});
 
 const JOB_COLS: &str = "id, kind, spec, state, priority, completion, tasks_total, tasks_done, \
     tasks_failed, tasks_cancelled, result, error, created_at, updated_at, finished_at, \
@@ -391,6 +486,291 @@ async fn insert_tasks(
 }
 
 impl PgStore {
+    /// The hot report path: one read, then ONE statement (so one implicit transaction) that
+    /// applies the task transition only if the lease is still (`token`, `worker`), and in the
+    /// same statement upserts the reward estimates, updates the job counters (locking the job
+    /// row only for that statement and its commit, never across a client round trip), finishes
+    /// an `all_tasks` job and appends the events. Returns `None` when the report needs the
+    /// general path (sample rewards, or the same reward key twice in one report) or keeps
+    /// racing with other transitions of the task.
+    async fn report_fast(
+        &self,
+        task: TaskId,
+        token: i64,
+        worker: WorkerId,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ReportAck>> {
+        let rewards: &[RewardObservation] = match outcome {
+            Outcome::Succeeded {
+                rewards,
+                sample_rewards,
+                ..
+            } => {
+                if !sample_rewards.is_empty() {
+                    return Ok(None);
+                }
+                let mut keys: Vec<&RewardKey> = rewards.iter().map(|r| &r.key).collect();
+                keys.sort_by(|a, b| {
+                    (&a.arch_hash, &a.dataset, &a.budget).cmp(&(
+                        &b.arch_hash,
+                        &b.dataset,
+                        &b.budget,
+                    ))
+                });
+                keys.dedup();
+                if keys.len() != rewards.len() {
+                    return Ok(None);
+                }
+                rewards
+            }
+            Outcome::Failed { .. } => &[],
+        };
+        for _ in 0..3 {
+            let row = sqlx::query(
+                "SELECT t.job_id, t.state, t.attempt, t.max_attempts, t.lease_token, t.leased_by, \
+                   t.reported_token, t.failures, j.state AS job_state \
+                 FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1",
+            )
+            .bind(task)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else {
+                return Err(StoreError::not_found(Entity::Task, task));
+            };
+            let job_id: Uuid = row.try_get("job_id")?;
+            let state: String = row.try_get("state")?;
+            let state: TaskState = parse("tasks.state", &state)?;
+            let lease_token: i64 = row.try_get("lease_token")?;
+            let leased_by: Option<Uuid> = row.try_get("leased_by")?;
+            let reported: Option<i64> = row.try_get("reported_token")?;
+            check_lease(task, state, lease_token, leased_by, reported, token, worker)?;
+            if reported == Some(token) && leased_by == Some(worker) {
+                return Ok(Some(ReportAck::Duplicate));
+            }
+            let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
+            let max_attempts = to_u32(
+                "max_attempts",
+                i64::from(row.try_get::<i32, _>("max_attempts")?),
+            )?;
+            let job_state: String = row.try_get("job_state")?;
+            let job_state: JobState = parse("jobs.state", &job_state)?;
+            let mut failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
+            let decision = decide_report(job_state, attempt, max_attempts, worker, outcome, now);
+            if let Some(f) = &decision.failure {
+                failures.push(f.clone());
+            }
+            let requeue = decision.new_state == TaskState::Ready;
+            let event = task_event_payload(
+                task,
+                attempt,
+                decision.new_state,
+                decision.result.as_ref(),
+                &failures,
+            );
+            let (done, failed, cancelled) = match decision.new_state {
+                TaskState::Done => (1i64, 0i64, 0i64),
+                TaskState::Failed => (0, 1, 0),
+                TaskState::Cancelled => (0, 0, 1),
+                TaskState::Ready | TaskState::Leased => (0, 0, 0),
+            };
+            let counted: &[RewardObservation] = if decision.new_state == TaskState::Done {
+                rewards
+            } else {
+                &[]
+            };
+            let row = sqlx::query(&REPORT_SQL)
+                .bind(task)
+                .bind(token)
+                .bind(worker)
+                .bind(decision.new_state.as_str())
+                .bind(requeue.then_some(now))
+                .bind(decision.result.as_ref().map(Json))
+                .bind(decision.failure.as_ref().map(Json))
+                .bind((!requeue).then_some(now))
+                .bind(now)
+                .bind(done)
+                .bind(failed)
+                .bind(cancelled)
+                .bind(event.as_ref().map(|(kind, _)| *kind))
+                .bind(event.as_ref().map(|(_, payload)| Json(payload)))
+                .bind(
+                    counted
+                        .iter()
+                        .map(|r| r.key.arch_hash.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    counted
+                        .iter()
+                        .map(|r| r.key.dataset.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    counted
+                        .iter()
+                        .map(|r| r.key.budget.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(counted.iter().map(|r| r.value).collect::<Vec<_>>())
+                .fetch_one(&self.pool)
+                .await?;
+            let applied: i64 = row.try_get("applied")?;
+            if applied == 1 {
+                let job_state: Option<String> = row.try_get("job_state")?;
+                let job_state = match job_state {
+                    Some(s) => parse("jobs.state", &s)?,
+                    None => return Err(StoreError::corrupt(format!("job {job_id} vanished"))),
+                };
+                return Ok(Some(ReportAck::Accepted {
+                    job_id,
+                    task_state: decision.new_state,
+                    job_state,
+                }));
+            }
+            // The task changed between the read and the write (an expiry, a concurrent
+            // duplicate): read again and decide again.
+        }
+        Ok(None)
+    }
+
+    /// The general report path: one explicit transaction, task row locked first.
+    async fn report_in_tx(
+        &self,
+        task: TaskId,
+        token: i64,
+        worker: WorkerId,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<ReportAck> {
+        let mut tx = self.pool.begin().await?;
+        // Only the task row is locked here; the job row is locked by the last statement, so
+        // that reports of one job hold its row for one statement and the commit.
+        let row = sqlx::query(
+            "SELECT t.job_id, t.state, t.attempt, t.max_attempts, t.lease_token, t.leased_by, \
+               t.reported_token, t.failures, j.state AS job_state \
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 \
+             FOR NO KEY UPDATE OF t",
+        )
+        .bind(task)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::not_found(Entity::Task, task));
+        };
+        let job_id: Uuid = row.try_get("job_id")?;
+        let state: String = row.try_get("state")?;
+        let state: TaskState = parse("tasks.state", &state)?;
+        let lease_token: i64 = row.try_get("lease_token")?;
+        let leased_by: Option<Uuid> = row.try_get("leased_by")?;
+        let reported: Option<i64> = row.try_get("reported_token")?;
+        check_lease(task, state, lease_token, leased_by, reported, token, worker)?;
+        if reported == Some(token) && leased_by == Some(worker) {
+            return Ok(ReportAck::Duplicate);
+        }
+        let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
+        let max_attempts = to_u32(
+            "max_attempts",
+            i64::from(row.try_get::<i32, _>("max_attempts")?),
+        )?;
+        let job_state: String = row.try_get("job_state")?;
+        let job_state: JobState = parse("jobs.state", &job_state)?;
+        let mut failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
+        let decision = decide_report(job_state, attempt, max_attempts, worker, &outcome, now);
+        if let Some(f) = &decision.failure {
+            failures.push(f.clone());
+        }
+        let requeue = decision.new_state == TaskState::Ready;
+        sqlx::query(
+            "UPDATE tasks SET state = $2, reported_token = $3, lease_expires_at = NULL, \
+               next_claim_at = $4, result = $5, failures = $6, finished_at = $7, updated_at = $8 \
+             WHERE id = $1",
+        )
+        .bind(task)
+        .bind(decision.new_state.as_str())
+        .bind(token)
+        .bind(requeue.then_some(now))
+        .bind(decision.result.as_ref().map(Json))
+        .bind(Json(&failures))
+        .bind((!requeue).then_some(now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let (
+            TaskState::Done,
+            Outcome::Succeeded {
+                rewards,
+                sample_rewards,
+                ..
+            },
+        ) = (decision.new_state, &outcome)
+        {
+            for obs in rewards {
+                upsert_reward(&mut tx, obs, now).await?;
+            }
+            set_sample_rewards(&mut tx, sample_rewards).await?;
+        }
+        let event = task_event_payload(
+            task,
+            attempt,
+            decision.new_state,
+            decision.result.as_ref(),
+            &failures,
+        );
+        let (done, failed, cancelled) = match decision.new_state {
+            TaskState::Done => (1i64, 0i64, 0i64),
+            TaskState::Failed => (0, 1, 0),
+            TaskState::Cancelled => (0, 0, 1),
+            TaskState::Ready | TaskState::Leased => (0, 0, 0),
+        };
+        // One statement: lock the job row, apply the counters, finish an `all_tasks` job whose
+        // last task ended (same rule as `JobAccount::maybe_complete`), append the events.
+        let new_job_state: String = sqlx::query_scalar(
+            "WITH cur AS ( \
+               SELECT id, state, completion, tasks_total, tasks_done + $2 AS d, tasks_failed + $3 AS f, \
+                 tasks_cancelled + $4 AS c, event_seq, CASE WHEN $5::text IS NULL THEN 0 ELSE 1 END AS n \
+               FROM jobs WHERE id = $1 FOR NO KEY UPDATE \
+             ), calc AS ( \
+               SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
+                 AND d + f + c >= tasks_total) AS fin FROM cur \
+             ), upd AS ( \
+               UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
+                 event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
+                 state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
+                   WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
+                 error = CASE WHEN calc.fin AND calc.d = 0 \
+                   THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
+                 finished_at = CASE WHEN calc.fin THEN $7 ELSE jobs.finished_at END, \
+                 updated_at = $7 \
+               FROM calc WHERE jobs.id = calc.id \
+               RETURNING jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
+             ), ev AS ( \
+               INSERT INTO events (job_id, seq, kind, payload, created_at) \
+               SELECT $1, upd.base + 1, $5, $6, $7 FROM upd WHERE $5::text IS NOT NULL \
+               UNION ALL \
+               SELECT $1, upd.base + upd.n + 1, 'job_finished', jsonb_build_object('state', upd.state, \
+                 'error', upd.error, 'tasks_done', upd.d, 'tasks_failed', upd.f), $7 FROM upd WHERE upd.fin \
+             ) \
+             SELECT state FROM upd",
+        )
+        .bind(job_id)
+        .bind(done)
+        .bind(failed)
+        .bind(cancelled)
+        .bind(event.as_ref().map(|(kind, _)| *kind))
+        .bind(event.as_ref().map(|(_, payload)| Json(payload)))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let job_state = parse("jobs.state", &new_job_state)?;
+        tx.commit().await?;
+        Ok(ReportAck::Accepted {
+            job_id,
+            task_state: decision.new_state,
+            job_state,
+        })
+    }
+
     /// Locks a job row (after any task rows the caller holds) and reads its accounting.
     async fn lock_account(tx: &mut PgConnection, job: JobId) -> Result<Option<JobAccount>> {
         let row = sqlx::query(&format!(
@@ -750,48 +1130,15 @@ impl Store for PgStore {
         let expires = lease_expiry(now, lease_duration)?;
         let gpu_mem = i64::try_from(capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
         let cores = i32::try_from(capabilities.cpu_cores).unwrap_or(i32::MAX);
-        // One statement: walk the active jobs in scheduling order (the nested loop keeps the
-        // ordered sub-select's order and the LIMIT stops at the first job with a claimable task,
-        // so only one task row is ever locked), claim the task, mark the job served.
-        let row = sqlx::query(&format!(
-            "WITH pick AS ( \
-               SELECT c.id FROM ( \
-                 SELECT j.id FROM jobs j WHERE j.state IN ('queued', 'running') \
-                 ORDER BY j.priority DESC, j.last_served_at ASC NULLS FIRST, j.created_at, j.id \
-               ) j \
-               CROSS JOIN LATERAL ( \
-                 SELECT t.id FROM tasks t \
-                 WHERE t.job_id = j.id AND t.next_claim_at <= $1 \
-                   AND (NOT t.needs_gpu OR $2) AND t.min_gpu_memory_mb <= $3 AND t.min_cpu_cores <= $4 \
-                 ORDER BY t.next_claim_at, t.seq LIMIT 1 FOR UPDATE SKIP LOCKED \
-               ) c \
-               LIMIT 1 \
-             ), claimed AS ( \
-               UPDATE tasks t SET \
-                 failures = CASE WHEN t.state = 'leased' THEN t.failures || jsonb_build_array(jsonb_build_object( \
-                   'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
-                   'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
-                 state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
-                 leased_by = $5, lease_expires_at = $6, \
-                 next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN $6 ELSE NULL END, \
-                 progress = NULL, updated_at = $1 \
-               FROM pick WHERE t.id = pick.id \
-               RETURNING t.* \
-             ), served AS ( \
-               UPDATE jobs SET last_served_at = $1, updated_at = $1, \
-                 state = CASE WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END \
-               FROM claimed WHERE jobs.id = claimed.job_id \
-             ) \
-             SELECT {TASK_COLS} FROM claimed t"
-        ))
-        .bind(now)
-        .bind(capabilities.gpus > 0)
-        .bind(gpu_mem)
-        .bind(cores)
-        .bind(worker)
-        .bind(expires)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(&LEASE_SQL)
+            .bind(now)
+            .bind(capabilities.gpus > 0)
+            .bind(gpu_mem)
+            .bind(cores)
+            .bind(worker)
+            .bind(expires)
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
         let task = task_from_row(&row)?;
         Ok(Some(Lease {
@@ -874,92 +1221,10 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<ReportAck> {
         validate_outcome(&outcome)?;
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT t.job_id, t.state, t.attempt, t.max_attempts, t.lease_token, t.leased_by, \
-               t.reported_token, t.failures, {ACCOUNT_COLS} \
-             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 \
-             FOR NO KEY UPDATE OF t, j"
-        ))
-        .bind(task)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(StoreError::not_found(Entity::Task, task));
-        };
-        let job_id: Uuid = row.try_get("job_id")?;
-        let state: String = row.try_get("state")?;
-        let state: TaskState = parse("tasks.state", &state)?;
-        let lease_token: i64 = row.try_get("lease_token")?;
-        let leased_by: Option<Uuid> = row.try_get("leased_by")?;
-        let reported: Option<i64> = row.try_get("reported_token")?;
-        check_lease(task, state, lease_token, leased_by, reported, token, worker)?;
-        if reported == Some(token) && leased_by == Some(worker) {
-            return Ok(ReportAck::Duplicate);
+        if let Some(ack) = self.report_fast(task, token, worker, &outcome, now).await? {
+            return Ok(ack);
         }
-        let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
-        let max_attempts = to_u32(
-            "max_attempts",
-            i64::from(row.try_get::<i32, _>("max_attempts")?),
-        )?;
-        let mut failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
-        let mut acc = account_from_row(&row)?;
-        let decision = decide_report(acc.state, attempt, max_attempts, worker, &outcome, now);
-        if let Some(f) = &decision.failure {
-            failures.push(f.clone());
-        }
-        let requeue = decision.new_state == TaskState::Ready;
-        sqlx::query(
-            "UPDATE tasks SET state = $2, reported_token = $3, lease_expires_at = NULL, \
-               next_claim_at = $4, result = $5, failures = $6, finished_at = $7, updated_at = $8 \
-             WHERE id = $1",
-        )
-        .bind(task)
-        .bind(decision.new_state.as_str())
-        .bind(token)
-        .bind(requeue.then_some(now))
-        .bind(decision.result.as_ref().map(Json))
-        .bind(Json(&failures))
-        .bind((!requeue).then_some(now))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        acc.count_final(decision.new_state);
-        let mut events = Vec::with_capacity(2);
-        if let Some(ev) = task_event(
-            &mut acc,
-            task,
-            attempt,
-            decision.new_state,
-            decision.result.as_ref(),
-            &failures,
-        ) {
-            events.push(ev);
-        }
-        if let Some(ev) = acc.maybe_complete(now) {
-            events.push(ev);
-        }
-        write_account(&mut tx, job_id, &acc, &events, now).await?;
-        if let (
-            TaskState::Done,
-            Outcome::Succeeded {
-                rewards,
-                sample_rewards,
-                ..
-            },
-        ) = (decision.new_state, &outcome)
-        {
-            for obs in rewards {
-                upsert_reward(&mut tx, obs, now).await?;
-            }
-            set_sample_rewards(&mut tx, sample_rewards).await?;
-        }
-        tx.commit().await?;
-        Ok(ReportAck::Accepted {
-            job_id,
-            task_state: decision.new_state,
-            job_state: acc.state,
-        })
+        self.report_in_tx(task, token, worker, outcome, now).await
     }
 
     async fn report_progress(
