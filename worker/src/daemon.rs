@@ -395,7 +395,12 @@ where
         if shared.is_draining() || shared.is_stopping() {
             return;
         }
-        let Some(registration) = shared.registration().await else {
+        // A worker that cannot reach the coordinator stops trying to register once it drains.
+        let registration = tokio::select! {
+            registration = shared.registration() => registration,
+            () = raised(&shared.draining) => None,
+        };
+        let Some(registration) = registration else {
             return;
         };
         let request = v1::LeaseTaskRequest {

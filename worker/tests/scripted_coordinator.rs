@@ -214,6 +214,14 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
     let scripted = Scripted::default();
     let mut bad_budget = budget(1, 64);
     bad_budget.batch_size = 0;
+    // SGD that multiplies the weights by -99 each step (lr 100, weight decay 1): the loss overflows.
+    let mut exploding = budget(2, 256);
+    exploding.batch_size = 8;
+    exploding.learning_rate = 100.0;
+    exploding.lr_min = 100.0;
+    exploding.momentum = 0.0;
+    exploding.weight_decay = 1.0;
+    exploding.grad_clip = 0.0;
     scripted.with(|s| {
         s.tasks.push_back(train_task(
             "bad-json",
@@ -244,6 +252,12 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
             ..train_task("no-payload", "", "digits", budget(1, 64))
         });
         s.tasks.push_back(train_task(
+            "diverges",
+            &small_genotype_json(),
+            "digits",
+            exploding,
+        ));
+        s.tasks.push_back(train_task(
             "good",
             &small_genotype_json(),
             "digits",
@@ -262,8 +276,8 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
         &["--data-dir", data.to_str().unwrap()],
     );
 
-    wait_until(Duration::from_secs(120), "six results", || {
-        scripted.with(|s| s.results.len() >= 6)
+    wait_until(Duration::from_secs(120), "seven results", || {
+        scripted.with(|s| s.results.len() >= 7)
     })
     .await;
     assert!(worker.is_running(), "the worker must survive bad tasks");
@@ -295,6 +309,10 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
         assert!(!retryable);
         let (reason, retryable) = failure(s, "no-payload");
         assert!(reason.contains("payload"), "{reason}");
+        assert!(!retryable);
+
+        let (reason, retryable) = failure(s, "diverges");
+        assert!(reason.contains("non-finite"), "{reason}");
         assert!(!retryable);
 
         match result_of(s, "good") {
@@ -586,4 +604,24 @@ async fn checkpointed_tasks_write_checkpoints_under_their_key() {
         assert!(!retryable);
     });
     assert!(!scratch.path().join("outside").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_promptly_when_the_coordinator_was_never_reached() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    let mut worker =
+        WorkerProcess::spawn(&format!("http://{address}"), "lonely", scratch.path(), &[]);
+    wait_until(Duration::from_secs(30), "the worker to retry", || {
+        worker.log_text().contains("coordinator unreachable")
+    })
+    .await;
+    worker.signal("TERM");
+    let status = worker
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits without waiting for the drain timeout");
+    assert!(status.success(), "{status:?}");
 }

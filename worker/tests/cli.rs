@@ -1,0 +1,50 @@
+//! The `nat-worker` command line: it starts without LD_LIBRARY_PATH (rpath from build.rs), every
+//! flag is documented with its NAT_ variable, and bad flags exit 64 naming the flag.
+
+use std::process::{Command, Output};
+
+fn worker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nat-worker"))
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("NAT_DEVICES")
+        .env_remove("NAT_THREADS")
+        .env_remove("NAT_COORDINATOR")
+        .output()
+        .expect("run nat-worker")
+}
+
+#[test]
+fn help_lists_every_flag_with_its_environment_variable() {
+    let output = worker(&["--help"]);
+    assert!(output.status.success(), "{output:?}");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (flag, env) in [
+        ("--coordinator", "NAT_COORDINATOR"),
+        ("--devices", "NAT_DEVICES"),
+        ("--data-dir", "NAT_DATA_DIR"),
+        ("--threads", "NAT_THREADS"),
+        ("--name", "NAT_WORKER_NAME"),
+        ("--checkpoint-dir", "NAT_CHECKPOINT_DIR"),
+        ("--log-format", "NAT_LOG_FORMAT"),
+        ("--drain-timeout", "NAT_DRAIN_TIMEOUT"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+        assert!(help.contains(env), "{env} missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_64_naming_the_flag() {
+    for (args, flag) in [
+        (&["--devices", "cuda:63"][..], "--devices"),
+        (&["--devices", "tpu"][..], "--devices"),
+        (&["--threads", "0"][..], "--threads"),
+        (&["--coordinator", "127.0.0.1:50051"][..], "--coordinator"),
+    ] {
+        let output = worker(args);
+        assert_eq!(output.status.code(), Some(64), "{args:?}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
