@@ -11,6 +11,8 @@
 //! (serde's own messages do not), rejects unknown fields, and validates the result.
 //! [`Genotype::to_json`] writes it exactly as `serde_json` would.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 use crate::error::{excerpt, op_names, ArchError, Format};
@@ -36,18 +38,52 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn object<'a>(
-    v: &'a Value,
-    path: &str,
+/// The place in the document, formatted only when an error is reported.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Top,
+    Cell(CellKind, &'a str),
+    Node(CellKind, usize, &'a str),
+    Edge(CellKind, usize, usize, &'a str),
+    Concat(CellKind, usize),
+}
+
+impl At<'_> {
+    fn path(self) -> String {
+        let sep = |f: &str| {
+            if f.is_empty() {
+                String::new()
+            } else {
+                format!(".{f}")
+            }
+        };
+        match self {
+            At::Top => "top level".into(),
+            At::Cell(k, f) => format!("{k}{}", sep(f)),
+            At::Node(k, i, f) => format!("{k}.nodes[{i}] (node {}){}", i + 2, sep(f)),
+            At::Edge(k, i, e, f) => {
+                format!("{k}.nodes[{i}] (node {}).inputs[{e}]{}", i + 2, sep(f))
+            }
+            At::Concat(k, i) => format!("{k}.concat[{i}]"),
+        }
+    }
+}
+
+fn object<'v>(
+    v: &'v Value,
+    at: At<'_>,
     fields: &[&str],
-) -> Result<&'a Map<String, Value>, ArchError> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| shape(path, format!("expected an object, found {}", type_name(v))))?;
+) -> Result<&'v Map<String, Value>, ArchError> {
+    let obj = v.as_object().ok_or_else(|| {
+        shape(
+            at.path(),
+            format!("expected an object, found {}", type_name(v)),
+        )
+    })?;
     for key in obj.keys() {
         if !fields.contains(&key.as_str()) {
             return Err(shape(
-                path,
+                at.path(),
                 format!(
                     "unknown field `{}` (expected: {})",
                     excerpt(key, 40),
@@ -59,44 +95,48 @@ fn object<'a>(
     Ok(obj)
 }
 
-fn field<'a>(obj: &'a Map<String, Value>, path: &str, name: &str) -> Result<&'a Value, ArchError> {
+fn field<'v>(obj: &'v Map<String, Value>, at: At<'_>, name: &str) -> Result<&'v Value, ArchError> {
     obj.get(name)
-        .ok_or_else(|| shape(path, format!("missing field `{name}`")))
+        .ok_or_else(|| shape(at.path(), format!("missing field `{name}`")))
 }
 
-fn index(v: &Value, path: &str) -> Result<usize, ArchError> {
+fn array<'v>(v: &'v Value, at: At<'_>) -> Result<&'v Vec<Value>, ArchError> {
+    v.as_array().ok_or_else(|| {
+        shape(
+            at.path(),
+            format!("expected an array, found {}", type_name(v)),
+        )
+    })
+}
+
+fn index(v: &Value, at: At<'_>) -> Result<usize, ArchError> {
     v.as_u64()
         .and_then(|n| usize::try_from(n).ok())
         .ok_or_else(|| {
             shape(
-                path,
-                format!("expected a non-negative integer node id, found {v}"),
+                at.path(),
+                format!(
+                    "expected a non-negative integer node id, found {}",
+                    excerpt(&v.to_string(), 40)
+                ),
             )
         })
 }
 
 fn parse_cell(v: &Value, kind: CellKind) -> Result<Cell, ArchError> {
-    let path = kind.name();
-    let obj = object(v, path, &["nodes", "concat"])?;
-    let nodes_v = field(obj, path, "nodes")?;
-    let nodes_arr = nodes_v.as_array().ok_or_else(|| {
-        shape(
-            format!("{path}.nodes"),
-            format!("expected an array, found {}", type_name(nodes_v)),
-        )
-    })?;
+    let obj = object(v, At::Cell(kind, ""), &["nodes", "concat"])?;
+    let nodes_arr = array(
+        field(obj, At::Cell(kind, ""), "nodes")?,
+        At::Cell(kind, "nodes"),
+    )?;
     let mut nodes = Vec::with_capacity(nodes_arr.len());
     for (i, node_v) in nodes_arr.iter().enumerate() {
         let id = i + 2;
-        let npath = format!("{path}.nodes[{i}] (node {id})");
-        let nobj = object(node_v, &npath, &["inputs"])?;
-        let inputs_v = field(nobj, &npath, "inputs")?;
-        let inputs = inputs_v.as_array().ok_or_else(|| {
-            shape(
-                format!("{npath}.inputs"),
-                format!("expected an array, found {}", type_name(inputs_v)),
-            )
-        })?;
+        let nobj = object(node_v, At::Node(kind, i, ""), &["inputs"])?;
+        let inputs = array(
+            field(nobj, At::Node(kind, i, ""), "inputs")?,
+            At::Node(kind, i, "inputs"),
+        )?;
         if inputs.len() != 2 {
             return Err(ArchError::WrongEdgeCount {
                 cell: kind,
@@ -106,12 +146,12 @@ fn parse_cell(v: &Value, kind: CellKind) -> Result<Cell, ArchError> {
         }
         let mut edges = [Edge::new(Op::Null, 0); 2];
         for (input, (edge_v, slot)) in inputs.iter().zip(edges.iter_mut()).enumerate() {
-            let epath = format!("{npath}.inputs[{input}]");
-            let eobj = object(edge_v, &epath, &["op", "from"])?;
-            let op_v = field(eobj, &epath, "op")?;
+            let at = At::Edge(kind, i, input, "");
+            let eobj = object(edge_v, at, &["op", "from"])?;
+            let op_v = field(eobj, at, "op")?;
             let name = op_v.as_str().ok_or_else(|| {
                 shape(
-                    format!("{epath}.op"),
+                    At::Edge(kind, i, input, "op").path(),
                     format!("expected an op name string, found {}", type_name(op_v)),
                 )
             })?;
@@ -122,22 +162,19 @@ fn parse_cell(v: &Value, kind: CellKind) -> Result<Cell, ArchError> {
                 name: excerpt(name, 40),
                 valid: op_names(&Op::ALL),
             })?;
-            let from = index(field(eobj, &epath, "from")?, &format!("{epath}.from"))?;
+            let from = index(field(eobj, at, "from")?, At::Edge(kind, i, input, "from"))?;
             *slot = Edge::new(op, from);
         }
         nodes.push(Node { inputs: edges });
     }
-    let concat_v = field(obj, path, "concat")?;
-    let concat_arr = concat_v.as_array().ok_or_else(|| {
-        shape(
-            format!("{path}.concat"),
-            format!("expected an array, found {}", type_name(concat_v)),
-        )
-    })?;
+    let concat_arr = array(
+        field(obj, At::Cell(kind, ""), "concat")?,
+        At::Cell(kind, "concat"),
+    )?;
     let concat = concat_arr
         .iter()
         .enumerate()
-        .map(|(i, c)| index(c, &format!("{path}.concat[{i}]")))
+        .map(|(i, c)| index(c, At::Concat(kind, i)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Cell { nodes, concat })
 }
@@ -171,6 +208,34 @@ fn cell_value(c: &Cell) -> Value {
     Value::Object(m)
 }
 
+/// Compact JSON of a cell, exactly as `serde_json::to_string` writes the derived layout (op names
+/// are fixed ASCII identifiers, so no escaping is needed).
+fn write_cell(out: &mut String, c: &Cell) {
+    out.push_str("{\"nodes\":[");
+    for (i, n) in c.nodes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let [a, b] = &n.inputs;
+        let _ = write!(
+            out,
+            "{{\"inputs\":[{{\"op\":\"{}\",\"from\":{}}},{{\"op\":\"{}\",\"from\":{}}}]}}",
+            a.op.name(),
+            a.from,
+            b.op.name(),
+            b.from
+        );
+    }
+    out.push_str("],\"concat\":[");
+    for (i, x) in c.concat.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{x}");
+    }
+    out.push_str("]}");
+}
+
 impl Genotype {
     /// Parses the canonical JSON form and validates the result.
     pub fn from_json_str(text: &str) -> Result<Genotype, ArchError> {
@@ -198,9 +263,9 @@ impl Genotype {
 
     /// Reads a parsed JSON value in the canonical layout and validates the result.
     pub fn from_json_value(value: &Value) -> Result<Genotype, ArchError> {
-        let obj = object(value, "top level", &["normal", "reduce"])?;
-        let normal = parse_cell(field(obj, "top level", "normal")?, CellKind::Normal)?;
-        let reduce = parse_cell(field(obj, "top level", "reduce")?, CellKind::Reduce)?;
+        let obj = object(value, At::Top, &["normal", "reduce"])?;
+        let normal = parse_cell(field(obj, At::Top, "normal")?, CellKind::Normal)?;
+        let reduce = parse_cell(field(obj, At::Top, "reduce")?, CellKind::Reduce)?;
         let g = Genotype { normal, reduce };
         g.validate()?;
         Ok(g)
@@ -214,9 +279,17 @@ impl Genotype {
         Value::Object(m)
     }
 
-    /// Compact canonical JSON (one line), the wire form.
+    /// Compact canonical JSON (one line), the wire form; byte-identical to
+    /// `serde_json::to_string(self)`.
     pub fn to_json(&self) -> String {
-        self.to_json_value().to_string()
+        let mut out =
+            String::with_capacity(64 + 80 * (self.normal.nodes.len() + self.reduce.nodes.len()));
+        out.push_str("{\"normal\":");
+        write_cell(&mut out, &self.normal);
+        out.push_str(",\"reduce\":");
+        write_cell(&mut out, &self.reduce);
+        out.push('}');
+        out
     }
 
     /// Pretty-printed canonical JSON (for files and `natctl arch show`).
@@ -238,6 +311,7 @@ mod tests {
             let ours = g.to_json_value();
             let serde = serde_json::to_value(&g).expect("serialize");
             assert_eq!(ours, serde, "{}", p.name);
+            assert_eq!(g.to_json(), serde_json::to_string(&g).expect("serialize"));
             let back: Genotype = serde_json::from_str(&g.to_json()).expect("serde reads ours");
             assert_eq!(back, g);
             assert_eq!(Genotype::from_json_str(&g.to_json_pretty()), Ok(g));

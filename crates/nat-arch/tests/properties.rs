@@ -49,6 +49,7 @@ proptest! {
         let via_serde: Genotype = serde_json::from_str(&g.to_json()).expect("serde reads it");
         prop_assert_eq!(&via_serde, &g);
         prop_assert_eq!(serde_json::to_value(&g).expect("serde writes it"), g.to_json_value());
+        prop_assert_eq!(serde_json::to_string(&g).expect("serde writes it"), g.to_json());
     }
 
     #[test]
