@@ -1,0 +1,1 @@
+Genotype(normal=[('null', 0), ('skip_connect', 1), ('null', 0), ('conv_3x3', 2), ('null', 0), ('conv_3x3', 3), ('null', 0), ('skip_connect', 4)], normal_concat=[5], reduce=[('null', 0), ('skip_connect', 1), ('null', 0), ('conv_3x3', 2), ('null', 0), ('conv_3x3', 3), ('null', 0), ('max_pool_3x3', 4)], reduce_concat=[5])
