@@ -5,16 +5,19 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use nat_store::{Capabilities, JobId, Store, WorkerId};
+use nat_store::{Capabilities, JobId, Store, TaskId, WorkerId};
 use tokio::sync::{broadcast, watch, Notify};
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::convert::TrainEvalPayload;
 use crate::error::ApiError;
 
 /// Most waiters woken for one batch of new tasks.
 const MAX_WAKE: usize = 10_000;
+/// Most leased-task payloads kept in memory.
+const MAX_REMEMBERED_LEASES: usize = 200_000;
 
 /// Everything a service handler needs.
 pub struct Coordinator {
@@ -31,6 +34,9 @@ pub struct Coordinator {
     /// Capabilities of known workers (filled at registration, or lazily from the store after a
     /// restart), so that LeaseTask needs no extra read.
     capabilities: Mutex<HashMap<WorkerId, Capabilities>>,
+    /// Payloads of `train_eval` tasks handed out by this process, so that their report needs no
+    /// read of the task (a miss, e.g. after a restart, falls back to the store).
+    leased: Mutex<HashMap<TaskId, Arc<TrainEvalPayload>>>,
     /// Becomes true when the server shuts down: long-polls and streams end.
     shutdown: watch::Sender<bool>,
 }
@@ -57,6 +63,7 @@ impl Coordinator {
             work: Notify::new(),
             job_changed,
             capabilities: Mutex::new(HashMap::new()),
+            leased: Mutex::new(HashMap::new()),
             shutdown,
         })
     }
@@ -98,6 +105,34 @@ impl Coordinator {
     /// A receiver that becomes `true` at shutdown.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Remembers the payload of a leased `train_eval` task until its report.
+    pub fn remember_lease(&self, task: TaskId, payload: Arc<TrainEvalPayload>) {
+        let mut map = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_REMEMBERED_LEASES {
+            // Lost leases are never reported; forget them all rather than grow without bound
+            // (reports then read the task from the store).
+            map.clear();
+        }
+        map.insert(task, payload);
+    }
+
+    /// The remembered payload of a leased task.
+    pub fn leased_payload(&self, task: TaskId) -> Option<Arc<TrainEvalPayload>> {
+        self.leased
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&task)
+            .cloned()
+    }
+
+    /// Forgets a task whose report was recorded.
+    pub fn forget_lease(&self, task: TaskId) {
+        self.leased
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&task);
     }
 
     /// Remembers a worker's capabilities.

@@ -147,7 +147,9 @@ impl WorkerApi {
             "train_eval" => {
                 let p: TrainEvalPayload = serde_json::from_value(lease.task.payload.clone())
                     .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
-                Some(v1::task::Payload::TrainEval(convert::train_eval_task(&p)))
+                let task = convert::train_eval_task(&p);
+                self.c.remember_lease(lease.task.id, Arc::new(p));
+                Some(v1::task::Payload::TrainEval(task))
             }
             "supernet" => {
                 let p: v1::SupernetTask = supernet_from_json(&lease.task.payload)?;
@@ -234,15 +236,23 @@ impl WorkerApi {
             }
             Some(v1::report_result_request::Outcome::TrainEval(res)) => {
                 let measured = TrainEvalOutcome::from_proto(&res)?;
-                let task = self.c.store.get_task(task_id).await?;
-                if task.kind != "train_eval" {
-                    return Err(ApiError::FailedPrecondition(format!(
-                        "task {task_id} is a {} task; a train_eval result does not fit it",
-                        task.kind
-                    )));
-                }
-                let payload: TrainEvalPayload = serde_json::from_value(task.payload)
-                    .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
+                let payload = match self.c.leased_payload(task_id) {
+                    Some(p) => p,
+                    None => {
+                        let task = self.c.store.get_task(task_id).await?;
+                        if task.kind != "train_eval" {
+                            return Err(ApiError::FailedPrecondition(format!(
+                                "task {task_id} is a {} task; a train_eval result does not fit it",
+                                task.kind
+                            )));
+                        }
+                        Arc::new(
+                            serde_json::from_value::<TrainEvalPayload>(task.payload).map_err(
+                                |e| ApiError::Internal(nat_store::StoreError::backend(e)),
+                            )?,
+                        )
+                    }
+                };
                 let stored = StoredResult {
                     index: payload.index,
                     worker_id: worker.to_string(),
@@ -253,8 +263,8 @@ impl WorkerApi {
                         .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?,
                     rewards: vec![RewardObservation {
                         key: RewardKey {
-                            arch_hash: payload.arch_hash,
-                            dataset: payload.dataset,
+                            arch_hash: payload.arch_hash.clone(),
+                            dataset: payload.dataset.clone(),
                             budget: payload.budget.key(),
                         },
                         value: measured.accuracy,
@@ -311,6 +321,7 @@ impl WorkerApi {
             .store
             .report_result(task_id, lease_token, worker, outcome, self.c.clock.now())
             .await?;
+        self.c.forget_lease(task_id);
         match ack {
             ReportAck::Accepted {
                 job_id, task_state, ..

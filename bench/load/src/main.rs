@@ -1,0 +1,474 @@
+//! `nat-load`: drives a coordinator with simulated workers and reports completed lease+report
+//! round trips per second and LeaseTask / ReportResult latency percentiles.
+//!
+//! Each simulated worker registers, then loops: LeaseTask (long-poll), hold the task for
+//! `--hold-ms`, ReportResult. Workers share `--connections` HTTP/2 connections (as a fleet behind
+//! a few proxies would; one TCP connection per worker also works with `--connections` = workers).
+//!
+//! Modes:
+//! - `grpc` (default): the full path, client → gRPC → coordinator → store.
+//! - `store`: the same transitions called directly on the store (no gRPC, no coordinator
+//!   validation), to show how much of the time is the database.
+//!
+//! By default it creates a fresh PostgreSQL database, starts an in-process coordinator on it on
+//! port 0, runs, prints a summary and drops the database. `--coordinator URL` targets a running
+//! coordinator instead.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use nat_coordinator::{Config, Coordinator, SystemClock};
+use nat_proto::v1;
+use nat_proto::v1::job_service_client::JobServiceClient;
+use nat_proto::v1::worker_service_client::WorkerServiceClient;
+use nat_store::{Capabilities, Completion, NewJob, NewTask, Outcome, Requirements, Store};
+use sqlx::Connection;
+use tonic::transport::Channel;
+
+const PRESETS: [&str; 11] = [
+    "darts-v2",
+    "enas",
+    "naonet",
+    "vgg-block",
+    "resnet-block",
+    "mobilenetv2-block",
+    "r1",
+    "r2",
+    "r3",
+    "r4",
+    "r5",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Grpc,
+    Store,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nat-load",
+    about = "Load benchmark of the nat-orchestrator coordinator"
+)]
+struct Cli {
+    /// Simulated workers.
+    #[arg(long, default_value_t = 1000)]
+    workers: usize,
+    /// Tasks to complete.
+    #[arg(long, default_value_t = 20_000)]
+    tasks: usize,
+    /// Time a worker holds a task before reporting, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// HTTP/2 connections shared by the workers.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Tasks per submitted job (the coordinator accepts at most 1024).
+    #[arg(long, default_value_t = 1000)]
+    tasks_per_job: usize,
+    /// grpc: the full path; store: direct store calls.
+    #[arg(long, value_enum, default_value = "grpc")]
+    mode: Mode,
+    /// PostgreSQL server (admin database) on which a fresh database is created and dropped.
+    #[arg(
+        long,
+        env = "NAT_BENCH_PG_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pg_admin_url: String,
+    /// Use this database URL instead of a fresh PostgreSQL database (e.g. sqlite:/tmp/b.db).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Target a running coordinator instead of starting one in-process (grpc mode).
+    #[arg(long)]
+    coordinator: Option<String>,
+}
+
+/// Latencies in microseconds.
+#[derive(Default)]
+struct Samples {
+    lease_us: Vec<u32>,
+    report_us: Vec<u32>,
+    empty_leases: u64,
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i.min(sorted.len() - 1)]) / 1000.0
+}
+
+fn us(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.workers == 0 || cli.tasks == 0 || cli.connections == 0 {
+        bail!("--workers, --tasks and --connections must be positive");
+    }
+    if !(1..=1024).contains(&cli.tasks_per_job) {
+        bail!("--tasks-per-job must be in 1..=1024");
+    }
+    let mut fresh_pg: Option<String> = None;
+    let database_url = match (&cli.database_url, &cli.coordinator) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(_)) => None,
+        (None, None) => {
+            let name = format!("nat_bench_{:016x}", rand::random::<u64>());
+            let mut conn = sqlx::PgConnection::connect(&cli.pg_admin_url)
+                .await
+                .context("connect to the PostgreSQL admin database")?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .context("create the bench database")?;
+            let _ = conn.close().await;
+            let base = cli
+                .pg_admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_string())
+                .unwrap_or_else(|| cli.pg_admin_url.clone());
+            fresh_pg = Some(name.clone());
+            Some(format!("{base}/{name}"))
+        }
+    };
+    let result = match cli.mode {
+        Mode::Grpc => run_grpc(&cli, database_url.as_deref()).await,
+        Mode::Store => match &database_url {
+            Some(url) => run_store(&cli, url).await,
+            None => Err(anyhow::anyhow!(
+                "--mode store needs a database, not --coordinator"
+            )),
+        },
+    };
+    if let Some(name) = fresh_pg {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&cli.pg_admin_url).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+    result
+}
+
+fn summary(cli: &Cli, backend: &str, elapsed: Duration, done: u64, mut s: Samples) {
+    s.lease_us.sort_unstable();
+    s.report_us.sort_unstable();
+    let rate = done as f64 / elapsed.as_secs_f64();
+    println!(
+        "mode={:?} backend={backend} workers={} connections={} hold_ms={} tasks={done} elapsed_s={:.2}",
+        cli.mode,
+        cli.workers,
+        cli.connections,
+        cli.hold_ms,
+        elapsed.as_secs_f64()
+    );
+    println!("round_trips_per_s={rate:.0}");
+    println!(
+        "lease_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} (n={}, empty={})",
+        pct(&s.lease_us, 0.5),
+        pct(&s.lease_us, 0.9),
+        pct(&s.lease_us, 0.99),
+        pct(&s.lease_us, 1.0),
+        s.lease_us.len(),
+        s.empty_leases
+    );
+    println!(
+        "report_ms p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+        pct(&s.report_us, 0.5),
+        pct(&s.report_us, 0.9),
+        pct(&s.report_us, 0.99),
+        pct(&s.report_us, 1.0)
+    );
+}
+
+async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
+    // The coordinator, in-process unless one is given.
+    let mut stop_tx = None;
+    let mut backend = "remote".to_string();
+    let url = match (&cli.coordinator, database_url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(db)) => {
+            let store = nat_store::connect(db).await.context("open the store")?;
+            backend = store.backend().to_string();
+            let config = Config {
+                lease_duration: Duration::from_secs(300),
+                ..Config::default()
+            };
+            let c = Coordinator::new(store, Arc::new(SystemClock), config);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(nat_coordinator::serve(c, listener, None, async move {
+                let _ = rx.await;
+            }));
+            stop_tx = Some(tx);
+            format!("http://{addr}")
+        }
+        (None, None) => bail!("no coordinator and no database"),
+    };
+    let mut channels = Vec::with_capacity(cli.connections);
+    for _ in 0..cli.connections {
+        let endpoint = Channel::from_shared(url.clone())?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5));
+        let mut last = None;
+        let mut ch = None;
+        for _ in 0..50 {
+            match endpoint.connect().await {
+                Ok(c) => {
+                    ch = Some(c);
+                    break;
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        channels.push(ch.ok_or_else(|| anyhow::anyhow!("cannot connect to {url}: {last:?}"))?);
+    }
+
+    // Register the fleet.
+    let mut ids = Vec::with_capacity(cli.workers);
+    for i in 0..cli.workers {
+        let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
+        let id = w
+            .register_worker(v1::RegisterWorkerRequest {
+                name: format!("load-{i}"),
+                capabilities: Some(v1::WorkerCapabilities {
+                    devices: vec![],
+                    cpu_cores: 1,
+                    slots: 1,
+                    version: "bench".into(),
+                    hostname: "bench".into(),
+                    datasets: vec![],
+                }),
+            })
+            .await
+            .context("register")?
+            .into_inner()
+            .worker_id;
+        ids.push(id);
+    }
+    // Submit the work.
+    let mut jobs = JobServiceClient::new(channels[0].clone());
+    let mut left = cli.tasks;
+    while left > 0 {
+        let n = left.min(cli.tasks_per_job);
+        jobs.submit_job(v1::SubmitJobRequest {
+            kind: v1::JobKind::Evaluate as i32,
+            // The eleven input presets in turn: several reward-estimate keys, as a real
+            // evaluate job has.
+            architectures: PRESETS
+                .iter()
+                .cycle()
+                .take(n)
+                .map(|p| p.to_string())
+                .collect(),
+            dataset: "digits".into(),
+            budget: Some(v1::BudgetSpec {
+                preset: "smoke".into(),
+                overrides: None,
+            }),
+            seed: 0,
+            priority: 0,
+            name: "load".into(),
+            optimize: None,
+            requirements: None,
+        })
+        .await
+        .context("submit")?;
+        left -= n;
+    }
+
+    let done = Arc::new(AtomicU64::new(0));
+    let total = cli.tasks as u64;
+    let start = Instant::now();
+    let mut handles = Vec::with_capacity(cli.workers);
+    for (i, id) in ids.into_iter().enumerate() {
+        let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
+        let done = done.clone();
+        let hold = Duration::from_millis(cli.hold_ms);
+        handles.push(tokio::spawn(async move {
+            let mut s = Samples::default();
+            while done.load(Ordering::Relaxed) < total {
+                let t0 = Instant::now();
+                let task = w
+                    .lease_task(v1::LeaseTaskRequest {
+                        worker_id: id.clone(),
+                        wait_ms: 200,
+                        device: None,
+                        slot: 0,
+                    })
+                    .await?
+                    .into_inner()
+                    .task;
+                let Some(task) = task else {
+                    s.empty_leases += 1;
+                    continue;
+                };
+                s.lease_us.push(us(t0.elapsed()));
+                if !hold.is_zero() {
+                    tokio::time::sleep(hold).await;
+                }
+                let t1 = Instant::now();
+                w.report_result(v1::ReportResultRequest {
+                    worker_id: id.clone(),
+                    task_id: task.task_id,
+                    lease_token: task.lease_token,
+                    outcome: Some(v1::report_result_request::Outcome::TrainEval(
+                        v1::TrainEvalResult {
+                            accuracy: 0.9,
+                            loss: 0.3,
+                            params: 1000,
+                            madds: 1000,
+                            wall_seconds: 0.0,
+                            images_per_second: 0.0,
+                        },
+                    )),
+                })
+                .await?;
+                s.report_us.push(us(t1.elapsed()));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<Samples, tonic::Status>(s)
+        }));
+    }
+    let mut all = Samples::default();
+    for h in handles {
+        let s = h
+            .await?
+            .map_err(|s| anyhow::anyhow!("worker call failed: {s}"))?;
+        all.lease_us.extend(s.lease_us);
+        all.report_us.extend(s.report_us);
+        all.empty_leases += s.empty_leases;
+    }
+    let elapsed = start.elapsed();
+    summary(cli, &backend, elapsed, done.load(Ordering::Relaxed), all);
+    if let Some(tx) = stop_tx {
+        let _ = tx.send(());
+    }
+    Ok(())
+}
+
+/// The same transitions straight on the store: lease (one statement), read the task (as the
+/// coordinator does to build the reward key), report (one transaction).
+async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = nat_store::connect(url).await.context("open the store")?;
+    let now = chrono::Utc::now;
+    let caps = Capabilities {
+        cpu_cores: 1,
+        slots: 1,
+        ..Default::default()
+    };
+    let mut ids = Vec::with_capacity(cli.workers);
+    for i in 0..cli.workers {
+        ids.push(
+            store
+                .register_worker(&format!("load-{i}"), caps.clone(), now())
+                .await?
+                .id,
+        );
+    }
+    let mut left = cli.tasks;
+    while left > 0 {
+        let n = left.min(cli.tasks_per_job);
+        let tasks = (0..n)
+            .map(|i| NewTask {
+                kind: "train_eval".into(),
+                payload: serde_json::json!({ "index": i }),
+                requirements: Requirements::default(),
+                max_attempts: 3,
+            })
+            .collect();
+        store
+            .create_job(
+                NewJob {
+                    kind: "evaluate".into(),
+                    spec: serde_json::json!({}),
+                    priority: 0,
+                    completion: Completion::AllTasks,
+                },
+                tasks,
+                now(),
+            )
+            .await?;
+        left -= n;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let total = cli.tasks as u64;
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for id in ids {
+        let store = store.clone();
+        let done = done.clone();
+        let caps = caps.clone();
+        let hold = Duration::from_millis(cli.hold_ms);
+        handles.push(tokio::spawn(async move {
+            let mut s = Samples::default();
+            while done.load(Ordering::Relaxed) < total {
+                let t0 = Instant::now();
+                let Some(lease) = store
+                    .lease_task(id, &caps, now(), Duration::from_secs(300))
+                    .await?
+                else {
+                    s.empty_leases += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                s.lease_us.push(us(t0.elapsed()));
+                if !hold.is_zero() {
+                    tokio::time::sleep(hold).await;
+                }
+                let t1 = Instant::now();
+                store.get_task(lease.task.id).await?;
+                store
+                    .report_result(
+                        lease.task.id,
+                        lease.token,
+                        id,
+                        Outcome::Succeeded {
+                            result: serde_json::json!({"accuracy": 0.9}),
+                            rewards: vec![],
+                            sample_rewards: vec![],
+                        },
+                        now(),
+                    )
+                    .await?;
+                s.report_us.push(us(t1.elapsed()));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<Samples, nat_store::StoreError>(s)
+        }));
+    }
+    let mut all = Samples::default();
+    for h in handles {
+        let s = h.await??;
+        all.lease_us.extend(s.lease_us);
+        all.report_us.extend(s.report_us);
+        all.empty_leases += s.empty_leases;
+    }
+    summary(
+        cli,
+        store.backend(),
+        start.elapsed(),
+        done.load(Ordering::Relaxed),
+        all,
+    );
+    Ok(())
+}
