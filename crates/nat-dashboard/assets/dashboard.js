@@ -373,6 +373,9 @@
     var parts = location.pathname.split('/').filter(Boolean);
     var id = decodeURIComponent(parts[parts.length - 1] || '');
     var input = new URLSearchParams(location.search).get('input') || '0';
+    var base = '/api/jobs/' + encodeURIComponent(id) + '/diagram.';
+    $('#download-svg').href = base + 'svg?input=' + encodeURIComponent(input);
+    $('#download-dot').href = base + 'dot?input=' + encodeURIComponent(input);
     var sel = $('#input-select');
     sel.addEventListener('change', function () {
       var u = new URL(location.href);

@@ -7,6 +7,8 @@
 //!   time, the input and best cells as SVG diagrams with the changed edges highlighted, the
 //!   before/after table, the latest events;
 //! - `GET /api/jobs`, `GET /api/jobs/{id}?input=N`, `GET /api/workers` — the same data as JSON;
+//! - `GET /api/jobs/{id}/diagram.svg` and `.dot` — the whole transformation (both cells) drawn
+//!   by `nat_arch::render`, to download;
 //! - `GET /assets/dashboard.{css,js}` — the stylesheet and the hand-written script.
 //!
 //! The pages are static HTML embedded with `include_str!`; a small vanilla-JS script polls the
@@ -16,7 +18,9 @@
 //! - [`schema`]: the JSON shapes read from job results and events (the contract with the job
 //!   drivers).
 //! - [`model`]: the views, built from the store.
-//! - [`diagram`]: SVG pictures of cells and of the changed edges.
+//! - [`diagram`]: the job page's per-cell SVG pictures (input and best side by side, changed
+//!   edges highlighted on both, ids and data attributes for the script and tests). The
+//!   downloadable whole-genotype pictures use `nat_arch::render`.
 //! - [`gauges`]: the store-derived Prometheus gauges (`nat_jobs`, `nat_tasks`, `nat_workers`).
 
 pub mod diagram;
@@ -128,6 +132,8 @@ pub fn router_with(store: Arc<dyn Store>, config: DashboardConfig) -> Router {
         )
         .route("/api/jobs", get(api_jobs))
         .route("/api/jobs/{id}", get(api_job))
+        .route("/api/jobs/{id}/diagram.svg", get(api_diagram_svg))
+        .route("/api/jobs/{id}/diagram.dot", get(api_diagram_dot))
         .route("/api/workers", get(api_workers))
         .with_state(AppState {
             store,
@@ -183,19 +189,66 @@ async fn api_jobs(
     Ok(Json(model::jobs(app.store.as_ref(), limit).await?))
 }
 
+fn job_id(id: &str) -> Result<uuid::Uuid, DashboardError> {
+    uuid::Uuid::parse_str(id.trim()).map_err(|e| DashboardError::BadRequest {
+        field: "job_id",
+        reason: e.to_string(),
+    })
+}
+
 async fn api_job(
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<model::JobDetail>, DashboardError> {
-    let id = uuid::Uuid::parse_str(id.trim()).map_err(|e| DashboardError::BadRequest {
-        field: "job_id",
-        reason: e.to_string(),
-    })?;
+    let id = job_id(&id)?;
     let input = param_u32(&query, "input", 0, 1023)?;
     Ok(Json(
         model::job_detail(app.store.as_ref(), id, input).await?,
     ))
+}
+
+async fn api_diagram(
+    app: AppState,
+    id: String,
+    query: HashMap<String, String>,
+    dot: bool,
+) -> Result<Response, DashboardError> {
+    let id = job_id(&id)?;
+    let input = param_u32(&query, "input", 0, 1023)?;
+    let content_type = if dot {
+        "text/vnd.graphviz; charset=utf-8"
+    } else {
+        "image/svg+xml"
+    };
+    Ok(
+        match model::job_diagram(app.store.as_ref(), id, input, dot).await? {
+            Some(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("job {id} has no input architecture {input}")})),
+            )
+                .into_response(),
+        },
+    )
+}
+
+/// `GET /api/jobs/{id}/diagram.svg?input=N`: the transformation drawn by `nat_arch::render`.
+async fn api_diagram_svg(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, DashboardError> {
+    api_diagram(app, id, query, false).await
+}
+
+/// `GET /api/jobs/{id}/diagram.dot?input=N`: the same as Graphviz DOT.
+async fn api_diagram_dot(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, DashboardError> {
+    api_diagram(app, id, query, true).await
 }
 
 async fn api_workers(

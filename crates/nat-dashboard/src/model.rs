@@ -495,6 +495,59 @@ async fn trained_accuracies(
     Ok(out)
 }
 
+/// The input genotype `input_index` of job `id` and its best transformation so far (from the
+/// job result, else the latest `new_best` event).
+pub async fn job_genotypes(
+    store: &dyn Store,
+    id: uuid::Uuid,
+    input_index: u32,
+) -> Result<(Option<Genotype>, Option<Genotype>), DashboardError> {
+    let job = store.get_job(id).await?;
+    let (digest, _) = read_events(store, &job, MAX_EVENTS).await?;
+    let spec: JobSpecView = schema::read(&job.spec).unwrap_or_default();
+    let result: OptimizeResult = job
+        .result
+        .as_ref()
+        .and_then(schema::read)
+        .unwrap_or_default();
+    let (orig_doc, best_doc) = measured(&result, input_index);
+    let input = spec
+        .architectures
+        .get(input_index as usize)
+        .and_then(schema::genotype)
+        .or_else(|| orig_doc.and_then(|d| schema::genotype(&d.genotype)));
+    let best = best_doc
+        .and_then(|d| schema::genotype(&d.genotype))
+        .or_else(|| digest.best.get(&input_index).map(|b| b.0.clone()));
+    Ok((input, best))
+}
+
+/// A standalone picture of a job's transformation drawn by `nat_arch::render`: the best
+/// genotype with the edges changed from the input highlighted (both cells), or the input alone
+/// while there is no best. `dot` selects Graphviz DOT instead of SVG. `None` when the input is
+/// unknown.
+pub async fn job_diagram(
+    store: &dyn Store,
+    id: uuid::Uuid,
+    input_index: u32,
+    dot: bool,
+) -> Result<Option<String>, DashboardError> {
+    let (input, best) = job_genotypes(store, id, input_index).await?;
+    let Some(input) = input else {
+        return Ok(None);
+    };
+    let title = format!("job {id} input {input_index}");
+    let changes = best
+        .as_ref()
+        .and_then(|b| nat_arch::edge_changes(&input, b).ok().map(|c| (b, c)));
+    Ok(Some(match (changes, dot) {
+        (Some((b, c)), false) => nat_arch::render::diff_svg(b, &c, &title),
+        (Some((b, c)), true) => nat_arch::render::diff_dot(b, &c, &title),
+        (None, false) => nat_arch::render::genotype_svg(best.as_ref().unwrap_or(&input), &title),
+        (None, true) => nat_arch::render::genotype_dot(best.as_ref().unwrap_or(&input), &title),
+    }))
+}
+
 /// The job page of `id`, for input `input_index`.
 pub async fn job_detail(
     store: &dyn Store,

@@ -258,3 +258,30 @@ async fn store_gauges_count_jobs_tasks_and_workers() {
     assert!(text.contains(r#"nat_jobs{state="running"} 1"#), "{text}");
     assert!(text.contains(r#"nat_tasks{state="ready"} 2"#), "{text}");
 }
+
+#[tokio::test]
+async fn whole_transformation_downloads_use_nat_arch_render() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let (status, head, svg) = get(addr, &format!("/api/jobs/{}/diagram.svg", fx.optimize)).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: image/svg+xml"), "{head}");
+    let changes = nat_arch::edge_changes(&fx.input, &fx.best).expect("same structure");
+    let expected =
+        nat_arch::render::diff_svg(&fx.best, &changes, &format!("job {} input 0", fx.optimize));
+    assert_eq!(svg, expected);
+    let (status, head, dot) = get(addr, &format!("/api/jobs/{}/diagram.dot", fx.optimize)).await;
+    assert_eq!(status, 200);
+    assert!(head.contains("content-type: text/vnd.graphviz"), "{head}");
+    assert!(dot.contains("digraph"), "{dot}");
+    // No best yet: the input alone.
+    let (status, _, svg) = get(addr, &format!("/api/jobs/{}/diagram.svg", fx.evaluate)).await;
+    assert_eq!(status, 200);
+    assert!(svg.starts_with("<svg"));
+    let (status, _, _) = get(
+        addr,
+        &format!("/api/jobs/{}/diagram.svg?input=5", fx.optimize),
+    )
+    .await;
+    assert_eq!(status, 404);
+}

@@ -1,0 +1,133 @@
+//! Latency of the dashboard's JSON views on a real SQLite store holding a large optimize job:
+//! `TASKS` train_eval tasks (all leased and reported) and `UPDATES` policy_update events.
+//! Plain `Instant` timing: `cargo bench -p nat-dashboard --bench job_page`.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nat_store::*;
+use serde_json::json;
+
+const TASKS: usize = 2_000;
+const UPDATES: usize = 5_000;
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(run());
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = nat_store::connect(&format!("sqlite:{}", dir.path().join("b.db").display()))
+        .await
+        .expect("store");
+    let input = nat_arch::parse_any("darts-v2").expect("preset");
+    let best = nat_arch::parse_any("darts-v2.nat").expect("preset");
+    let now = Utc::now();
+    let tasks = (0..TASKS)
+        .map(|i| NewTask {
+            kind: "train_eval".into(),
+            payload: json!({"index": i, "genotype_json": if i % 2 == 0 { input.to_json() } else { best.to_json() }}),
+            requirements: Requirements::default(),
+            max_attempts: 3,
+        })
+        .collect();
+    let job = store
+        .create_job(
+            NewJob {
+                kind: "optimize".into(),
+                spec: json!({"name": "bench", "dataset": "cifar10", "architectures": [input.to_json()]}),
+                priority: 0,
+                completion: Completion::Manual,
+            },
+            tasks,
+            now,
+        )
+        .await
+        .expect("job");
+    let caps = Capabilities {
+        gpus: 1,
+        slots: 1,
+        devices: vec!["cuda:0".into()],
+        ..Capabilities::default()
+    };
+    let worker = store
+        .register_worker("w", caps.clone(), now)
+        .await
+        .expect("worker");
+    let setup = Instant::now();
+    for i in 0..TASKS {
+        let lease = store
+            .lease_task(worker.id, &caps, now, Duration::from_secs(600))
+            .await
+            .expect("lease")
+            .expect("task");
+        store
+            .report_result(
+                lease.task.id,
+                lease.token,
+                worker.id,
+                Outcome::Succeeded {
+                    result: json!({"accuracy": 0.9 + (i % 50) as f64 / 1000.0, "images_per_second": 1000.0}),
+                    rewards: vec![],
+                    sample_rewards: vec![],
+                },
+                now,
+            )
+            .await
+            .expect("report");
+    }
+    for v in 0..UPDATES {
+        store
+            .append_event(
+                job.id,
+                "policy_update",
+                json!({"policy_version": v + 2, "baseline": 0.001, "mean_reward": 0.01,
+                       "rewards": [0.0, 0.01, 0.02], "samples_used": 3, "samples_stale": 0}),
+                now,
+            )
+            .await
+            .expect("event");
+    }
+    println!(
+        "setup: {TASKS} tasks reported + {UPDATES} events in {:.1} s",
+        setup.elapsed().as_secs_f64()
+    );
+
+    let time = |name: &str, runs: u32, elapsed: Duration| {
+        println!(
+            "{name:<52} {:>8.1} ms/request",
+            elapsed.as_secs_f64() * 1e3 / f64::from(runs)
+        );
+    };
+    let runs = 20;
+    let t = Instant::now();
+    for _ in 0..runs {
+        let d = nat_dashboard::model::job_detail(store.as_ref(), job.id, 0)
+            .await
+            .expect("detail");
+        assert_eq!(d.rewards.len(), UPDATES);
+    }
+    time("job_detail (GET /api/jobs/{id})", runs, t.elapsed());
+    let t = Instant::now();
+    for _ in 0..runs {
+        nat_dashboard::model::jobs(store.as_ref(), 50)
+            .await
+            .expect("jobs");
+    }
+    time("jobs (GET /api/jobs), no result summary", runs, t.elapsed());
+    let t = Instant::now();
+    for _ in 0..runs {
+        nat_dashboard::model::workers(&store, chrono::Duration::seconds(30), 20)
+            .await
+            .expect("workers");
+    }
+    time("workers (GET /api/workers)", runs, t.elapsed());
+    let t = Instant::now();
+    for _ in 0..runs {
+        nat_dashboard::gauges::count(store.as_ref())
+            .await
+            .expect("count");
+    }
+    time("gauges::count (store-derived gauges)", runs, t.elapsed());
+}
