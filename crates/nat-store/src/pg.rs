@@ -27,13 +27,30 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects to `url` (`postgres://…`) and runs the migrations.
+    /// Connects to `url` (`postgres://…`) and runs the migrations. The pool size defaults to
+    /// [`PgStore::DEFAULT_MAX_CONNECTIONS`] and can be set with a `max_connections=N` URL query
+    /// parameter (removed before the URL reaches the driver).
     pub async fn connect(url: &str) -> Result<Self> {
+        let (url, max) = split_max_connections(url)?;
+        Self::connect_with_pool_size(&url, max.unwrap_or(Self::DEFAULT_MAX_CONNECTIONS)).await
+    }
+
+    /// Default pool size.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 32;
+
+    /// Connects with a pool of at most `max_connections` connections (1..=1000).
+    pub async fn connect_with_pool_size(url: &str, max_connections: u32) -> Result<Self> {
+        if !(1..=1000).contains(&max_connections) {
+            return Err(StoreError::invalid(
+                "max_connections",
+                "must be in 1..=1000",
+            ));
+        }
         let options: PgConnectOptions = url
             .parse()
             .map_err(|_| StoreError::invalid("database_url", "not a valid PostgreSQL URL"))?;
         let pool = PgPoolOptions::new()
-            .max_connections(32)
+            .max_connections(max_connections)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
@@ -154,6 +171,31 @@ static REPORT_SQL: LazyLock<String> = LazyLock::new(|| {
 const JOB_COLS: &str = "id, kind, spec, state, priority, completion, tasks_total, tasks_done, \
     tasks_failed, tasks_cancelled, result, error, created_at, updated_at, finished_at, \
     last_served_at";
+
+/// Removes a `max_connections=N` query parameter from a PostgreSQL URL.
+fn split_max_connections(url: &str) -> Result<(String, Option<u32>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut max = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("max_connections", v)) => {
+                max = Some(v.parse::<u32>().map_err(|_| {
+                    StoreError::invalid("max_connections", "must be a positive integer")
+                })?);
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, max))
+}
 
 fn parse<T: std::str::FromStr<Err = StoreError>>(field: &str, s: &str) -> Result<T> {
     s.parse()
@@ -644,6 +686,20 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<ReportAck> {
         let mut tx = self.pool.begin().await?;
+        let ack = Self::report_on(&mut tx, task, token, worker, &outcome, now).await?;
+        tx.commit().await?;
+        Ok(ack)
+    }
+
+    /// Applies a report inside the caller's transaction (which commits or rolls back).
+    async fn report_on(
+        tx: &mut PgConnection,
+        task: TaskId,
+        token: i64,
+        worker: WorkerId,
+        outcome: &Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<ReportAck> {
         // Only the task row is locked here; the job row is locked by the last statement, so
         // that reports of one job hold its row for one statement and the commit.
         let row = sqlx::query(
@@ -676,7 +732,7 @@ impl PgStore {
         let job_state: String = row.try_get("job_state")?;
         let job_state: JobState = parse("jobs.state", &job_state)?;
         let mut failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
-        let decision = decide_report(job_state, attempt, max_attempts, worker, &outcome, now);
+        let decision = decide_report(job_state, attempt, max_attempts, worker, outcome, now);
         if let Some(f) = &decision.failure {
             failures.push(f.clone());
         }
@@ -703,12 +759,12 @@ impl PgStore {
                 sample_rewards,
                 ..
             },
-        ) = (decision.new_state, &outcome)
+        ) = (decision.new_state, outcome)
         {
             for obs in rewards {
-                upsert_reward(&mut tx, obs, now).await?;
+                upsert_reward(tx, obs, now).await?;
             }
-            set_sample_rewards(&mut tx, sample_rewards).await?;
+            set_sample_rewards(tx, sample_rewards).await?;
         }
         let event = task_event_payload(
             task,
@@ -763,7 +819,6 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let job_state = parse("jobs.state", &new_job_state)?;
-        tx.commit().await?;
         Ok(ReportAck::Accepted {
             job_id,
             task_state: decision.new_state,
@@ -1225,6 +1280,111 @@ impl Store for PgStore {
             return Ok(ack);
         }
         self.report_in_tx(task, token, worker, outcome, now).await
+    }
+
+    async fn lease_tasks(
+        &self,
+        requests: &[LeaseRequest],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> Result<Vec<Option<Lease>>> {
+        let expires = lease_expiry(now, lease_duration)?;
+        if requests.len() > limits::MAX_BATCH {
+            return Err(StoreError::invalid(
+                "requests",
+                format!("more than {} in one batch", limits::MAX_BATCH),
+            ));
+        }
+        // One transaction, so one commit (one WAL flush) for the whole batch.
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            let gpu_mem = i64::try_from(r.capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
+            let cores = i32::try_from(r.capabilities.cpu_cores).unwrap_or(i32::MAX);
+            let row = sqlx::query(&LEASE_SQL)
+                .bind(now)
+                .bind(r.capabilities.gpus > 0)
+                .bind(gpu_mem)
+                .bind(cores)
+                .bind(r.worker)
+                .bind(expires)
+                .fetch_optional(&mut *tx)
+                .await?;
+            out.push(match row {
+                Some(row) => {
+                    let task = task_from_row(&row)?;
+                    Some(Lease {
+                        token: task.lease_token,
+                        attempt: task.attempt,
+                        expires_at: expires,
+                        task,
+                    })
+                }
+                None => None,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn report_results(
+        &self,
+        items: Vec<ReportItem>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<ReportAck>>> {
+        if items.len() > limits::MAX_BATCH {
+            return Err(StoreError::invalid(
+                "items",
+                format!("more than {} in one batch", limits::MAX_BATCH),
+            ));
+        }
+        // Job ids first, so that items are applied in job order: two concurrent batches then
+        // take job rows in the same order and cannot deadlock.
+        let ids: Vec<Uuid> = items.iter().map(|i| i.task).collect();
+        let jobs: Vec<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT id, job_id FROM tasks WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        let job_of: std::collections::HashMap<Uuid, Uuid> = jobs.into_iter().collect();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| (job_of.get(&items[i].task).copied(), items[i].task));
+        let mut results: Vec<Option<Result<ReportAck>>> = (0..items.len()).map(|_| None).collect();
+        let mut tx = self.pool.begin().await?;
+        for i in order {
+            let item = &items[i];
+            if let Err(e) = validate_outcome(&item.outcome) {
+                results[i] = Some(Err(e));
+                continue;
+            }
+            // A savepoint per item: a rejected item rolls back alone.
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            match Self::report_on(
+                &mut sp,
+                item.task,
+                item.token,
+                item.worker,
+                &item.outcome,
+                now,
+            )
+            .await
+            {
+                Ok(ack) => {
+                    sp.commit().await?;
+                    results[i] = Some(Ok(ack));
+                }
+                Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
+                Err(e) => {
+                    sp.rollback().await?;
+                    results[i] = Some(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::corrupt("batch item not processed"))))
+            .collect())
     }
 
     async fn report_progress(

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::types::*;
 
 /// Durable state of the orchestrator. Object safe: the coordinator holds `Arc<dyn Store>`.
@@ -143,6 +143,48 @@ pub trait Store: Send + Sync + 'static {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<ReportAck>;
+
+    /// Claims tasks for several worker slots at once, in ONE transaction (one commit for the
+    /// batch): element `i` of the answer is what [`Store::lease_task`] would have given
+    /// `requests[i]`. At most `limits::MAX_BATCH` requests.
+    async fn lease_tasks(
+        &self,
+        requests: &[LeaseRequest],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> Result<Vec<Option<Lease>>> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(
+                self.lease_task(r.worker, &r.capabilities, now, lease_duration)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Applies several reports, in ONE transaction where the backend allows it (one commit for
+    /// the batch). Element `i` of the answer is what [`Store::report_result`] would have
+    /// answered for `items[i]`: a rejected item (stale token, duplicate, bad input) does not
+    /// affect the others. The outer error means nothing was applied (backend failure). At most
+    /// `limits::MAX_BATCH` items.
+    async fn report_results(
+        &self,
+        items: Vec<ReportItem>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<ReportAck>>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            match self
+                .report_result(item.task, item.token, item.worker, item.outcome, now)
+                .await
+            {
+                Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    }
 
     /// Stores the progress document of a long task and appends a `task_progress` event.
     /// The lease (`task`, `token`, `worker`) must be current, else `FailedPrecondition`.

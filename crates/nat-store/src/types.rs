@@ -39,6 +39,8 @@ pub mod limits {
     pub const MAX_TEXT_LEN: usize = 4096;
     /// Most rows returned by one list call.
     pub const MAX_PAGE: u32 = 10_000;
+    /// Most requests in one `lease_tasks` / `report_results` batch.
+    pub const MAX_BATCH: usize = 1_000;
 }
 
 macro_rules! string_enum {
@@ -355,6 +357,28 @@ pub enum Outcome {
         /// When true and attempts remain, the task returns to the queue.
         retryable: bool,
     },
+}
+
+/// One worker slot asking for a task, for [`Store::lease_tasks`](crate::Store::lease_tasks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    /// The worker.
+    pub worker: WorkerId,
+    /// What it offers.
+    pub capabilities: Capabilities,
+}
+
+/// One report, for [`Store::report_results`](crate::Store::report_results).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportItem {
+    /// The task.
+    pub task: TaskId,
+    /// The lease token.
+    pub token: i64,
+    /// The reporting worker.
+    pub worker: WorkerId,
+    /// What happened.
+    pub outcome: Outcome,
 }
 
 /// Answer to a report.

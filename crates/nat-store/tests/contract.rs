@@ -1405,3 +1405,118 @@ async fn reopen_keeps_state(db: Arc<TestDb>) {
     assert_eq!((j.state, j.tasks_done), (JobState::Succeeded, 2));
     assert_eq!(store.events_after(job_id, 0, 100).await.unwrap().len(), 4);
 }
+
+contract!(batched_leases_and_reports);
+async fn batched_leases_and_reports(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(5), t0()).await.unwrap();
+    let mut gpu_only = task(9);
+    gpu_only.requirements.needs_gpu = true;
+    store
+        .create_job(job(0), vec![gpu_only], t0())
+        .await
+        .unwrap();
+    let w1 = worker(&store, "w1").await;
+    let w2 = worker(&store, "w2").await;
+    let requests: Vec<LeaseRequest> = (0..7)
+        .map(|i| LeaseRequest {
+            worker: if i % 2 == 0 { w1 } else { w2 },
+            capabilities: cpu(),
+        })
+        .collect();
+    let leases = store.lease_tasks(&requests, at(1), LEASE).await.unwrap();
+    assert_eq!(leases.len(), 7);
+    let got: Vec<&Lease> = leases.iter().flatten().collect();
+    assert_eq!(got.len(), 5, "the GPU task is not given to CPU slots");
+    let ids: HashSet<_> = got.iter().map(|l| l.task.id).collect();
+    assert_eq!(ids.len(), 5);
+    assert!(leases[5].is_none() && leases[6].is_none());
+    for (i, l) in leases.iter().enumerate().take(5) {
+        let l = l.as_ref().unwrap();
+        assert_eq!(l.task.leased_by, Some(requests[i].worker));
+        assert_eq!(l.task.job_id, j.id);
+    }
+
+    let item = |l: &Lease, token: i64| ReportItem {
+        task: l.task.id,
+        token,
+        worker: l.task.leased_by.unwrap(),
+        outcome: ok(json!({ "n": 1 })),
+    };
+    let items = vec![
+        item(got[0], got[0].token),
+        item(got[1], got[1].token),
+        item(got[2], got[2].token + 5), // stale
+        item(got[0], got[0].token),     // same report again
+        ReportItem {
+            task: got[3].task.id,
+            token: got[3].token,
+            worker: got[3].task.leased_by.unwrap(),
+            outcome: Outcome::Succeeded {
+                result: json!({}),
+                rewards: vec![RewardObservation {
+                    key: key("batch"),
+                    value: f64::NAN,
+                }],
+                sample_rewards: vec![],
+            },
+        }, // invalid
+    ];
+    let results = store.report_results(items, at(2)).await.unwrap();
+    assert_eq!(results.len(), 5);
+    assert!(matches!(
+        results[0],
+        Ok(ReportAck::Accepted {
+            task_state: TaskState::Done,
+            ..
+        })
+    ));
+    assert!(matches!(
+        results[1],
+        Ok(ReportAck::Accepted {
+            task_state: TaskState::Done,
+            ..
+        })
+    ));
+    assert!(
+        matches!(results[2], Err(StoreError::FailedPrecondition(_))),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(results[3], Ok(ReportAck::Duplicate)),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(results[4], Err(StoreError::InvalidArgument { .. })),
+        "{:?}",
+        results[4]
+    );
+    let j_now = store.get_job(j.id).await.unwrap();
+    assert_eq!(j_now.tasks_done, 2);
+    assert_eq!(
+        store.get_task(got[2].task.id).await.unwrap().state,
+        TaskState::Leased
+    );
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    assert_eq!(
+        kinds(&events),
+        ["job_created", "task_succeeded", "task_succeeded"]
+    );
+}
+
+#[tokio::test]
+async fn postgres_pool_size_from_url() {
+    common::with_pg(|db| async move {
+        let url = format!("{}?max_connections=3", db.url);
+        let store = connect(&url).await.expect("connect with max_connections");
+        assert_eq!(store.backend(), "postgres");
+        let bad = format!("{}?max_connections=lots", db.url);
+        assert!(matches!(
+            connect(&bad).await,
+            Err(StoreError::InvalidArgument { ref field, .. }) if field == "max_connections"
+        ));
+    })
+    .await;
+}
