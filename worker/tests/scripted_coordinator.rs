@@ -613,15 +613,71 @@ async fn sigterm_exits_promptly_when_the_coordinator_was_never_reached() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = closed.local_addr().unwrap();
     drop(closed);
-    let mut worker =
-        WorkerProcess::spawn(&format!("http://{address}"), "lonely", scratch.path(), &[]);
+    let mut worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "lonely",
+        scratch.path(),
+        &["--log-format", "json"],
+    );
     wait_until(Duration::from_secs(30), "the worker to retry", || {
         worker.log_text().contains("coordinator unreachable")
     })
     .await;
+    // --log-format json: one JSON object per line, fields flattened next to the message.
+    let log = worker.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    let retry = lines
+        .iter()
+        .find(|line| line["message"] == "coordinator unreachable; retrying")
+        .expect("the retry line");
+    assert_eq!(retry["level"], "WARN");
+    assert_eq!(retry["rpc"], "register");
     worker.signal("TERM");
     let status = worker
         .wait_exit(Duration::from_secs(10))
         .expect("exits without waiting for the drain timeout");
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_hands_back_at_once() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        s.tasks.push_back(train_task(
+            "endless",
+            &small_genotype_json(),
+            "digits",
+            budget(500, 0),
+        ));
+    });
+    let address = serve(scripted.clone()).await;
+    let mut worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "impatient",
+        scratch.path(),
+        &["--drain-timeout", "10m"],
+    );
+    wait_until(Duration::from_secs(60), "the task to be running", || {
+        scripted.with(|s| s.heartbeats.iter().any(|h| !h.tasks.is_empty()))
+    })
+    .await;
+    worker.signal("INT");
+    wait_until(Duration::from_secs(10), "the drain to start", || {
+        worker.log_text().contains("draining")
+    })
+    .await;
+    assert!(worker.is_running(), "the first signal only drains");
+    worker.signal("TERM");
+    let status = worker
+        .wait_exit(Duration::from_secs(60))
+        .expect("the second signal ends the drain");
+    assert!(status.success(), "{status:?}");
+    scripted.with(|s| {
+        let (reason, retryable) = failure(s, "endless");
+        assert!(retryable && reason.contains("shutting down"), "{reason}");
+    });
 }
