@@ -129,4 +129,82 @@ impl PolicyLearner {
             stale_dropped: header.stale_dropped,
         })
     }
+
+    /// Serializes as two blobs for the `policy_checkpoints` table: `params` (magic, header and
+    /// parameter tensors; enough to sample and transform) and `optimizer` (a safetensors blob
+    /// of the Adam moments). [`PolicyLearner::from_parts`] reverses it.
+    pub fn to_parts(&self) -> Result<(Vec<u8>, Vec<u8>)> {
+        let full = self.to_bytes()?;
+        let (header, blob) = split(&full)?;
+        let mut tensors = candle_core::safetensors::load_buffer(blob, &Device::Cpu)
+            .map_err(|e| PolicyError::Corrupt(format!("safetensors decoding: {e}")))?;
+        let mut params: Vec<(String, Tensor)> = Vec::new();
+        let mut moments: Vec<(String, Tensor)> = Vec::new();
+        for (name, tensor) in tensors.drain() {
+            if name.starts_with("param.") {
+                params.push((name, tensor));
+            } else {
+                moments.push((name, tensor));
+            }
+        }
+        let encode = |t: Vec<(String, Tensor)>| {
+            safetensors::serialize(t, None)
+                .map_err(|e| PolicyError::Corrupt(format!("safetensors encoding: {e}")))
+        };
+        let params_blob = encode(params)?;
+        let header = serde_json::to_vec(&header)?;
+        let header_len = u32::try_from(header.len())
+            .map_err(|_| PolicyError::Corrupt("header longer than 4 GiB".into()))?;
+        let mut out = Vec::with_capacity(12 + header.len() + params_blob.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&header_len.to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&params_blob);
+        Ok((out, encode(moments)?))
+    }
+
+    /// Restores a learner from [`PolicyLearner::to_parts`]. An empty `optimizer` blob gives
+    /// fresh (zero) Adam moments, e.g. for a policy imported without its optimizer.
+    pub fn from_parts(params: &[u8], optimizer: &[u8]) -> Result<Self> {
+        let (header, blob) = split(params)?;
+        let mut tensors = candle_core::safetensors::load_buffer(blob, &Device::Cpu)
+            .map_err(|e| PolicyError::Corrupt(format!("safetensors decoding: {e}")))?;
+        if !optimizer.is_empty() {
+            let moments = candle_core::safetensors::load_buffer(optimizer, &Device::Cpu)
+                .map_err(|e| PolicyError::Corrupt(format!("optimizer state decoding: {e}")))?;
+            tensors.extend(moments);
+        }
+        let mut take = |key: String| {
+            tensors
+                .remove(&key)
+                .ok_or_else(|| PolicyError::Corrupt(format!("tensor {key} missing")))
+        };
+        let mut values = Vec::new();
+        let mut first = Vec::new();
+        let mut second = Vec::new();
+        for name in PARAM_NAMES {
+            values.push(take(format!("param.{name}"))?);
+            if !optimizer.is_empty() {
+                first.push(take(format!("adam_m.{name}"))?);
+                second.push(take(format!("adam_v.{name}"))?);
+            }
+        }
+        if !header.baseline.is_finite() {
+            return Err(PolicyError::Corrupt("baseline is not finite".into()));
+        }
+        let net = PolicyNet::from_tensors(header.config, values)?;
+        let adam = if optimizer.is_empty() {
+            Adam::new(net.params())?
+        } else {
+            Adam::restore(net.params(), first, second, header.adam_step)?
+        };
+        Ok(PolicyLearner {
+            net,
+            adam,
+            baseline: header.baseline,
+            version: header.version,
+            rewards_applied: header.rewards_applied,
+            stale_dropped: header.stale_dropped,
+        })
+    }
 }

@@ -43,6 +43,7 @@ pub(crate) mod adam;
 pub mod checkpoint;
 pub mod config;
 pub(crate) mod dist;
+pub mod driver;
 pub mod error;
 pub mod input;
 pub mod learner;

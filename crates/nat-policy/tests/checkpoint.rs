@@ -93,3 +93,24 @@ fn corrupt_checkpoints_are_rejected_with_a_reason() {
         }
     }
 }
+
+#[test]
+fn parts_round_trip_and_params_alone_suffice_to_transform() {
+    let config = small_config(
+        ActionSpace::Nat(nat_arch::OpSet::NatFullyConcat),
+        Profile::Default,
+    );
+    let mut original = PolicyLearner::new(config, 3).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    train_a_little(&mut original, &mut rng, 2);
+    let (params, optimizer) = original.to_parts().unwrap();
+    let full = PolicyLearner::from_parts(&params, &optimizer).unwrap();
+    assert_eq!(full.to_bytes().unwrap(), original.to_bytes().unwrap());
+    let params_only = PolicyLearner::from_parts(&params, &[]).unwrap();
+    let g = darts_v2();
+    assert_eq!(
+        params_only.argmax(std::slice::from_ref(&g)).unwrap(),
+        original.argmax(std::slice::from_ref(&g)).unwrap()
+    );
+    assert!(PolicyLearner::from_parts(&params, &optimizer[..optimizer.len() / 2]).is_err());
+}
