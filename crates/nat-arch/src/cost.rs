@@ -66,7 +66,7 @@ pub struct OpCost {
 impl OpCost {
     /// Trainable parameters (conv weights + affine BN), what PyTorch would count.
     pub fn params(&self) -> u64 {
-        self.conv_params + self.bn_params
+        self.conv_params.saturating_add(self.bn_params)
     }
 
     /// "Params" as in the NAT++ cost chart (conv weights only).
@@ -76,14 +76,14 @@ impl OpCost {
 
     /// "MAdds" as in the NAT++ cost chart (conv multiply-adds + pool reads + identity copies).
     pub fn chart_madds(&self) -> u64 {
-        self.conv_madds + self.other_ops
+        self.conv_madds.saturating_add(self.other_ops)
     }
 
     fn add(&mut self, o: OpCost) {
-        self.conv_params += o.conv_params;
-        self.bn_params += o.bn_params;
-        self.conv_madds += o.conv_madds;
-        self.other_ops += o.other_ops;
+        self.conv_params = self.conv_params.saturating_add(o.conv_params);
+        self.bn_params = self.bn_params.saturating_add(o.bn_params);
+        self.conv_madds = self.conv_madds.saturating_add(o.conv_madds);
+        self.other_ops = self.other_ops.saturating_add(o.other_ops);
     }
 }
 
@@ -100,37 +100,37 @@ pub fn out_size(n: u64, stride: u64) -> u64 {
 /// (1 or 2). See the module docs for the formulas.
 pub fn op_cost(op: Op, c: u64, h: u64, w: u64, stride: u64) -> OpCost {
     let (ho, wo) = (out_size(h, stride), out_size(w, stride));
-    let hw = ho * wo;
+    let hw = mul(&[ho, wo]);
     let k = op.kernel() as u64;
-    let bn = 2 * c;
+    let bn = mul(&[2, c]);
     match op {
         Op::Conv1x1 | Op::Conv3x3 | Op::Conv5x5 => OpCost {
-            conv_params: c * c * k * k,
+            conv_params: mul(&[c, c, k, k]),
             bn_params: bn,
-            conv_madds: c * c * k * k * hw,
+            conv_madds: mul(&[c, c, k, k, hw]),
             other_ops: 0,
         },
         Op::Conv1x3_3x1 | Op::Conv1x7_7x1 => OpCost {
-            conv_params: 2 * c * c * k,
+            conv_params: mul(&[2, c, c, k]),
             bn_params: bn,
-            conv_madds: c * c * k * h * wo + c * c * k * hw,
+            conv_madds: mul(&[c, c, k, h, wo]).saturating_add(mul(&[c, c, k, hw])),
             other_ops: 0,
         },
         Op::SepConv3x3 | Op::SepConv5x5 => {
-            let block = c * k * k + c * c;
+            let block = mul(&[c, k, k]).saturating_add(mul(&[c, c]));
             OpCost {
-                conv_params: 2 * block,
-                bn_params: 2 * bn,
-                conv_madds: 2 * block * hw,
+                conv_params: mul(&[2, block]),
+                bn_params: mul(&[2, bn]),
+                conv_madds: mul(&[2, block, hw]),
                 other_ops: 0,
             }
         }
         Op::DilConv3x3 | Op::DilConv5x5 => {
-            let block = c * k * k + c * c;
+            let block = mul(&[c, k, k]).saturating_add(mul(&[c, c]));
             OpCost {
                 conv_params: block,
                 bn_params: bn,
-                conv_madds: block * hw,
+                conv_madds: mul(&[block, hw]),
                 other_ops: 0,
             }
         }
@@ -140,11 +140,11 @@ pub fn op_cost(op: Op, c: u64, h: u64, w: u64, stride: u64) -> OpCost {
         | Op::AvgPool5x5
         | Op::AvgPool2x2
         | Op::MaxPool2x2 => OpCost {
-            other_ops: c * k * k * hw,
+            other_ops: mul(&[c, k, k, hw]),
             ..OpCost::default()
         },
         Op::SkipConnect if stride <= 1 => OpCost {
-            other_ops: c * h * w,
+            other_ops: mul(&[c, h, w]),
             ..OpCost::default()
         },
         Op::SkipConnect => factorized_reduce(c, c, h, w),
@@ -152,14 +152,19 @@ pub fn op_cost(op: Op, c: u64, h: u64, w: u64, stride: u64) -> OpCost {
     }
 }
 
+/// Saturating product: counts never wrap or panic, absurd inputs give `u64::MAX`.
+fn mul(factors: &[u64]) -> u64 {
+    factors.iter().fold(1u64, |acc, &f| acc.saturating_mul(f))
+}
+
 /// FactorizedReduce(c_in → c_out): two 1×1 stride-2 convs c_in → c_out/2, concat, BN(c_out).
 fn factorized_reduce(c_in: u64, c_out: u64, h: u64, w: u64) -> OpCost {
     let half = c_out / 2;
-    let hw = out_size(h, 2) * out_size(w, 2);
+    let hw = mul(&[out_size(h, 2), out_size(w, 2)]);
     OpCost {
-        conv_params: 2 * c_in * half,
-        bn_params: 2 * c_out,
-        conv_madds: 2 * c_in * half * hw,
+        conv_params: mul(&[2, c_in, half]),
+        bn_params: mul(&[2, c_out]),
+        conv_madds: mul(&[2, c_in, half, hw]),
         other_ops: 0,
     }
 }
@@ -167,9 +172,9 @@ fn factorized_reduce(c_in: u64, c_out: u64, h: u64, w: u64) -> OpCost {
 /// ReLU-Conv1×1(c_in → c_out)-BN at h×w.
 fn relu_conv_bn(c_in: u64, c_out: u64, h: u64, w: u64) -> OpCost {
     OpCost {
-        conv_params: c_in * c_out,
-        bn_params: 2 * c_out,
-        conv_madds: c_in * c_out * h * w,
+        conv_params: mul(&[c_in, c_out]),
+        bn_params: mul(&[2, c_out]),
+        conv_madds: mul(&[c_in, c_out, h, w]),
         other_ops: 0,
     }
 }
@@ -208,7 +213,9 @@ impl NetworkSpec {
 
     /// Whether cell `i` is a reduction cell (`i == L/3 || i == 2L/3`).
     pub fn is_reduction(&self, i: u64) -> bool {
-        i == self.layers / 3 || i == 2 * self.layers / 3
+        // ⌊2L/3⌋ written so that it cannot overflow.
+        let two_thirds = self.layers / 3 * 2 + (self.layers % 3) * 2 / 3;
+        i == self.layers / 3 || i == two_thirds
     }
 
     /// Checks the spec; the error names the field.
@@ -300,24 +307,20 @@ impl NetworkCost {
     /// Trainable parameters (what `sum(p.numel() for p in model.parameters())` gives without the
     /// auxiliary head).
     pub fn params(&self) -> u64 {
-        self.stem.params()
-            + self
-                .cells
-                .iter()
-                .map(|c| c.preprocess.params() + c.edges.params())
-                .sum::<u64>()
-            + self.classifier_params
+        self.cells
+            .iter()
+            .map(|c| c.preprocess.params().saturating_add(c.edges.params()))
+            .fold(self.stem.params(), u64::saturating_add)
+            .saturating_add(self.classifier_params)
     }
 
     /// Multiply-adds of one forward pass of one image (convs + classifier).
     pub fn madds(&self) -> u64 {
-        self.stem.conv_madds
-            + self
-                .cells
-                .iter()
-                .map(|c| c.preprocess.conv_madds + c.edges.conv_madds)
-                .sum::<u64>()
-            + self.classifier_madds
+        self.cells
+            .iter()
+            .map(|c| c.preprocess.conv_madds.saturating_add(c.edges.conv_madds))
+            .fold(self.stem.conv_madds, u64::saturating_add)
+            .saturating_add(self.classifier_madds)
     }
 }
 
@@ -346,9 +349,9 @@ pub fn network_cost(genotype: &Genotype, spec: &NetworkSpec) -> Result<NetworkCo
     let size = spec.image_size;
     let c_stem = 3 * c;
     let stem = OpCost {
-        conv_params: spec.in_channels * c_stem * 9,
-        bn_params: 2 * c_stem,
-        conv_madds: spec.in_channels * c_stem * 9 * size * size,
+        conv_params: mul(&[spec.in_channels, c_stem, 9]),
+        bn_params: mul(&[2, c_stem]),
+        conv_madds: mul(&[spec.in_channels, c_stem, 9, size, size]),
         other_ops: 0,
     };
     let (mut c_pp, mut c_p, mut c_cur) = (c_stem, c_stem, c);
@@ -383,15 +386,15 @@ pub fn network_cost(genotype: &Genotype, spec: &NetworkSpec) -> Result<NetworkCo
         let r_out = if reduction { out_size(r_p, 2) } else { r_p };
         reduction_prev = reduction;
         c_pp = c_p;
-        c_p = cell.concat.len() as u64 * c_cur;
+        c_p = mul(&[cell.concat.len() as u64, c_cur]);
         r_pp = r_p;
         r_p = r_out;
     }
     Ok(NetworkCost {
         stem,
         cells,
-        classifier_params: c_p * spec.num_classes + spec.num_classes,
-        classifier_madds: c_p * spec.num_classes,
+        classifier_params: mul(&[c_p, spec.num_classes]).saturating_add(spec.num_classes),
+        classifier_madds: mul(&[c_p, spec.num_classes]),
     })
 }
 
@@ -492,6 +495,42 @@ mod tests {
         // DARTS-V2 at C=36, L=20 is ~530 M multiply-adds (paper tables quote 528 M / 533 M).
         let m = cost.madds() as f64 / 1e6;
         assert!((500.0..560.0).contains(&m), "{m} M MAdds");
+    }
+
+    #[test]
+    fn reduction_positions() {
+        for layers in 1..50u64 {
+            let spec = NetworkSpec {
+                layers,
+                ..NetworkSpec::cifar10()
+            };
+            let red: Vec<u64> = (0..layers).filter(|&i| spec.is_reduction(i)).collect();
+            let mut want = vec![layers / 3, 2 * layers / 3];
+            want.dedup();
+            assert_eq!(red, want, "L={layers}");
+        }
+        let spec = NetworkSpec {
+            layers: u64::MAX,
+            ..NetworkSpec::cifar10()
+        };
+        assert!(spec.is_reduction(u64::MAX / 3 * 2));
+    }
+
+    #[test]
+    fn huge_inputs_saturate_instead_of_overflowing() {
+        let c = op_cost(Op::Conv5x5, u64::MAX / 3, u64::MAX, 7, 1);
+        assert_eq!(c.conv_madds, u64::MAX);
+        assert_eq!(c.chart_madds(), u64::MAX);
+        let g = presets::get("naonet").expect("preset").genotype();
+        let spec = NetworkSpec {
+            channels: 1 << 16,
+            layers: 1 << 12,
+            in_channels: 1 << 12,
+            image_size: 1 << 14,
+            num_classes: 1 << 24,
+        };
+        let cost = network_cost(&g, &spec).expect("within limits");
+        assert_eq!(cost.madds(), u64::MAX);
     }
 
     #[test]

@@ -284,6 +284,10 @@ impl<'a> Parser<'a> {
     }
 
     fn concat(&mut self) -> Result<Vec<usize>, ArchError> {
+        self.concat_nested(0)
+    }
+
+    fn concat_nested(&mut self, depth: usize) -> Result<Vec<usize>, ArchError> {
         if let Tok::Ident(name) = self.peek().clone() {
             if name != "range" && name != "list" {
                 return Err(self.err(format!(
@@ -292,8 +296,11 @@ impl<'a> Parser<'a> {
             }
             self.next();
             if name == "list" {
+                if depth >= 2 {
+                    return Err(self.err("concat nested too deeply".into()));
+                }
                 self.expect(Tok::LParen, "`(` after list")?;
-                let v = self.concat()?;
+                let v = self.concat_nested(depth + 1)?;
                 self.expect(Tok::RParen, "`)` closing list(...)")?;
                 return Ok(v);
             }
@@ -633,6 +640,13 @@ mod tests {
             err.to_string().contains("missing field `reduce_concat`"),
             "{err}"
         );
+        let deep = format!(
+            "Genotype(normal=[], normal_concat={}[2]{}, reduce=[], reduce_concat=[2])",
+            "list(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let err = Genotype::from_darts_str(&deep).unwrap_err();
+        assert!(err.to_string().contains("nested too deeply"), "{err}");
         let err = Genotype::from_darts_str("\u{0}\u{1}garbage").unwrap_err();
         assert!(
             matches!(
