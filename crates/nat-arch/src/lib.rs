@@ -60,7 +60,7 @@ pub fn parse_any(input: &str) -> Result<Genotype, ArchError> {
     if t.starts_with('{') {
         return Genotype::from_json_str(t);
     }
-    if t.starts_with("normal") && t.contains('|') {
+    if t.starts_with("normal ") || t.starts_with("normal\t") {
         return Genotype::from_text(t);
     }
     let code = t.trim_start_matches(|c: char| c == '#' || c.is_whitespace());
@@ -93,5 +93,8 @@ mod tests {
         assert!(matches!(err, ArchError::Unrecognised { .. }));
         assert!(err.to_string().contains("hello world"));
         assert!(parse_any("").is_err());
+        // Text form without the reduce cell: the text parser explains what is missing.
+        let err = parse_any("normal 2:sep3<-0,sep3<-1 concat=2").unwrap_err();
+        assert!(err.to_string().contains("two cells separated by `|`"), "{err}");
     }
 }
