@@ -95,6 +95,9 @@ mod tests {
         assert!(parse_any("").is_err());
         // Text form without the reduce cell: the text parser explains what is missing.
         let err = parse_any("normal 2:sep3<-0,sep3<-1 concat=2").unwrap_err();
-        assert!(err.to_string().contains("two cells separated by `|`"), "{err}");
+        assert!(
+            err.to_string().contains("two cells separated by `|`"),
+            "{err}"
+        );
     }
 }
