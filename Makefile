@@ -17,7 +17,7 @@ CARGO ?= cargo
 
 BINARIES := nat-coordinator nat-worker natctl
 
-.PHONY: help build setup data postgres test lint unit fuzz clean-cache
+.PHONY: help demo build setup data postgres test lint unit fuzz clean-cache
 
 help:
 	@echo "make demo    - run an optimize job end to end on this machine (SQLite, CPU workers)"
@@ -27,6 +27,9 @@ help:
 	@echo "make data    - fetch the datasets the registries offer into $(NAT_DATA_DIR)"
 	@echo "make lint    - cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    - run the architecture parsers' fuzz targets for a bounded time"
+
+demo:
+	scripts/demo.sh
 
 setup:
 	scripts/setup-libtorch.sh
