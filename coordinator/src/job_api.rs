@@ -184,6 +184,8 @@ impl JobApi {
             )
             .await?;
         tracing::info!(job = %job.id, tasks = n, dataset = %spec.dataset, "job submitted");
+        nat_telemetry::record::job_submitted(nat_telemetry::JobKind::from_kind(&job.kind));
+        nat_telemetry::record::tasks_created(nat_telemetry::TaskKind::TrainEval, n as u64);
         self.c.wake_workers(n);
         self.c.job_changed(job.id);
         Ok(convert::job_to_proto(&job, Some(0)))
@@ -358,6 +360,10 @@ impl v1::job_service_server::JobService for JobApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(job = %id, reason = %r.reason, "job cancelled");
+        nat_telemetry::record::job_finished(
+            nat_telemetry::JobKind::from_kind(&job.kind),
+            nat_telemetry::JobState::Cancelled,
+        );
         self.c.job_changed(id);
         Ok(Response::new(v1::CancelJobResponse {
             job: Some(convert::job_to_proto(&job, None)),

@@ -42,6 +42,9 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::Coordinator;
 
+/// How often the store-derived gauges (jobs, tasks, workers by state) are refreshed.
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest accepted gRPC message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -63,6 +66,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
+    /// The Prometheus recorder could not be installed.
+    #[error("cannot install the metrics recorder")]
+    Metrics(#[source] nat_telemetry::TelemetryError),
     /// A server task panicked or was cancelled.
     #[error("server task failed")]
     Join(#[source] tokio::task::JoinError),
@@ -96,6 +102,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     c.config.validate().map_err(ServeError::Config)?;
+    // Process-wide and idempotent: several servers in one process share the recorder.
+    let metrics = nat_telemetry::install_prometheus().map_err(ServeError::Metrics)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<JobServiceServer<job_api::JobApi>>()
@@ -135,13 +143,23 @@ pub async fn serve(
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "HTTP listening");
             }
-            let app = axum::Router::new().route("/healthz", axum::routing::get(healthz));
+            let app = axum::Router::new()
+                .route("/healthz", axum::routing::get(healthz))
+                .merge(nat_telemetry::metrics_router(metrics.clone()))
+                .merge(nat_dashboard::router_with(
+                    c.store.clone(),
+                    nat_dashboard::DashboardConfig {
+                        heartbeat_stale_after: c.config.heartbeat_interval * 3,
+                        ..Default::default()
+                    },
+                ));
             let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&c));
             Some(tokio::spawn(async move { server.await }))
         }
         None => None,
     };
     let expiry_task = tokio::spawn(expiry_loop(c.clone()));
+    let gauges = nat_dashboard::gauges::spawn_refresher(c.store.clone(), GAUGE_INTERVAL);
 
     tokio::pin!(shutdown);
     let early = tokio::select! {
@@ -158,6 +176,7 @@ pub async fn serve(
         None => grpc_task.await,
     };
     let _ = expiry_task.await;
+    gauges.abort();
     if let Some(task) = http_task {
         task.await
             .map_err(ServeError::Join)?
@@ -204,6 +223,19 @@ pub async fn collect_expired(c: &Coordinator) {
                     "expired leases collected"
                 );
             }
+            use nat_telemetry::{record, ExpiryOutcome, RetryReason, TaskKind};
+            for (outcome, n) in [
+                (ExpiryOutcome::Requeued, report.requeued.len()),
+                (ExpiryOutcome::Failed, report.failed.len()),
+                (ExpiryOutcome::Cancelled, report.cancelled.len()),
+            ] {
+                if n > 0 {
+                    record::lease_expired(outcome, n as u64);
+                }
+            }
+            for _ in &report.requeued {
+                record::task_retried(TaskKind::Other, RetryReason::LeaseExpired);
+            }
             if !report.requeued.is_empty() {
                 c.wake_workers(report.requeued.len());
             }
@@ -215,7 +247,7 @@ pub async fn collect_expired(c: &Coordinator) {
                 c.wake_all_workers();
             }
         }
-        Err(err) => tracing::warn!(error = ?err, "lease expiry failed"),
+        Err(err) => nat_telemetry::report_error(&err, "lease expiry sweep failed"),
     }
     let lost_after =
         chrono::Duration::from_std(c.config.lease_duration).unwrap_or(chrono::Duration::MAX);
@@ -223,7 +255,7 @@ pub async fn collect_expired(c: &Coordinator) {
         match c.store.mark_lost_workers(cutoff).await {
             Ok(lost) if !lost.is_empty() => tracing::info!(count = lost.len(), "workers lost"),
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = ?err, "marking lost workers failed"),
+            Err(err) => nat_telemetry::report_error(&err, "marking lost workers failed"),
         }
     }
 }

@@ -5,17 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use std::sync::Arc;
 
 use nat_coordinator::{Config, Coordinator, SystemClock};
 use tokio::net::TcpListener;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The nat-orchestrator coordinator: serves jobs to users and tasks to workers over gRPC.
 #[derive(Debug, Parser)]
@@ -50,8 +44,8 @@ struct Cli {
     #[arg(long, env = "NAT_EXPIRY_INTERVAL_MS", default_value_t = 1000)]
     expiry_interval_ms: u64,
     /// Log format on stderr (filter with RUST_LOG, default info).
-    #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value = "text")]
-    log_format: LogFormat,
+    #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: nat_telemetry::LogFormat,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -62,15 +56,7 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    nat_telemetry::init_logging(cli.log_format, "info").context("cannot set up logging")?;
 
     let config = Config {
         lease_duration: seconds("lease-seconds", cli.lease_seconds)?,

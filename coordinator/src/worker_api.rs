@@ -199,6 +199,9 @@ impl WorkerApi {
                 .await?
             {
                 tracing::debug!(task = %lease.task.id, %worker, attempt = lease.attempt, "task leased");
+                nat_telemetry::record::task_leased(nat_telemetry::TaskKind::from_kind(
+                    &lease.task.kind,
+                ));
                 if lease.attempt == 1 && lease.task.attempt == 1 {
                     // First lease may move the job to running: let watchers refresh.
                     self.c.job_changed(lease.task.job_id);
@@ -220,6 +223,13 @@ impl WorkerApi {
         let worker = parse_id("worker_id", &r.worker_id)?;
         let task_id = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
+        // For metrics: the task's kind as far as known without a read, and the accuracy.
+        let mut kind = if self.c.leased_payload(task_id).is_some() {
+            nat_telemetry::TaskKind::TrainEval
+        } else {
+            nat_telemetry::TaskKind::Other
+        };
+        let mut accuracy = None;
         let outcome = match r.outcome {
             None => return Err(ApiError::invalid("outcome", "is required")),
             Some(v1::report_result_request::Outcome::Failure(f)) => {
@@ -236,6 +246,8 @@ impl WorkerApi {
             }
             Some(v1::report_result_request::Outcome::TrainEval(res)) => {
                 let measured = TrainEvalOutcome::from_proto(&res)?;
+                kind = nat_telemetry::TaskKind::TrainEval;
+                accuracy = Some(measured.accuracy);
                 let payload = match self.c.leased_payload(task_id) {
                     Some(p) => p,
                     None => {
@@ -273,6 +285,7 @@ impl WorkerApi {
                 }
             }
             Some(v1::report_result_request::Outcome::Supernet(res)) => {
+                kind = nat_telemetry::TaskKind::Supernet;
                 let task = self.c.store.get_task(task_id).await?;
                 if task.kind != "supernet" {
                     return Err(ApiError::FailedPrecondition(format!(
@@ -324,9 +337,12 @@ impl WorkerApi {
         self.c.forget_lease(task_id);
         match ack {
             ReportAck::Accepted {
-                job_id, task_state, ..
+                job_id,
+                task_state,
+                job_state,
             } => {
                 tracing::debug!(task = %task_id, %worker, state = %task_state, "result recorded");
+                record_report_metrics(kind, accuracy, task_state, job_state);
                 if task_state == TaskState::Ready {
                     self.c.wake_workers(1);
                 }
@@ -335,6 +351,39 @@ impl WorkerApi {
             }
             ReportAck::Duplicate => Ok(true),
         }
+    }
+}
+
+/// Counters of an accepted report.
+fn record_report_metrics(
+    kind: nat_telemetry::TaskKind,
+    accuracy: Option<f64>,
+    task_state: TaskState,
+    job_state: nat_store::JobState,
+) {
+    use nat_telemetry::{record, JobKind, JobState, RetryReason, TaskOutcome};
+    match task_state {
+        TaskState::Done => {
+            record::task_finished(kind, TaskOutcome::Succeeded);
+            if let Some(a) = accuracy {
+                record::evaluated_accuracy(a);
+            }
+        }
+        TaskState::Failed => record::task_finished(kind, TaskOutcome::Failed),
+        TaskState::Cancelled => record::task_finished(kind, TaskOutcome::Cancelled),
+        TaskState::Ready => record::task_retried(kind, RetryReason::WorkerFailure),
+        TaskState::Leased => {}
+    }
+    let state = match job_state {
+        nat_store::JobState::Succeeded => Some(JobState::Succeeded),
+        nat_store::JobState::Failed => Some(JobState::Failed),
+        // A report never cancels a job (CancelJob records that); reports on a cancelled job
+        // only end its leftover tasks.
+        _ => None,
+    };
+    if let Some(state) = state {
+        // Every job this coordinator creates so far is an evaluate job.
+        record::job_finished(JobKind::Evaluate, state);
     }
 }
 
@@ -407,6 +456,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             .map_err(ApiError::from)?;
         tracing::info!(worker = %worker.id, name = %worker.name, slots = caps.slots, gpus = caps.gpus, "worker registered");
         self.c.remember_worker(worker.id, caps);
+        nat_telemetry::record::worker_registered();
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         Ok(Response::new(v1::RegisterWorkerResponse {
             worker_id: worker.id.to_string(),
@@ -464,8 +514,16 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         &self,
         request: Request<v1::LeaseTaskRequest>,
     ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
-        let task = self.lease(request.into_inner()).await?;
-        Ok(Response::new(v1::LeaseTaskResponse { task }))
+        use nat_telemetry::{record, LeaseResult};
+        let t0 = std::time::Instant::now();
+        let result = self.lease(request.into_inner()).await;
+        let outcome = match &result {
+            Ok(Some(_)) => LeaseResult::Leased,
+            Ok(None) => LeaseResult::Empty,
+            Err(_) => LeaseResult::Error,
+        };
+        record::lease_task_rpc(outcome, t0.elapsed());
+        Ok(Response::new(v1::LeaseTaskResponse { task: result? }))
     }
 
     async fn report_progress(
@@ -538,7 +596,18 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         &self,
         request: Request<v1::ReportResultRequest>,
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
-        let duplicate = self.report(request.into_inner()).await?;
-        Ok(Response::new(v1::ReportResultResponse { duplicate }))
+        use nat_telemetry::{record, ReportOutcome};
+        let t0 = std::time::Instant::now();
+        let result = self.report(request.into_inner()).await;
+        let outcome = match &result {
+            Ok(false) => ReportOutcome::Accepted,
+            Ok(true) => ReportOutcome::Duplicate,
+            Err(ApiError::FailedPrecondition(_)) => ReportOutcome::Rejected,
+            Err(_) => ReportOutcome::Error,
+        };
+        record::report_result_rpc(outcome, t0.elapsed());
+        Ok(Response::new(v1::ReportResultResponse {
+            duplicate: result?,
+        }))
     }
 }

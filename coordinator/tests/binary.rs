@@ -407,3 +407,53 @@ async fn kill9(db: &TestDb) {
     assert!(status.success(), "{status:?}");
 }
 both_backends!(kill_dash_nine_mid_job_then_restart, kill9);
+
+/// /metrics is served on the HTTP listener and its counters move with real traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_during_a_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite:{}", dir.path().join("m.db").display());
+    let mut p = spawn(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &db,
+        ],
+        &[],
+        dir.path(),
+    );
+    let counter = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next())
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum()
+    };
+    let before = http_get(&p.http, "/metrics").await;
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    let url = format!("http://{}", p.grpc);
+    let ch = common::connect(&url).await;
+    let mut jobs = JobServiceClient::new(ch.clone());
+    let mut w = WorkerServiceClient::new(ch);
+    jobs.submit_job(evaluate_request(&["darts-v2"], "digits"))
+        .await
+        .expect("submit");
+    let worker = common::register(&mut w, "m").await;
+    let task = common::lease(&mut w, &worker, 1000).await.expect("task");
+    w.report_result(common::report_ok(&worker, &task))
+        .await
+        .expect("report");
+    let after = http_get(&p.http, "/metrics").await;
+    let leased = "nat_tasks_leased_total{task_kind=\"train_eval\"}";
+    assert_eq!(counter(&before, leased), 0.0);
+    assert_eq!(counter(&after, leased), 1.0, "{after}");
+    assert!(counter(&after, "nat_report_result_duration_seconds_count") >= 1.0);
+    // The dashboard is mounted at the root.
+    let page = http_get(&p.http, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    sigterm(&p.child);
+    assert!(wait_exit(&mut p.child, Duration::from_secs(10)).success());
+}
