@@ -54,6 +54,12 @@ impl Budget {
         };
         positive("epochs", self.epochs, 100_000)?;
         positive("batch_size", self.batch_size, 65_536)?;
+        if self.batch_size < 2 {
+            return Err(TrainError::budget(
+                "batch_size",
+                "must be at least 2 (batch-norm needs two examples per batch)",
+            ));
+        }
         positive("init_channels", self.init_channels, 1024)?;
         positive("layers", self.layers, 200)?;
         let range = |field: &'static str, v: f64, lo: f64, hi: f64| {
@@ -138,6 +144,8 @@ mod tests {
         assert!(small().validate().is_ok());
         let mut b = small();
         b.batch_size = 0;
+        assert!(b.validate().unwrap_err().to_string().contains("batch_size"));
+        b.batch_size = 1;
         assert!(b.validate().unwrap_err().to_string().contains("batch_size"));
         let mut b = small();
         b.momentum = f64::NAN;

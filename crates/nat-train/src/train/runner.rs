@@ -171,6 +171,12 @@ fn run(
         0 => data.train.len(),
         m => i64::from(m).min(data.train.len()),
     };
+    if n_train < 2 {
+        return Err(TrainError::budget(
+            "max_train_examples",
+            format!("{n_train} training examples; at least 2 are needed"),
+        ));
+    }
     let batch = i64::from(budget.batch_size).min(n_train);
     // A last batch of one example cannot be trained with batch-norm: it is dropped.
     let full = n_train / batch;

@@ -59,6 +59,12 @@ impl SupernetSettings {
         positive("init_channels", self.init_channels, 1024)?;
         positive("layers", self.layers, 200)?;
         positive("batch_size", self.batch_size, 65_536)?;
+        if self.batch_size < 2 {
+            return Err(TrainError::budget(
+                "batch_size",
+                "must be at least 2 (batch-norm needs two examples per batch)",
+            ));
+        }
         let range = |field: &'static str, v: f64, lo: f64, hi: f64| {
             if v.is_finite() && v >= lo && v <= hi {
                 Ok(())
