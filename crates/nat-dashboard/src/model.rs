@@ -216,8 +216,8 @@ struct Digest {
     policy_version: Option<i64>,
     /// Latest `new_best` genotype per input index.
     best: HashMap<u32, (Genotype, Option<f64>)>,
-    /// The latest events (a bounded tail, oldest first).
-    last: Vec<EventLine>,
+    /// The latest events (a bounded tail, oldest first), summarised on output.
+    last: Vec<Event>,
 }
 
 impl Digest {
@@ -261,12 +261,7 @@ impl Digest {
             }
             _ => {}
         }
-        self.last.push(EventLine {
-            seq: e.seq,
-            t_ms,
-            kind: e.kind.clone(),
-            summary: truncate(summarize(e), SUMMARY_CHARS),
-        });
+        self.last.push(e.clone());
         if self.last.len() > 4 * RECENT_EVENTS {
             self.last.drain(..self.last.len() - RECENT_EVENTS);
         }
@@ -477,6 +472,7 @@ async fn trained_accuracies(
     job: uuid::Uuid,
 ) -> Result<HashMap<String, f64>, DashboardError> {
     let mut out: HashMap<String, f64> = HashMap::new();
+    let mut hashes: HashMap<String, Option<String>> = HashMap::new();
     for task in store
         .list_tasks(job, Some(TaskState::Done), 10_000, 0)
         .await?
@@ -486,9 +482,21 @@ async fn trained_accuracies(
             .as_ref()
             .and_then(schema::read::<schema::TrainEvalResult>)
             .and_then(|r| r.accuracy);
-        let genotype = task.payload.get("genotype_json").and_then(schema::genotype);
-        if let (Some(a), Some(g)) = (accuracy, genotype) {
-            let best = out.entry(g.canonical_hash()).or_insert(a);
+        let (Some(a), Some(json)) = (accuracy, task.payload.get("genotype_json")) else {
+            continue;
+        };
+        // Many tasks train the same few genotypes: parse and hash each text once.
+        let key = json.to_string();
+        let hash = match hashes.get(&key) {
+            Some(h) => h.clone(),
+            None => {
+                let h = schema::genotype(json).map(|g| g.canonical_hash());
+                hashes.insert(key, h.clone());
+                h
+            }
+        };
+        if let Some(hash) = hash {
+            let best = out.entry(hash).or_insert(a);
             *best = best.max(a);
         }
     }
@@ -651,9 +659,18 @@ pub async fn job_detail(
     ];
 
     let job_row = row(&job, Some(&digest), Utc::now());
-    let mut events = digest.last.clone();
-    events.reverse();
-    events.truncate(RECENT_EVENTS);
+    let events: Vec<EventLine> = digest
+        .last
+        .iter()
+        .rev()
+        .take(RECENT_EVENTS)
+        .map(|e| EventLine {
+            seq: e.seq,
+            t_ms: ms(e.created_at),
+            kind: e.kind.clone(),
+            summary: truncate(summarize(e), SUMMARY_CHARS),
+        })
+        .collect();
     Ok(JobDetail {
         job: job_row,
         tasks_running: running,

@@ -30,14 +30,19 @@ fn main() {
         record::task_finished(TaskKind::TrainEval, TaskOutcome::Succeeded)
     });
     time("record::lease_task_rpc (histogram)", n, |i| {
-        record::lease_task_rpc(LeaseResult::Leased, Duration::from_micros(u64::from(i % 5000)))
+        record::lease_task_rpc(
+            LeaseResult::Leased,
+            Duration::from_micros(u64::from(i % 5000)),
+        )
     });
     time("record::set_tasks (gauge)", n, |i| {
         record::set_tasks(TaskState::Ready, u64::from(i))
     });
-    time("record::worker_gpu_memory (gauge, formatted label)", n / 10, |i| {
-        record::worker_gpu_memory(i % 8, 1 << 30, 80 << 30)
-    });
+    time(
+        "record::worker_gpu_memory (gauge, formatted label)",
+        n / 10,
+        |i| record::worker_gpu_memory(i % 8, 1 << 30, 80 << 30),
+    );
     handle.run_upkeep();
     let start = Instant::now();
     let mut bytes = 0;
