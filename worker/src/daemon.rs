@@ -451,6 +451,17 @@ async fn handle_task<R>(
     R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
 {
     let task_id = task.task_id.clone();
+    let checkpoint = match &task.payload {
+        Some(v1::task::Payload::TrainEval(payload)) if payload.checkpointed => {
+            let key = if payload.checkpoint_key.is_empty() {
+                &task.task_id
+            } else {
+                &payload.checkpoint_key
+            };
+            crate::runner::checkpoint_path(&shared.config.checkpoint_dir, key).ok()
+        }
+        _ => None,
+    };
     let lease_token = task.lease_token;
     let cancel = Arc::new(AtomicBool::new(false));
     shared
@@ -524,7 +535,16 @@ async fn handle_task<R>(
         }
         Outcome::Cancelled => {}
     }
-    report_result(shared, &task_id, lease_token, outcome).await;
+    let succeeded = matches!(outcome, Outcome::TrainEval(_) | Outcome::Supernet(_));
+    let accepted = report_result(shared, &task_id, lease_token, outcome).await;
+    if let (true, true, Some(dir)) = (succeeded, accepted, checkpoint) {
+        // The task is done for good: its checkpoints are no longer needed.
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %error, "could not remove checkpoints");
+            }
+        }
+    }
     shared
         .held
         .lock()
@@ -619,7 +639,8 @@ async fn send_progress(
 }
 
 /// Reports an outcome, retrying while the coordinator is unreachable (up to `report_give_up`).
-async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome: Outcome) {
+/// True when the coordinator accepted it.
+async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome: Outcome) -> bool {
     let body = match outcome {
         Outcome::TrainEval(result) => v1::report_result_request::Outcome::TrainEval(result),
         Outcome::Supernet(result) => v1::report_result_request::Outcome::Supernet(result),
@@ -639,7 +660,7 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
     loop {
         let Some(registration) = shared.registration().await else {
             tracing::warn!(task_id, "exiting before the result could be reported");
-            return;
+            return false;
         };
         let request = v1::ReportResultRequest {
             worker_id: registration.worker_id.clone(),
@@ -652,7 +673,7 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
             response = tokio::time::timeout(RPC_TIMEOUT, client.report_result(request)) => flatten(response),
             () = raised(&shared.stopping) => {
                 tracing::warn!(task_id, "exiting before the result could be reported");
-                return;
+                return false;
             }
         };
         match response {
@@ -662,7 +683,7 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
                     duplicate = response.get_ref().duplicate,
                     "result reported"
                 );
-                return;
+                return true;
             }
             Err(status) if status.code() == Code::NotFound && mentions_worker(&status) => {
                 shared.forget_registration(&registration.worker_id).await;
@@ -679,7 +700,7 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
                     error = %status.message(),
                     "result rejected by the coordinator; dropping it"
                 );
-                return;
+                return false;
             }
             Err(status) => {
                 if started.elapsed() >= shared.config.report_give_up {
@@ -688,7 +709,7 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
                         error = %status.message(),
                         "giving up reporting the result; the coordinator will re-lease the task"
                     );
-                    return;
+                    return false;
                 }
                 let delay = backoff.next_delay();
                 log_unreachable("report_result", &status, backoff.attempts(), delay);

@@ -32,6 +32,10 @@ struct State {
     forgotten: Vec<String>,
     /// Task ids the next heartbeats tell the worker to stop.
     stop: Vec<String>,
+    /// Task ids whose next report is refused with FAILED_PRECONDITION (stale lease).
+    reject: Vec<String>,
+    /// Reports refused that way.
+    rejected: Vec<v1::ReportResultRequest>,
 }
 
 #[derive(Clone, Default)]
@@ -130,7 +134,19 @@ impl WorkerService for Scripted {
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
         let request = request.into_inner();
         self.known(&request.worker_id)?;
-        self.with(|s| s.results.push(request));
+        let refused = self.with(|s| {
+            if let Some(index) = s.reject.iter().position(|id| *id == request.task_id) {
+                s.reject.remove(index);
+                s.rejected.push(request.clone());
+                true
+            } else {
+                s.results.push(request);
+                false
+            }
+        });
+        if refused {
+            return Err(Status::failed_precondition("lease_token: stale lease"));
+        }
         Ok(Response::new(v1::ReportResultResponse { duplicate: false }))
     }
 }
@@ -565,7 +581,7 @@ async fn supernet_tasks_score_every_pair() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkpointed_tasks_write_checkpoints_under_their_key() {
+async fn checkpoints_survive_a_rejected_report_and_are_removed_once_accepted() {
     let scratch = tempfile::tempdir().unwrap();
     let checkpointed = |id: &str, key: &str| {
         let mut task = train_task(id, &small_genotype_json(), "digits", budget(2, 128));
@@ -577,14 +593,14 @@ async fn checkpointed_tasks_write_checkpoints_under_their_key() {
     };
     let scripted = Scripted::default();
     scripted.with(|s| {
+        s.reject.push("first".to_owned());
         s.tasks.push_back(checkpointed("first", "job-1.arch-0"));
-        s.tasks.push_back(checkpointed("resumed", "job-1.arch-0"));
-        s.tasks.push_back(checkpointed("escape", "../outside"));
     });
     let address = serve(scripted.clone()).await;
     let _worker = WorkerProcess::spawn(&format!("http://{address}"), "ckpt", scratch.path(), &[]);
-    wait_until(Duration::from_secs(120), "three results", || {
-        scripted.with(|s| s.results.len() >= 3)
+    // The first lease's report is refused (as for a lease lost meanwhile): the checkpoints stay.
+    wait_until(Duration::from_secs(120), "the rejected report", || {
+        scripted.with(|s| !s.rejected.is_empty())
     })
     .await;
     let folder = scratch.path().join("ckpt-checkpoints").join("job-1.arch-0");
@@ -592,13 +608,31 @@ async fn checkpointed_tasks_write_checkpoints_under_their_key() {
         .unwrap_or_else(|e| panic!("{}: {e}", folder.display()))
         .count();
     assert!(files > 0, "checkpoint files under {}", folder.display());
+    // The task comes back (same key): it resumes from the finished checkpoint, is accepted, and
+    // its checkpoints are removed.
     scripted.with(|s| {
-        let accuracy = |id: &str| match result_of(s, id) {
+        s.tasks.push_back(checkpointed("resumed", "job-1.arch-0"));
+        s.tasks.push_back(checkpointed("escape", "../outside"));
+    });
+    wait_until(Duration::from_secs(120), "two results", || {
+        scripted.with(|s| s.results.len() >= 2)
+    })
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "the checkpoints to be removed",
+        || !folder.exists(),
+    )
+    .await;
+    scripted.with(|s| {
+        let first = match s.rejected[0].outcome.as_ref() {
             Some(Outcome::TrainEval(result)) => result.accuracy,
-            other => panic!("{id}: expected a result, got {other:?}"),
+            other => panic!("first: expected a result, got {other:?}"),
         };
-        // The second task resumes from the finished checkpoint: same trained weights, same score.
-        assert_eq!(accuracy("first"), accuracy("resumed"));
+        match result_of(s, "resumed") {
+            Some(Outcome::TrainEval(result)) => assert_eq!(result.accuracy, first),
+            other => panic!("resumed: expected a result, got {other:?}"),
+        }
         let (reason, retryable) = failure(s, "escape");
         assert!(reason.contains("checkpoint_key"), "{reason}");
         assert!(!retryable);
