@@ -31,6 +31,7 @@ use serde_json::json;
 
 use crate::config::PolicyConfig;
 use crate::error::PolicyError;
+use crate::input::{validate_input, validate_output};
 use crate::learner::{PolicyLearner, Sample, UpdateStats};
 use crate::space::ActionSpace;
 
@@ -234,9 +235,23 @@ impl PolicyDriver {
         if rows.is_empty() {
             return Ok(None);
         }
+        // Rows that can never be learned from (undecodable, outside the space, from a future
+        // version, non-finite reward) are consumed as dropped so they cannot block the queue.
+        let current = self.lock()?.version();
         let mut batch = Vec::with_capacity(rows.len());
+        let mut learnable = Vec::with_capacity(rows.len());
+        let mut invalid = Vec::new();
         for row in &rows {
-            batch.push((sample_of(row)?, row.reward.unwrap_or(0.0)));
+            match usable(self.space, row, current) {
+                Ok(sample) => {
+                    batch.push((sample, row.reward.unwrap_or(f64::NAN)));
+                    learnable.push(row.id);
+                }
+                Err(reason) => {
+                    tracing::warn!(policy_id = %self.policy_id, sample_id = row.id, error = %reason, "dropping unusable policy sample");
+                    invalid.push(row.id);
+                }
+            }
         }
         let learner = Arc::clone(&self.learner);
         let policy_id = self.policy_id.clone();
@@ -249,12 +264,12 @@ impl PolicyDriver {
         })
         .await?;
         let mut consumed = Vec::new();
-        let mut dropped = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
+        let mut dropped = invalid;
+        for (i, id) in learnable.iter().enumerate() {
             if stats.dropped_stale.contains(&i) {
-                dropped.push(row.id);
+                dropped.push(*id);
             } else {
-                consumed.push(row.id);
+                consumed.push(*id);
             }
         }
         let mut checkpoint = checkpoint;
@@ -358,6 +373,28 @@ pub fn sample_of(row: &PolicySample) -> DriverResult<Sample> {
         entropy_reduce: 0.0,
         version: u64::try_from(row.policy_version - 1).unwrap_or(0),
     })
+}
+
+/// Decodes and checks a stored row; the error says why it cannot be learned from.
+fn usable(space: ActionSpace, row: &PolicySample, current: u64) -> DriverResult<Sample> {
+    let sample = sample_of(row)?;
+    validate_input(space, &sample.input, "sample.input")?;
+    validate_output(space, &sample.input, &sample.alpha, "sample.output")?;
+    if sample.version > current {
+        return Err(PolicyError::invalid(
+            "sample.policy_version",
+            format!(
+                "drawn by version {} but the policy is at {}",
+                row.policy_version,
+                current + 1
+            ),
+        )
+        .into());
+    }
+    match row.reward {
+        Some(r) if r.is_finite() && row.log_prob.is_finite() => Ok(sample),
+        _ => Err(PolicyError::invalid("sample.reward", "missing or not finite").into()),
+    }
 }
 
 fn checkpoint_of(

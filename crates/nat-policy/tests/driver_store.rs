@@ -335,3 +335,53 @@ async fn crash_between_reward_and_update_sqlite() {
 async fn crash_between_reward_and_update_postgres() {
     crash_between_reward_and_update(TestStore::postgres().await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_samples_are_dropped_not_stuck() {
+    let backend = TestStore::sqlite().await;
+    let store = Arc::clone(&backend.store);
+    let job = new_job(&store).await;
+    let config = small_config(ActionSpace::NatPlusPlus, Profile::Default);
+    let driver = PolicyDriver::open(
+        Arc::clone(&store),
+        "p-bad",
+        config,
+        1,
+        Some(job),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let input = darts_v2();
+    let mut outside = input.clone();
+    outside.normal.nodes[3].inputs[0].op = Op::SepConv3x3; // skip -> sep: not a NAT++ move
+    let bad = nat_store::NewPolicySample {
+        job_id: job,
+        policy_id: "p-bad".into(),
+        policy_version: 1,
+        log_prob: -3.0,
+        entropy: 1.0,
+        input: serde_json::to_value(&input).unwrap(),
+        output: serde_json::to_value(&outside).unwrap(),
+        task_id: None,
+    };
+    let ids = store.insert_samples(vec![bad], Utc::now()).await.unwrap();
+    let good = driver
+        .sample(job, vec![input], 2, 5, Utc::now())
+        .await
+        .unwrap();
+    for id in ids.iter().chain(good.iter().map(|(id, _)| id)) {
+        assert!(driver.record_reward(*id, 0.5).await.unwrap());
+    }
+    match driver.step(10, Utc::now()).await.unwrap() {
+        StepOutcome::Committed { stats, .. } => assert_eq!(stats.used, 2),
+        other => panic!("expected an update, got {other:?}"),
+    }
+    let row = store.get_sample(ids[0]).await.unwrap();
+    assert!(row.dropped && row.consumed_in_version == Some(2), "{row:?}");
+    assert_eq!(
+        driver.step(10, Utc::now()).await.unwrap(),
+        StepOutcome::Idle
+    );
+    backend.cleanup().await;
+}
