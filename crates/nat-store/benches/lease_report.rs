@@ -36,6 +36,9 @@ struct Args {
     /// Concurrent simulated workers (each: lease, report, repeat).
     #[arg(long, default_value_t = 64)]
     workers: usize,
+    /// Slots per `lease_tasks`/`report_results` batch (1 = the single-call API).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Jobs the tasks are spread over (equal priority: round robin).
     #[arg(long, default_value_t = 4)]
     jobs: usize,
@@ -102,41 +105,80 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
     }
     let start = Instant::now();
     let mut handles = Vec::new();
+    let batch = args.batch.max(1);
     for w in workers {
         let store = store.clone();
         let caps = caps.clone();
         handles.push(tokio::spawn(async move {
             let mut lease_lat = Vec::new();
             let mut report_lat = Vec::new();
+            let requests: Vec<LeaseRequest> = (0..batch)
+                .map(|_| LeaseRequest {
+                    worker: w,
+                    capabilities: caps.clone(),
+                })
+                .collect();
             loop {
                 let t = Instant::now();
-                let lease = store
-                    .lease_task(w, &caps, Utc::now(), Duration::from_secs(60))
-                    .await?;
+                let leases: Vec<Lease> = if batch == 1 {
+                    store
+                        .lease_task(w, &caps, Utc::now(), Duration::from_secs(60))
+                        .await?
+                        .into_iter()
+                        .collect()
+                } else {
+                    store
+                        .lease_tasks(&requests, Utc::now(), Duration::from_secs(60))
+                        .await?
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                };
                 lease_lat.push(t.elapsed());
-                let Some(lease) = lease else { break };
-                let t = Instant::now();
-                store
-                    .report_result(
-                        lease.task.id,
-                        lease.token,
-                        w,
-                        Outcome::Succeeded {
-                            result: json!({ "accuracy": 0.5 }),
-                            rewards: vec![RewardObservation {
-                                key: RewardKey {
-                                    arch_hash: lease.task.id.to_string(),
-                                    dataset: "digits".into(),
-                                    budget: "smoke".into(),
-                                },
-                                value: 0.5,
-                            }],
-                            sample_rewards: vec![],
+                if leases.is_empty() {
+                    break;
+                }
+                let outcome = |lease: &Lease| Outcome::Succeeded {
+                    result: json!({ "accuracy": 0.5 }),
+                    rewards: vec![RewardObservation {
+                        key: RewardKey {
+                            arch_hash: lease.task.id.to_string(),
+                            dataset: "digits".into(),
+                            budget: "smoke".into(),
                         },
-                        Utc::now(),
-                    )
-                    .await?;
-                report_lat.push(t.elapsed());
+                        value: 0.5,
+                    }],
+                    sample_rewards: vec![],
+                };
+                let t = Instant::now();
+                if batch == 1 {
+                    for lease in &leases {
+                        store
+                            .report_result(
+                                lease.task.id,
+                                lease.token,
+                                w,
+                                outcome(lease),
+                                Utc::now(),
+                            )
+                            .await?;
+                    }
+                } else {
+                    let items = leases
+                        .iter()
+                        .map(|lease| ReportItem {
+                            task: lease.task.id,
+                            token: lease.token,
+                            worker: w,
+                            outcome: outcome(lease),
+                        })
+                        .collect();
+                    for r in store.report_results(items, Utc::now()).await? {
+                        r?;
+                    }
+                }
+                let per_call = t.elapsed();
+                report_lat.extend(std::iter::repeat_n(per_call, leases.len()));
             }
             Ok::<_, StoreError>((lease_lat, report_lat))
         }));
@@ -149,6 +191,7 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
         report_lat.extend(r);
     }
     let elapsed = start.elapsed();
+    let batch = args.batch.max(1);
     lease_lat.sort();
     report_lat.sort();
     let done = report_lat.len();
@@ -158,7 +201,7 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
         args.tasks
     );
     println!(
-        "backend={} tasks={} workers={} jobs={}: {:.0} lease+report round trips/s ({done} in {:.2?})",
+        "backend={} tasks={} workers={} jobs={} batch={batch}: {:.0} lease+report round trips/s ({done} in {:.2?})",
         store.backend(),
         args.tasks,
         args.workers,
@@ -167,13 +210,13 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
         elapsed
     );
     println!(
-        "  lease_task    p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        "  lease call    p50 {:.2?}  p99 {:.2?}  max {:.2?}",
         percentile(&lease_lat, 0.5),
         percentile(&lease_lat, 0.99),
         lease_lat.last().copied().unwrap_or_default()
     );
     println!(
-        "  report_result p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        "  report call   p50 {:.2?}  p99 {:.2?}  max {:.2?}",
         percentile(&report_lat, 0.5),
         percentile(&report_lat, 0.99),
         report_lat.last().copied().unwrap_or_default()

@@ -1,5 +1,6 @@
 //! PostgreSQL backend.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -527,6 +528,95 @@ async fn insert_tasks(
     Ok(ids)
 }
 
+/// What the task part of a report did.
+enum TaskApplied {
+    /// The same report was already applied.
+    Duplicate,
+    /// The task moved to `new_state`; the job part is still to apply.
+    Applied {
+        job_id: JobId,
+        new_state: TaskState,
+        event: Option<(&'static str, Value)>,
+    },
+}
+
+/// Counter changes and events to apply to one job.
+#[derive(Default)]
+struct JobDeltas {
+    done: i64,
+    failed: i64,
+    cancelled: i64,
+    kinds: Vec<&'static str>,
+    payloads: Vec<Value>,
+}
+
+impl JobDeltas {
+    fn add(&mut self, state: TaskState, event: Option<(&'static str, Value)>) {
+        match state {
+            TaskState::Done => self.done += 1,
+            TaskState::Failed => self.failed += 1,
+            TaskState::Cancelled => self.cancelled += 1,
+            TaskState::Ready | TaskState::Leased => {}
+        }
+        if let Some((kind, payload)) = event {
+            self.kinds.push(kind);
+            self.payloads.push(payload);
+        }
+    }
+}
+
+/// One statement: lock the job row, apply the counters, finish an `all_tasks` job whose last
+/// task ended (same rule as `JobAccount::maybe_complete`), append the events in order.
+async fn apply_job_deltas(
+    tx: &mut PgConnection,
+    job: JobId,
+    deltas: &JobDeltas,
+    now: DateTime<Utc>,
+) -> Result<JobState> {
+    let state: Option<String> = sqlx::query_scalar(
+        "WITH cur AS ( \
+           SELECT id, state, completion, tasks_total, tasks_done + $2 AS d, tasks_failed + $3 AS f, \
+             tasks_cancelled + $4 AS c, event_seq, cardinality($5::text[]) AS n \
+           FROM jobs WHERE id = $1 FOR NO KEY UPDATE \
+         ), calc AS ( \
+           SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
+             AND d + f + c >= tasks_total) AS fin FROM cur \
+         ), upd AS ( \
+           UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
+             event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
+             state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
+               WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
+             error = CASE WHEN calc.fin AND calc.d = 0 \
+               THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
+             finished_at = CASE WHEN calc.fin THEN $7 ELSE jobs.finished_at END, \
+             updated_at = $7 \
+           FROM calc WHERE jobs.id = calc.id \
+           RETURNING jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
+         ), ev AS ( \
+           INSERT INTO events (job_id, seq, kind, payload, created_at) \
+           SELECT $1, upd.base + u.o, u.k, u.p, $7 \
+           FROM upd CROSS JOIN UNNEST($5::text[], $6::jsonb[]) WITH ORDINALITY AS u(k, p, o) \
+           UNION ALL \
+           SELECT $1, upd.base + upd.n + 1, 'job_finished', jsonb_build_object('state', upd.state, \
+             'error', upd.error, 'tasks_done', upd.d, 'tasks_failed', upd.f), $7 FROM upd WHERE upd.fin \
+         ) \
+         SELECT state FROM upd",
+    )
+    .bind(job)
+    .bind(deltas.done)
+    .bind(deltas.failed)
+    .bind(deltas.cancelled)
+    .bind(&deltas.kinds)
+    .bind(deltas.payloads.iter().map(Json).collect::<Vec<_>>())
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match state {
+        Some(s) => parse("jobs.state", &s),
+        None => Err(StoreError::not_found(Entity::Job, job)),
+    }
+}
+
 impl PgStore {
     /// The hot report path: one read, then ONE statement (so one implicit transaction) that
     /// applies the task transition only if the lease is still (`token`, `worker`), and in the
@@ -686,20 +776,37 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<ReportAck> {
         let mut tx = self.pool.begin().await?;
-        let ack = Self::report_on(&mut tx, task, token, worker, &outcome, now).await?;
+        let ack = match Self::report_task_part(&mut tx, task, token, worker, &outcome, now).await? {
+            TaskApplied::Duplicate => ReportAck::Duplicate,
+            TaskApplied::Applied {
+                job_id,
+                new_state,
+                event,
+            } => {
+                let mut deltas = JobDeltas::default();
+                deltas.add(new_state, event);
+                let job_state = apply_job_deltas(&mut tx, job_id, &deltas, now).await?;
+                ReportAck::Accepted {
+                    job_id,
+                    task_state: new_state,
+                    job_state,
+                }
+            }
+        };
         tx.commit().await?;
         Ok(ack)
     }
 
-    /// Applies a report inside the caller's transaction (which commits or rolls back).
-    async fn report_on(
+    /// Applies the task part of a report (task row, reward estimates, sample rewards) inside
+    /// the caller's transaction; the job part is [`apply_job_deltas`].
+    async fn report_task_part(
         tx: &mut PgConnection,
         task: TaskId,
         token: i64,
         worker: WorkerId,
         outcome: &Outcome,
         now: DateTime<Utc>,
-    ) -> Result<ReportAck> {
+    ) -> Result<TaskApplied> {
         // Only the task row is locked here; the job row is locked by the last statement, so
         // that reports of one job hold its row for one statement and the commit.
         let row = sqlx::query(
@@ -722,7 +829,7 @@ impl PgStore {
         let reported: Option<i64> = row.try_get("reported_token")?;
         check_lease(task, state, lease_token, leased_by, reported, token, worker)?;
         if reported == Some(token) && leased_by == Some(worker) {
-            return Ok(ReportAck::Duplicate);
+            return Ok(TaskApplied::Duplicate);
         }
         let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
         let max_attempts = to_u32(
@@ -773,56 +880,10 @@ impl PgStore {
             decision.result.as_ref(),
             &failures,
         );
-        let (done, failed, cancelled) = match decision.new_state {
-            TaskState::Done => (1i64, 0i64, 0i64),
-            TaskState::Failed => (0, 1, 0),
-            TaskState::Cancelled => (0, 0, 1),
-            TaskState::Ready | TaskState::Leased => (0, 0, 0),
-        };
-        // One statement: lock the job row, apply the counters, finish an `all_tasks` job whose
-        // last task ended (same rule as `JobAccount::maybe_complete`), append the events.
-        let new_job_state: String = sqlx::query_scalar(
-            "WITH cur AS ( \
-               SELECT id, state, completion, tasks_total, tasks_done + $2 AS d, tasks_failed + $3 AS f, \
-                 tasks_cancelled + $4 AS c, event_seq, CASE WHEN $5::text IS NULL THEN 0 ELSE 1 END AS n \
-               FROM jobs WHERE id = $1 FOR NO KEY UPDATE \
-             ), calc AS ( \
-               SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
-                 AND d + f + c >= tasks_total) AS fin FROM cur \
-             ), upd AS ( \
-               UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
-                 event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
-                 state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
-                   WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
-                 error = CASE WHEN calc.fin AND calc.d = 0 \
-                   THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
-                 finished_at = CASE WHEN calc.fin THEN $7 ELSE jobs.finished_at END, \
-                 updated_at = $7 \
-               FROM calc WHERE jobs.id = calc.id \
-               RETURNING jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
-             ), ev AS ( \
-               INSERT INTO events (job_id, seq, kind, payload, created_at) \
-               SELECT $1, upd.base + 1, $5, $6, $7 FROM upd WHERE $5::text IS NOT NULL \
-               UNION ALL \
-               SELECT $1, upd.base + upd.n + 1, 'job_finished', jsonb_build_object('state', upd.state, \
-                 'error', upd.error, 'tasks_done', upd.d, 'tasks_failed', upd.f), $7 FROM upd WHERE upd.fin \
-             ) \
-             SELECT state FROM upd",
-        )
-        .bind(job_id)
-        .bind(done)
-        .bind(failed)
-        .bind(cancelled)
-        .bind(event.as_ref().map(|(kind, _)| *kind))
-        .bind(event.as_ref().map(|(_, payload)| Json(payload)))
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        let job_state = parse("jobs.state", &new_job_state)?;
-        Ok(ReportAck::Accepted {
+        Ok(TaskApplied::Applied {
             job_id,
-            task_state: decision.new_state,
-            job_state,
+            new_state: decision.new_state,
+            event,
         })
     }
 
@@ -1350,6 +1411,9 @@ impl Store for PgStore {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| (job_of.get(&items[i].task).copied(), items[i].task));
         let mut results: Vec<Option<Result<ReportAck>>> = (0..items.len()).map(|_| None).collect();
+        // Task parts first (one savepoint each), then ONE counters/events statement per job just
+        // before the commit: job rows are held for a few statements, not for the whole batch.
+        let mut per_job: BTreeMap<JobId, (JobDeltas, Vec<(usize, TaskState)>)> = BTreeMap::new();
         let mut tx = self.pool.begin().await?;
         for i in order {
             let item = &items[i];
@@ -1359,7 +1423,7 @@ impl Store for PgStore {
             }
             // A savepoint per item: a rejected item rolls back alone.
             let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match Self::report_on(
+            match Self::report_task_part(
                 &mut sp,
                 item.task,
                 item.token,
@@ -1369,15 +1433,36 @@ impl Store for PgStore {
             )
             .await
             {
-                Ok(ack) => {
+                Ok(applied) => {
                     sp.commit().await?;
-                    results[i] = Some(Ok(ack));
+                    match applied {
+                        TaskApplied::Duplicate => results[i] = Some(Ok(ReportAck::Duplicate)),
+                        TaskApplied::Applied {
+                            job_id,
+                            new_state,
+                            event,
+                        } => {
+                            let entry = per_job.entry(job_id).or_default();
+                            entry.0.add(new_state, event);
+                            entry.1.push((i, new_state));
+                        }
+                    }
                 }
                 Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
                 Err(e) => {
                     sp.rollback().await?;
                     results[i] = Some(Err(e));
                 }
+            }
+        }
+        for (job_id, (deltas, members)) in per_job {
+            let job_state = apply_job_deltas(&mut tx, job_id, &deltas, now).await?;
+            for (i, task_state) in members {
+                results[i] = Some(Ok(ReportAck::Accepted {
+                    job_id,
+                    task_state,
+                    job_state,
+                }));
             }
         }
         tx.commit().await?;
