@@ -1,7 +1,7 @@
 //! Opens the job page of a running job in a real headless Chromium (Debian's `chromium`,
 //! installed by `scripts/ensure-chromium.sh`), checks that the reward chart and both cell
 //! diagrams are in the DOM after the script ran, and saves a screenshot under the test's output
-//! directory (`$CARGO_TARGET_TMPDIR/nat-dashboard/job.png`).
+//! directory (`$CARGO_TARGET_TMPDIR/nat-dashboard/job.png`, and `index.png` of the front page).
 //!
 //! If Chromium cannot be installed or started, the test fails with the reason.
 
@@ -173,4 +173,29 @@ async fn job_page_renders_chart_and_cell_diagrams_in_chromium() {
         "{index}"
     );
     assert!(index.contains("gpu-node-1") && index.contains("NVIDIA H100"));
+    let index_png = out_dir.join("index.png");
+    let _ = std::fs::remove_file(&index_png);
+    {
+        let (binary, profile, png) = (
+            binary.clone(),
+            profile.path().to_path_buf(),
+            index_png.clone(),
+        );
+        let url = format!("http://{addr}/");
+        in_blocking(move || {
+            run_chromium(
+                &binary,
+                &profile,
+                &url,
+                &[
+                    format!("--screenshot={}", png.display()),
+                    "--window-size=1440,900".into(),
+                ],
+            )
+        })
+        .await;
+    }
+    let bytes = std::fs::read(&index_png).expect("index screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    eprintln!("screenshot: {}", index_png.display());
 }
