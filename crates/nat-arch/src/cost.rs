@@ -152,6 +152,13 @@ pub fn op_cost(op: Op, c: u64, h: u64, w: u64, stride: u64) -> OpCost {
     }
 }
 
+impl Op {
+    /// This op's cost at `c` channels on an `h`×`w` input with the given stride (see [`op_cost`]).
+    pub fn cost(self, c: u64, h: u64, w: u64, stride: u64) -> OpCost {
+        op_cost(self, c, h, w, stride)
+    }
+}
+
 /// Saturating product: counts never wrap or panic, absurd inputs give `u64::MAX`.
 fn mul(factors: &[u64]) -> u64 {
     factors.iter().fold(1u64, |acc, &f| acc.saturating_mul(f))
@@ -440,7 +447,7 @@ mod tests {
     #[test]
     fn stride_two_costs() {
         // FactorizedReduce at C=16, 8x8 -> 4x4: 16*16 weights, 2*16 BN, 16*16*16 madds.
-        let fr = op_cost(Op::SkipConnect, 16, 8, 8, 2);
+        let fr = Op::SkipConnect.cost(16, 8, 8, 2);
         assert_eq!(
             fr,
             OpCost {
