@@ -5,6 +5,7 @@
 #   $(NAT_CACHE_DIR)/target  cargo build output
 #   $(NAT_CACHE_DIR)/venv    the PyTorch 2.13.0 venv whose libtorch the worker links
 #   $(NAT_CACHE_DIR)/data    datasets in the worker's --data-dir layout
+#   $(NAT_CACHE_DIR)/fuzz-target  nightly builds of the fuzz targets
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -12,7 +13,9 @@ SHELL := /bin/bash
 NAT_CACHE_DIR ?= $(HOME)/.cache/nat-orchestrator
 CARGO_TARGET_DIR ?= $(NAT_CACHE_DIR)/target
 NAT_DATA_DIR ?= $(NAT_CACHE_DIR)/data
-export NAT_CACHE_DIR CARGO_TARGET_DIR NAT_DATA_DIR
+NAT_FUZZ_TARGET_DIR ?= $(NAT_CACHE_DIR)/fuzz-target
+FUZZ_SECONDS ?= 20
+export NAT_CACHE_DIR CARGO_TARGET_DIR NAT_DATA_DIR NAT_FUZZ_TARGET_DIR
 CARGO ?= cargo
 
 BINARIES := nat-coordinator nat-worker natctl
@@ -54,7 +57,7 @@ unit: setup data postgres
 	$(CARGO) test --workspace --no-fail-fast
 
 fuzz:
-	scripts/fuzz-arch.sh
+	scripts/fuzz-arch.sh $(FUZZ_SECONDS)
 
 test: lint unit fuzz
 
