@@ -408,3 +408,41 @@ async fn a_worker_reconnects_after_a_coordinator_restart_and_reports_its_task() 
         "finished by the same lease, reported after the coordinator returned"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_registers_again_with_a_coordinator_that_lost_its_database() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("coordinator.log");
+    let mut first =
+        CoordinatorProcess::spawn("127.0.0.1:0", &scratch.path().join("first.db"), "20", &log);
+    let address = first.grpc.clone();
+    let worker = WorkerProcess::spawn(&first.url(), "e2e-amnesia", scratch.path(), &[]);
+    wait_until(Duration::from_secs(30), "the first registration", || {
+        worker_id(&worker).is_some()
+    })
+    .await;
+    let old_id = worker_id(&worker).unwrap();
+    first.kill9();
+    // A new coordinator on the same address but an empty database: it has never seen the worker.
+    let second = CoordinatorProcess::spawn(&address, &scratch.path().join("second.db"), "20", &log);
+    let mut client = jobs_client(&second.url()).await;
+    let job_id = client
+        .submit_job(evaluate(&["resnet-block"], 1))
+        .await
+        .expect("SubmitJob")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let finished = wait_for_job_end(&mut client, &job_id, Duration::from_secs(120)).await;
+    assert_eq!(
+        finished.state,
+        v1::JobState::Succeeded as i32,
+        "{finished:?}"
+    );
+    let new_id = worker_id(&worker).expect("registered");
+    assert_ne!(new_id, old_id, "the worker registered again");
+    assert!(worker
+        .log_text()
+        .contains("the coordinator does not know this worker"));
+}
