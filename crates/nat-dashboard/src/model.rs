@@ -460,6 +460,38 @@ fn measured(
         .map_or((None, None), |o| (Some(&o.original), Some(&o.best)))
 }
 
+/// A params/MAdds row: the job's measured values (its own network) when both are known, else
+/// both computed by the cost model in the DARTS CIFAR-10 setting, labelled as such.
+fn cost_row(
+    what: &'static str,
+    measured_before: Option<u64>,
+    measured_after: Option<u64>,
+    model_before: Option<f64>,
+    model_after: Option<f64>,
+) -> CompareRow {
+    match (
+        measured_before.filter(|v| *v > 0),
+        measured_after.filter(|v| *v > 0),
+    ) {
+        (Some(b), Some(a)) => CompareRow {
+            metric: what,
+            before: Some(b as f64),
+            after: Some(a as f64),
+            format: "count",
+        },
+        _ => CompareRow {
+            metric: if what == "params" {
+                "params (C=36, L=20, CIFAR-10)"
+            } else {
+                "multiply-adds (C=36, L=20, CIFAR-10)"
+            },
+            before: model_before,
+            after: model_after,
+            format: "count",
+        },
+    }
+}
+
 fn cost(g: &Genotype) -> Option<(f64, f64)> {
     let c = network_cost(g, &NetworkSpec::cifar10()).ok()?;
     Some((c.params() as f64, c.madds() as f64))
@@ -630,26 +662,20 @@ pub async fn job_detail(
                 .or_else(|| trained_of(&best)),
             format: "percent",
         },
-        CompareRow {
-            metric: "params (C=36, L=20, CIFAR-10)",
-            before: orig_doc
-                .and_then(|d| d.params.map(|p| p as f64))
-                .or(input_cost.map(|c| c.0)),
-            after: best_doc
-                .and_then(|d| d.params.map(|p| p as f64))
-                .or(best_cost.map(|c| c.0)),
-            format: "count",
-        },
-        CompareRow {
-            metric: "multiply-adds (C=36, L=20, CIFAR-10)",
-            before: orig_doc
-                .and_then(|d| d.madds.map(|p| p as f64))
-                .or(input_cost.map(|c| c.1)),
-            after: best_doc
-                .and_then(|d| d.madds.map(|p| p as f64))
-                .or(best_cost.map(|c| c.1)),
-            format: "count",
-        },
+        cost_row(
+            "params",
+            orig_doc.and_then(|d| d.params),
+            best_doc.and_then(|d| d.params),
+            input_cost.map(|c| c.0),
+            best_cost.map(|c| c.0),
+        ),
+        cost_row(
+            "multiply-adds",
+            orig_doc.and_then(|d| d.madds),
+            best_doc.and_then(|d| d.madds),
+            input_cost.map(|c| c.1),
+            best_cost.map(|c| c.1),
+        ),
         CompareRow {
             metric: "edges changed",
             before: Some(0.0),
@@ -768,4 +794,30 @@ pub async fn workers(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_rows_prefer_the_jobs_measurements_and_label_the_fallback() {
+        let measured = cost_row("params", Some(100), Some(80), Some(1.0), Some(2.0));
+        assert_eq!(measured.metric, "params");
+        assert_eq!((measured.before, measured.after), (Some(100.0), Some(80.0)));
+        let modelled = cost_row("multiply-adds", Some(100), None, Some(1.0), Some(2.0));
+        assert_eq!(modelled.metric, "multiply-adds (C=36, L=20, CIFAR-10)");
+        assert_eq!((modelled.before, modelled.after), (Some(1.0), Some(2.0)));
+        // A zero means "not measured" in the coordinator's documents.
+        assert_eq!(
+            cost_row("params", Some(0), Some(5), None, None).metric,
+            "params (C=36, L=20, CIFAR-10)"
+        );
+    }
+
+    #[test]
+    fn long_summaries_are_truncated() {
+        assert_eq!(truncate("abc".into(), 5), "abc");
+        assert_eq!(truncate("abcdef".into(), 4), "abc…");
+    }
 }
