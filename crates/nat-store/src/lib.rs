@@ -27,6 +27,15 @@
 //!   and takes the first claimable matching task of the first job that has one. On PostgreSQL
 //!   this is one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)` statement; on SQLite, whose
 //!   writers are serialized, one `UPDATE … WHERE id = (SELECT …) RETURNING`.
+//! - **Hot path on PostgreSQL.** A lease is one statement. It marks the job served with
+//!   `SKIP LOCKED`, so it never waits on a busy job row (round robin is exact when uncontended,
+//!   approximate under contention). A report is one read plus ONE statement that checks the
+//!   token, updates the task, upserts the reward estimates, updates the job counters, finishes
+//!   an `all_tasks` job and appends the events. The job row is never held across a client
+//!   round trip. Reports carrying sample rewards use an explicit transaction.
+//!   [`Store::lease_tasks`] / [`Store::report_results`] batch many slots into one transaction
+//!   (one WAL flush); a batched report takes a savepoint per item and updates each job row
+//!   once, just before the commit. Pool size: `?max_connections=N` in the URL (default 32).
 //! - **Lock order** on PostgreSQL is tasks, then the job row, then samples. The one exception,
 //!   cancelling/finishing a job, takes the job row first and then withdraws ready tasks with
 //!   `SKIP LOCKED`, so it never waits for a task lock. Transitions therefore cannot deadlock.
