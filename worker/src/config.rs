@@ -350,7 +350,12 @@ mod tests {
 
     #[test]
     fn resolve_defaults() {
-        let config = args(&[])
+        // Clap also reads NAT_DATA_DIR / NAT_CHECKPOINT_DIR from the environment (the Makefile
+        // exports NAT_DATA_DIR); clear them so this test checks the built-in defaults only.
+        let mut parsed = args(&[]);
+        parsed.data_dir = None;
+        parsed.checkpoint_dir = None;
+        let config = parsed
             .resolve(0, 3, Some("/home/u".into()), Some("box".into()))
             .unwrap();
         assert_eq!(config.threads, 3);
