@@ -48,11 +48,7 @@ impl JobApi {
             .map_err(|_| ApiError::invalid("kind", format!("unknown job kind {}", r.kind)))?;
         match kind {
             v1::JobKind::Evaluate => {}
-            v1::JobKind::Optimize => {
-                return Err(ApiError::Unimplemented(
-                    "optimize jobs are not available in this coordinator yet".into(),
-                ))
-            }
+            v1::JobKind::Optimize => {} // optimize (h8): see crate::optimize::submit below
             v1::JobKind::Unspecified => {
                 return Err(ApiError::invalid(
                     "kind",
@@ -87,7 +83,10 @@ impl JobApi {
             )
         })?;
         let (budget_preset, budget) = Budget::resolve(r.budget.as_ref(), "budget")?;
-        if r.architectures.is_empty() {
+        // optimize (h8): an optimize job may learn on random architectures instead.
+        let random_inputs =
+            kind == v1::JobKind::Optimize && r.optimize.as_ref().is_some_and(|o| o.random_inputs);
+        if r.architectures.is_empty() && !random_inputs {
             return Err(ApiError::invalid(
                 "architectures",
                 "at least one architecture is required",
@@ -135,6 +134,21 @@ impl JobApi {
             min_cpu_cores: 0,
         };
         let architectures: Vec<String> = genotypes.iter().map(|g| g.to_json()).collect();
+        // optimize (h8): the optimize driver creates its own tasks.
+        if kind == v1::JobKind::Optimize {
+            let base = JobSpec {
+                name: r.name.trim().to_string(),
+                dataset: dataset.name().to_string(),
+                seed: r.seed,
+                budget_preset,
+                budget,
+                architectures,
+                device,
+                min_device_memory_bytes: min_mem,
+            };
+            let v = crate::optimize::Validated { base, genotypes };
+            return crate::optimize::submit(&self.c, &r, v).await;
+        }
         let tasks = genotypes
             .iter()
             .zip(&architectures)
@@ -229,13 +243,20 @@ impl JobApi {
             offset += n as u64;
         }
         architectures.sort_by_key(|a| a.index);
+        // optimize (h8): original vs best, the policy and the rewards it learned from.
+        let (optimize, policy, rewards) = if job.kind == crate::optimize::JOB_KIND {
+            crate::optimize::result_parts(&job)
+        } else {
+            (Vec::new(), None, 0)
+        };
         Ok(v1::GetJobResultResponse {
             job_id: job.id.to_string(),
             kind: convert::job_kind(&job.kind) as i32,
             state: convert::job_state(job.state) as i32,
             architectures,
-            optimize: Vec::new(),
-            policy: None,
+            optimize,
+            policy,
+            rewards,
         })
     }
 }

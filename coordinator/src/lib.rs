@@ -26,6 +26,7 @@ pub mod config;
 pub mod convert;
 pub mod error;
 pub mod job_api;
+pub mod optimize; // optimize (h8)
 pub mod state;
 pub mod worker_api;
 
@@ -119,6 +120,16 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     let workers = WorkerServiceServer::new(worker_api::WorkerApi::new(c.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // optimize (h8): the policy service, and the drivers of unfinished optimize jobs.
+    let policies = nat_proto::v1::policy_service_server::PolicyServiceServer::new(
+        optimize::PolicyApi::new(c.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    match optimize::resume_all(&c).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(jobs = n, "optimize jobs resumed"),
+        Err(err) => nat_telemetry::report_error(&err, "cannot resume optimize jobs"),
+    }
 
     let stopped = |c: &Arc<Coordinator>| {
         let mut rx = c.shutdown_signal();
@@ -135,6 +146,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(jobs)
         .add_service(workers)
+        .add_service(policies) // optimize (h8)
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), stopped(&c));
     let mut grpc_task = tokio::spawn(grpc_server);
 

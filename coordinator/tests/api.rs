@@ -262,11 +262,17 @@ async fn validation(db: &TestDb) {
         .expect_err("job already finished");
     assert_eq!(s.code(), Code::FailedPrecondition);
 
-    // Optimize is not offered by this coordinator yet: said plainly.
+    // optimize (h8): optimize jobs exist now (coordinator/tests/optimize.rs); the supernet reward
+    // mode is not offered yet: said plainly, naming the field.
     let mut req = evaluate_request(&["darts-v2"], "digits");
     req.kind = v1::JobKind::Optimize as i32;
+    req.optimize = Some(v1::OptimizeSpec {
+        reward: v1::RewardMode::Supernet as i32,
+        ..Default::default()
+    });
     let s = jobs.submit_job(req).await.expect_err("optimize");
-    assert_eq!(s.code(), Code::Unimplemented);
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("optimize.reward"), "{}", s.message());
     server.stop().await;
 }
 both_backends!(validation_errors, validation);

@@ -493,12 +493,19 @@ fn result_json(r: &v1::GetJobResultResponse) -> serde_json::Value {
             })
         })
         .collect();
-    json!({
+    let mut out = json!({
         "job_id": r.job_id,
         "kind": kind_name(r.kind),
         "state": state_name(r.state),
         "architectures": architectures,
-    })
+    });
+    // optimize (h8): original, best, policy {id, version}, rewards.
+    if let Some(map) = out.as_object_mut() {
+        for (k, v) in crate::policy::optimize_json(r) {
+            map.insert(k.to_string(), v);
+        }
+    }
+    out
 }
 
 fn print_result(r: &v1::GetJobResultResponse) {

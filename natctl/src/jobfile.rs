@@ -194,6 +194,8 @@ pub fn optimize(o: &OptimizeFile, reward_flag: Option<&str>) -> anyhow::Result<v
         final_budget: o.final_budget.as_ref().map(|b| b.to_proto(None)),
         supernet: None,
         policy_profile: o.policy_profile.clone().unwrap_or_default(),
+        // optimize (h8): policy_id, derive_argmax, derive_samples, random_inputs (new proto fields).
+        ..Default::default()
     })
 }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod arch;
 mod client;
 mod jobfile;
+mod policy; // optimize (h8)
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +35,14 @@ enum Command {
     Arch(arch::ArchCommand),
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// List stored NAT policies (id, space, version, rewards, source job).
+    Policies {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a stored policy's transformation of an architecture as a DARTS string (no training).
+    Transform(policy::TransformArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +50,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Arch(cmd) => arch::run(cmd),
         Command::Client(cmd) => client::run(cmd, &cli.coordinator),
+        // optimize (h8)
+        Command::Policies { json } => {
+            policy::run(policy::PolicyCommand::list(json), &cli.coordinator)
+        }
+        Command::Transform(a) => policy::run(policy::PolicyCommand::Transform(a), &cli.coordinator),
     };
     match result {
         Ok(code) => code,

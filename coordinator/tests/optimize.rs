@@ -1,0 +1,333 @@
+//! The `optimize` job kind end to end: a coordinator on port 0, real gRPC, SQLite and
+//! PostgreSQL (fresh database each), simulated workers that answer `train_eval` tasks with a
+//! synthetic accuracy computed from the genotype (fewer parameters, higher accuracy).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{job, register, test_config, TestDb, TestServer};
+use nat_proto::v1;
+use tonic::transport::Channel;
+use v1::worker_service_client::WorkerServiceClient;
+
+/// Synthetic accuracy in (0, 1): decreasing in the parameter count of the trained network.
+fn synthetic(te: &v1::TrainEvalTask) -> v1::TrainEvalResult {
+    let g = nat_arch::Genotype::from_json_str(&te.genotype_json).expect("canonical genotype");
+    let b = te.budget.as_ref().expect("budget");
+    let d = nat_arch::Dataset::from_name(&te.dataset).expect("dataset");
+    let spec = nat_arch::NetworkSpec {
+        channels: u64::from(b.init_channels),
+        layers: u64::from(b.layers),
+        in_channels: d.channels() as u64,
+        image_size: d.image_size() as u64,
+        num_classes: d.num_classes() as u64,
+    };
+    let cost = nat_arch::network_cost(&g, &spec).expect("cost");
+    let params = cost.params();
+    v1::TrainEvalResult {
+        accuracy: 0.2 + 0.75 / (1.0 + params as f64 / 2000.0),
+        loss: 0.5,
+        params,
+        madds: cost.madds(),
+        wall_seconds: 0.01,
+        images_per_second: 1000.0,
+    }
+}
+
+/// Trained (canonical hash, budget) keys, with how often each was leased on a first attempt.
+type Trained = HashMap<(String, String), u32>;
+
+/// Leases and answers tasks until `job_id` is final, or `stop_after` tasks were answered.
+async fn work(
+    mut w: WorkerServiceClient<Channel>,
+    worker: String,
+    mut jobs: v1::job_service_client::JobServiceClient<Channel>,
+    job_id: String,
+    stop_after: Option<usize>,
+) -> Trained {
+    let mut trained = Trained::new();
+    let mut answered = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the optimize job finishes in time"
+        );
+        if stop_after.is_some_and(|n| answered >= n) {
+            return trained;
+        }
+        let task = common::lease(&mut w, &worker, 200).await;
+        let Some(task) = task else {
+            let j = job(&mut jobs, &job_id).await;
+            if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
+                return trained;
+            }
+            continue;
+        };
+        let Some(v1::task::Payload::TrainEval(te)) = &task.payload else {
+            panic!("a train_eval task expected");
+        };
+        let g = nat_arch::Genotype::from_json_str(&te.genotype_json).expect("genotype");
+        let budget = format!("{:?}", te.budget);
+        *trained.entry((g.canonical_hash(), budget)).or_default() += 1;
+        let r = w
+            .report_result(v1::ReportResultRequest {
+                worker_id: worker.clone(),
+                task_id: task.task_id.clone(),
+                lease_token: task.lease_token,
+                outcome: Some(v1::report_result_request::Outcome::TrainEval(synthetic(te))),
+            })
+            .await
+            .expect("report")
+            .into_inner();
+        assert!(!r.duplicate);
+        answered += 1;
+    }
+}
+
+fn optimize_request(iterations: u32, samples: u32) -> v1::SubmitJobRequest {
+    let mut r = common::evaluate_request(&["darts-v2"], "digits");
+    r.kind = v1::JobKind::Optimize as i32;
+    r.name = "optimize test".into();
+    r.optimize = Some(v1::OptimizeSpec {
+        iterations,
+        samples_per_iteration: samples,
+        derive_samples: 6,
+        ..Default::default()
+    });
+    r
+}
+
+fn assert_no_repeats(trained: &Trained) {
+    for (key, n) in trained {
+        assert_eq!(*n, 1, "{key:?} trained {n} times");
+    }
+}
+
+async fn check_result(server: &TestServer, job_id: &str, rewards: u64) {
+    let mut jobs = server.jobs().await;
+    let done = job(&mut jobs, job_id).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: job_id.into(),
+        })
+        .await
+        .expect("result")
+        .into_inner();
+    assert_eq!(result.kind, v1::JobKind::Optimize as i32);
+    assert_eq!(result.optimize.len(), 1);
+    let o = &result.optimize[0];
+    let original = o.original.as_ref().expect("original");
+    let best = o.best.as_ref().expect("best");
+    let input = nat_arch::parse_any("darts-v2").expect("preset");
+    assert_eq!(original.canonical_hash, input.canonical_hash());
+    for a in [original, best] {
+        let m = a.result.as_ref().expect("measurement");
+        assert!(m.accuracy > 0.2 && m.accuracy < 1.0, "{m:?}");
+        assert!(m.params > 0 && m.madds > 0, "{m:?}");
+        assert!(a.genotype_darts.starts_with("Genotype(normal=["));
+        // The reported numbers are the synthetic worker's for that genotype.
+        let te = v1::TrainEvalTask {
+            genotype_json: a.genotype_json.clone(),
+            dataset: "digits".into(),
+            budget: Some(
+                nat_coordinator::budget::Budget::preset("smoke")
+                    .expect("smoke")
+                    .to_proto(),
+            ),
+            ..Default::default()
+        };
+        let expected = synthetic(&te);
+        assert!((m.accuracy - expected.accuracy).abs() < 1e-9);
+        assert_eq!(m.params, expected.params);
+    }
+    let policy = result.policy.as_ref().expect("policy");
+    assert!(policy.version > 0, "the policy was updated: {policy:?}");
+    assert_eq!(policy.id, format!("job-{job_id}"));
+    assert_eq!(result.rewards, rewards);
+    // The best was chosen among derived candidates, and the edges it changed are listed.
+    if best.canonical_hash != original.canonical_hash {
+        assert!(!o.changed_edges.is_empty());
+    }
+    // The stored policy is listed and can transform an architecture at once.
+    let mut policies = v1::policy_service_client::PolicyServiceClient::new(server.channel().await);
+    let listed = policies
+        .list_policies(v1::ListPoliciesRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .policies;
+    let p = listed
+        .iter()
+        .find(|p| p.id == policy.id)
+        .expect("policy listed");
+    assert_eq!(p.source_job, job_id);
+    assert_eq!(p.space, "nat");
+    assert_eq!(p.version, policy.version);
+    assert_eq!(p.rewards_consumed, rewards);
+    let t = policies
+        .transform_architecture(v1::TransformArchitectureRequest {
+            policy_id: policy.id.clone(),
+            architecture: "darts-v2".into(),
+            sample: false,
+            seed: 0,
+        })
+        .await
+        .expect("transform")
+        .into_inner();
+    let alpha = nat_arch::parse_any(&t.genotype_darts).expect("DARTS string parses");
+    assert_eq!(
+        alpha.canonical_hash(),
+        nat_arch::Genotype::from_json_str(&t.genotype_json)
+            .expect("json")
+            .canonical_hash()
+    );
+    let err = policies
+        .transform_architecture(v1::TransformArchitectureRequest {
+            policy_id: "no-such-policy".into(),
+            architecture: "darts-v2".into(),
+            sample: false,
+            seed: 0,
+        })
+        .await
+        .expect_err("unknown policy");
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    // The dashboard's documents: policy updates and the new best were logged.
+    let id: nat_store::JobId = job_id.parse().expect("uuid");
+    let events = server
+        .coordinator
+        .store
+        .events_after(id, 0, 1000)
+        .await
+        .expect("events");
+    let updates = events.iter().filter(|e| e.kind == "policy_update").count();
+    assert!(
+        updates as u64 >= policy.version.min(1),
+        "policy_update events"
+    );
+    assert!(events.iter().any(|e| e.kind == "new_best"));
+}
+
+async fn optimize_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let submitted = jobs
+        .submit_job(optimize_request(3, 4))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(submitted.kind, v1::JobKind::Optimize as i32);
+    // Two simulated workers in parallel.
+    let mut handles = Vec::new();
+    for name in ["sim-1", "sim-2"] {
+        let mut w = server.workers().await;
+        let worker = register(&mut w, name).await;
+        handles.push(tokio::spawn(work(
+            w,
+            worker,
+            server.jobs().await,
+            submitted.job_id.clone(),
+            None,
+        )));
+    }
+    let mut trained = Trained::new();
+    for h in handles {
+        for (k, n) in h.await.expect("worker") {
+            *trained.entry(k).or_default() += n;
+        }
+    }
+    assert_no_repeats(&trained);
+    assert!(
+        trained.len() >= 2,
+        "original and transformations were trained"
+    );
+    check_result(&server, &submitted.job_id, 12).await;
+    server.stop().await;
+}
+both_backends!(optimize_job_learns_derives_and_checks, optimize_flow);
+
+async fn restart_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let submitted = jobs
+        .submit_job(optimize_request(2, 3))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    // Answer a few tasks, then stop the coordinator in the middle of learning.
+    let before = work(
+        w,
+        worker.clone(),
+        server.jobs().await,
+        submitted.job_id.clone(),
+        Some(3),
+    )
+    .await;
+    let mid = job(&mut jobs, &submitted.job_id).await;
+    assert!(
+        mid.state == v1::JobState::Queued as i32 || mid.state == v1::JobState::Running as i32,
+        "stopped in the middle of the job: {mid:?}"
+    );
+    server.stop().await;
+
+    let server = TestServer::start(db, test_config(), false).await;
+    let w = server.workers().await;
+    let after = work(
+        w,
+        worker,
+        server.jobs().await,
+        submitted.job_id.clone(),
+        None,
+    )
+    .await;
+    let mut trained = before;
+    for (k, n) in after {
+        *trained.entry(k).or_default() += n;
+    }
+    assert_no_repeats(&trained);
+    check_result(&server, &submitted.job_id, 6).await;
+    server.stop().await;
+}
+both_backends!(optimize_job_resumes_after_restart, restart_flow);
+
+async fn bad_input(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut r = optimize_request(1, 1);
+    r.optimize.as_mut().expect("spec").reward = v1::RewardMode::Supernet as i32;
+    let err = jobs.submit_job(r).await.expect_err("supernet not yet");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("optimize.reward"),
+        "{}",
+        err.message()
+    );
+    let mut r = optimize_request(1, 1);
+    r.optimize.as_mut().expect("spec").policy_id = "missing".into();
+    let err = jobs.submit_job(r).await.expect_err("unknown policy");
+    assert!(
+        err.message().contains("optimize.policy_id"),
+        "{}",
+        err.message()
+    );
+    let mut r = optimize_request(1, 1);
+    r.optimize.as_mut().expect("spec").iterations = 1_000_000;
+    let err = jobs.submit_job(r).await.expect_err("too many");
+    assert!(
+        err.message().contains("optimize.iterations"),
+        "{}",
+        err.message()
+    );
+    server.stop().await;
+}
+both_backends!(optimize_rejects_bad_input, bad_input);
