@@ -16,10 +16,10 @@ use crate::types::*;
 ///   paused clock.
 /// - Every state transition is one database transaction: either all its effects (task and job
 ///   state, counters, reward estimates, sample rewards, events) are durable or none is.
-/// - Errors: [`StoreError::NotFound`](crate::StoreError::NotFound) for unknown ids,
-///   [`StoreError::FailedPrecondition`](crate::StoreError::FailedPrecondition) for wrong states
-///   and stale/foreign lease tokens, [`StoreError::InvalidArgument`](crate::StoreError::InvalidArgument)
-///   naming the field, [`StoreError::Conflict`](crate::StoreError::Conflict) for lost optimistic
+/// - Errors: [`StoreError::NotFound`] for unknown ids,
+///   [`StoreError::FailedPrecondition`] for wrong states
+///   and stale/foreign lease tokens, [`StoreError::InvalidArgument`]
+///   naming the field, [`StoreError::Conflict`] for lost optimistic
 ///   races. In all these cases nothing was changed.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
