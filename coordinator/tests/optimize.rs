@@ -331,3 +331,80 @@ async fn bad_input(db: &TestDb) {
     server.stop().await;
 }
 both_backends!(optimize_rejects_bad_input, bad_input);
+
+async fn stored_policy_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let first = jobs
+        .submit_job(optimize_request(1, 2))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    work(
+        w.clone(),
+        worker.clone(),
+        server.jobs().await,
+        first.job_id.clone(),
+        None,
+    )
+    .await;
+    let first_result = jobs
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: first.job_id.clone(),
+        })
+        .await
+        .expect("result")
+        .into_inner();
+    let policy = first_result.policy.expect("policy");
+    assert!(policy.version > 0);
+
+    // A second job continues the stored policy, learning on random architectures of the space.
+    let mut r = optimize_request(1, 3);
+    r.architectures.clear();
+    if let Some(o) = r.optimize.as_mut() {
+        o.policy_id = policy.id.clone();
+        o.random_inputs = true;
+    }
+    let second = jobs
+        .submit_job(r)
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    let trained = work(w, worker, server.jobs().await, second.job_id.clone(), None).await;
+    assert_no_repeats(&trained);
+    assert!(
+        !trained.is_empty(),
+        "random inputs and their transformations were trained"
+    );
+    let done = job(&mut jobs, &second.job_id).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: second.job_id.clone(),
+        })
+        .await
+        .expect("result")
+        .into_inner();
+    assert!(
+        result.optimize.is_empty(),
+        "nothing to derive without inputs"
+    );
+    let continued = result.policy.expect("policy");
+    assert_eq!(continued.id, policy.id);
+    assert!(
+        continued.version > policy.version,
+        "{continued:?} continues {policy:?}"
+    );
+    assert_eq!(result.rewards, 3);
+    server.stop().await;
+}
+both_backends!(
+    optimize_continues_a_stored_policy_on_random_inputs,
+    stored_policy_flow
+);
