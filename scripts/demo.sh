@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: nat-orchestrator end to end on one machine, with the embedded defaults.
 #
-# Builds the three binaries, starts a coordinator on its default SQLite store and two CPU workers (or
-# one worker per GPU when there is one), submits a job that trains the DARTS cell and the cell NAT
-# published for it side by side on Fashion-MNIST (the 8x8 digits when apt cannot provide
-# Fashion-MNIST), follows it live, prints the before/after table and the genotype diff, then stops
-# everything it started. Everything lives in a temporary directory unless NAT_DEMO_DIR is set.
+# Builds the three binaries, starts a coordinator on its default SQLite store and two CPU workers,
+# submits an `optimize` job on the DARTS_V2 cell (proxy reward: α and β trained from scratch on a short
+# budget, repeats answered from the reward cache) on Fashion-MNIST (the 8x8 digits when apt cannot
+# provide Fashion-MNIST), follows it live, prints the before/after table, then stops everything it
+# started. Everything lives in a temporary directory unless NAT_DEMO_DIR is set.
 #
 #   NAT_DEMO_BUDGET=smoke make demo     # seconds instead of minutes
 set -euo pipefail
@@ -67,20 +67,55 @@ for i in $(seq 1 "$NAT_DEMO_WORKERS"); do
     pids+=($!)
 done
 
-say "submitting: DARTS_V2 and NAT's transformation of it, trained with the '$NAT_DEMO_BUDGET' budget on $dataset"
-job=$("$bin/natctl" submit --kind evaluate --arch darts-v2 --arch darts-v2.nat \
-    --dataset "$dataset" --budget "$NAT_DEMO_BUDGET" --seed 1 --name demo | tail -n 1)
+say "submitting an optimize job: NAT learns a policy for the DARTS_V2 cell on $dataset"
+jobfile="$demo_dir/demo-job.yaml"
+cat >"$jobfile" <<YAML
+kind: optimize
+name: demo
+dataset: $dataset
+architectures: [darts-v2]
+seed: 1
+budget:
+  preset: $NAT_DEMO_BUDGET
+  epochs: 1
+  max_train_examples: ${NAT_DEMO_TRAIN_EXAMPLES:-2000}
+  max_eval_examples: 1000
+optimize:
+  space: nat
+  reward: proxy
+  iterations: ${NAT_DEMO_ITERATIONS:-4}
+  samples_per_iteration: 4
+  final_budget:
+    preset: $NAT_DEMO_BUDGET
+YAML
+cat "$jobfile"
+job=$("$bin/natctl" submit -f "$jobfile" | tail -n 1)
 echo "job $job"
-echo "dashboard: http://127.0.0.1:$http_port/   metrics: http://127.0.0.1:$http_port/metrics"
+echo "dashboard: http://127.0.0.1:$http_port/jobs/$job   metrics: http://127.0.0.1:$http_port/metrics"
 
-say "progress"
-"$bin/natctl" watch "$job"
+say "progress (learn the policy -> derive the best of 10 samples -> train original and best from scratch)"
+"$bin/natctl" watch "$job" || true
 
 say "result"
-"$bin/natctl" result "$job"
-
-say "what NAT changed (natctl arch diff darts-v2 darts-v2.nat --space nat)"
-"$bin/natctl" arch diff darts-v2 darts-v2.nat --space nat
-"$bin/natctl" arch show darts-v2.nat --format svg >"$demo_dir/darts-v2.nat.svg"
-echo "cell diagram: $demo_dir/darts-v2.nat.svg; logs: $demo_dir/*.log"
+"$bin/natctl" result "$job" --json >"$demo_dir/result.json"
+python3 - "$demo_dir/result.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"job state: {r.get('state')}")
+o, b = r.get("original") or {}, r.get("best") or {}
+def pct(x):
+    return "-" if x is None else f"{100 * x:.2f} %"
+rows = [("", "original", "NAT-optimised"),
+        ("top-1 accuracy", pct(o.get("accuracy")), pct(b.get("accuracy"))),
+        ("params", str(o.get("params", "-")), str(b.get("params", "-"))),
+        ("multiply-adds", str(o.get("madds", "-")), str(b.get("madds", "-")))]
+for a, c, d in rows:
+    print(f"{a:<16}{c:>16}{d:>16}")
+print("original:", o.get("genotype"))
+print("best:    ", b.get("genotype"))
+changed = r.get("changed_edges") or []
+print("changed edges:", ", ".join(str(c) for c in changed) if changed else "none")
+p = r.get("policy") or {}
+print(f"policy {p.get('id')} version {p.get('version')}, learned from {r.get('rewards')} rewards")
+PY
 say "done; stopping the coordinator and workers"
