@@ -4,12 +4,13 @@
 //! user typed; [`WorkerArgs::resolve`] validates it and turns it into a [`WorkerConfig`] once the
 //! number of visible GPUs is known (the caller asks libtorch; tests pass a number).
 
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 /// Errors in the worker's configuration. Each names the flag at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,16 +25,14 @@ pub enum ConfigError {
     Name,
     #[error("--data-dir: could not determine a default (set NAT_DATA_DIR or HOME)")]
     DataDir,
+    #[error("--metrics-listen: `{0}` is not an address (expected e.g. 0.0.0.0:9464, or `off`)")]
+    MetricsListen(String),
     #[error("--{flag}: must be greater than zero")]
     ZeroDuration { flag: &'static str },
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// How log lines are written (`text` or `json`), shared with the coordinator.
+pub use nat_telemetry::LogFormat;
 
 /// The `--devices` flag as typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +127,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Where `/metrics` is served unless `--metrics-listen` says otherwise (deploy/prometheus scrapes
+/// every worker host on port 9464).
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9464";
+
+/// `--metrics-listen` as typed: `None` for empty or `off`.
+pub fn parse_metrics_listen(text: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ConfigError::MetricsListen(text.to_owned()))
+}
+
 /// `nat-worker`: leases NAT training tasks from a coordinator and runs them with libtorch.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "nat-worker", version, about)]
@@ -167,6 +181,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Address of the HTTP listener serving Prometheus `/metrics` and `/healthz`; empty or
+    /// `off` disables it.
+    #[arg(long, env = "NAT_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: String,
+
     /// On SIGTERM/SIGINT, how long to let in-hand tasks finish before handing them back
     /// (e.g. `30s`, `5m`).
     #[arg(long, env = "NAT_DRAIN_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
@@ -196,6 +215,8 @@ pub struct WorkerConfig {
     pub cpu_cores: usize,
     pub name: String,
     pub log_format: LogFormat,
+    /// `/metrics` and `/healthz` listener; `None` when disabled.
+    pub metrics_listen: Option<SocketAddr>,
     pub drain_timeout: Duration,
     pub max_backoff: Duration,
     pub lease_wait: Duration,
@@ -244,6 +265,7 @@ impl WorkerArgs {
         if name.trim().is_empty() || name.len() > 128 {
             return Err(ConfigError::Name);
         }
+        let metrics_listen = parse_metrics_listen(&self.metrics_listen)?;
         for (flag, value) in [
             ("drain-timeout", self.drain_timeout),
             ("max-backoff", self.max_backoff),
@@ -263,6 +285,7 @@ impl WorkerArgs {
             cpu_cores: available_cores.max(1),
             name,
             log_format: self.log_format,
+            metrics_listen,
             drain_timeout: self.drain_timeout,
             max_backoff: self.max_backoff,
             lease_wait: self.lease_wait,
@@ -373,7 +396,9 @@ mod tests {
 
     #[test]
     fn resolve_rejects_bad_values_naming_the_flag() {
-        let cases: [(&[&str], &str); 5] = [
+        let cases: [(&[&str], &str); 7] = [
+            (&["--metrics-listen", "nowhere"], "--metrics-listen"),
+            (&["--metrics-listen", "127.0.0.1"], "--metrics-listen"),
             (&["--threads", "0"], "--threads"),
             (&["--coordinator", "127.0.0.1:1"], "--coordinator"),
             (&["--devices", "cuda:0"], "--devices"),
@@ -386,6 +411,25 @@ mod tests {
                 .unwrap_err();
             assert!(error.to_string().starts_with(flag), "{argv:?}: {error}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_the_deploy_port_and_can_be_disabled() {
+        let mut parsed = args(&[]);
+        parsed.metrics_listen = DEFAULT_METRICS_LISTEN.to_owned();
+        let config = parsed.resolve(0, 1, Some("/h".into()), None).unwrap();
+        assert_eq!(config.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
+        for off in ["", " ", "off", "OFF"] {
+            assert_eq!(parse_metrics_listen(off), Ok(None), "{off:?}");
+        }
+        assert_eq!(
+            parse_metrics_listen("127.0.0.1:0"),
+            Ok(Some("127.0.0.1:0".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_metrics_listen("[::1]:9464"),
+            Ok(Some("[::1]:9464".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -12,15 +12,17 @@
 //! cancelled and handed back as retryable failures.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nat_proto::v1;
 use nat_proto::v1::worker_service_client::WorkerServiceClient;
+use nat_telemetry::{record, DeviceKind, TaskKind, WorkerRpc, WorkerTaskOutcome};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::config::{SlotDevice, WorkerConfig};
@@ -33,6 +35,8 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// After the drain timeout, how long cancelled tasks get to stop and be reported.
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
+/// How often GPU memory is sampled (nvidia-smi) for `/metrics`.
+const GPU_MEMORY_INTERVAL: Duration = Duration::from_secs(10);
 /// First reconnection delay.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 
@@ -79,6 +83,8 @@ struct Shared {
     draining: watch::Sender<bool>,
     /// Set when the daemon is about to exit: every loop stops at once.
     stopping: watch::Sender<bool>,
+    /// Slots running a task (for the `nat_worker_slots` gauge).
+    busy_slots: AtomicUsize,
 }
 
 /// Resolves when `flag` becomes true.
@@ -139,6 +145,7 @@ impl Shared {
                     return Some(registration);
                 }
                 Err(status) => {
+                    record::worker_rpc_error(WorkerRpc::Register);
                     let delay = backoff.next_delay();
                     log_unreachable("register", &status, backoff.attempts(), delay);
                     tokio::select! {
@@ -202,12 +209,28 @@ impl Shared {
         }
     }
 
+    /// A slot started (`true`) or ended (`false`) a task: updates the slot gauges.
+    fn slot_busy(&self, busy: bool) {
+        let now = if busy {
+            self.busy_slots.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.busy_slots.fetch_sub(1, Ordering::SeqCst) - 1
+        };
+        record_slots(now, self.config.slots.len());
+    }
+
     fn in_hand(&self) -> usize {
         self.held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .len()
     }
+}
+
+fn record_slots(busy: usize, total: usize) {
+    let busy = busy.min(total);
+    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    record::worker_slots(as_u32(busy), as_u32(total - busy));
 }
 
 fn flatten<T>(
@@ -315,7 +338,9 @@ where
         held: Mutex::new(HashMap::new()),
         draining,
         stopping,
+        busy_slots: AtomicUsize::new(0),
     });
+    record_slots(0, config.slots.len());
 
     let mut slot_loops = tokio::task::JoinSet::new();
     for (index, device) in config.slots.iter().copied().enumerate() {
@@ -329,6 +354,16 @@ where
         slot_loops.spawn(slot_loop(shared.clone(), slot, device));
     }
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+    let gpu_indexes: Vec<u32> = config
+        .slots
+        .iter()
+        .filter_map(|slot| match slot {
+            SlotDevice::Cuda(index) => u32::try_from(*index).ok(),
+            SlotDevice::Cpu => None,
+        })
+        .collect();
+    let gpu_memory = (!gpu_indexes.is_empty())
+        .then(|| tokio::spawn(gpu_memory_loop(shared.clone(), gpu_indexes)));
     tracing::info!(
         coordinator = %config.coordinator,
         slots = config.slots.len(),
@@ -370,6 +405,9 @@ where
     shared.stopping.send_replace(true);
     slot_loops.abort_all();
     heartbeat.abort();
+    if let Some(gpu_memory) = gpu_memory {
+        gpu_memory.abort();
+    }
     tracing::info!("nat-worker stopped");
     Ok(())
 }
@@ -423,13 +461,15 @@ where
             Ok(response) => {
                 backoff.reset();
                 if let Some(task) = response.into_inner().task {
-                    handle_task(&shared, &slot, &registration, task).await;
+                    handle_task(&shared, &slot, device, &registration, task).await;
                 }
             }
             Err(status) if status.code() == Code::NotFound => {
+                record::worker_rpc_error(WorkerRpc::LeaseTask);
                 shared.forget_registration(&registration.worker_id).await;
             }
             Err(status) => {
+                record::worker_rpc_error(WorkerRpc::LeaseTask);
                 let delay = backoff.next_delay();
                 log_unreachable("lease_task", &status, backoff.attempts(), delay);
                 tokio::select! {
@@ -441,15 +481,49 @@ where
     }
 }
 
-/// Runs one leased task on `slot` and reports its outcome.
+/// Runs one leased task on `slot` inside a `task` span (job, task and worker ids, slot and
+/// device: every log line about the task carries them) and reports its outcome.
 async fn handle_task<R>(
     shared: &Arc<Shared>,
     slot: &Slot<R>,
+    device: SlotDevice,
     registration: &Registration,
     task: v1::Task,
 ) where
     R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
 {
+    let span = tracing::info_span!(
+        "task",
+        job_id = %task.job_id,
+        task_id = %task.task_id,
+        worker_id = %registration.worker_id,
+        attempt = task.attempt,
+        slot = slot.index(),
+        device = %device.name(),
+    );
+    shared.slot_busy(true);
+    run_task(shared, slot, device, registration, task, span.clone())
+        .instrument(span)
+        .await;
+    shared.slot_busy(false);
+}
+
+async fn run_task<R>(
+    shared: &Arc<Shared>,
+    slot: &Slot<R>,
+    device: SlotDevice,
+    registration: &Registration,
+    task: v1::Task,
+    span: tracing::Span,
+) where
+    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+{
+    let kind = match &task.payload {
+        Some(v1::task::Payload::Supernet(_)) => TaskKind::Supernet,
+        Some(v1::task::Payload::TrainEval(_)) => TaskKind::TrainEval,
+        None => TaskKind::Other,
+    };
+    let device_kind = DeviceKind::from_device(&device.name());
     let task_id = task.task_id.clone();
     let checkpoint = match &task.payload {
         Some(v1::task::Payload::TrainEval(payload)) if payload.checkpointed => {
@@ -476,14 +550,13 @@ async fn handle_task<R>(
                 stop_reason: None,
             },
         );
-    let span = tracing::info_span!("task", task_id = %task_id, job_id = %task.job_id, attempt = task.attempt, slot = slot.index());
-    tracing::info!(parent: &span, "task leased");
+    tracing::info!("task leased");
     let started = Instant::now();
 
     let outcome = if shared.is_draining() {
         Outcome::Cancelled
     } else {
-        match slot.start(task, cancel.clone()) {
+        match slot.start(task, cancel.clone(), span) {
             Ok(running) => {
                 follow_task(
                     shared,
@@ -507,6 +580,14 @@ async fn handle_task<R>(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .get(&task_id)
         .and_then(|held| held.stop_reason.clone());
+    let elapsed = started.elapsed();
+    let label = match &outcome {
+        Outcome::TrainEval(_) | Outcome::Supernet(_) => WorkerTaskOutcome::Succeeded,
+        Outcome::Cancelled => WorkerTaskOutcome::Cancelled,
+        Outcome::Failed { .. } if stop_reason.is_some() => WorkerTaskOutcome::Cancelled,
+        Outcome::Failed { .. } => WorkerTaskOutcome::Failed,
+    };
+    record::worker_task_finished(kind, device_kind, label, elapsed);
     let outcome = match outcome {
         Outcome::Cancelled => Outcome::Failed {
             reason: stop_reason.unwrap_or_else(|| {
@@ -518,20 +599,18 @@ async fn handle_task<R>(
     };
     match &outcome {
         Outcome::TrainEval(result) => tracing::info!(
-            parent: &span,
             accuracy = result.accuracy,
             params = result.params,
             seconds = started.elapsed().as_secs_f64(),
             "task finished"
         ),
         Outcome::Supernet(result) => tracing::info!(
-            parent: &span,
             pairs = result.scores.len(),
             seconds = started.elapsed().as_secs_f64(),
             "task finished"
         ),
         Outcome::Failed { reason, retryable } => {
-            tracing::warn!(parent: &span, reason = %reason, retryable, "task failed")
+            tracing::warn!(reason = %reason, retryable, "task failed")
         }
         Outcome::Cancelled => {}
     }
@@ -630,8 +709,12 @@ async fn send_progress(
         tokio::time::timeout(Duration::from_secs(3), client.report_progress(request)).await,
     ) {
         Ok(response) => response.into_inner().stop,
-        Err(status) if status.code() == Code::FailedPrecondition => true,
+        Err(status) if status.code() == Code::FailedPrecondition => {
+            record::worker_rpc_error(WorkerRpc::ReportProgress);
+            true
+        }
         Err(status) => {
+            record::worker_rpc_error(WorkerRpc::ReportProgress);
             tracing::debug!(task_id, code = ?status.code(), "progress not delivered");
             false
         }
@@ -676,6 +759,9 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
                 return false;
             }
         };
+        if response.is_err() {
+            record::worker_rpc_error(WorkerRpc::ReportResult);
+        }
         match response {
             Ok(response) => {
                 tracing::info!(
@@ -766,14 +852,39 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                 }
             }
             Err(status) if status.code() == Code::NotFound => {
+                record::worker_rpc_error(WorkerRpc::Heartbeat);
                 shared.forget_registration(&registration.worker_id).await;
                 interval = Duration::ZERO;
             }
             Err(status) => {
+                record::worker_rpc_error(WorkerRpc::Heartbeat);
                 let delay = backoff.next_delay();
                 log_unreachable("heartbeat", &status, backoff.attempts(), delay);
                 // Keep heartbeating at the normal pace: it is what keeps our leases alive.
             }
+        }
+    }
+}
+
+/// Samples the memory of the GPUs this worker trains on into the GPU memory gauges.
+async fn gpu_memory_loop(shared: Arc<Shared>, indexes: Vec<u32>) {
+    let mut warned = false;
+    loop {
+        let sampled = tokio::task::spawn_blocking(crate::system::gpu_memory)
+            .await
+            .unwrap_or_default();
+        let mut seen = 0;
+        for gpu in sampled.iter().filter(|gpu| indexes.contains(&gpu.index)) {
+            record::worker_gpu_memory(gpu.index, gpu.used_bytes, gpu.total_bytes);
+            seen += 1;
+        }
+        if seen == 0 && !warned {
+            warned = true;
+            tracing::warn!("nvidia-smi gave no memory figures for this worker's GPUs; GPU memory is not exported");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(GPU_MEMORY_INTERVAL) => {}
+            () = raised(&shared.stopping) => return,
         }
     }
 }

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "nat-worker failed");
+            nat_telemetry::report_error(error.as_ref(), "nat-worker failed");
             eprintln!("nat-worker: {error:#}");
             ExitCode::FAILURE
         }
@@ -49,6 +49,9 @@ fn serve(config: nat_worker::config::WorkerConfig) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        if let Some(address) = config.metrics_listen {
+            telemetry::serve_metrics(address).await?;
+        }
         let signals = daemon::shutdown_signals()?;
         let capabilities = daemon::capabilities(&config, datasets_present(&config.data_dir));
         let data_dir = config.data_dir.clone();

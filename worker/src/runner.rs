@@ -226,7 +226,15 @@ impl TorchRunner {
             )
         };
         match result {
-            Ok(report) => Outcome::TrainEval(result_to_proto(&report)),
+            Ok(report) => {
+                let images = trained_images(&budget, data.train.len(), &report);
+                nat_telemetry::record::worker_images(
+                    nat_telemetry::DeviceKind::from_device(&self.config.device.name()),
+                    images,
+                    report.images_per_second,
+                );
+                Outcome::TrainEval(result_to_proto(&report))
+            }
             Err(error) => Outcome::from_train_error("train_eval", error),
         }
     }
@@ -439,6 +447,31 @@ fn result_to_proto(report: &TrainEvalReport) -> v1::TrainEvalResult {
         wall_seconds: report.wall_seconds,
         images_per_second: report.images_per_second,
     }
+}
+
+/// Training images processed by a finished `train_eval` call: the epochs it trained itself (not
+/// those restored from a checkpoint) times the images of one epoch. Mirrors nat-train's epoch
+/// (`max_train_examples` caps the training split; a last batch of one image is dropped).
+pub fn trained_images(budget: &Budget, available: i64, report: &TrainEvalReport) -> u64 {
+    let examples = match budget.max_train_examples {
+        0 => available,
+        cap => i64::from(cap).min(available),
+    };
+    let batch = i64::from(budget.batch_size).min(examples);
+    if examples < 2 || batch < 1 {
+        return 0;
+    }
+    let per_epoch = if examples % batch == 1 {
+        examples - 1
+    } else {
+        examples
+    };
+    let epochs = report
+        .epochs_completed
+        .saturating_sub(report.resumed_epochs);
+    u64::try_from(per_epoch)
+        .unwrap_or(0)
+        .saturating_mul(u64::from(epochs))
 }
 
 /// `<checkpoint_dir>/<key>`, with `key` restricted to a safe file name.

@@ -78,6 +78,8 @@ struct SlotJob<R: TaskRunner> {
     cancel: Arc<AtomicBool>,
     progress: watch::Sender<Option<Progress>>,
     reply: oneshot::Sender<R::Outcome>,
+    /// The task's span: entered on the slot thread so the runner's logs carry its fields.
+    span: tracing::Span,
 }
 
 /// A task handed to a slot: its outcome arrives on `outcome`, its progress on `progress`.
@@ -114,11 +116,13 @@ impl<R: TaskRunner> Slot<R> {
         self.index
     }
 
-    /// Hand a task to the slot thread.
+    /// Hand a task to the slot thread, which runs it inside `span` (spans do not follow work to
+    /// another thread by themselves).
     pub fn start(
         &self,
         task: R::Task,
         cancel: Arc<AtomicBool>,
+        span: tracing::Span,
     ) -> Result<RunningTask<R::Outcome>, SlotStopped> {
         let (reply, outcome) = oneshot::channel();
         let (progress_sender, progress) = watch::channel(None);
@@ -127,6 +131,7 @@ impl<R: TaskRunner> Slot<R> {
             cancel,
             progress: progress_sender,
             reply,
+            span,
         };
         let jobs = self.jobs.as_ref().ok_or(SlotStopped { slot: self.index })?;
         jobs.send(job)
@@ -151,6 +156,8 @@ where
 {
     let mut runner: Option<R> = None;
     while let Ok(job) = jobs.recv() {
+        let span = job.span.clone();
+        let _entered = span.enter();
         if runner.is_none() {
             runner = match catch_unwind(AssertUnwindSafe(&mut *factory)) {
                 Ok(Ok(built)) => Some(built),
@@ -175,6 +182,7 @@ where
             cancel,
             progress,
             reply,
+            span: _,
         } = job;
         let result = catch_unwind(AssertUnwindSafe(|| {
             let context = TaskContext {
@@ -285,12 +293,20 @@ mod tests {
     async fn runs_tasks_on_its_thread_and_reports_progress() {
         let (slot, builds) = slot();
         let running = slot
-            .start(Job::Square(7), Arc::new(AtomicBool::new(false)))
+            .start(
+                Job::Square(7),
+                Arc::new(AtomicBool::new(false)),
+                tracing::Span::none(),
+            )
             .unwrap();
         assert_eq!(running.outcome.await.unwrap(), Outcome::Done(49, 0));
         assert_eq!(running.progress.borrow().map(|p| p.epoch), Some(7));
         let again = slot
-            .start(Job::Square(3), Arc::new(AtomicBool::new(false)))
+            .start(
+                Job::Square(3),
+                Arc::new(AtomicBool::new(false)),
+                tracing::Span::none(),
+            )
             .unwrap();
         assert_eq!(again.outcome.await.unwrap(), Outcome::Done(9, 0));
         assert_eq!(builds.load(Ordering::SeqCst), 1, "runner is built once");
@@ -300,14 +316,22 @@ mod tests {
     async fn a_panic_fails_the_task_and_the_slot_recovers_with_a_fresh_runner() {
         let (slot, builds) = slot();
         let panicked = slot
-            .start(Job::Panic, Arc::new(AtomicBool::new(false)))
+            .start(
+                Job::Panic,
+                Arc::new(AtomicBool::new(false)),
+                tracing::Span::none(),
+            )
             .unwrap();
         assert_eq!(
             panicked.outcome.await.unwrap(),
             Outcome::Panicked("boom 1".into())
         );
         let next = slot
-            .start(Job::Square(5), Arc::new(AtomicBool::new(false)))
+            .start(
+                Job::Square(5),
+                Arc::new(AtomicBool::new(false)),
+                tracing::Span::none(),
+            )
             .unwrap();
         assert_eq!(next.outcome.await.unwrap(), Outcome::Done(25, 1));
         assert_eq!(builds.load(Ordering::SeqCst), 2);
@@ -317,7 +341,13 @@ mod tests {
     async fn the_cancel_flag_reaches_the_running_task() {
         let (slot, _) = slot();
         let cancel = Arc::new(AtomicBool::new(false));
-        let running = slot.start(Job::SpinUntilCancelled, cancel.clone()).unwrap();
+        let running = slot
+            .start(
+                Job::SpinUntilCancelled,
+                cancel.clone(),
+                tracing::Span::none(),
+            )
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         cancel.store(true, Ordering::SeqCst);
         let outcome = tokio::time::timeout(Duration::from_secs(5), running.outcome)
@@ -343,14 +373,22 @@ mod tests {
         })
         .unwrap();
         let failed = slot
-            .start(Job::Square(2), Arc::new(AtomicBool::new(false)))
+            .start(
+                Job::Square(2),
+                Arc::new(AtomicBool::new(false)),
+                tracing::Span::none(),
+            )
             .unwrap();
         assert_eq!(
             failed.outcome.await.unwrap(),
             Outcome::Unavailable("device cuda:9 is not usable".into())
         );
         let next = slot
-            .start(Job::Square(2), Arc::new(AtomicBool::new(false)))
+            .start(
+                Job::Square(2),
+                Arc::new(AtomicBool::new(false)),
+                tracing::Span::none(),
+            )
             .unwrap();
         assert_eq!(next.outcome.await.unwrap(), Outcome::Done(4, 9));
     }

@@ -46,6 +46,51 @@ pub fn gpu_info() -> Vec<GpuInfo> {
     }
 }
 
+/// Memory of one GPU as `nvidia-smi` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub index: u32,
+    pub used_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// Memory in use and capacity of every GPU, from `nvidia-smi`; empty when it is absent or fails.
+/// Blocks for as long as `nvidia-smi` runs (tens of milliseconds): call it off the async threads.
+pub fn gpu_memory() -> Vec<GpuMemory> {
+    let output = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=index,memory.used,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            parse_gpu_memory(&String::from_utf8_lossy(&output.stdout))
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Parses `index, used MiB, total MiB` lines; malformed lines are skipped.
+pub fn parse_gpu_memory(text: &str) -> Vec<GpuMemory> {
+    const MIB: u64 = 1024 * 1024;
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(',').map(str::trim);
+            let index = fields.next()?.parse().ok()?;
+            let used: u64 = fields.next()?.parse().ok()?;
+            let total: u64 = fields.next()?.parse().ok()?;
+            Some(GpuMemory {
+                index,
+                used_bytes: used.saturating_mul(MIB),
+                total_bytes: total.saturating_mul(MIB),
+            })
+        })
+        .collect()
+}
+
 /// Parses `index, name, memory MiB` lines.
 pub fn parse_nvidia_smi(text: &str) -> Vec<GpuInfo> {
     text.lines()
@@ -75,6 +120,27 @@ mod tests {
         assert_eq!(gpus[1].index, 1);
         assert_eq!(gpus[0].name, "NVIDIA H100 80GB HBM3");
         assert_eq!(gpus[0].memory_bytes, 81559 * 1024 * 1024);
+    }
+
+    #[test]
+    fn nvidia_smi_memory_lines() {
+        let text = "0, 1234, 81559\n1, [N/A], 81559\n2, 0, 40960\n";
+        let gpus = parse_gpu_memory(text);
+        assert_eq!(
+            gpus,
+            vec![
+                GpuMemory {
+                    index: 0,
+                    used_bytes: 1234 * 1024 * 1024,
+                    total_bytes: 81559 * 1024 * 1024,
+                },
+                GpuMemory {
+                    index: 2,
+                    used_bytes: 0,
+                    total_bytes: 40960 * 1024 * 1024,
+                },
+            ]
+        );
     }
 
     #[test]

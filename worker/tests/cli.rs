@@ -10,6 +10,7 @@ fn worker(args: &[&str]) -> Output {
         .env_remove("NAT_DEVICES")
         .env_remove("NAT_THREADS")
         .env_remove("NAT_COORDINATOR")
+        .env_remove("NAT_METRICS_LISTEN")
         .output()
         .expect("run nat-worker")
 }
@@ -28,6 +29,7 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--checkpoint-dir", "NAT_CHECKPOINT_DIR"),
         ("--log-format", "NAT_LOG_FORMAT"),
         ("--drain-timeout", "NAT_DRAIN_TIMEOUT"),
+        ("--metrics-listen", "NAT_METRICS_LISTEN"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
@@ -41,6 +43,7 @@ fn bad_flags_exit_64_naming_the_flag() {
         (&["--devices", "tpu"][..], "--devices"),
         (&["--threads", "0"][..], "--threads"),
         (&["--coordinator", "127.0.0.1:50051"][..], "--coordinator"),
+        (&["--metrics-listen", "localhost"][..], "--metrics-listen"),
     ] {
         let output = worker(args);
         assert_eq!(output.status.code(), Some(64), "{args:?}: {output:?}");

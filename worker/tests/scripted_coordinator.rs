@@ -715,3 +715,228 @@ async fn a_second_signal_hands_back_at_once() {
         assert!(retryable && reason.contains("shutting down"), "{reason}");
     });
 }
+
+/// `GET path` over plain HTTP/1.1; (status code, body).
+async fn http_get(address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_owned())
+}
+
+/// The value of the sample `name{labels…}` in Prometheus text, whatever the label order.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((series_name, rest)) => (series_name, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            return None;
+        }
+        let pairs: Vec<String> = series_labels
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let matches = labels
+            .iter()
+            .all(|(key, value)| pairs.contains(&format!("{key}=\"{value}\"")));
+        if matches && pairs.len() == labels.len() {
+            value.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses every line of a `--log-format json` log; panics naming the first line that is not a
+/// JSON object.
+fn json_lines(log: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    log.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(object)) => object,
+            other => panic!("log line is not a JSON object ({other:?}): {line}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_during_a_real_task_and_json_logs_carry_the_task_ids() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scripted = Scripted::default();
+    scripted.with(|s| {
+        // The first worker id is refused once: a LeaseTask error, then registration again.
+        s.forgotten.push("w-1".to_owned());
+        s.tasks.push_back(train_task(
+            "trained",
+            &small_genotype_json(),
+            "digits",
+            budget(4, 600),
+        ));
+        s.tasks.push_back(train_task(
+            "broken",
+            "{\"normal\": [",
+            "digits",
+            budget(1, 64),
+        ));
+    });
+    let address = serve(scripted.clone()).await;
+    let mut worker = WorkerProcess::spawn(
+        &format!("http://{address}"),
+        "observed",
+        scratch.path(),
+        &["--metrics-listen", "127.0.0.1:0", "--log-format", "json"],
+    );
+
+    // The listener's address (port 0 picks a free one) is in its start-up line.
+    let mut metrics_address = String::new();
+    wait_until(Duration::from_secs(30), "the metrics listener", || {
+        let found = worker.log_text().lines().find_map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).ok()?;
+            (line["message"] == "serving /metrics and /healthz")
+                .then(|| line["address"].as_str().map(str::to_owned))
+                .flatten()
+        });
+        if let Some(found) = found {
+            metrics_address = found;
+        }
+        !metrics_address.is_empty()
+    })
+    .await;
+    let (status, body) = http_get(&metrics_address, "/healthz").await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+
+    // While the task trains, its slot is busy.
+    wait_until(Duration::from_secs(120), "progress of the task", || {
+        scripted.with(|s| s.progress.iter().any(|p| p.task_id == "trained"))
+    })
+    .await;
+    let (status, during) = http_get(&metrics_address, "/metrics").await;
+    assert!(
+        scripted.with(|s| s.results.is_empty()),
+        "the task must still be running when /metrics is scraped"
+    );
+    assert_eq!(status, 200, "{during}");
+    assert_eq!(
+        sample(&during, "nat_worker_slots", &[("state", "busy")]),
+        Some(1.0),
+        "{during}"
+    );
+    assert_eq!(
+        sample(&during, "nat_worker_slots", &[("state", "idle")]),
+        Some(0.0),
+        "{during}"
+    );
+    assert!(
+        sample(
+            &during,
+            "nat_worker_rpc_errors_total",
+            &[("rpc", "lease_task")]
+        )
+        .is_some_and(|errors| errors >= 1.0),
+        "the refused LeaseTask is counted: {during}"
+    );
+    let finished = |metrics: &str, outcome: &str| {
+        sample(
+            metrics,
+            "nat_worker_task_duration_seconds_count",
+            &[
+                ("task_kind", "train_eval"),
+                ("device_kind", "cpu"),
+                ("outcome", outcome),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(finished(&during, "succeeded"), 0.0, "{during}");
+
+    wait_until(Duration::from_secs(180), "both results", || {
+        scripted.with(|s| s.results.len() >= 2)
+    })
+    .await;
+    // The slot gauge is set right after the report; give it a moment.
+    let mut after = String::new();
+    for _ in 0..40 {
+        after = http_get(&metrics_address, "/metrics").await.1;
+        if sample(&after, "nat_worker_slots", &[("state", "busy")]) == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(finished(&after, "succeeded"), 1.0, "{after}");
+    assert_eq!(finished(&after, "failed"), 1.0, "{after}");
+    assert_eq!(
+        sample(&after, "nat_worker_slots", &[("state", "busy")]),
+        Some(0.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "nat_worker_slots", &[("state", "idle")]),
+        Some(1.0),
+        "{after}"
+    );
+    let trained_throughput = scripted.with(|s| match result_of(s, "trained") {
+        Some(Outcome::TrainEval(result)) => result.images_per_second,
+        other => panic!("trained: expected a train_eval result, got {other:?}"),
+    });
+    let images = sample(&after, "nat_worker_images_total", &[("device_kind", "cpu")])
+        .expect("nat_worker_images_total");
+    // max_train_examples 600 (batches of 32, none of one image) for 4 epochs.
+    assert_eq!(images, 4.0 * 600.0, "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            "nat_worker_throughput_images_per_second",
+            &[("device_kind", "cpu")]
+        ),
+        Some(trained_throughput),
+        "{after}"
+    );
+    assert!(
+        !after.contains("nat_worker_gpu_memory_used_bytes{"),
+        "no GPU memory series on a CPU worker: {after}"
+    );
+
+    worker.signal("TERM");
+    let status = worker
+        .wait_exit(Duration::from_secs(60))
+        .expect("the worker exits");
+    assert!(status.success(), "exit status {status:?}");
+
+    let lines = json_lines(&worker.log_text());
+    let of_task = |task_id: &str| -> Vec<&serde_json::Map<String, serde_json::Value>> {
+        lines
+            .iter()
+            .filter(|line| line.get("task_id").and_then(|v| v.as_str()) == Some(task_id))
+            .collect()
+    };
+    for (task_id, last_message) in [("trained", "task finished"), ("broken", "task failed")] {
+        let task_lines = of_task(task_id);
+        let messages: Vec<&str> = task_lines
+            .iter()
+            .filter_map(|line| line.get("message").and_then(|v| v.as_str()))
+            .collect();
+        assert!(
+            messages.contains(&"task leased") && messages.contains(&last_message),
+            "{task_id}: {messages:?}"
+        );
+        for line in task_lines {
+            assert_eq!(line.get("job_id").and_then(|v| v.as_str()), Some("job-1"));
+            assert_eq!(line.get("worker_id").and_then(|v| v.as_str()), Some("w-2"));
+            assert_eq!(line.get("device").and_then(|v| v.as_str()), Some("cpu"));
+            assert_eq!(line.get("span").and_then(|v| v.as_str()), Some("task"));
+        }
+    }
+}

@@ -52,7 +52,7 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     /// Start `nat-worker` against `coordinator` on the CPU with one thread (data dir: [`data_dir`]
-    /// unless `extra` names one).
+    /// unless `extra` names one; no metrics listener unless `extra` names one).
     pub fn spawn(coordinator: &str, name: &str, scratch: &Path, extra: &[&str]) -> WorkerProcess {
         let log = scratch.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).expect("create worker log");
@@ -70,6 +70,11 @@ impl WorkerProcess {
             .args(["--name", name, "--lease-wait", "1s", "--max-backoff", "1s"]);
         if !extra.contains(&"--data-dir") {
             command.arg("--data-dir").arg(data_dir());
+        }
+        // No metrics listener unless the test asks for one: the default port would clash
+        // between workers running side by side.
+        if !extra.contains(&"--metrics-listen") {
+            command.args(["--metrics-listen", "off"]);
         }
         command
             .arg("--checkpoint-dir")
