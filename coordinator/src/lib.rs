@@ -142,6 +142,17 @@ pub async fn serve(
     }
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // One span per RPC; handlers fill in the ids they learn (see `worker_api::span_ids`), so
+        // every log line inside a request carries its method and worker/task/job ids.
+        .trace_fn(|req| {
+            tracing::info_span!(
+                "rpc",
+                method = %req.uri().path(),
+                worker_id = tracing::field::Empty,
+                task_id = tracing::field::Empty,
+                job_id = tracing::field::Empty,
+            )
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(jobs)

@@ -471,6 +471,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let r = request.into_inner();
+        span_ids(&r.worker_id, "", "");
         let worker = parse_id("worker_id", &r.worker_id)?;
         if r.tasks.len() > MAX_HELD {
             return Err(ApiError::invalid("tasks", format!("at most {MAX_HELD} tasks")).into());
@@ -516,7 +517,12 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
         use nat_telemetry::{record, LeaseResult};
         let t0 = std::time::Instant::now();
-        let result = self.lease(request.into_inner()).await;
+        let r = request.into_inner();
+        span_ids(&r.worker_id, "", "");
+        let result = self.lease(r).await;
+        if let Ok(Some(task)) = &result {
+            span_ids("", &task.task_id, &task.job_id);
+        }
         let outcome = match &result {
             Ok(Some(_)) => LeaseResult::Leased,
             Ok(None) => LeaseResult::Empty,
@@ -531,6 +537,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         request: Request<v1::ReportProgressRequest>,
     ) -> Result<Response<v1::ReportProgressResponse>, Status> {
         let r = request.into_inner();
+        span_ids(&r.worker_id, &r.task_id, "");
         let worker = parse_id("worker_id", &r.worker_id)?;
         let task_id = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
@@ -598,7 +605,9 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
         use nat_telemetry::{record, ReportOutcome};
         let t0 = std::time::Instant::now();
-        let result = self.report(request.into_inner()).await;
+        let r = request.into_inner();
+        span_ids(&r.worker_id, &r.task_id, "");
+        let result = self.report(r).await;
         let outcome = match &result {
             Ok(false) => ReportOutcome::Accepted,
             Ok(true) => ReportOutcome::Duplicate,
@@ -609,5 +618,20 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         Ok(Response::new(v1::ReportResultResponse {
             duplicate: result?,
         }))
+    }
+}
+
+/// Records the ids a request carries on the current RPC span (declared empty by the server's
+/// `trace_fn`), so log lines inside the request carry them. Empty strings are skipped.
+fn span_ids(worker_id: &str, task_id: &str, job_id: &str) {
+    let span = tracing::Span::current();
+    for (field, value) in [
+        ("worker_id", worker_id),
+        ("task_id", task_id),
+        ("job_id", job_id),
+    ] {
+        if !value.is_empty() {
+            span.record(field, value);
+        }
     }
 }
