@@ -51,3 +51,23 @@ fn bad_flags_exit_64_naming_the_flag() {
         assert!(stderr.contains(flag), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_metrics_port_in_use_fails_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let address = taken.local_addr().expect("local address").to_string();
+    let output = worker(&[
+        "--devices",
+        "cpu",
+        "--coordinator",
+        "http://127.0.0.1:1",
+        "--metrics-listen",
+        &address,
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("--metrics-listen: cannot listen on {address}")),
+        "{stderr}"
+    );
+}
