@@ -117,90 +117,10 @@ impl ActionSpace {
     }
 }
 
-/// The NATv2 transition table (NAT-SPEC §2.2, `search_model.py:10-24`), official order.
+/// The NATv2 transition table (NAT-SPEC §2.2, `search_model.py:10-24`), official order. The one
+/// copy lives in nat-arch; ops outside the NAT++ list are rejected before it is consulted.
 fn nat_pp_targets(input: Op) -> &'static [Op] {
-    use Op::*;
-    match input {
-        Conv5x5 => &[
-            Conv5x5,
-            Conv3x3,
-            Conv1x1,
-            SepConv5x5,
-            SepConv3x3,
-            DilConv5x5,
-            DilConv3x3,
-            MaxPool5x5,
-            MaxPool3x3,
-            AvgPool5x5,
-            AvgPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        Conv3x3 => &[
-            Conv3x3,
-            Conv1x1,
-            SepConv3x3,
-            DilConv3x3,
-            MaxPool3x3,
-            AvgPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        Conv1x1 => &[Conv1x1, SkipConnect, Null],
-        SepConv5x5 => &[
-            SepConv5x5,
-            SepConv3x3,
-            DilConv5x5,
-            DilConv3x3,
-            MaxPool5x5,
-            MaxPool3x3,
-            AvgPool5x5,
-            AvgPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        SepConv3x3 => &[
-            SepConv3x3,
-            DilConv3x3,
-            MaxPool3x3,
-            AvgPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        DilConv5x5 => &[
-            DilConv5x5,
-            DilConv3x3,
-            MaxPool5x5,
-            MaxPool3x3,
-            AvgPool5x5,
-            AvgPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        DilConv3x3 => &[DilConv3x3, MaxPool3x3, AvgPool3x3, SkipConnect, Null],
-        AvgPool5x5 => &[
-            AvgPool5x5,
-            AvgPool3x3,
-            MaxPool5x5,
-            MaxPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        AvgPool3x3 => &[AvgPool3x3, MaxPool3x3, SkipConnect, Null],
-        MaxPool5x5 => &[
-            MaxPool5x5,
-            MaxPool3x3,
-            AvgPool5x5,
-            AvgPool3x3,
-            SkipConnect,
-            Null,
-        ],
-        MaxPool3x3 => &[MaxPool3x3, AvgPool3x3, SkipConnect, Null],
-        SkipConnect => &[SkipConnect, Null],
-        Null => &[SkipConnect, Null],
-        // Ops outside the NAT++ list are rejected before the table is consulted.
-        Conv1x3_3x1 | Conv1x7_7x1 | AvgPool2x2 | MaxPool2x2 => &[],
-    }
+    nat_arch::transition::Space::NatPlusPlus.allowed_targets(input)
 }
 
 #[cfg(test)]
