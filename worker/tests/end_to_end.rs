@@ -251,7 +251,9 @@ async fn two_workers_finish_an_evaluate_job_despite_kill_9_of_one_mid_task() {
     let mut client = jobs_client(&coordinator.url()).await;
     let architectures = ["darts-v2", "enas", "resnet-block", "vgg-block"];
     let job_id = client
-        .submit_job(evaluate(&architectures, 3))
+        // 20 epochs: long enough (seconds per task even on a fast machine) for a worker to be caught
+        // in the middle of one.
+        .submit_job(evaluate(&architectures, 20))
         .await
         .expect("SubmitJob")
         .into_inner()
@@ -270,6 +272,20 @@ async fn two_workers_finish_an_evaluate_job_despite_kill_9_of_one_mid_task() {
         assert!(
             Instant::now() < deadline,
             "no worker was seen in the middle of a task"
+        );
+        let state = client
+            .get_job(v1::GetJobRequest {
+                job_id: job_id.clone(),
+            })
+            .await
+            .expect("GetJob")
+            .into_inner()
+            .job
+            .expect("job")
+            .state;
+        assert!(
+            [v1::JobState::Queued as i32, v1::JobState::Running as i32].contains(&state),
+            "the job ended before a worker could be caught in the middle of a task"
         );
         let candidate = workers.iter().enumerate().find_map(|(index, worker)| {
             tasks_in_progress(worker)
@@ -361,7 +377,8 @@ async fn a_worker_reconnects_after_a_coordinator_restart_and_reports_its_task() 
     let url = coordinator.url();
     let mut client = jobs_client(&url).await;
     let job_id = client
-        .submit_job(evaluate(&["darts-v2", "resnet-block"], 3))
+        // Long enough that the task in hand outlives the coordinator's outage on a fast machine.
+        .submit_job(evaluate(&["darts-v2", "resnet-block"], 15))
         .await
         .expect("SubmitJob")
         .into_inner()

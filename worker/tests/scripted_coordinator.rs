@@ -355,7 +355,9 @@ async fn sigterm_drains_the_task_in_hand_then_exits_zero() {
             "long",
             &small_genotype_json(),
             "digits",
-            budget(4, 600),
+            // 40 epochs: seconds of training even on a fast machine, so that the task is still in
+            // hand when SIGTERM arrives.
+            budget(40, 600),
         ));
         s.tasks.push_back(train_task(
             "never",
@@ -783,7 +785,8 @@ async fn metrics_move_during_a_real_task_and_json_logs_carry_the_task_ids() {
             "trained",
             &small_genotype_json(),
             "digits",
-            budget(4, 600),
+            // 40 epochs: still training when /metrics is scraped, even on a fast machine.
+            budget(40, 600),
         ));
         s.tasks.push_back(train_task(
             "broken",
@@ -893,8 +896,8 @@ async fn metrics_move_during_a_real_task_and_json_logs_carry_the_task_ids() {
     });
     let images = sample(&after, "nat_worker_images_total", &[("device_kind", "cpu")])
         .expect("nat_worker_images_total");
-    // max_train_examples 600 (batches of 32, none of one image) for 4 epochs.
-    assert_eq!(images, 4.0 * 600.0, "{after}");
+    // max_train_examples 600 (batches of 32, none of one image) for 40 epochs.
+    assert_eq!(images, 40.0 * 600.0, "{after}");
     assert_eq!(
         sample(
             &after,
