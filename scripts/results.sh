@@ -18,19 +18,20 @@
 #   NAT_RESULTS_WORKERS        3          worker processes (threads each: nproc / workers, >= 1)
 #   NAT_RESULTS_SEEDS          3          seeds 1..N of every (cell, condition)
 #   NAT_RESULTS_CELLS          darts-v2,resnet-block,vgg-block,mobilenetv2-block
-#   NAT_RESULTS_EPOCHS         2          evaluation budget: epochs
-#   NAT_RESULTS_TRAIN_EXAMPLES 3000       … training images (0 = all 60,000)
-#   NAT_RESULTS_EVAL_EXAMPLES  2000       … test images the accuracy is measured on (0 = all 10,000)
+#   NAT_RESULTS_EPOCHS         3          evaluation budget: epochs
+#   NAT_RESULTS_TRAIN_EXAMPLES 6000       … training images (0 = all 60,000)
+#   NAT_RESULTS_EVAL_EXAMPLES  5000       … test images the accuracy is measured on (0 = all 10,000)
 #   NAT_RESULTS_CHANNELS       8          … initial channels C
 #   NAT_RESULTS_LAYERS         3          … cells L
 #   NAT_RESULTS_SPACE          nat++      transition space of NAT and of the random baseline
 #   NAT_RESULTS_LEARN_ON       inputs     inputs: learn on the four cells; random: on random
 #                                         architectures of the space (optimize.random_inputs)
-#   NAT_RESULTS_ITERATIONS     8          policy updates of the optimize job
+#   NAT_RESULTS_ITERATIONS     20         policy updates of the optimize job
 #   NAT_RESULTS_SAMPLES        8          rewards per update
 #   NAT_RESULTS_DERIVE_SAMPLES (coordinator default, 10) transformations derived per cell
 #   NAT_RESULTS_PROXY_EPOCHS   1          proxy budget (rewards, derive): epochs
-#   NAT_RESULTS_PROXY_TRAIN_EXAMPLES 1000 … training images (10 % of them held out for the reward)
+#   NAT_RESULTS_PROXY_TRAIN_EXAMPLES 2000 … training images
+#   NAT_RESULTS_PROXY_EVAL_EXAMPLES  1000 … validation images (held out from the training split)
 #   NAT_RESULTS_TIMEOUT        10800      seconds before a job counts as stuck
 #   NAT_RESULTS_DIR            a new temporary directory: logs, job files, JSON results
 #   NAT_RESULTS_BIN            use the three binaries in this directory instead of `make build`
@@ -45,18 +46,19 @@ export NAT_CACHE_DIR NAT_DATA_DIR
 : "${NAT_RESULTS_WORKERS:=3}"
 : "${NAT_RESULTS_SEEDS:=3}"
 : "${NAT_RESULTS_CELLS:=darts-v2,resnet-block,vgg-block,mobilenetv2-block}"
-: "${NAT_RESULTS_EPOCHS:=2}"
-: "${NAT_RESULTS_TRAIN_EXAMPLES:=3000}"
-: "${NAT_RESULTS_EVAL_EXAMPLES:=2000}"
+: "${NAT_RESULTS_EPOCHS:=3}"
+: "${NAT_RESULTS_TRAIN_EXAMPLES:=6000}"
+: "${NAT_RESULTS_EVAL_EXAMPLES:=5000}"
 : "${NAT_RESULTS_CHANNELS:=8}"
 : "${NAT_RESULTS_LAYERS:=3}"
 : "${NAT_RESULTS_SPACE:=nat++}"
 : "${NAT_RESULTS_LEARN_ON:=inputs}"
-: "${NAT_RESULTS_ITERATIONS:=8}"
+: "${NAT_RESULTS_ITERATIONS:=20}"
 : "${NAT_RESULTS_SAMPLES:=8}"
 : "${NAT_RESULTS_DERIVE_SAMPLES:=}"
 : "${NAT_RESULTS_PROXY_EPOCHS:=1}"
-: "${NAT_RESULTS_PROXY_TRAIN_EXAMPLES:=1000}"
+: "${NAT_RESULTS_PROXY_TRAIN_EXAMPLES:=2000}"
+: "${NAT_RESULTS_PROXY_EVAL_EXAMPLES:=1000}"
 : "${NAT_RESULTS_TIMEOUT:=10800}"
 : "${NAT_RESULTS_OUT:=docs/RESULTS.md}"
 : "${NAT_RESULTS_DROP_DB:=0}"
@@ -242,7 +244,7 @@ opt_file="$run_dir/jobs/optimize.yaml"
     echo "seed: 1"
     echo "priority: 10"
     echo "budget:"
-    budget_yaml "  " "$NAT_RESULTS_PROXY_EPOCHS" "$NAT_RESULTS_PROXY_TRAIN_EXAMPLES" 500 \
+    budget_yaml "  " "$NAT_RESULTS_PROXY_EPOCHS" "$NAT_RESULTS_PROXY_TRAIN_EXAMPLES" "$NAT_RESULTS_PROXY_EVAL_EXAMPLES" \
         "$NAT_RESULTS_CHANNELS" "$NAT_RESULTS_LAYERS" 0.1
     echo "optimize:"
     echo "  space: $NAT_RESULTS_SPACE"
@@ -427,7 +429,7 @@ meta = {
                  "derive_samples": int("${NAT_RESULTS_DERIVE_SAMPLES:-10}"),
                  "random_inputs": "$NAT_RESULTS_LEARN_ON" == "random", "seed": 1,
                  "proxy_budget": budget(${NAT_RESULTS_PROXY_EPOCHS}, ${NAT_RESULTS_PROXY_TRAIN_EXAMPLES},
-                                        500, ${NAT_RESULTS_CHANNELS}, ${NAT_RESULTS_LAYERS}, 0.1)},
+                                        ${NAT_RESULTS_PROXY_EVAL_EXAMPLES}, ${NAT_RESULTS_CHANNELS}, ${NAT_RESULTS_LAYERS}, 0.1)},
 }
 json.dump(meta, open(os.path.join(run_dir, "meta.json"), "w"), indent=1)
 PY
