@@ -60,12 +60,26 @@ done
 cores=$(nproc)
 threads=$(( cores / NAT_DEMO_WORKERS )); [ "$threads" -ge 1 ] || threads=1
 say "starting $NAT_DEMO_WORKERS nat-worker(s), $threads thread(s) each"
+worker_metrics=()
 for i in $(seq 1 "$NAT_DEMO_WORKERS"); do
+    # Each worker serves its own /metrics (the default 0.0.0.0:9464 fits one worker per host).
+    metrics_port=$(free_port)
+    worker_metrics+=("http://127.0.0.1:$metrics_port/metrics")
     "$bin/nat-worker" --coordinator "$NAT_COORDINATOR" --data-dir "$NAT_DATA_DIR" --threads "$threads" \
         --name "demo-worker-$i" --checkpoint-dir "$demo_dir/checkpoints-$i" \
+        --metrics-listen "127.0.0.1:$metrics_port" \
         >"$demo_dir/worker-$i.log" 2>&1 &
     pids+=($!)
 done
+sleep 1
+for i in $(seq 1 "$NAT_DEMO_WORKERS"); do
+    if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+        echo "nat-worker $i exited at start; its log ($demo_dir/worker-$i.log) ends with:" >&2
+        tail -n 5 "$demo_dir/worker-$i.log" >&2
+        exit 1
+    fi
+done
+echo "worker metrics: ${worker_metrics[*]}"
 
 say "submitting an optimize job: NAT learns a policy for the DARTS_V2 cell on $dataset"
 jobfile="$demo_dir/demo-job.yaml"
