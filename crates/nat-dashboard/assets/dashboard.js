@@ -264,6 +264,30 @@
 
   var shownCells = '';
 
+  // What the job page has received so far. After the first request the page asks only for what
+  // is new (`?after=<last_seq>`) and appends it; the server reads only the new events too.
+  var EVENTS_SHOWN = 25;
+  var seen = { cursor: null, rewards: [], accuracy: [], events: [], refreshes: 0 };
+
+  function mergeJob(d) {
+    if (seen.cursor === null || !d.after) {
+      seen.rewards = d.rewards.slice();
+      seen.accuracy = d.accuracy.slice();
+      seen.events = d.events.slice();
+    } else {
+      seen.rewards = seen.rewards.concat(d.rewards);
+      var last = seen.accuracy.length ? seen.accuracy[seen.accuracy.length - 1].accuracy : -Infinity;
+      d.accuracy.forEach(function (p) {
+        if (p.accuracy > last) { seen.accuracy.push(p); last = p.accuracy; }
+      });
+      seen.events = d.events.concat(seen.events).slice(0, EVENTS_SHOWN);
+    }
+    seen.cursor = d.last_seq;
+    seen.refreshes += 1;
+    document.body.setAttribute('data-cursor', String(seen.cursor));
+    document.body.setAttribute('data-refreshes', String(seen.refreshes));
+  }
+
   function renderCells(d) {
     var key = d.input_index + '|' + d.cells.map(function (c) { return c.best_svg; }).join('');
     if (key === shownCells) return;
@@ -319,6 +343,7 @@
   }
 
   function renderJob(d) {
+    mergeJob(d);
     var j = d.job;
     document.title = (j.name || shortId(j.id)) + ' · NAT orchestrator';
     replaceChildren($('#job-title'), [j.name || 'Job ' + shortId(j.id), ' ', badge(j.state)]);
@@ -335,10 +360,10 @@
       tile('Failed tasks', String(j.tasks.failed), j.tasks.failed ? 'bad' : '')
     ]);
 
-    var rewardPts = d.rewards.map(function (p) { return [p.policy_version, p.reward]; });
-    var basePts = d.rewards.map(function (p) { return [p.policy_version, p.baseline]; });
+    var rewardPts = seen.rewards.map(function (p) { return [p.policy_version, p.reward]; });
+    var basePts = seen.rewards.map(function (p) { return [p.policy_version, p.baseline]; });
     var dots = [];
-    d.rewards.forEach(function (p) { p.rewards.forEach(function (r) { dots.push([p.policy_version, r]); }); });
+    seen.rewards.forEach(function (p) { p.rewards.forEach(function (r) { dots.push([p.policy_version, r]); }); });
     replaceChildren($('#reward-chart-box'), lineChart('reward-chart', [
       { name: 'mean reward', cls: 'reward', points: rewardPts, dots: dots },
       { name: 'baseline', cls: 'baseline', points: basePts }
@@ -347,7 +372,7 @@
 
     var start = j.created_at_ms;
     var end = ((j.finished_at_ms || Date.now()) - start) / 60000;
-    var accPts = d.accuracy.map(function (p) { return [(p.t_ms - start) / 60000, p.accuracy]; });
+    var accPts = seen.accuracy.map(function (p) { return [(p.t_ms - start) / 60000, p.accuracy]; });
     replaceChildren($('#accuracy-chart-box'), lineChart('accuracy-chart', [
       { name: 'best accuracy', cls: 'accuracy', points: accPts, step: true }
     ], { xLabel: 'minutes since submission', xFormat: function (x) { return x.toFixed(x < 10 ? 1 : 0); },
@@ -366,7 +391,7 @@
     }
     renderCells(d);
     renderCompare(d.table);
-    renderEvents(d.events);
+    renderEvents(seen.events);
   }
 
   function jobPage() {
@@ -383,7 +408,9 @@
       location.href = u.toString();
     });
     poll(function () {
-      return getJSON('/api/jobs/' + encodeURIComponent(id) + '?input=' + encodeURIComponent(input)).then(renderJob);
+      var url = '/api/jobs/' + encodeURIComponent(id) + '?input=' + encodeURIComponent(input);
+      if (seen.cursor !== null) url += '&after=' + encodeURIComponent(seen.cursor);
+      return getJSON(url).then(renderJob);
     }, JOB_REFRESH_MS);
   }
 

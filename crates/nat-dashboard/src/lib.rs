@@ -6,7 +6,10 @@
 //! - `GET /jobs/{id}` — a job: reward and baseline per policy version, best-so-far accuracy over
 //!   time, the input and best cells as SVG diagrams with the changed edges highlighted, the
 //!   before/after table, the latest events;
-//! - `GET /api/jobs`, `GET /api/jobs/{id}?input=N`, `GET /api/workers` — the same data as JSON;
+//! - `GET /api/jobs`, `GET /api/jobs/{id}?input=N&after=SEQ`, `GET /api/workers` — the same data
+//!   as JSON; with `after` the job's chart points and events are only those of events after
+//!   sequence number `SEQ` (the response's `last_seq` is the next request's `after`), so the page
+//!   appends instead of re-reading the whole log;
 //! - `GET /api/jobs/{id}/diagram.svg` and `.dot` — the whole transformation (both cells) drawn
 //!   by `nat_arch::render`, to download;
 //! - `GET /assets/dashboard.{css,js}` — the stylesheet and the hand-written script.
@@ -15,6 +18,8 @@
 //! JSON endpoints every few seconds and draws the charts. No build toolchain, no internet assets.
 //!
 //! # Layout
+//! - [`cache`]: per-job digests of the event logs read so far, so that each request reads only
+//!   the events appended since.
 //! - [`schema`]: the JSON shapes read from job results and events (the contract with the job
 //!   drivers).
 //! - [`model`]: the views, built from the store.
@@ -23,6 +28,7 @@
 //!   downloadable whole-genotype pictures use `nat_arch::render`.
 //! - [`gauges`]: the store-derived Prometheus gauges (`nat_jobs`, `nat_tasks`, `nat_workers`).
 
+pub mod cache;
 pub mod diagram;
 pub mod gauges;
 pub mod model;
@@ -92,6 +98,8 @@ pub struct DashboardConfig {
     pub jobs_listed: u32,
     /// Most recent jobs scanned for workers' current tasks and throughput.
     pub jobs_scanned_for_workers: u32,
+    /// Jobs whose event-log digest is kept between requests ([`cache::EventCache`]).
+    pub event_cache_jobs: usize,
 }
 
 impl Default for DashboardConfig {
@@ -100,6 +108,7 @@ impl Default for DashboardConfig {
             heartbeat_stale_after: Duration::from_secs(30),
             jobs_listed: 50,
             jobs_scanned_for_workers: 20,
+            event_cache_jobs: cache::DEFAULT_CAPACITY,
         }
     }
 }
@@ -108,6 +117,7 @@ impl Default for DashboardConfig {
 struct AppState {
     store: Arc<dyn Store>,
     config: Arc<DashboardConfig>,
+    events: Arc<cache::EventCache>,
 }
 
 /// The dashboard with default settings. Merge it into the coordinator's HTTP router
@@ -137,6 +147,7 @@ pub fn router_with(store: Arc<dyn Store>, config: DashboardConfig) -> Router {
         .route("/api/workers", get(api_workers))
         .with_state(AppState {
             store,
+            events: Arc::new(cache::EventCache::new(config.event_cache_jobs)),
             config: Arc::new(config),
         })
 }
@@ -181,12 +192,30 @@ fn param_u32(
     }
 }
 
+/// An event sequence number parameter (`after`): a non-negative integer, 0 when absent.
+fn param_seq(query: &HashMap<String, String>, name: &'static str) -> Result<i64, DashboardError> {
+    match query.get(name) {
+        None => Ok(0),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| DashboardError::BadRequest {
+                field: name,
+                reason: format!("expected an event sequence number (0 or more), got {v:?}"),
+            }),
+    }
+}
+
 async fn api_jobs(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Vec<model::JobRow>>, DashboardError> {
     let limit = param_u32(&query, "limit", app.config.jobs_listed, 1000)?.max(1);
-    Ok(Json(model::jobs(app.store.as_ref(), limit).await?))
+    Ok(Json(
+        model::jobs_with(app.store.as_ref(), Some(&app.events), limit).await?,
+    ))
 }
 
 fn job_id(id: &str) -> Result<uuid::Uuid, DashboardError> {
@@ -203,8 +232,9 @@ async fn api_job(
 ) -> Result<Json<model::JobDetail>, DashboardError> {
     let id = job_id(&id)?;
     let input = param_u32(&query, "input", 0, 1023)?;
+    let after = param_seq(&query, "after")?;
     Ok(Json(
-        model::job_detail(app.store.as_ref(), id, input).await?,
+        model::job_detail_with(app.store.as_ref(), Some(&app.events), id, input, after).await?,
     ))
 }
 
@@ -222,7 +252,7 @@ async fn api_diagram(
         "image/svg+xml"
     };
     Ok(
-        match model::job_diagram(app.store.as_ref(), id, input, dot).await? {
+        match model::job_diagram(app.store.as_ref(), Some(&app.events), id, input, dot).await? {
             Some(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
             None => (
                 StatusCode::NOT_FOUND,

@@ -9,14 +9,13 @@ use nat_store::{event_kind, Event, Job, JobFilter, JobState, Store, TaskState, W
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cache::{self, EventCache};
 use crate::diagram::{self, Change, Role};
 use crate::schema::{self, JobSpecView, NewBest, OptimizeResult, PolicyUpdate};
 use crate::DashboardError;
 
-/// Most events read for one job page (in pages of [`EVENT_PAGE`]).
+/// Most events read for one job page by one request (the next request continues).
 pub const MAX_EVENTS: usize = 50_000;
-/// Events read per store call.
-const EVENT_PAGE: u32 = 5_000;
 /// Events read per job for a row of the jobs list when the result has no summary.
 const LIST_EVENTS: u32 = 2_000;
 /// Events shown in a job page's log.
@@ -75,6 +74,8 @@ pub struct JobRow {
 /// One point of the reward chart (one policy update).
 #[derive(Debug, Clone, Serialize)]
 pub struct RewardPoint {
+    /// Sequence number of the `policy_update` event.
+    pub seq: i64,
     /// Event time (unix ms).
     pub t_ms: i64,
     /// Policy version after the update.
@@ -90,6 +91,8 @@ pub struct RewardPoint {
 /// One point of the best-so-far accuracy curve.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccuracyPoint {
+    /// Sequence number of the event that measured it.
+    pub seq: i64,
     /// Event time (unix ms).
     pub t_ms: i64,
     /// Best accuracy up to this time.
@@ -142,9 +145,14 @@ pub struct JobDetail {
     pub job: JobRow,
     /// Tasks leased right now.
     pub tasks_running: u64,
-    /// Reward and baseline per policy update.
+    /// The request's `after`: `rewards`, `accuracy` and `events` hold only what events with a
+    /// larger sequence number say (0 = everything).
+    pub after: i64,
+    /// Sequence number of the last event read: the `after` of the next request.
+    pub last_seq: i64,
+    /// Reward and baseline per policy update (after `after`).
     pub rewards: Vec<RewardPoint>,
-    /// Best accuracy so far, over time.
+    /// Best accuracy so far, over time (improvements after `after`).
     pub accuracy: Vec<AccuracyPoint>,
     /// Index of the input shown.
     pub input_index: u32,
@@ -156,9 +164,9 @@ pub struct JobDetail {
     pub cells: Vec<CellPictures>,
     /// Before/after table.
     pub table: Vec<CompareRow>,
-    /// Latest events, newest first.
+    /// Latest events (after `after`), newest first.
     pub events: Vec<EventLine>,
-    /// Events were capped at [`MAX_EVENTS`].
+    /// Events were left unread (more than [`MAX_EVENTS`] new ones); the next request continues.
     pub events_truncated: bool,
 }
 
@@ -207,8 +215,8 @@ pub struct CurrentTask {
 }
 
 /// What the events of a job say.
-#[derive(Debug, Default)]
-struct Digest {
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Digest {
     rewards: Vec<RewardPoint>,
     accuracy: Vec<AccuracyPoint>,
     best_accuracy: Option<f64>,
@@ -221,7 +229,7 @@ struct Digest {
 }
 
 impl Digest {
-    fn add(&mut self, e: &Event) {
+    pub(crate) fn add(&mut self, e: &Event) {
         let t_ms = ms(e.created_at);
         match e.kind.as_str() {
             schema::POLICY_UPDATE => {
@@ -232,6 +240,7 @@ impl Digest {
                         self.best_reward = Some(self.best_reward.map_or(r, |b| b.max(r)));
                     }
                     self.rewards.push(RewardPoint {
+                        seq: e.seq,
                         t_ms,
                         policy_version: u.policy_version,
                         reward,
@@ -246,7 +255,7 @@ impl Digest {
                         self.best_reward = Some(self.best_reward.map_or(r, |x| x.max(r)));
                     }
                     if let Some(a) = b.accuracy {
-                        self.accuracy_seen(t_ms, a);
+                        self.accuracy_seen(e.seq, t_ms, a);
                     }
                     if let Some(g) = schema::genotype(&b.genotype) {
                         self.best.insert(b.input_index, (g, b.accuracy));
@@ -256,7 +265,7 @@ impl Digest {
             event_kind::TASK_SUCCEEDED => {
                 let result = e.payload.get("result").unwrap_or(&Value::Null);
                 if let Some(a) = result.get("accuracy").and_then(Value::as_f64) {
-                    self.accuracy_seen(t_ms, a);
+                    self.accuracy_seen(e.seq, t_ms, a);
                 }
             }
             _ => {}
@@ -267,12 +276,16 @@ impl Digest {
         }
     }
 
-    fn accuracy_seen(&mut self, t_ms: i64, a: f64) {
+    fn accuracy_seen(&mut self, seq: i64, t_ms: i64, a: f64) {
         if !a.is_finite() || self.best_accuracy.is_some_and(|b| b >= a) {
             return;
         }
         self.best_accuracy = Some(a);
-        self.accuracy.push(AccuracyPoint { t_ms, accuracy: a });
+        self.accuracy.push(AccuracyPoint {
+            seq,
+            t_ms,
+            accuracy: a,
+        });
     }
 }
 
@@ -362,31 +375,6 @@ fn summarize(e: &Event) -> String {
     }
 }
 
-async fn read_events(
-    store: &dyn Store,
-    job: &Job,
-    cap: usize,
-) -> Result<(Digest, bool), DashboardError> {
-    let mut digest = Digest::default();
-    let mut after = 0;
-    let mut read = 0usize;
-    loop {
-        let page = store.events_after(job.id, after, EVENT_PAGE).await?;
-        let n = page.len();
-        for e in &page {
-            digest.add(e);
-            after = e.seq;
-            read += 1;
-            if read >= cap {
-                return Ok((digest, true));
-            }
-        }
-        if n < EVENT_PAGE as usize {
-            return Ok((digest, false));
-        }
-    }
-}
-
 fn row(job: &Job, digest: Option<&Digest>, now: DateTime<Utc>) -> JobRow {
     let spec: JobSpecView = schema::read(&job.spec).unwrap_or_default();
     let result: OptimizeResult = job
@@ -427,8 +415,17 @@ fn row(job: &Job, digest: Option<&Digest>, now: DateTime<Utc>) -> JobRow {
     }
 }
 
-/// The jobs list, newest first.
+/// The jobs list, newest first, reading every event log afresh.
 pub async fn jobs(store: &dyn Store, limit: u32) -> Result<Vec<JobRow>, DashboardError> {
+    jobs_with(store, None, limit).await
+}
+
+/// The jobs list, newest first; event logs are read from where `cache` left them.
+pub async fn jobs_with(
+    store: &dyn Store,
+    cache: Option<&EventCache>,
+    limit: u32,
+) -> Result<Vec<JobRow>, DashboardError> {
     let now = Utc::now();
     let jobs = store
         .list_jobs(JobFilter {
@@ -442,7 +439,12 @@ pub async fn jobs(store: &dyn Store, limit: u32) -> Result<Vec<JobRow>, Dashboar
         let digest = if has_summary {
             None
         } else {
-            Some(read_events(store, job, LIST_EVENTS as usize).await?.0)
+            Some(
+                cache::digest(store, cache, job.id, LIST_EVENTS as usize)
+                    .await?
+                    .0
+                    .digest,
+            )
         };
         rows.push(row(job, digest.as_ref(), now));
     }
@@ -539,11 +541,15 @@ async fn trained_accuracies(
 /// job result, else the latest `new_best` event).
 pub async fn job_genotypes(
     store: &dyn Store,
+    cache: Option<&EventCache>,
     id: uuid::Uuid,
     input_index: u32,
 ) -> Result<(Option<Genotype>, Option<Genotype>), DashboardError> {
     let job = store.get_job(id).await?;
-    let (digest, _) = read_events(store, &job, MAX_EVENTS).await?;
+    let digest = cache::digest(store, cache, job.id, MAX_EVENTS)
+        .await?
+        .0
+        .digest;
     let spec: JobSpecView = schema::read(&job.spec).unwrap_or_default();
     let result: OptimizeResult = job
         .result
@@ -568,11 +574,12 @@ pub async fn job_genotypes(
 /// unknown.
 pub async fn job_diagram(
     store: &dyn Store,
+    cache: Option<&EventCache>,
     id: uuid::Uuid,
     input_index: u32,
     dot: bool,
 ) -> Result<Option<String>, DashboardError> {
-    let (input, best) = job_genotypes(store, id, input_index).await?;
+    let (input, best) = job_genotypes(store, cache, id, input_index).await?;
     let Some(input) = input else {
         return Ok(None);
     };
@@ -588,14 +595,29 @@ pub async fn job_diagram(
     }))
 }
 
-/// The job page of `id`, for input `input_index`.
+/// The job page of `id`, for input `input_index`, reading the whole event log afresh.
 pub async fn job_detail(
     store: &dyn Store,
     id: uuid::Uuid,
     input_index: u32,
 ) -> Result<JobDetail, DashboardError> {
+    job_detail_with(store, None, id, input_index, 0).await
+}
+
+/// The job page of `id`, for input `input_index`. The event log is read from where `cache`
+/// left it; the chart points and events returned are those after sequence number `after`
+/// (the page passes the `last_seq` of its previous request and appends).
+pub async fn job_detail_with(
+    store: &dyn Store,
+    cache: Option<&EventCache>,
+    id: uuid::Uuid,
+    input_index: u32,
+    after: i64,
+) -> Result<JobDetail, DashboardError> {
     let job = store.get_job(id).await?;
-    let (digest, truncated) = read_events(store, &job, MAX_EVENTS).await?;
+    let (cursor, truncated) = cache::digest(store, cache, job.id, MAX_EVENTS).await?;
+    let last_seq = cursor.seq;
+    let digest = cursor.digest;
     let running = store
         .list_tasks(job.id, Some(TaskState::Leased), 10_000, 0)
         .await?
@@ -690,6 +712,7 @@ pub async fn job_detail(
         .iter()
         .rev()
         .take(RECENT_EVENTS)
+        .filter(|e| e.seq > after)
         .map(|e| EventLine {
             seq: e.seq,
             t_ms: ms(e.created_at),
@@ -700,8 +723,18 @@ pub async fn job_detail(
     Ok(JobDetail {
         job: job_row,
         tasks_running: running,
-        rewards: digest.rewards,
-        accuracy: digest.accuracy,
+        after,
+        last_seq,
+        rewards: digest
+            .rewards
+            .into_iter()
+            .filter(|p| p.seq > after)
+            .collect(),
+        accuracy: digest
+            .accuracy
+            .into_iter()
+            .filter(|p| p.seq > after)
+            .collect(),
         input_index,
         inputs: spec.architectures.len(),
         has_best: best.is_some(),

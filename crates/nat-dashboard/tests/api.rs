@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn f(v: &Value) -> f64 {
     v.as_f64()
@@ -284,4 +284,150 @@ async fn whole_transformation_downloads_use_nat_arch_render() {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+async fn append(fx: &Fixture, kind: &str, payload: Value) {
+    fx.store
+        .append_event(fx.optimize, kind, payload, chrono::Utc::now())
+        .await
+        .expect("event");
+}
+
+#[tokio::test]
+async fn job_api_after_a_cursor_returns_only_what_is_new() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let path = format!("/api/jobs/{}", fx.optimize);
+    let (status, full) = get_json(addr, &path).await;
+    assert_eq!(status, 200, "{full}");
+    assert_eq!(full["after"], 0);
+    let last = full["last_seq"].as_i64().expect("last_seq");
+    assert!(last > 0);
+    assert_eq!(
+        full["rewards"].as_array().map(Vec::len),
+        Some(fx.rewards.len())
+    );
+
+    // Nothing new: empty chart increments, the same cursor, and the rest of the page complete.
+    let (status, d) = get_json(addr, &format!("{path}?after={last}")).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["after"], last);
+    assert_eq!(d["last_seq"], last);
+    for key in ["rewards", "accuracy", "events"] {
+        assert!(d[key].as_array().is_some_and(Vec::is_empty), "{key}: {d}");
+    }
+    assert_eq!(d["job"]["policy_version"], 7);
+    assert!((f(&d["job"]["best_accuracy"]) - 0.957).abs() < 1e-12);
+    assert_eq!(d["has_best"], true);
+    assert_eq!(d["cells"].as_array().map(Vec::len), Some(2));
+    assert_eq!(d["table"], full["table"]);
+
+    // Two new events: one more policy update and a better transformation.
+    append(
+        &fx,
+        "policy_update",
+        json!({"policy_version": 8, "baseline": 0.002, "mean_reward": 0.03,
+               "rewards": [0.03], "samples_used": 1, "samples_stale": 0}),
+    )
+    .await;
+    append(
+        &fx,
+        "new_best",
+        json!({"input_index": 0, "genotype": fx.best.to_json_value(), "accuracy": 0.97,
+               "reward": 0.035}),
+    )
+    .await;
+    let (_, d) = get_json(addr, &format!("{path}?after={last}")).await;
+    assert_eq!(d["last_seq"], last + 2);
+    let rewards = d["rewards"].as_array().expect("rewards");
+    assert_eq!(rewards.len(), 1, "{d}");
+    assert_eq!(rewards[0]["policy_version"], 8);
+    assert_eq!(rewards[0]["seq"], last + 1);
+    let acc: Vec<f64> = d["accuracy"]
+        .as_array()
+        .expect("accuracy")
+        .iter()
+        .map(|p| f(&p["accuracy"]))
+        .collect();
+    assert_eq!(acc, vec![0.97]);
+    let events = d["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["kind"], "new_best", "newest first");
+    assert_eq!(events[0]["seq"], last + 2);
+    // The job row folds in everything, old and new.
+    assert_eq!(d["job"]["policy_version"], 8);
+    assert!((f(&d["job"]["best_reward"]) - 0.035).abs() < 1e-12);
+    assert!((f(&d["job"]["best_accuracy"]) - 0.97).abs() < 1e-12);
+
+    // Another page (no cursor) gets the whole history; a cursor in the middle gets the rest.
+    let (_, all) = get_json(addr, &path).await;
+    assert_eq!(
+        all["rewards"].as_array().map(Vec::len),
+        Some(fx.rewards.len() + 1)
+    );
+    let acc: Vec<f64> = all["accuracy"]
+        .as_array()
+        .expect("accuracy")
+        .iter()
+        .map(|p| f(&p["accuracy"]))
+        .collect();
+    assert_eq!(acc, vec![0.912, 0.957, 0.97]);
+    let mid = all["rewards"][2]["seq"].as_i64().expect("seq");
+    let (_, rest) = get_json(addr, &format!("{path}?after={mid}")).await;
+    let versions: Vec<i64> = rest["rewards"]
+        .as_array()
+        .expect("rewards")
+        .iter()
+        .filter_map(|p| p["policy_version"].as_i64())
+        .collect();
+    assert_eq!(versions, vec![5, 6, 7, 8]);
+
+    // A bad cursor names the parameter.
+    for bad in ["-1", "soon"] {
+        let (status, err) = get_json(addr, &format!("{path}?after={bad}")).await;
+        assert_eq!(status, 400);
+        assert!(
+            err["error"].as_str().is_some_and(|e| e.contains("after")),
+            "{err}"
+        );
+    }
+}
+
+/// The digest kept between requests, brought up to date with only the new events, says what a
+/// fresh read of the whole log says.
+#[tokio::test]
+async fn cached_digest_matches_a_fresh_read() {
+    let fx = populate().await;
+    let cache = nat_dashboard::cache::EventCache::new(4);
+    let store = fx.store.as_ref();
+    let first = nat_dashboard::model::job_detail_with(store, Some(&cache), fx.optimize, 0, 0)
+        .await
+        .expect("detail");
+    assert_eq!(cache.len(), 1);
+    for v in 8..20 {
+        append(
+            &fx,
+            "policy_update",
+            json!({"policy_version": v, "baseline": 0.001 * v as f64, "mean_reward": 0.01,
+                   "rewards": [0.01, 0.05 + v as f64 / 1000.0], "samples_used": 2,
+                   "samples_stale": 0}),
+        )
+        .await;
+    }
+    let cached = nat_dashboard::model::job_detail_with(store, Some(&cache), fx.optimize, 0, 0)
+        .await
+        .expect("cached");
+    let fresh = nat_dashboard::model::job_detail(store, fx.optimize, 0)
+        .await
+        .expect("fresh");
+    assert!(cached.last_seq > first.last_seq);
+    assert_eq!(cached.last_seq, fresh.last_seq);
+    let json = |d: &nat_dashboard::model::JobDetail| {
+        let mut v = serde_json::to_value(d).expect("json");
+        // Elapsed time moves between the two reads.
+        v["job"]["elapsed_seconds"] = Value::Null;
+        v
+    };
+    assert_eq!(json(&cached), json(&fresh));
+    assert_eq!(cached.rewards.len(), fx.rewards.len() + 12);
 }

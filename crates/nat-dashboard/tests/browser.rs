@@ -126,6 +126,29 @@ async fn job_page_renders_chart_and_cell_diagrams_in_chromium() {
     // The before/after table and the event log.
     assert!(dom.contains("95.70%"));
     assert!(dom.contains("CUDA out of memory"));
+    // The page refreshed with `?after=<cursor>` (only new events) and kept what it had: the
+    // charts and the event log above were drawn after the last of these refreshes.
+    let attr = |name: &str| -> Option<i64> {
+        let at = dom.find(&format!("{name}=\""))? + name.len() + 2;
+        dom[at..].split('"').next()?.parse().ok()
+    };
+    let last_seq = fx
+        .store
+        .events_after(fx.optimize, 0, 1000)
+        .await
+        .expect("events")
+        .last()
+        .map(|e| e.seq);
+    assert_eq!(
+        attr("data-cursor"),
+        last_seq,
+        "the page's cursor is the last event"
+    );
+    assert!(
+        attr("data-refreshes").is_some_and(|n| n >= 2),
+        "the page refreshed incrementally at least once: {:?}",
+        attr("data-refreshes")
+    );
 
     // A screenshot for people (and for the review of this test).
     let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nat-dashboard");
