@@ -34,8 +34,17 @@
 //!   an `all_tasks` job and appends the events. The job row is never held across a client
 //!   round trip. Reports carrying sample rewards use an explicit transaction.
 //!   [`Store::lease_tasks`] / [`Store::report_results`] batch many slots into one transaction
-//!   (one WAL flush); a batched report takes a savepoint per item and updates each job row
-//!   once, just before the commit. Pool size: `?max_connections=N` in the URL (default 32).
+//!   (one WAL flush; the coordinator gathers concurrent LeaseTask / ReportResult calls into
+//!   them). A batched lease is ONE statement per group of slots with equal capabilities: jobs in
+//!   scheduling order, each job's claimable tasks scanned with `FOR UPDATE SKIP LOCKED` inside
+//!   the scan (a row locked by a concurrent claim is skipped and the scan goes on, so a claim
+//!   never comes back empty while unlocked claimable rows exist), the n-th task to the n-th
+//!   slot. A batched report is one read (decisions in Rust) plus ONE statement: task updates
+//!   guarded by (state, token, worker), reward observations folded per key then merged with
+//!   Chan's parallel Welford update, one counters/completion update per job (job rows locked in
+//!   id order, after the task rows), events numbered per job in batch order; items that raced
+//!   (task changed since the read) and reports with sample rewards go through the single path.
+//!   Pool size: `?max_connections=N` in the URL (default 32).
 //! - **Lock order** on PostgreSQL is tasks, then the job row, then samples. The one exception,
 //!   cancelling/finishing a job, takes the job row first and then withdraws ready tasks with
 //!   `SKIP LOCKED`, so it never waits for a task lock. Transitions therefore cannot deadlock.

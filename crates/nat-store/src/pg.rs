@@ -1,6 +1,5 @@
 //! PostgreSQL backend.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -166,6 +165,126 @@ static REPORT_SQL: LazyLock<String> = LazyLock::new(|| {
          'error', jupd.error, 'tasks_done', jupd.d, 'tasks_failed', jupd.f), $9 FROM jupd WHERE jupd.fin \
      ) \
      SELECT (SELECT count(*) FROM upd) AS applied, (SELECT state FROM jupd) AS job_state"
+        .to_string()
+});
+
+/// The batched claim (see [`Store::lease_tasks`]): up to `$7` tasks for slots that offer the
+/// same capabilities, in one statement. Jobs are walked in scheduling order; each job's
+/// claimable tasks are scanned in order with `FOR UPDATE SKIP LOCKED` *inside* the scan, so a
+/// row taken by a concurrent claim is skipped and the scan goes on to the next row (no
+/// spurious empty answer while unlocked claimable tasks exist), and the outer `LIMIT` stops the
+/// walk once enough rows are locked (only the rows handed out are locked). The `n`-th claimed
+/// task goes to the `n`-th worker of `$5`. Jobs are marked served once, with `SKIP LOCKED`.
+fn lease_many_sql() -> String {
+    format!(
+        "WITH pick AS ( \
+           SELECT p.id, row_number() OVER () AS n FROM ( \
+             SELECT c.id FROM ( \
+               SELECT j.id FROM jobs j WHERE j.state IN ('queued', 'running') \
+               ORDER BY j.priority DESC, j.last_served_at ASC NULLS FIRST, j.created_at, j.id \
+             ) j \
+             CROSS JOIN LATERAL ( \
+               SELECT t.id FROM tasks t \
+               WHERE t.job_id = j.id AND t.next_claim_at <= $1 \
+                 AND (NOT t.needs_gpu OR $2) AND t.min_gpu_memory_mb <= $3 AND t.min_cpu_cores <= $4 \
+               ORDER BY t.next_claim_at, t.seq LIMIT $7 FOR UPDATE SKIP LOCKED \
+             ) c \
+             LIMIT $7 \
+           ) p \
+         ), claimed AS ( \
+           UPDATE tasks t SET \
+             failures = CASE WHEN t.state = 'leased' THEN t.failures || jsonb_build_array(jsonb_build_object( \
+               'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
+               'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
+             state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+             leased_by = w.worker, lease_expires_at = $6, \
+             next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN $6 ELSE NULL END, \
+             progress = NULL, updated_at = $1 \
+           FROM pick JOIN UNNEST($5::uuid[]) WITH ORDINALITY AS w(worker, n) ON w.n = pick.n \
+           WHERE t.id = pick.id \
+           RETURNING t.*, w.n AS slot \
+         ), served AS ( \
+           UPDATE jobs SET last_served_at = $1, updated_at = $1, \
+             state = CASE WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END \
+           WHERE jobs.id IN (SELECT b.id FROM jobs b WHERE b.id IN (SELECT job_id FROM claimed) \
+                             ORDER BY b.id FOR NO KEY UPDATE SKIP LOCKED) \
+         ) \
+         SELECT {TASK_COLS}, t.slot FROM claimed t"
+    )
+}
+
+static LEASE_MANY_SQL: LazyLock<String> = LazyLock::new(lease_many_sql);
+
+/// The batched report statement (see `PgStore::report_batch`): one row of the `u` arrays per
+/// report, decided beforehand from one read. The task update applies only where the lease is
+/// still (token, worker); everything else is computed from the rows it actually updated: the
+/// reward estimates (observations of one key in the batch are folded together first, then
+/// merged into the stored estimate with Chan's parallel Welford update, which equals the
+/// sequential one), one counters/completion update per job (job rows locked in id order after
+/// the task rows) and the events, numbered per job in batch order.
+static REPORT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
+    "WITH u AS ( \
+       SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::bool[], \
+         $6::jsonb[], $7::jsonb[], $8::text[], $9::jsonb[]) \
+         WITH ORDINALITY AS u(id, token, worker, state, requeue, result, failure, ev_kind, ev_payload, ord) \
+     ), upd AS ( \
+       UPDATE tasks t SET state = u.state, reported_token = u.token, lease_expires_at = NULL, \
+         next_claim_at = CASE WHEN u.requeue THEN $10::timestamptz ELSE NULL END, result = u.result, \
+         failures = CASE WHEN u.failure IS NULL THEN t.failures \
+           ELSE t.failures || jsonb_build_array(u.failure) END, \
+         finished_at = CASE WHEN u.requeue THEN NULL ELSE $10::timestamptz END, updated_at = $10 \
+       FROM u WHERE t.id = u.id AND t.state = 'leased' AND t.lease_token = u.token AND t.leased_by = u.worker \
+       RETURNING t.id, t.job_id, u.state, u.ord, u.ev_kind, u.ev_payload \
+     ), obs AS ( \
+       SELECT r.h, r.d, r.b, count(*) AS n, avg(r.x) AS mean, \
+         coalesce(var_pop(r.x), 0) * count(*) AS m2 \
+       FROM UNNEST($11::uuid[], $12::text[], $13::text[], $14::text[], $15::float8[]) AS r(task, h, d, b, x) \
+       JOIN upd ON upd.id = r.task WHERE upd.state = 'done' \
+       GROUP BY r.h, r.d, r.b \
+     ), rew AS ( \
+       INSERT INTO reward_estimates AS e (arch_hash, dataset, budget, count, mean, m2, updated_at) \
+       SELECT h, d, b, n, mean, m2, $10 FROM obs ORDER BY h, d, b \
+       ON CONFLICT (arch_hash, dataset, budget) DO UPDATE SET \
+         count = e.count + EXCLUDED.count, \
+         mean = e.mean + (EXCLUDED.mean - e.mean) * EXCLUDED.count / (e.count + EXCLUDED.count), \
+         m2 = e.m2 + EXCLUDED.m2 + (EXCLUDED.mean - e.mean) * (EXCLUDED.mean - e.mean) \
+           * e.count * EXCLUDED.count / (e.count + EXCLUDED.count), \
+         updated_at = EXCLUDED.updated_at \
+     ), per_job AS ( \
+       SELECT job_id, count(*) FILTER (WHERE state = 'done') AS dd, \
+         count(*) FILTER (WHERE state = 'failed') AS df, \
+         count(*) FILTER (WHERE state = 'cancelled') AS dc, count(ev_kind) AS n \
+       FROM upd GROUP BY job_id \
+     ), cur AS ( \
+       SELECT j.id, j.state, j.completion, j.tasks_total, j.tasks_done + p.dd AS d, \
+         j.tasks_failed + p.df AS f, j.tasks_cancelled + p.dc AS c, j.event_seq, p.n \
+       FROM jobs j JOIN per_job p ON p.job_id = j.id ORDER BY j.id FOR NO KEY UPDATE OF j \
+     ), calc AS ( \
+       SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
+         AND d + f + c >= tasks_total) AS fin FROM cur \
+     ), jupd AS ( \
+       UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
+         event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
+         state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
+           WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
+         error = CASE WHEN calc.fin AND calc.d = 0 \
+           THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
+         finished_at = CASE WHEN calc.fin THEN $10 ELSE jobs.finished_at END, \
+         updated_at = $10 \
+       FROM calc WHERE jobs.id = calc.id \
+       RETURNING jobs.id, jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
+     ), ev AS ( \
+       INSERT INTO events (job_id, seq, kind, payload, created_at) \
+       SELECT e.job_id, jupd.base + e.k, e.ev_kind, e.ev_payload, $10 FROM ( \
+         SELECT upd.job_id, upd.ev_kind, upd.ev_payload, \
+           row_number() OVER (PARTITION BY upd.job_id ORDER BY upd.ord) AS k \
+         FROM upd WHERE upd.ev_kind IS NOT NULL \
+       ) e JOIN jupd ON jupd.id = e.job_id \
+       UNION ALL \
+       SELECT jupd.id, jupd.base + jupd.n + 1, 'job_finished', jsonb_build_object('state', jupd.state, \
+         'error', jupd.error, 'tasks_done', jupd.d, 'tasks_failed', jupd.f), $10 FROM jupd WHERE jupd.fin \
+     ) \
+     SELECT upd.ord, jupd.state AS job_state FROM upd JOIN jupd ON jupd.id = upd.job_id"
         .to_string()
 });
 
@@ -956,6 +1075,226 @@ impl PgStore {
     }
 }
 
+/// The capability columns a claim filters on (slots with equal filters share one statement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClaimFilter {
+    gpu: bool,
+    gpu_memory_mb: i64,
+    cpu_cores: i32,
+}
+
+impl ClaimFilter {
+    fn of(c: &Capabilities) -> Self {
+        ClaimFilter {
+            gpu: c.gpus > 0,
+            gpu_memory_mb: i64::try_from(c.gpu_memory_mb).unwrap_or(i64::MAX),
+            cpu_cores: i32::try_from(c.cpu_cores).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+impl PgStore {
+    /// Claims tasks for the `members` of `requests` (equal filters) in one statement and puts
+    /// each lease at its request's position in `out`.
+    async fn claim_group(
+        conn: &mut PgConnection,
+        requests: &[LeaseRequest],
+        filter: &ClaimFilter,
+        members: &[usize],
+        now: DateTime<Utc>,
+        expires: DateTime<Utc>,
+        out: &mut [Option<Lease>],
+    ) -> Result<()> {
+        let workers: Vec<Uuid> = members.iter().map(|&i| requests[i].worker).collect();
+        let rows = sqlx::query(&LEASE_MANY_SQL)
+            .bind(now)
+            .bind(filter.gpu)
+            .bind(filter.gpu_memory_mb)
+            .bind(filter.cpu_cores)
+            .bind(&workers)
+            .bind(expires)
+            .bind(members.len() as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in &rows {
+            let slot: i64 = row.try_get("slot")?;
+            let Some(&i) = usize::try_from(slot - 1).ok().and_then(|k| members.get(k)) else {
+                return Err(StoreError::corrupt(format!(
+                    "claim slot {slot} out of range"
+                )));
+            };
+            let task = task_from_row(row)?;
+            out[i] = Some(Lease {
+                token: task.lease_token,
+                attempt: task.attempt,
+                expires_at: expires,
+                task,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies the reports `batch` (indices into `items`, distinct tasks, valid outcomes, no
+    /// sample rewards) with one read and ONE statement. Rejected items (unknown task, stale or
+    /// foreign token) and duplicates are answered from the read and change nothing. Returns
+    /// the items that raced with another transition of their task between the read and the
+    /// statement (their answers are left unset).
+    async fn report_batch(
+        &self,
+        items: &[ReportItem],
+        batch: &[usize],
+        now: DateTime<Utc>,
+        results: &mut [Option<Result<ReportAck>>],
+    ) -> Result<Vec<usize>> {
+        let ids: Vec<Uuid> = batch.iter().map(|&i| items[i].task).collect();
+        let rows = sqlx::query(
+            "SELECT t.id, t.job_id, t.state, t.attempt, t.max_attempts, t.lease_token, t.leased_by, \
+               t.reported_token, t.failures, j.state AS job_state \
+             FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            by_id.insert(id, row);
+        }
+        // Column arrays of the statement; `members[k]` is the item of array row k + 1.
+        let mut members: Vec<(usize, JobId, TaskState)> = Vec::new();
+        let (mut a_id, mut a_token, mut a_worker, mut a_state, mut a_requeue) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut a_result, mut a_failure, mut a_kind, mut a_payload) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut r_task, mut r_h, mut r_d, mut r_b, mut r_x) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for &i in batch {
+            let item = &items[i];
+            let Some(row) = by_id.get(&item.task) else {
+                results[i] = Some(Err(StoreError::not_found(Entity::Task, item.task)));
+                continue;
+            };
+            let job_id: Uuid = row.try_get("job_id")?;
+            let state: String = row.try_get("state")?;
+            let state: TaskState = parse("tasks.state", &state)?;
+            let lease_token: i64 = row.try_get("lease_token")?;
+            let leased_by: Option<Uuid> = row.try_get("leased_by")?;
+            let reported: Option<i64> = row.try_get("reported_token")?;
+            if let Err(e) = check_lease(
+                item.task,
+                state,
+                lease_token,
+                leased_by,
+                reported,
+                item.token,
+                item.worker,
+            ) {
+                results[i] = Some(Err(e));
+                continue;
+            }
+            if reported == Some(item.token) && leased_by == Some(item.worker) {
+                results[i] = Some(Ok(ReportAck::Duplicate));
+                continue;
+            }
+            let attempt = to_u32("attempt", i64::from(row.try_get::<i32, _>("attempt")?))?;
+            let max_attempts = to_u32(
+                "max_attempts",
+                i64::from(row.try_get::<i32, _>("max_attempts")?),
+            )?;
+            let job_state: String = row.try_get("job_state")?;
+            let job_state: JobState = parse("jobs.state", &job_state)?;
+            let mut failures = row.try_get::<Json<Vec<FailureRecord>>, _>("failures")?.0;
+            let decision = decide_report(
+                job_state,
+                attempt,
+                max_attempts,
+                item.worker,
+                &item.outcome,
+                now,
+            );
+            if let Some(f) = &decision.failure {
+                failures.push(f.clone());
+            }
+            let event = task_event_payload(
+                item.task,
+                attempt,
+                decision.new_state,
+                decision.result.as_ref(),
+                &failures,
+            );
+            if let (TaskState::Done, Outcome::Succeeded { rewards, .. }) =
+                (decision.new_state, &item.outcome)
+            {
+                for obs in rewards {
+                    r_task.push(item.task);
+                    r_h.push(obs.key.arch_hash.clone());
+                    r_d.push(obs.key.dataset.clone());
+                    r_b.push(obs.key.budget.clone());
+                    r_x.push(obs.value);
+                }
+            }
+            a_id.push(item.task);
+            a_token.push(item.token);
+            a_worker.push(item.worker);
+            a_state.push(decision.new_state.as_str());
+            a_requeue.push(decision.new_state == TaskState::Ready);
+            a_result.push(decision.result.map(Json));
+            a_failure.push(decision.failure.map(Json));
+            let (kind, payload) = match event {
+                Some((k, p)) => (Some(k), Some(Json(p))),
+                None => (None, None),
+            };
+            a_kind.push(kind);
+            a_payload.push(payload);
+            members.push((i, job_id, decision.new_state));
+        }
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&REPORT_MANY_SQL)
+            .bind(&a_id)
+            .bind(&a_token)
+            .bind(&a_worker)
+            .bind(&a_state)
+            .bind(&a_requeue)
+            .bind(&a_result)
+            .bind(&a_failure)
+            .bind(&a_kind)
+            .bind(&a_payload)
+            .bind(now)
+            .bind(&r_task)
+            .bind(&r_h)
+            .bind(&r_d)
+            .bind(&r_b)
+            .bind(&r_x)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut applied = vec![false; members.len()];
+        for row in &rows {
+            let ord: i64 = row.try_get("ord")?;
+            let Some(k) = usize::try_from(ord - 1).ok().filter(|&k| k < members.len()) else {
+                return Err(StoreError::corrupt(format!(
+                    "report row {ord} out of range"
+                )));
+            };
+            let job_state: String = row.try_get("job_state")?;
+            let (i, job_id, task_state) = members[k];
+            applied[k] = true;
+            results[i] = Some(Ok(ReportAck::Accepted {
+                job_id,
+                task_state,
+                job_state: parse("jobs.state", &job_state)?,
+            }));
+        }
+        Ok(members
+            .iter()
+            .zip(applied)
+            .filter(|(_, a)| !a)
+            .map(|((i, _, _), _)| *i)
+            .collect())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -1356,35 +1695,35 @@ impl Store for PgStore {
                 format!("more than {} in one batch", limits::MAX_BATCH),
             ));
         }
-        // One transaction, so one commit (one WAL flush) for the whole batch.
-        let mut tx = self.pool.begin().await?;
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            let gpu_mem = i64::try_from(r.capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
-            let cores = i32::try_from(r.capabilities.cpu_cores).unwrap_or(i32::MAX);
-            let row = sqlx::query(&LEASE_SQL)
-                .bind(now)
-                .bind(r.capabilities.gpus > 0)
-                .bind(gpu_mem)
-                .bind(cores)
-                .bind(r.worker)
-                .bind(expires)
-                .fetch_optional(&mut *tx)
-                .await?;
-            out.push(match row {
-                Some(row) => {
-                    let task = task_from_row(&row)?;
-                    Some(Lease {
-                        token: task.lease_token,
-                        attempt: task.attempt,
-                        expires_at: expires,
-                        task,
-                    })
-                }
-                None => None,
-            });
+        // Slots offering the same capabilities are served by one statement; groups in the
+        // order of their first request.
+        let mut groups: Vec<(ClaimFilter, Vec<usize>)> = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            let f = ClaimFilter::of(&r.capabilities);
+            match groups.iter_mut().find(|(g, _)| *g == f) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((f, vec![i])),
+            }
         }
-        tx.commit().await?;
+        let mut out: Vec<Option<Lease>> = vec![None; requests.len()];
+        match groups.as_slice() {
+            [] => {}
+            [(filter, members)] => {
+                // One statement: its own transaction, one commit.
+                let mut conn = self.pool.acquire().await?;
+                Self::claim_group(&mut conn, requests, filter, members, now, expires, &mut out)
+                    .await?;
+            }
+            _ => {
+                // Several statements in ONE transaction (one commit for the batch).
+                let mut tx = self.pool.begin().await?;
+                for (filter, members) in &groups {
+                    Self::claim_group(&mut tx, requests, filter, members, now, expires, &mut out)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(out)
     }
 
@@ -1399,73 +1738,46 @@ impl Store for PgStore {
                 format!("more than {} in one batch", limits::MAX_BATCH),
             ));
         }
-        // Job ids first, so that items are applied in job order: two concurrent batches then
-        // take job rows in the same order and cannot deadlock.
-        let ids: Vec<Uuid> = items.iter().map(|i| i.task).collect();
-        let jobs: Vec<(Uuid, Uuid)> =
-            sqlx::query_as("SELECT id, job_id FROM tasks WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_all(&self.pool)
-                .await?;
-        let job_of: std::collections::HashMap<Uuid, Uuid> = jobs.into_iter().collect();
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| (job_of.get(&items[i].task).copied(), items[i].task));
         let mut results: Vec<Option<Result<ReportAck>>> = (0..items.len()).map(|_| None).collect();
-        // Task parts first (one savepoint each), then ONE counters/events statement per job just
-        // before the commit: job rows are held for a few statements, not for the whole batch.
-        let mut per_job: BTreeMap<JobId, (JobDeltas, Vec<(usize, TaskState)>)> = BTreeMap::new();
-        let mut tx = self.pool.begin().await?;
-        for i in order {
-            let item = &items[i];
+        // Items the batch statement does not take: a second report of a task already in the
+        // batch, and reports carrying sample rewards (general path). They are applied one by one
+        // afterwards, in order, so each gets exactly the answer it would get alone.
+        let mut later: Vec<usize> = Vec::new();
+        let mut batch: Vec<usize> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, item) in items.iter().enumerate() {
             if let Err(e) = validate_outcome(&item.outcome) {
                 results[i] = Some(Err(e));
                 continue;
             }
-            // A savepoint per item: a rejected item rolls back alone.
-            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-            match Self::report_task_part(
-                &mut sp,
-                item.task,
-                item.token,
-                item.worker,
-                &item.outcome,
-                now,
-            )
-            .await
+            let has_samples = matches!(&item.outcome,
+                Outcome::Succeeded { sample_rewards, .. } if !sample_rewards.is_empty());
+            if has_samples || !seen.insert(item.task) {
+                later.push(i);
+            } else {
+                batch.push(i);
+            }
+        }
+        if !batch.is_empty() {
+            let retry = self.report_batch(&items, &batch, now, &mut results).await?;
+            // Items whose task changed between the read and the statement (an expiry, a
+            // concurrent report): decided again on their own.
+            later.extend(retry);
+            later.sort_unstable();
+        }
+        let mut items: Vec<Option<ReportItem>> = items.into_iter().map(Some).collect();
+        for i in later {
+            let Some(item) = items[i].take() else {
+                continue;
+            };
+            match self
+                .report_result(item.task, item.token, item.worker, item.outcome, now)
+                .await
             {
-                Ok(applied) => {
-                    sp.commit().await?;
-                    match applied {
-                        TaskApplied::Duplicate => results[i] = Some(Ok(ReportAck::Duplicate)),
-                        TaskApplied::Applied {
-                            job_id,
-                            new_state,
-                            event,
-                        } => {
-                            let entry = per_job.entry(job_id).or_default();
-                            entry.0.add(new_state, event);
-                            entry.1.push((i, new_state));
-                        }
-                    }
-                }
                 Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
-                Err(e) => {
-                    sp.rollback().await?;
-                    results[i] = Some(Err(e));
-                }
+                other => results[i] = Some(other),
             }
         }
-        for (job_id, (deltas, members)) in per_job {
-            let job_state = apply_job_deltas(&mut tx, job_id, &deltas, now).await?;
-            for (i, task_state) in members {
-                results[i] = Some(Ok(ReportAck::Accepted {
-                    job_id,
-                    task_state,
-                    job_state,
-                }));
-            }
-        }
-        tx.commit().await?;
         Ok(results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(StoreError::corrupt("batch item not processed"))))

@@ -145,8 +145,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<ReportAck>;
 
     /// Claims tasks for several worker slots at once, in ONE transaction (one commit for the
-    /// batch): element `i` of the answer is what [`Store::lease_task`] would have given
-    /// `requests[i]`. At most `limits::MAX_BATCH` requests.
+    /// batch): element `i` of the answer is the lease of `requests[i]` (`None`: nothing it can
+    /// run is claimable). Slots are served as [`Store::lease_task`] serves them (priority,
+    /// round robin, creation order, requirements), slots with equal capabilities in request
+    /// order; PostgreSQL claims all slots of equal capabilities in one statement, and the job
+    /// marked served once per batch (round robin between batches). Concurrent batches never
+    /// hand a task out twice and never come back short while claimable tasks they can run are
+    /// unclaimed. At most `limits::MAX_BATCH` requests.
     async fn lease_tasks(
         &self,
         requests: &[LeaseRequest],
@@ -166,8 +171,9 @@ pub trait Store: Send + Sync + 'static {
     /// Applies several reports, in ONE transaction where the backend allows it (one commit for
     /// the batch). Element `i` of the answer is what [`Store::report_result`] would have
     /// answered for `items[i]`: a rejected item (stale token, duplicate, bad input) does not
-    /// affect the others. The outer error means nothing was applied (backend failure). At most
-    /// `limits::MAX_BATCH` items.
+    /// affect the others; the same report twice in one batch is applied once (the second is
+    /// `Duplicate`). An accepted item's `job_state` is the job's state after the batch. The
+    /// outer error means the batch failed (backend failure). At most `limits::MAX_BATCH` items.
     async fn report_results(
         &self,
         items: Vec<ReportItem>,

@@ -1506,6 +1506,305 @@ async fn batched_leases_and_reports(db: Arc<TestDb>) {
     );
 }
 
+contract!(concurrent_batched_leases_take_every_task);
+async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
+    // Concurrent batches (as the coordinator's group commit issues them) never hand a task out
+    // twice and never come back short while claimable tasks remain: a batch skips rows a
+    // concurrent batch has locked and goes on to the next ones.
+    let store = db.open().await;
+    let low = store.create_job(job(0), tasks(30), t0()).await.unwrap();
+    let high = store.create_job(job(5), tasks(30), t0()).await.unwrap();
+    let mut workers = Vec::new();
+    for i in 0..10 {
+        workers.push(worker(&store, &format!("w{i}")).await);
+    }
+    let mut handles = Vec::new();
+    for b in 0..6 {
+        let store = store.clone();
+        let requests: Vec<LeaseRequest> = workers
+            .iter()
+            .map(|&w| LeaseRequest {
+                worker: w,
+                capabilities: cpu(),
+            })
+            .collect();
+        handles.push(tokio::spawn(async move {
+            (b, store.lease_tasks(&requests, at(1), LEASE).await)
+        }));
+    }
+    let mut leased = Vec::new();
+    for h in handles {
+        let (_, r) = h.await.expect("join");
+        let batch = r.expect("lease_tasks");
+        assert_eq!(batch.len(), 10);
+        for (i, l) in batch.into_iter().enumerate() {
+            let l = l.expect("60 requests, 60 claimable tasks: every request gets one");
+            assert_eq!(l.task.leased_by, Some(workers[i]));
+            assert_eq!((l.token, l.attempt), (1, 1));
+            leased.push(l);
+        }
+    }
+    let ids: HashSet<_> = leased.iter().map(|l| l.task.id).collect();
+    assert_eq!(ids.len(), 60, "a task was leased twice");
+    for j in [low.id, high.id] {
+        assert_eq!(
+            store
+                .list_tasks(j, Some(TaskState::Leased), 0, 0)
+                .await
+                .unwrap()
+                .len(),
+            30
+        );
+    }
+    // Nothing left: a further batch is empty, and the expired leases come back in order.
+    let again = store
+        .lease_tasks(
+            &[LeaseRequest {
+                worker: workers[0],
+                capabilities: cpu(),
+            }],
+            at(2),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert!(again[0].is_none());
+
+    // Within one batch: the higher priority first, then the other job, then nothing.
+    let a = store.create_job(job(0), tasks(2), at(3)).await.unwrap();
+    let b = store.create_job(job(9), tasks(2), at(3)).await.unwrap();
+    let requests: Vec<LeaseRequest> = (0..5)
+        .map(|_| LeaseRequest {
+            worker: workers[1],
+            capabilities: cpu(),
+        })
+        .collect();
+    let got = store.lease_tasks(&requests, at(4), LEASE).await.unwrap();
+    let jobs: Vec<Option<JobId>> = got
+        .iter()
+        .map(|l| l.as_ref().map(|l| l.task.job_id))
+        .collect();
+    assert_eq!(jobs, [Some(b.id), Some(b.id), Some(a.id), Some(a.id), None]);
+
+    // A mixed batch: a GPU task only to the GPU slot, a CPU slot gets the CPU task.
+    let c = store.create_job(job(0), tasks(1), at(5)).await.unwrap();
+    let mut g = task(7);
+    g.requirements.needs_gpu = true;
+    let gj = store.create_job(job(5), vec![g], at(5)).await.unwrap();
+    let gw = store
+        .register_worker("gpu", gpu(16_000), at(5))
+        .await
+        .unwrap()
+        .id;
+    let cpu_slot = LeaseRequest {
+        worker: workers[2],
+        capabilities: cpu(),
+    };
+    let requests = vec![
+        cpu_slot.clone(),
+        LeaseRequest {
+            worker: gw,
+            capabilities: gpu(16_000),
+        },
+        cpu_slot,
+    ];
+    let got = store.lease_tasks(&requests, at(6), LEASE).await.unwrap();
+    let jobs: Vec<Option<JobId>> = got
+        .iter()
+        .map(|l| l.as_ref().map(|l| l.task.job_id))
+        .collect();
+    assert_eq!(jobs, [Some(c.id), Some(gj.id), None]);
+    assert_eq!(
+        got[1].as_ref().and_then(|l| l.task.leased_by),
+        Some(gw),
+        "the GPU task went to the GPU slot"
+    );
+}
+
+contract!(batched_reports_each_get_their_answer);
+async fn batched_reports_each_get_their_answer(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(7), t0()).await.unwrap();
+    let w = worker(&store, "w").await;
+    let other = worker(&store, "other").await;
+    let mut ls = Vec::new();
+    for i in 0..7 {
+        ls.push(lease(&store, w, ms(10 + i)).await);
+    }
+    let obs = |x: f64| RewardObservation {
+        key: key("k"),
+        value: x,
+    };
+    // One observation before the batch, so the batch merges into a stored estimate.
+    let first = store
+        .report_result(
+            ls[0].task.id,
+            ls[0].token,
+            w,
+            Outcome::Succeeded {
+                result: json!({ "i": 0 }),
+                rewards: vec![obs(0.5)],
+                sample_rewards: vec![],
+            },
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, ReportAck::Accepted { .. }));
+    let done = |l: &Lease, xs: Vec<f64>| ReportItem {
+        task: l.task.id,
+        token: l.token,
+        worker: w,
+        outcome: Outcome::Succeeded {
+            result: json!({ "task": l.task.id }),
+            rewards: xs.into_iter().map(obs).collect(),
+            sample_rewards: vec![],
+        },
+    };
+    let failed = |l: &Lease, retryable: bool| ReportItem {
+        task: l.task.id,
+        token: l.token,
+        worker: w,
+        outcome: Outcome::Failed {
+            reason: format!("boom {retryable}"),
+            retryable,
+        },
+    };
+    let missing = uuid::Uuid::new_v4();
+    let items = vec![
+        done(&ls[0], vec![0.1]),      // 0: already reported: duplicate, counted once
+        done(&ls[1], vec![0.7, 0.9]), // 1: two observations of one key in one report
+        failed(&ls[2], true),         // 2: retryable failure: back to ready
+        ReportItem {
+            token: ls[3].token + 1,
+            ..done(&ls[3], vec![0.2])
+        }, // 3: stale token
+        ReportItem {
+            worker: other,
+            ..done(&ls[3], vec![0.2])
+        }, // 4: foreign worker
+        ReportItem {
+            task: missing,
+            ..done(&ls[3], vec![0.2])
+        }, // 5: unknown task
+        done(&ls[4], vec![0.6]),      // 6
+        done(&ls[4], vec![0.6]),      // 7: the same report twice in the batch
+        failed(&ls[5], false),        // 8: final failure
+        done(&ls[6], vec![0.8]),      // 9
+    ];
+    let r = store.report_results(items, at(2)).await.unwrap();
+    assert_eq!(r.len(), 10);
+    let accepted = |i: usize, want: TaskState| match &r[i] {
+        Ok(ReportAck::Accepted {
+            job_id, task_state, ..
+        }) => {
+            assert_eq!(*job_id, j.id);
+            assert_eq!(*task_state, want, "item {i}");
+        }
+        other => panic!("item {i}: {other:?}"),
+    };
+    assert!(matches!(r[0], Ok(ReportAck::Duplicate)), "{:?}", r[0]);
+    accepted(1, TaskState::Done);
+    accepted(2, TaskState::Ready);
+    assert!(
+        matches!(r[3], Err(StoreError::FailedPrecondition(_))),
+        "{:?}",
+        r[3]
+    );
+    assert!(
+        matches!(r[4], Err(StoreError::FailedPrecondition(_))),
+        "{:?}",
+        r[4]
+    );
+    assert!(
+        matches!(r[5], Err(StoreError::NotFound { .. })),
+        "{:?}",
+        r[5]
+    );
+    accepted(6, TaskState::Done);
+    assert!(matches!(r[7], Ok(ReportAck::Duplicate)), "{:?}", r[7]);
+    accepted(8, TaskState::Failed);
+    accepted(9, TaskState::Done);
+
+    // Counters: tasks 0 (before), 1, 4, 6 done; 5 failed; 2 ready; 3 still leased.
+    let jn = store.get_job(j.id).await.unwrap();
+    assert_eq!((jn.tasks_done, jn.tasks_failed), (4, 1));
+    assert_eq!(jn.state, JobState::Running);
+    assert_eq!(
+        store.get_task(ls[2].task.id).await.unwrap().state,
+        TaskState::Ready
+    );
+    let t3 = store.get_task(ls[3].task.id).await.unwrap();
+    assert_eq!((t3.state, t3.result), (TaskState::Leased, None));
+    let t5 = store.get_task(ls[5].task.id).await.unwrap();
+    assert_eq!(t5.failures.len(), 1);
+    assert_eq!(t5.failures[0].reason, "boom false");
+
+    // The estimate equals the sequential Welford fold of 0.5 (before), 0.7, 0.9, 0.6, 0.8.
+    let xs = [0.5, 0.7, 0.9, 0.6, 0.8];
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let est = store.reward_estimate(&key("k")).await.unwrap().unwrap();
+    assert_eq!(est.count, 5);
+    assert!((est.mean - mean).abs() < 1e-12, "{} vs {mean}", est.mean);
+    let got_var = est.sample_variance().unwrap();
+    assert!((got_var - var).abs() < 1e-12, "{got_var} vs {var}");
+
+    // Events: gapless, in batch order.
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        kinds(&events),
+        [
+            "job_created",
+            "task_succeeded",
+            "task_succeeded",
+            "task_retry",
+            "task_succeeded",
+            "task_failed",
+            "task_succeeded",
+        ]
+    );
+
+    // A batch that ends the last tasks finishes the job, with its job_finished event last.
+    let again = lease(&store, w, at(3)).await;
+    assert_eq!(again.task.id, ls[2].task.id);
+    let r = store
+        .report_results(
+            vec![done(&again, vec![0.9]), done(&ls[3], vec![0.9])],
+            at(4),
+        )
+        .await
+        .unwrap();
+    assert!(
+        r.iter()
+            .all(|x| matches!(x, Ok(ReportAck::Accepted { .. }))),
+        "{r:?}"
+    );
+    // The item that ended the job (the last one) sees it succeeded.
+    assert!(
+        matches!(
+            r[1],
+            Ok(ReportAck::Accepted {
+                job_state: JobState::Succeeded,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let jn = store.get_job(j.id).await.unwrap();
+    assert_eq!(
+        (jn.state, jn.tasks_done, jn.tasks_failed),
+        (JobState::Succeeded, 6, 1)
+    );
+    let events = store.events_after(j.id, 0, 100).await.unwrap();
+    assert_eq!(events.last().map(|e| e.kind.as_str()), Some("job_finished"));
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn postgres_pool_size_from_url() {
     common::with_pg(|db| async move {
