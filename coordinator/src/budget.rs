@@ -277,6 +277,213 @@ impl Budget {
     }
 }
 
+/// Settings of the weight-sharing supernet of an optimize job with `reward = supernet`
+/// (the fields of `nat.v1.SupernetSettings` the coordinator resolves; `op_set` and `num_nodes`
+/// follow from the job's space and inputs). Stored in the job spec; sent in every task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SupernetBudget {
+    /// Initial channels C of the supernet.
+    pub init_channels: u32,
+    /// Cells of the supernet.
+    pub layers: u32,
+    /// Minibatch size of w-training and of scoring a pair.
+    pub batch_size: u32,
+    /// SGD steps on random β before each scored pair.
+    pub train_steps_between_pairs: u32,
+    /// Constant SGD learning rate of w.
+    pub learning_rate: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Maximum gradient norm.
+    pub grad_clip: f64,
+    /// Training examples used for w (0 = all).
+    pub max_train_examples: u32,
+    /// Held-out fraction of the training split on which pairs are scored (D_θ).
+    pub validation_fraction: f64,
+    /// Validation minibatches per scored pair.
+    pub eval_batches: u32,
+    /// Wall-clock cap of one supernet task in seconds (0 = none).
+    pub max_wall_seconds: f64,
+}
+
+impl SupernetBudget {
+    /// The supernet settings that go with a budget preset (an unknown name gets `small`'s).
+    ///
+    /// - `smoke`: C = 4, 3 cells, batch 32, 2 w-steps per pair on 512 examples, 20 % held out:
+    ///   a task of a few pairs takes seconds on one CPU core (tests, CI).
+    /// - `small`: C = 8, 5 cells, batch 64, 5 w-steps per pair on 6 000 examples, 2 scoring
+    ///   batches per pair.
+    /// - `paper`: NAT's supernet (spec §4.3, §4.7): C = 20, 8 cells, batch 64, SGD lr 0.01
+    ///   constant, momentum 0.9, weight decay 3e-4, pairs scored on the 60 % θ split. One w-step
+    ///   per pair approximates the release's alternation (≈313 w-steps per ≈469 policy steps).
+    pub fn preset(name: &str) -> SupernetBudget {
+        match name {
+            "smoke" => SupernetBudget {
+                init_channels: 4,
+                layers: 3,
+                batch_size: 32,
+                train_steps_between_pairs: 2,
+                learning_rate: 0.05,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                max_train_examples: 512,
+                validation_fraction: 0.2,
+                eval_batches: 1,
+                max_wall_seconds: 120.0,
+            },
+            "paper" => SupernetBudget {
+                init_channels: 20,
+                layers: 8,
+                batch_size: 64,
+                train_steps_between_pairs: 1,
+                learning_rate: 0.01,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                max_train_examples: 0,
+                validation_fraction: 0.6,
+                eval_batches: 1,
+                max_wall_seconds: 0.0,
+            },
+            _ => SupernetBudget {
+                init_channels: 8,
+                layers: 5,
+                batch_size: 64,
+                train_steps_between_pairs: 5,
+                learning_rate: 0.025,
+                momentum: 0.9,
+                weight_decay: 3e-4,
+                grad_clip: 5.0,
+                max_train_examples: 6000,
+                validation_fraction: 0.1,
+                eval_batches: 2,
+                max_wall_seconds: 900.0,
+            },
+        }
+    }
+
+    /// The preset's settings with every non-zero field of `overrides` taken instead (proto3
+    /// cannot tell an unset number from 0, so 0 keeps the preset's value), validated.
+    /// `field` prefixes the names in errors (e.g. `optimize.supernet`).
+    pub fn resolve(
+        preset: &str,
+        overrides: Option<&v1::SupernetSettings>,
+        field: &str,
+    ) -> Result<SupernetBudget, ApiError> {
+        let mut s = SupernetBudget::preset(preset);
+        if let Some(o) = overrides {
+            macro_rules! set {
+                ($zero:expr; $($f:ident),*) => { $( if o.$f != $zero { s.$f = o.$f; } )* };
+            }
+            set!(0u32; init_channels, layers, batch_size, train_steps_between_pairs);
+            set!(0u32; max_train_examples, eval_batches);
+            set!(0.0f64; learning_rate, momentum, weight_decay, grad_clip);
+            set!(0.0f64; validation_fraction, max_wall_seconds);
+        }
+        s.validate(field)?;
+        Ok(s)
+    }
+
+    /// Checks every field against its bounds; the error names `{field}.{name}`.
+    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+        let int = |name: &str, v: u32, lo: u32, hi: u32| -> Result<(), ApiError> {
+            if v < lo || v > hi {
+                return Err(ApiError::invalid(
+                    format!("{field}.{name}"),
+                    format!("must be in {lo}..={hi}, got {v}"),
+                ));
+            }
+            Ok(())
+        };
+        let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| -> Result<(), ApiError> {
+            let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
+            if !ok {
+                let close = if hi_open { ")" } else { "]" };
+                return Err(ApiError::invalid(
+                    format!("{field}.{name}"),
+                    format!("must be a finite number in [{lo}, {hi}{close}, got {v}"),
+                ));
+            }
+            Ok(())
+        };
+        int("init_channels", self.init_channels, 2, 1024)?;
+        if !self.init_channels.is_multiple_of(2) {
+            return Err(ApiError::invalid(
+                format!("{field}.init_channels"),
+                format!(
+                    "must be even (FactorizedReduce splits channels in two), got {}",
+                    self.init_channels
+                ),
+            ));
+        }
+        int("layers", self.layers, 1, 100)?;
+        // Batch-norm in train mode needs two examples per batch.
+        int("batch_size", self.batch_size, 2, 4096)?;
+        int(
+            "train_steps_between_pairs",
+            self.train_steps_between_pairs,
+            0,
+            100_000,
+        )?;
+        real("learning_rate", self.learning_rate, 0.0, 10.0, false)?;
+        if self.learning_rate <= 0.0 {
+            return Err(ApiError::invalid(
+                format!("{field}.learning_rate"),
+                "must be positive",
+            ));
+        }
+        real("momentum", self.momentum, 0.0, 1.0, true)?;
+        real("weight_decay", self.weight_decay, 0.0, 1.0, false)?;
+        real("grad_clip", self.grad_clip, 0.0, 1e6, false)?;
+        real(
+            "validation_fraction",
+            self.validation_fraction,
+            0.0,
+            0.9,
+            false,
+        )?;
+        if self.validation_fraction <= 0.0 {
+            return Err(ApiError::invalid(
+                format!("{field}.validation_fraction"),
+                "must be positive: pairs are scored on the held-out part of the training split",
+            ));
+        }
+        int("eval_batches", self.eval_batches, 1, 1000)?;
+        real(
+            "max_wall_seconds",
+            self.max_wall_seconds,
+            0.0,
+            30.0 * 24.0 * 3600.0,
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// The task payload's `settings` document (the JSON form of `nat.v1.SupernetSettings`,
+    /// as `worker_api` reads it) for the supernet of `op_set` (serde name) with `num_nodes`.
+    pub fn payload_settings(&self, op_set: &str, num_nodes: u32) -> serde_json::Value {
+        serde_json::json!({
+            "init_channels": self.init_channels,
+            "layers": self.layers,
+            "batch_size": self.batch_size,
+            "train_steps_between_pairs": self.train_steps_between_pairs,
+            "learning_rate": self.learning_rate,
+            "momentum": self.momentum,
+            "weight_decay": self.weight_decay,
+            "grad_clip": self.grad_clip,
+            "max_train_examples": self.max_train_examples,
+            "validation_fraction": self.validation_fraction,
+            "eval_batches": self.eval_batches,
+            "max_wall_seconds": self.max_wall_seconds,
+            "op_set": op_set,
+            "num_nodes": num_nodes,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +565,71 @@ mod tests {
             Budget::resolve(Some(&unknown), "budget"),
             Err(ApiError::InvalidArgument { field, .. }) if field == "budget.preset"
         ));
+    }
+
+    #[test]
+    fn every_supernet_preset_is_valid() {
+        for name in PRESETS {
+            SupernetBudget::preset(name)
+                .validate("optimize.supernet")
+                .expect("supernet preset validates");
+        }
+    }
+
+    #[test]
+    fn supernet_overrides_replace_non_zero_fields_and_name_bad_ones() {
+        let o = v1::SupernetSettings {
+            batch_size: 16,
+            learning_rate: 0.2,
+            ..Default::default()
+        };
+        let s = SupernetBudget::resolve("smoke", Some(&o), "optimize.supernet").expect("valid");
+        let smoke = SupernetBudget::preset("smoke");
+        assert_eq!(s.batch_size, 16);
+        assert_eq!(s.learning_rate, 0.2);
+        assert_eq!(s.layers, smoke.layers);
+        let cases: Vec<(v1::SupernetSettings, &str)> = vec![
+            (
+                v1::SupernetSettings {
+                    batch_size: 1,
+                    ..Default::default()
+                },
+                "optimize.supernet.batch_size",
+            ),
+            (
+                v1::SupernetSettings {
+                    init_channels: 7,
+                    ..Default::default()
+                },
+                "optimize.supernet.init_channels",
+            ),
+            (
+                v1::SupernetSettings {
+                    momentum: 1.5,
+                    ..Default::default()
+                },
+                "optimize.supernet.momentum",
+            ),
+            (
+                v1::SupernetSettings {
+                    validation_fraction: 0.95,
+                    ..Default::default()
+                },
+                "optimize.supernet.validation_fraction",
+            ),
+            (
+                v1::SupernetSettings {
+                    learning_rate: f64::INFINITY,
+                    ..Default::default()
+                },
+                "optimize.supernet.learning_rate",
+            ),
+        ];
+        for (o, field) in cases {
+            match SupernetBudget::resolve("small", Some(&o), "optimize.supernet") {
+                Err(ApiError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected invalid {field}, got {other:?}"),
+            }
+        }
     }
 }

@@ -1,14 +1,20 @@
-//! The `optimize` job kind (NAT, spec §4 and §5.1), `proxy` reward mode.
+//! The `optimize` job kind (NAT, spec §4 and §5.1), `proxy` and `supernet` reward modes.
 //!
 //! A job runs three phases, each driven by one tokio task per job ([`spawn`]):
 //! 1. **learn**: each round samples M transformations α of the inputs β with the job's policy
-//!    (`nat_policy::driver::PolicyDriver`), scores α and β by accuracy after a short training
-//!    (`train_eval` tasks; an architecture already measured with the same dataset and budget is
-//!    answered from the reward-estimate cache or this job's earlier task, so nothing is trained
-//!    twice), records reward = acc(α) − acc(β) per sample, and lets the driver take policy
-//!    steps (exactly-once reward consumption in the store) until the round's rewards are used;
-//! 2. **derive**: K transformations of every input (or the argmax), scored the same way; the best
-//!    is kept;
+//!    (`nat_policy::driver::PolicyDriver`), scores them, records reward = acc(α) − acc(β) per
+//!    sample, and lets the driver take policy steps (exactly-once reward consumption in the
+//!    store) until the round's rewards are used. How a round is scored is the job's reward mode:
+//!    - `proxy`: α and β by accuracy after a short training (`train_eval` tasks; an architecture
+//!      already measured with the same dataset and budget is answered from the reward-estimate
+//!      cache or this job's earlier task, so nothing is trained twice);
+//!    - `supernet` (spec §4.3, §4.6): one `supernet` task per round holding the round's M
+//!      (β, α) pairs, the job's stable `supernet_key` (`job-<job id>`, so a worker keeps
+//!      training the same shared weights across rounds) and the resolved
+//!      [`SupernetBudget`]; the worker trains w on random β between pairs and reports
+//!      acc(β), acc(α) on the same minibatch per pair;
+//! 2. **derive**: K transformations of every input (or the argmax), each trained from scratch
+//!    with the job's budget (`train_eval`, in both reward modes); the best is kept;
 //! 3. **final check**: original and best measured with the final budget (the job's budget unless
 //!    the spec names another) and the job's seed.
 //!
@@ -36,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use crate::budget::Budget;
+use crate::budget::{Budget, SupernetBudget};
 use crate::convert::{self, JobSpec, TrainEvalOutcome, TrainEvalPayload};
 use crate::error::ApiError;
 use crate::job_api::StoredResult;
@@ -80,9 +86,26 @@ pub struct OptimizeJobSpec {
     pub optimize: OptimizeSettings,
 }
 
+/// How the learning phase measures a reward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RewardKind {
+    /// α and β trained from scratch on a short budget (`train_eval` tasks).
+    #[default]
+    Proxy,
+    /// (β, α) pairs scored on the job's weight-sharing supernet (`supernet` tasks).
+    Supernet,
+}
+
 /// Resolved settings of an optimize job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimizeSettings {
+    /// Reward mode (absent in specs stored before the supernet mode: proxy).
+    #[serde(default)]
+    pub reward: RewardKind,
+    /// The supernet's settings (`supernet` reward only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supernet: Option<SupernetBudget>,
     /// Op set of the transformation space (`nat-fully-concat` or `nat-plus-plus`).
     pub op_set: OpSet,
     /// Policy profile: `default` or `reference`.
@@ -175,21 +198,16 @@ pub async fn submit(
     v: Validated,
 ) -> Result<v1::Job, ApiError> {
     let o = r.optimize.clone().unwrap_or_default();
-    match v1::RewardMode::try_from(o.reward) {
-        Ok(v1::RewardMode::Proxy) | Ok(v1::RewardMode::Unspecified) => {}
-        Ok(v1::RewardMode::Supernet) => {
-            return Err(ApiError::invalid(
-                "optimize.reward",
-                "the supernet reward mode is not available in this coordinator yet; use proxy",
-            ))
-        }
+    let reward = match v1::RewardMode::try_from(o.reward) {
+        Ok(v1::RewardMode::Proxy) | Ok(v1::RewardMode::Unspecified) => RewardKind::Proxy,
+        Ok(v1::RewardMode::Supernet) => RewardKind::Supernet,
         Err(_) => {
             return Err(ApiError::invalid(
                 "optimize.reward",
                 format!("unknown reward mode {}", o.reward),
             ))
         }
-    }
+    };
     let op_set = match v1::SearchSpace::try_from(o.space) {
         Ok(v1::SearchSpace::Nat) | Ok(v1::SearchSpace::Unspecified) => OpSet::NatFullyConcat,
         Ok(v1::SearchSpace::NatPlusPlus) => OpSet::NatPlusPlus,
@@ -273,7 +291,18 @@ pub async fn submit(
             Err(e) => return Err(e.into()),
         }
     }
+    let supernet = match reward {
+        RewardKind::Proxy => None,
+        RewardKind::Supernet => Some(supernet_settings(
+            &o,
+            op_set,
+            &v.base.budget_preset,
+            &v.genotypes,
+        )?),
+    };
     let settings = OptimizeSettings {
+        reward,
+        supernet,
         op_set,
         profile: profile.to_string(),
         policy_id,
@@ -323,6 +352,67 @@ pub async fn submit(
     c.job_changed(job.id);
     spawn(c.clone(), job.id);
     Ok(convert::job_to_proto(&job, Some(0)))
+}
+
+/// Resolves and validates `optimize.supernet` for a supernet-reward job: the preset's settings
+/// with the non-zero overrides; `op_set` and `num_nodes`, when given, must agree with the job's
+/// space and inputs (the supernet holds every op of the space, B nodes per cell).
+fn supernet_settings(
+    o: &v1::OptimizeSpec,
+    op_set: OpSet,
+    preset: &str,
+    inputs: &[Genotype],
+) -> Result<SupernetBudget, ApiError> {
+    let overrides = o.supernet.as_ref();
+    let resolved = SupernetBudget::resolve(preset, overrides, "optimize.supernet")?;
+    let wanted_set = op_set_name(op_set);
+    if let Some(given) = overrides.map(|s| s.op_set.trim()).filter(|s| !s.is_empty()) {
+        if given != wanted_set {
+            return Err(ApiError::invalid(
+                "optimize.supernet.op_set",
+                format!(
+                    "the supernet must hold the job's space ({wanted_set}), got {:?}; choose the space with optimize.space",
+                    crate::state::excerpt(given)
+                ),
+            ));
+        }
+    }
+    let nodes = if o.random_inputs || inputs.is_empty() {
+        RANDOM_INPUT_NODES
+    } else {
+        inputs[0].num_nodes()
+    };
+    if !o.random_inputs {
+        if let Some(i) = inputs
+            .iter()
+            .position(|g| g.num_nodes() != nodes || g.reduce.num_nodes() != nodes)
+        {
+            return Err(ApiError::invalid(
+                format!("architectures[{i}]"),
+                format!(
+                    "the supernet reward scores every input on one supernet of {nodes} nodes per cell; this one has {}",
+                    inputs[i].num_nodes()
+                ),
+            ));
+        }
+    }
+    let given_nodes = overrides.map_or(0, |s| s.num_nodes);
+    if given_nodes != 0 && given_nodes as usize != nodes {
+        return Err(ApiError::invalid(
+            "optimize.supernet.num_nodes",
+            format!("the inputs have {nodes} intermediate nodes per cell, got {given_nodes}"),
+        ));
+    }
+    Ok(resolved)
+}
+
+/// The serde (wire) name of an op set, as `SupernetSettings.op_set` carries it.
+fn op_set_name(op_set: OpSet) -> &'static str {
+    match op_set {
+        OpSet::NatFullyConcat => "nat-fully-concat",
+        OpSet::NatLooseEnd => "nat-loose-end",
+        OpSet::NatPlusPlus => "nat-plus-plus",
+    }
 }
 
 fn bounded(field: &str, value: u32, default: u32, max: u32) -> Result<u32, ApiError> {
@@ -610,26 +700,19 @@ impl Run {
                     .collect();
                 self.save(spec, progress, driver, None).await?;
             }
-            let mut wanted: Vec<Genotype> = Vec::new();
-            for p in &progress.pending {
-                for json in [&p.beta, &p.alpha] {
-                    wanted.push(
-                        Genotype::from_json_str(json)
-                            .map_err(|e| Failure::Fatal(format!("stored sample: {e}")))?,
-                    );
+            let measured = match s.reward {
+                RewardKind::Proxy => self.proxy_rewards(spec, &progress.pending).await?,
+                RewardKind::Supernet => {
+                    self.supernet_rewards(spec, inputs, progress.iteration, &progress.pending)
+                        .await?
                 }
-            }
-            let scores = self.scores(spec, &wanted, &spec.base.budget, false).await?;
+            };
             let mut rewards = Vec::new();
-            for p in &progress.pending {
-                let (Some(Score::Known(b, _)), Some(Score::Known(a, _))) = (
-                    scores.get(&hash_of(&p.beta)?),
-                    scores.get(&hash_of(&p.alpha)?),
-                ) else {
-                    tracing::warn!(job = %self.job, sample = p.sample_id, "sample without a reward: a training task failed");
+            for (p, reward) in progress.pending.iter().zip(measured) {
+                let Some(reward) = reward else {
+                    tracing::warn!(job = %self.job, sample = p.sample_id, "sample without a reward: its task failed");
                     continue;
                 };
-                let reward = a - b;
                 driver.record_reward(p.sample_id, reward).await?;
                 nat_telemetry::record::policy_reward(reward);
                 rewards.push(reward);
@@ -682,6 +765,150 @@ impl Run {
             progress.pending.clear();
             self.save(spec, progress, driver, None).await?;
         }
+        Ok(())
+    }
+
+    /// Proxy reward of each pending sample: acc(α) − acc(β) after a short training from
+    /// scratch (`None` where a training task failed for good).
+    async fn proxy_rewards(
+        &mut self,
+        spec: &OptimizeJobSpec,
+        pending: &[PendingSample],
+    ) -> Result<Vec<Option<f64>>, Failure> {
+        let mut wanted: Vec<Genotype> = Vec::new();
+        for p in pending {
+            for json in [&p.beta, &p.alpha] {
+                wanted.push(
+                    Genotype::from_json_str(json)
+                        .map_err(|e| Failure::Fatal(format!("stored sample: {e}")))?,
+                );
+            }
+        }
+        let scores = self.scores(spec, &wanted, &spec.base.budget, false).await?;
+        pending
+            .iter()
+            .map(|p| {
+                Ok(
+                    match (
+                        scores.get(&hash_of(&p.beta)?),
+                        scores.get(&hash_of(&p.alpha)?),
+                    ) {
+                        (Some(Score::Known(b, _)), Some(Score::Known(a, _))) => Some(a - b),
+                        _ => None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Supernet reward of each pending sample: the round's `supernet` task (created once per
+    /// round; found again after a restart by its `iteration`) reports acc(β) and acc(α) per pair;
+    /// `None` where the task failed for good or did not score the sample.
+    async fn supernet_rewards(
+        &mut self,
+        spec: &OptimizeJobSpec,
+        inputs: &[Genotype],
+        iteration: u32,
+        pending: &[PendingSample],
+    ) -> Result<Vec<Option<f64>>, Failure> {
+        loop {
+            let Some((state, payload, result)) = self.supernet_task(iteration).await? else {
+                self.create_supernet_task(spec, inputs, iteration, pending)
+                    .await?;
+                continue;
+            };
+            match state {
+                TaskState::Done => {
+                    let by_sample = supernet_scores(&payload, result.as_ref());
+                    return Ok(pending
+                        .iter()
+                        .map(|p| by_sample.get(&p.sample_id).copied())
+                        .collect());
+                }
+                TaskState::Failed | TaskState::Cancelled => {
+                    return Ok(vec![None; pending.len()]);
+                }
+                TaskState::Ready | TaskState::Leased => self.wait().await?,
+            }
+        }
+    }
+
+    /// This job's `supernet` task of learning round `iteration`: state, payload, result.
+    async fn supernet_task(
+        &self,
+        iteration: u32,
+    ) -> Result<Option<(TaskState, Value, Option<Value>)>, Failure> {
+        let mut offset = 0u64;
+        loop {
+            let page = self
+                .c
+                .store
+                .list_tasks(self.job, None, nat_store::limits::MAX_PAGE, offset)
+                .await?;
+            let n = page.len();
+            if let Some(t) = page.into_iter().find(|t| {
+                t.kind == SUPERNET_TASK
+                    && t.payload.get("iteration").and_then(Value::as_u64)
+                        == Some(u64::from(iteration))
+            }) {
+                return Ok(Some((t.state, t.payload, t.result)));
+            }
+            if n < nat_store::limits::MAX_PAGE as usize {
+                return Ok(None);
+            }
+            offset += n as u64;
+        }
+    }
+
+    /// Queues the `supernet` task of one learning round: the round's (β, α) pairs in sample
+    /// order, with the sample ids, the job's supernet key, dataset, seed and settings.
+    async fn create_supernet_task(
+        &self,
+        spec: &OptimizeJobSpec,
+        inputs: &[Genotype],
+        iteration: u32,
+        pending: &[PendingSample],
+    ) -> Result<(), Failure> {
+        let s = &spec.optimize;
+        let settings = s.supernet.ok_or_else(|| {
+            Failure::Fatal("a supernet-reward job without supernet settings".into())
+        })?;
+        let num_nodes = if s.random_inputs || inputs.is_empty() {
+            RANDOM_INPUT_NODES
+        } else {
+            inputs[0].num_nodes()
+        };
+        let pairs: Vec<Value> = pending
+            .iter()
+            .map(|p| json!({"beta_json": p.beta, "alpha_json": p.alpha}))
+            .collect();
+        let sample_ids: Vec<SampleId> = pending.iter().map(|p| p.sample_id).collect();
+        let payload = json!({
+            "iteration": iteration,
+            "sample_ids": sample_ids,
+            "pairs": pairs,
+            "dataset": spec.base.dataset,
+            "settings": settings.payload_settings(op_set_name(s.op_set), num_nodes as u32),
+            "seed": spec.base.seed,
+            "supernet_key": supernet_key(self.job),
+        });
+        let task = NewTask {
+            kind: SUPERNET_TASK.into(),
+            payload,
+            requirements: Requirements {
+                needs_gpu: spec.base.device == "cuda",
+                min_gpu_memory_mb: spec.base.min_device_memory_bytes.div_ceil(1024 * 1024),
+                min_cpu_cores: 0,
+            },
+            max_attempts: self.c.config.max_attempts,
+        };
+        self.c
+            .store
+            .add_tasks(self.job, vec![task], self.c.clock.now())
+            .await?;
+        nat_telemetry::record::tasks_created(nat_telemetry::TaskKind::Supernet, 1);
+        self.c.wake_workers(1);
+        self.c.job_changed(self.job);
         Ok(())
     }
 
@@ -1069,6 +1296,39 @@ impl Run {
         self.c.job_changed(self.job);
         Ok(())
     }
+}
+
+/// `tasks.kind` of a supernet task.
+pub const SUPERNET_TASK: &str = "supernet";
+
+/// The `supernet_key` of a job's supernet tasks: one set of shared weights per job.
+pub fn supernet_key(job: JobId) -> String {
+    format!("job-{job}")
+}
+
+/// Reward per sample id of a finished supernet task: `sample_ids[i]` ↔ `scores[i]`, reward =
+/// acc_alpha − acc_beta. Entries that are missing or not finite are left out.
+fn supernet_scores(payload: &Value, result: Option<&Value>) -> HashMap<SampleId, f64> {
+    let ids = payload
+        .get("sample_ids")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let scores = result
+        .and_then(|r| r.get("scores"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    ids.iter()
+        .zip(&scores)
+        .filter_map(|(id, score)| {
+            let id: SampleId = serde_json::from_value(id.clone()).ok()?;
+            let beta = score.get("acc_beta")?.as_f64()?;
+            let alpha = score.get("acc_alpha")?.as_f64()?;
+            let reward = alpha - beta;
+            reward.is_finite().then_some((id, reward))
+        })
+        .collect()
 }
 
 fn hash_of(json: &str) -> Result<String, Failure> {
