@@ -2,15 +2,12 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::Stream;
 use nat_proto::v1;
-use nat_store::{
-    event_kind, Completion, Event, JobFilter, NewJob, NewTask, Requirements, TaskState,
-};
+use nat_store::{Completion, JobFilter, NewJob, NewTask, Requirements, TaskState};
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -19,17 +16,14 @@ use crate::convert::{self, JobSpec, TrainEvalOutcome, TrainEvalPayload};
 use crate::error::ApiError;
 use crate::state::{check_len, excerpt, parse_id, Coordinator};
 
+mod watch; // watch (h2): WatchJob's streamer
+
 /// Most architectures in one job.
 pub const MAX_ARCHITECTURES: usize = 1024;
 /// Longest accepted architecture text, in bytes.
 pub const MAX_ARCHITECTURE_LEN: usize = 64 * 1024;
 /// Longest job name, in bytes.
 pub const MAX_NAME_LEN: usize = 200;
-/// Events fetched per store read while streaming.
-const EVENT_PAGE: u32 = 500;
-/// A watch stream re-reads the log at least this often even without a signal (events written
-/// by another coordinator process, or a missed signal).
-const WATCH_POLL: Duration = Duration::from_secs(2);
 
 /// The JobService implementation.
 #[derive(Debug, Clone)]
@@ -353,16 +347,8 @@ impl v1::job_service_server::JobService for JobApi {
         // Subscribe before the first read so that no change between the two is missed.
         let changes = self.c.subscribe_jobs();
         let job = self.c.store.get_job(id).await.map_err(ApiError::from)?;
-        let spec: Option<JobSpec> = serde_json::from_value(job.spec.clone()).ok();
         let (tx, rx) = mpsc::channel(64);
-        let watcher = Watcher {
-            c: self.c.clone(),
-            job: id,
-            after,
-            architectures: spec.map(|s| s.architectures).unwrap_or_default(),
-            best: None,
-            tx,
-        };
+        let watcher = watch::Watcher::new(self.c.clone(), &job, after, tx);
         tokio::spawn(watcher.run(changes));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -422,221 +408,6 @@ impl v1::job_service_server::JobService for JobApi {
             })
             .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))
-    }
-}
-
-/// Streams one job's events: the log after `after`, then new events as they are committed.
-struct Watcher {
-    c: Arc<Coordinator>,
-    job: nat_store::JobId,
-    after: i64,
-    architectures: Vec<String>,
-    best: Option<f64>,
-    tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
-}
-
-impl Watcher {
-    async fn run(mut self, mut changes: broadcast::Receiver<nat_store::JobId>) {
-        let mut shutdown = self.c.shutdown_signal();
-        loop {
-            match self.drain().await {
-                Ok(true) => return, // terminal event sent
-                Ok(false) => {}
-                Err(status) => {
-                    let _ = self.tx.send(Err(status)).await;
-                    return;
-                }
-            }
-            // Wait for a change of this job, a poll tick, shutdown or the client leaving.
-            let deadline = tokio::time::sleep(WATCH_POLL);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    changed = changes.recv() => match changed {
-                        Ok(id) if id == self.job => break,
-                        Ok(_) => continue,
-                        Err(broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = &mut deadline => break,
-                    _ = shutdown.changed() => {
-                        let _ = self.tx.send(Err(Status::unavailable("coordinator shutting down"))).await;
-                        return;
-                    }
-                    _ = self.tx.closed() => return,
-                }
-            }
-        }
-    }
-
-    /// Sends every stored event after `self.after`. Returns true once the job's final event was
-    /// sent.
-    async fn drain(&mut self) -> Result<bool, Status> {
-        loop {
-            let events = self
-                .c
-                .store
-                .events_after(self.job, self.after, EVENT_PAGE)
-                .await
-                .map_err(ApiError::from)?;
-            let n = events.len();
-            let mut task_ended = false;
-            for event in events {
-                self.after = event.seq;
-                let terminal = event.kind == event_kind::JOB_FINISHED;
-                task_ended |= matches!(
-                    event.kind.as_str(),
-                    event_kind::TASK_SUCCEEDED | event_kind::TASK_FAILED | event_kind::TASK_RETRY
-                );
-                for out in self.translate(&event) {
-                    if self.tx.send(Ok(out)).await.is_err() {
-                        return Ok(true);
-                    }
-                }
-                if terminal {
-                    return Ok(true);
-                }
-            }
-            if task_ended {
-                let job = self
-                    .c
-                    .store
-                    .get_job(self.job)
-                    .await
-                    .map_err(ApiError::from)?;
-                let done = job.tasks_done + job.tasks_failed + job.tasks_cancelled;
-                let progress = v1::JobEvent {
-                    sequence: self.after as u64,
-                    job_id: self.job.to_string(),
-                    at_unix_ms: convert::unix_ms(job.updated_at),
-                    event: Some(v1::job_event::Event::Progress(v1::JobProgress {
-                        tasks_total: job.tasks_total as u32,
-                        tasks_done: done as u32,
-                        tasks_running: 0,
-                    })),
-                };
-                if self.tx.send(Ok(progress)).await.is_err() {
-                    return Ok(true);
-                }
-            }
-            if n < EVENT_PAGE as usize {
-                return Ok(false);
-            }
-        }
-    }
-
-    /// The wire events of one stored event (a success may also be a new best).
-    fn translate(&mut self, e: &Event) -> Vec<v1::JobEvent> {
-        use v1::job_event::Event as E;
-        let p = &e.payload;
-        let attempt = p.get("attempt").and_then(Value::as_u64).unwrap_or(0) as u32;
-        let task_id = convert::str_field(p, "task_id").to_string();
-        let mut out = Vec::new();
-        let event = match e.kind.as_str() {
-            event_kind::JOB_CREATED => Some(E::StateChanged(v1::JobStateChanged {
-                state: v1::JobState::Queued as i32,
-                reason: "created".into(),
-            })),
-            event_kind::JOB_FINISHED => {
-                let state = convert::str_field(p, "state")
-                    .parse::<nat_store::JobState>()
-                    .map(convert::job_state)
-                    .unwrap_or(v1::JobState::Unspecified);
-                Some(E::StateChanged(v1::JobStateChanged {
-                    state: state as i32,
-                    reason: convert::str_field(p, "error").to_string(),
-                }))
-            }
-            event_kind::TASK_SUCCEEDED => {
-                let result: Option<StoredResult> = p
-                    .get("result")
-                    .and_then(|r| serde_json::from_value(r.clone()).ok());
-                result.map(|r| {
-                    let genotype = self
-                        .architectures
-                        .get(r.index as usize)
-                        .cloned()
-                        .unwrap_or_default();
-                    if self.best.is_none_or(|b| r.outcome.accuracy > b) {
-                        self.best = Some(r.outcome.accuracy);
-                        out.push(v1::JobEvent {
-                            sequence: e.seq as u64,
-                            job_id: e.job_id.to_string(),
-                            at_unix_ms: convert::unix_ms(e.created_at),
-                            event: Some(E::NewBest(v1::NewBest {
-                                genotype_json: genotype.clone(),
-                                accuracy: r.outcome.accuracy,
-                                reward: r.outcome.accuracy,
-                            })),
-                        });
-                    }
-                    E::TaskCompleted(v1::TaskCompleted {
-                        task_id: task_id.clone(),
-                        architecture_index: r.index,
-                        genotype_json: genotype,
-                        result: Some(r.outcome.to_proto()),
-                        worker_id: r.worker_id,
-                        attempt,
-                    })
-                })
-            }
-            event_kind::TASK_RETRY => Some(E::TaskFailed(v1::TaskFailed {
-                task_id: task_id.clone(),
-                reason: convert::str_field(p, "reason").to_string(),
-                retryable: true,
-                will_retry: true,
-                attempt,
-            })),
-            event_kind::TASK_FAILED => {
-                let reasons: Vec<String> = p
-                    .get("reasons")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Some(E::TaskFailed(v1::TaskFailed {
-                    task_id: task_id.clone(),
-                    reason: reasons.join("; "),
-                    retryable: false,
-                    will_retry: false,
-                    attempt,
-                }))
-            }
-            event_kind::TASK_PROGRESS => {
-                let progress = p.get("progress").cloned().unwrap_or(Value::Null);
-                Some(E::TaskProgress(v1::TaskProgress {
-                    task_id: task_id.clone(),
-                    fraction: progress
-                        .get("fraction")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0),
-                    message: convert::str_field(&progress, "message").to_string(),
-                }))
-            }
-            event_kind::TASKS_ADDED => Some(E::Progress(v1::JobProgress {
-                tasks_total: p.get("tasks_total").and_then(Value::as_u64).unwrap_or(0) as u32,
-                tasks_done: 0,
-                tasks_running: 0,
-            })),
-            _ => None,
-        };
-        if let Some(event) = event {
-            // The task event first, then the new-best it caused.
-            out.insert(
-                0,
-                v1::JobEvent {
-                    sequence: e.seq as u64,
-                    job_id: e.job_id.to_string(),
-                    at_unix_ms: convert::unix_ms(e.created_at),
-                    event: Some(event),
-                },
-            );
-        }
-        out
     }
 }
 

@@ -1,0 +1,211 @@
+//! `WatchJob` of an `optimize` job over real gRPC (SQLite and PostgreSQL, a fresh database each):
+//! a scripted fake worker leases and reports every task, and the watchers see the phases, the
+//! policy updates (versions increasing) and the new best with its genotype.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{job, register, test_config, TestDb, TestServer};
+use nat_proto::v1;
+use tonic::transport::Channel;
+use v1::job_event::Event as E;
+use v1::job_service_client::JobServiceClient;
+
+fn optimize_request() -> v1::SubmitJobRequest {
+    let mut r = common::evaluate_request(&["darts-v2"], "digits");
+    r.kind = v1::JobKind::Optimize as i32;
+    r.name = "watch test".into();
+    r.optimize = Some(v1::OptimizeSpec {
+        iterations: 3,
+        samples_per_iteration: 3,
+        derive_samples: 4,
+        ..Default::default()
+    });
+    r
+}
+
+/// Every event of `job_id` after `after`, until the stream ends (it ends after the final state).
+async fn collect(
+    mut jobs: JobServiceClient<Channel>,
+    job_id: String,
+    after: u64,
+) -> Vec<v1::JobEvent> {
+    let mut stream = jobs
+        .watch_job(v1::WatchJobRequest {
+            job_id,
+            after_sequence: after,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let next = tokio::time::timeout_at(deadline.into(), stream.message())
+            .await
+            .expect("the stream ends within 180 s");
+        match next.expect("stream ok") {
+            Some(ev) => out.push(ev),
+            None => return out,
+        }
+    }
+}
+
+/// Leases and reports tasks (a deterministic fake accuracy per genotype) until the job is final.
+async fn fake_worker(server: &TestServer, job_id: &str) -> usize {
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "scripted").await;
+    let mut jobs = server.jobs().await;
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        let Some(task) = common::lease(&mut w, &worker, 200).await else {
+            let j = job(&mut jobs, job_id).await;
+            if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
+                return answered;
+            }
+            continue;
+        };
+        w.report_result(v1::ReportResultRequest {
+            worker_id: worker.clone(),
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token,
+            outcome: Some(v1::report_result_request::Outcome::TrainEval(
+                common::fake_result(&task),
+            )),
+        })
+        .await
+        .expect("report");
+        answered += 1;
+    }
+    panic!("the optimize job did not finish within 180 s");
+}
+
+async fn watch_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let submitted = jobs
+        .submit_job(optimize_request())
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    let id = submitted.job_id.clone();
+    // A live watcher from the start, while the worker runs the job.
+    let live = tokio::spawn(collect(server.jobs().await, id.clone(), 0));
+    let answered = fake_worker(&server, &id).await;
+    assert!(answered >= 2, "tasks were trained: {answered}");
+    let events = live.await.expect("watcher");
+    assert_eq!(
+        job(&mut jobs, &id).await.state,
+        v1::JobState::Succeeded as i32
+    );
+
+    // Sequence numbers never go back (a progress event repeats the sequence it follows).
+    for pair in events.windows(2) {
+        assert!(pair[0].sequence <= pair[1].sequence, "{pair:?}");
+    }
+    let phases: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(E::PhaseChanged(p)) => Some(p.phase.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases, ["learn", "derive", "final"]);
+
+    let updates: Vec<&v1::PolicyUpdated> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(E::PolicyUpdated(u)) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert!(!updates.is_empty(), "policy updates streamed");
+    // A fresh policy is version 1; every committed update adds one.
+    assert!(updates[0].version >= 2, "{:?}", updates[0]);
+    for pair in updates.windows(2) {
+        assert!(pair[1].version > pair[0].version, "{pair:?}");
+        assert!(pair[1].iteration >= pair[0].iteration, "{pair:?}");
+    }
+    for u in &updates {
+        assert_eq!(u.iterations, 3, "{u:?}");
+        assert!(u.iteration < 3, "{u:?}");
+        assert!(u.rewards_used >= 1, "{u:?}");
+        assert!(u.mean_reward.is_finite() && u.baseline.is_finite() && u.entropy > 0.0);
+    }
+    assert_eq!(
+        updates.last().map(|u| u.iteration),
+        Some(2),
+        "the last round"
+    );
+
+    let bests: Vec<&v1::NewBest> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(E::NewBest(b)) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        bests.len(),
+        1,
+        "one best per input, from the derive phase: {bests:?}"
+    );
+    let best = bests[0];
+    assert_eq!(best.input_index, 0);
+    let g = nat_arch::Genotype::from_json_str(&best.genotype_json).expect("canonical genotype");
+    assert_eq!(g.to_darts_string(), best.genotype_darts);
+    assert!(best.accuracy >= 0.5 && best.accuracy < 1.0, "{best:?}");
+    // The best is the one the result reports.
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest { job_id: id.clone() })
+        .await
+        .expect("result")
+        .into_inner();
+    let reported = result.optimize[0].best.as_ref().expect("best");
+    assert_eq!(reported.canonical_hash, g.canonical_hash());
+
+    // Every completed task names the genotype it trained (not the job's inputs by index).
+    let completed: Vec<&v1::TaskCompleted> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Some(E::TaskCompleted(t)) => Some(t),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed.len(), answered);
+    for t in &completed {
+        nat_arch::Genotype::from_json_str(&t.genotype_json).expect("the task's genotype");
+        assert!(t.result.is_some());
+    }
+    let last = events.last().expect("events");
+    assert!(
+        matches!(&last.event, Some(E::StateChanged(s)) if s.state == v1::JobState::Succeeded as i32),
+        "{last:?}"
+    );
+
+    // A watcher that resumes after an update gets exactly the rest of the log.
+    let cut = events
+        .iter()
+        .find(|e| matches!(e.event, Some(E::PolicyUpdated(_))))
+        .map(|e| e.sequence)
+        .expect("an update");
+    let rest = collect(server.jobs().await, id.clone(), cut).await;
+    assert!(rest
+        .iter()
+        .all(|e| e.sequence > cut || matches!(e.event, Some(E::Progress(_)))));
+    let count = |evs: &[v1::JobEvent]| {
+        evs.iter()
+            .filter(|e| e.sequence > cut && !matches!(e.event, Some(E::Progress(_))))
+            .count()
+    };
+    assert_eq!(count(&rest), count(&events));
+    server.stop().await;
+}
+both_backends!(
+    optimize_watch_streams_phases_policy_updates_and_the_best,
+    watch_flow
+);
