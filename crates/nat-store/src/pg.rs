@@ -386,6 +386,7 @@ fn worker_from_row(row: &PgRow) -> Result<Worker> {
         state: parse("workers.state", &state)?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         registered_at: row.try_get("registered_at")?,
+        tasks_in_hand: to_u32("tasks_in_hand", row.try_get("tasks_in_hand")?)?,
     })
 }
 
@@ -1484,7 +1485,8 @@ impl Store for PgStore {
         let row = sqlx::query(
             "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at) \
              VALUES ($1, $2, $3, 'active', $4, $4) \
-             RETURNING id, name, capabilities, state, last_heartbeat_at, registered_at",
+             RETURNING id, name, capabilities, state, last_heartbeat_at, registered_at, \
+               0::int8 AS tasks_in_hand",
         )
         .bind(Uuid::new_v4())
         .bind(name)
@@ -1497,8 +1499,10 @@ impl Store for PgStore {
 
     async fn get_worker(&self, id: WorkerId) -> Result<Worker> {
         let row = sqlx::query(
-            "SELECT id, name, capabilities, state, last_heartbeat_at, registered_at \
-             FROM workers WHERE id = $1",
+            "SELECT w.id, w.name, w.capabilities, w.state, w.last_heartbeat_at, w.registered_at, \
+               (SELECT count(*) FROM tasks t WHERE t.leased_by = w.id AND t.state = 'leased') \
+                 AS tasks_in_hand \
+             FROM workers w WHERE w.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -1511,8 +1515,10 @@ impl Store for PgStore {
 
     async fn list_workers(&self) -> Result<Vec<Worker>> {
         let rows = sqlx::query(
-            "SELECT id, name, capabilities, state, last_heartbeat_at, registered_at \
-             FROM workers ORDER BY registered_at DESC, id",
+            "SELECT w.id, w.name, w.capabilities, w.state, w.last_heartbeat_at, w.registered_at, \
+               (SELECT count(*) FROM tasks t WHERE t.leased_by = w.id AND t.state = 'leased') \
+                 AS tasks_in_hand \
+             FROM workers w ORDER BY w.registered_at DESC, w.id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -78,6 +78,10 @@ const SAMPLE_COLS: &str = "id, job_id, policy_id, policy_version, log_prob, entr
     input_genotype, output_genotype, task_id, reward, consumed_in_version, dropped, created_at";
 
 const WORKER_COLS: &str = "id, name, capabilities, state, last_heartbeat_at, registered_at";
+/// [`WORKER_COLS`] of `workers w` plus the number of tasks leased to the worker.
+const WORKER_COLS_IN_HAND: &str = "w.id, w.name, w.capabilities, w.state, w.last_heartbeat_at, \
+    w.registered_at, (SELECT count(*) FROM tasks t WHERE t.leased_by = w.id AND t.state = 'leased') \
+    AS tasks_in_hand";
 
 /// Timestamps are stored as microseconds since the Unix epoch.
 fn ts(t: DateTime<Utc>) -> i64 {
@@ -193,6 +197,7 @@ fn worker_from_row(row: &SqliteRow) -> Result<Worker> {
         state: get_enum(row, "state")?,
         last_heartbeat_at: get_ts(row, "last_heartbeat_at")?,
         registered_at: get_ts(row, "registered_at")?,
+        tasks_in_hand: to_u32("tasks_in_hand", row.try_get("tasks_in_hand")?)?,
     })
 }
 
@@ -649,7 +654,7 @@ impl Store for SqliteStore {
         validate_text("name", name)?;
         let row = sqlx::query(&format!(
             "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at) \
-             VALUES (?1, ?2, ?3, 'active', ?4, ?4) RETURNING {WORKER_COLS}"
+             VALUES (?1, ?2, ?3, 'active', ?4, ?4) RETURNING {WORKER_COLS}, 0 AS tasks_in_hand"
         ))
         .bind(Uuid::new_v4().to_string())
         .bind(name)
@@ -661,10 +666,12 @@ impl Store for SqliteStore {
     }
 
     async fn get_worker(&self, id: WorkerId) -> Result<Worker> {
-        let row = sqlx::query(&format!("SELECT {WORKER_COLS} FROM workers WHERE id = ?1"))
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {WORKER_COLS_IN_HAND} FROM workers w WHERE w.id = ?1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.reader)
+        .await?;
         match row {
             Some(row) => worker_from_row(&row),
             None => Err(StoreError::not_found(Entity::Worker, id)),
@@ -673,7 +680,7 @@ impl Store for SqliteStore {
 
     async fn list_workers(&self) -> Result<Vec<Worker>> {
         let rows = sqlx::query(&format!(
-            "SELECT {WORKER_COLS} FROM workers ORDER BY registered_at DESC, id"
+            "SELECT {WORKER_COLS_IN_HAND} FROM workers w ORDER BY w.registered_at DESC, w.id"
         ))
         .fetch_all(&self.reader)
         .await?;

@@ -447,6 +447,9 @@ pub struct Worker {
     pub last_heartbeat_at: DateTime<Utc>,
     /// Registration time.
     pub registered_at: DateTime<Utc>,
+    /// Tasks leased to it right now (state `leased`: not yet reported, nor collected after
+    /// expiry). 0 in the answer of [`Store::register_worker`](crate::Store::register_worker).
+    pub tasks_in_hand: u32,
 }
 
 /// An entry of the per-job event log.

@@ -1805,6 +1805,35 @@ async fn batched_reports_each_get_their_answer(db: Arc<TestDb>) {
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
 }
 
+contract!(workers_count_tasks_in_hand);
+async fn workers_count_tasks_in_hand(db: Arc<TestDb>) {
+    let store = db.open().await;
+    store.create_job(job(0), tasks(3), t0()).await.unwrap();
+    let w1 = worker(&store, "w1").await;
+    let w2 = worker(&store, "w2").await;
+    let a = lease(&store, w1, at(1)).await;
+    lease(&store, w1, at(1)).await;
+    lease(&store, w2, at(1)).await;
+    let in_hand = |ws: &[Worker], id: WorkerId| {
+        ws.iter()
+            .find(|w| w.id == id)
+            .map(|w| w.tasks_in_hand)
+            .expect("listed")
+    };
+    let ws = store.list_workers().await.unwrap();
+    assert_eq!((in_hand(&ws, w1), in_hand(&ws, w2)), (2, 1));
+    assert_eq!(store.get_worker(w1).await.unwrap().tasks_in_hand, 2);
+    store
+        .report_result(a.task.id, a.token, w1, ok(json!({})), at(2))
+        .await
+        .unwrap();
+    assert_eq!(store.get_worker(w1).await.unwrap().tasks_in_hand, 1);
+    // Expired and collected leases are no longer in hand.
+    store.expire_leases(at(100)).await.unwrap();
+    let ws = store.list_workers().await.unwrap();
+    assert_eq!((in_hand(&ws, w1), in_hand(&ws, w2)), (0, 0));
+}
+
 #[tokio::test]
 async fn postgres_pool_size_from_url() {
     common::with_pg(|db| async move {
