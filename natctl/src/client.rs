@@ -1,6 +1,5 @@
 //! Commands that talk to a coordinator over gRPC (`--coordinator URL` / `NAT_COORDINATOR`).
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -29,10 +28,15 @@ pub enum ClientCommand {
         /// Job id.
         job: String,
     },
-    /// Follow a job's events until it ends (exit 0 when it succeeds).
+    /// Follow a job's events until it ends: progress bars on a terminal (tasks, policy
+    /// updates, best reward and accuracy), one line per event otherwise. Exit 0 when the job
+    /// succeeds; otherwise 1 and an error naming the final state.
     Watch {
         /// Job id.
         job: String,
+        /// One line per event even on a terminal.
+        #[arg(long)]
+        plain: bool,
     },
     /// Cancel a job: queued tasks are withdrawn, running ones told to stop.
     Cancel {
@@ -105,7 +109,7 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
 }
 
 /// A gRPC status as one readable line.
-fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
     anyhow!("{what}: {} ({:?})", s.message(), s.code())
 }
 
@@ -164,7 +168,7 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
             print_status(&j);
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Watch { job } => watch(&mut jobs, &job).await,
+        ClientCommand::Watch { job, plain } => crate::watch::watch(&mut jobs, &job, plain).await,
         ClientCommand::Cancel { job, reason } => {
             let j = jobs
                 .cancel_job(v1::CancelJobRequest {
@@ -260,7 +264,12 @@ fn submit_request(a: &SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
     } else {
         a.archs.clone()
     };
-    if arch_values.is_empty() {
+    // An optimize job that learns on random architectures may have no input.
+    let random_inputs = file
+        .optimize
+        .as_ref()
+        .is_some_and(|o| o.random_inputs == Some(true));
+    if arch_values.is_empty() && !(kind == v1::JobKind::Optimize && random_inputs) {
         bail!("architectures: give at least one with --arch or in the job file");
     }
     let architectures = arch_values
@@ -303,7 +312,10 @@ fn submit_request(a: &SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
     })
 }
 
-async fn get_job(jobs: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<v1::Job> {
+pub(crate) async fn get_job(
+    jobs: &mut JobServiceClient<Channel>,
+    id: &str,
+) -> anyhow::Result<v1::Job> {
     jobs.get_job(v1::GetJobRequest {
         job_id: id.to_string(),
     })
@@ -322,7 +334,7 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-fn state_name(state: i32) -> &'static str {
+pub(crate) fn state_name(state: i32) -> &'static str {
     match v1::JobState::try_from(state) {
         Ok(v1::JobState::Queued) => "queued",
         Ok(v1::JobState::Running) => "running",
@@ -342,13 +354,6 @@ fn task_state_name(state: i32) -> &'static str {
         Ok(v1::TaskState::Cancelled) => "cancelled",
         _ => "unknown",
     }
-}
-
-fn is_final(state: i32) -> bool {
-    matches!(
-        v1::JobState::try_from(state),
-        Ok(v1::JobState::Succeeded | v1::JobState::Failed | v1::JobState::Cancelled)
-    )
 }
 
 fn print_status(j: &v1::Job) {
@@ -373,100 +378,6 @@ fn print_status(j: &v1::Job) {
     if !j.error.is_empty() {
         println!("error:     {}", j.error);
     }
-}
-
-async fn watch(jobs: &mut JobServiceClient<Channel>, id: &str) -> anyhow::Result<ExitCode> {
-    let job = get_job(jobs, id).await?;
-    let mut stream = jobs
-        .watch_job(v1::WatchJobRequest {
-            job_id: id.to_string(),
-            after_sequence: 0,
-        })
-        .await
-        .map_err(|s| status_error("watch", s))?
-        .into_inner();
-    let bar = std::io::stdout().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(u64::from(job.tasks_total));
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tasks  {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    });
-    let say = |line: String| match &bar {
-        Some(b) => b.set_message(line),
-        None => println!("{line}"),
-    };
-    let mut final_state = job.state;
-    while let Some(ev) = stream
-        .message()
-        .await
-        .map_err(|s| status_error("watch", s))?
-    {
-        use v1::job_event::Event as E;
-        let seq = ev.sequence;
-        match ev.event {
-            Some(E::StateChanged(s)) => {
-                final_state = s.state;
-                let reason = if s.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", s.reason)
-                };
-                say(format!("[{seq}] job {}{reason}", state_name(s.state)));
-            }
-            Some(E::Progress(p)) => {
-                if let Some(b) = &bar {
-                    b.set_length(u64::from(p.tasks_total));
-                    b.set_position(u64::from(p.tasks_done));
-                } else {
-                    println!("[{seq}] progress {}/{} tasks", p.tasks_done, p.tasks_total);
-                }
-            }
-            Some(E::TaskCompleted(t)) => {
-                let r = t.result.unwrap_or_default();
-                say(format!(
-                    "[{seq}] architecture #{} done: accuracy {:.4}, params {}, madds {}, {:.1}s",
-                    t.architecture_index, r.accuracy, r.params, r.madds, r.wall_seconds
-                ));
-            }
-            Some(E::TaskFailed(t)) => say(format!(
-                "[{seq}] task {} attempt {} failed{}: {}",
-                t.task_id,
-                t.attempt,
-                if t.will_retry { " (will retry)" } else { "" },
-                t.reason
-            )),
-            Some(E::TaskProgress(p)) if bar.is_none() => {
-                println!(
-                    "[{seq}] task {} {:.0}% {}",
-                    p.task_id,
-                    p.fraction * 100.0,
-                    p.message
-                );
-            }
-            Some(E::TaskProgress(_)) => {}
-            Some(E::NewBest(b)) => say(format!("[{seq}] new best: accuracy {:.4}", b.accuracy)),
-            None => {}
-        }
-    }
-    if let Some(b) = &bar {
-        b.finish();
-    }
-    if !is_final(final_state) {
-        // The stream ended without a final event (coordinator shutting down).
-        final_state = get_job(jobs, id).await?.state;
-    }
-    println!("job {} {}", id, state_name(final_state));
-    Ok(
-        if v1::JobState::try_from(final_state) == Ok(v1::JobState::Succeeded) {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
 }
 
 fn result_json(r: &v1::GetJobResultResponse) -> serde_json::Value {

@@ -20,6 +20,31 @@
 //!   reward: proxy           # proxy | supernet
 //!   iterations: 10
 //!   samples_per_iteration: 8
+//!   max_staleness: 2        # samples older than this many policy versions are dropped
+//!   learning_rate: 3.0e-4
+//!   entropy_weight: 0.003
+//!   final_top_k: 1
+//!   final_budget: {preset: small}   # same keys as `budget:`
+//!   policy_profile: default # default | reference
+//!   policy_id: my-policy    # start from this stored policy (default: a fresh one)
+//!   derive_argmax: false    # derive with the policy's argmax instead of K samples
+//!   derive_samples: 10      # K transformations per input when deriving
+//!   random_inputs: false    # learn on random architectures (then `architectures` may be empty)
+//!   supernet:               # reward: supernet only; any SupernetSettings field
+//!     init_channels: 16
+//!     layers: 8
+//!     batch_size: 64
+//!     train_steps_between_pairs: 10
+//!     learning_rate: 0.025
+//!     momentum: 0.9
+//!     weight_decay: 3.0e-4
+//!     grad_clip: 5.0
+//!     max_train_examples: 0
+//!     validation_fraction: 0.5
+//!     eval_batches: 1
+//!     max_wall_seconds: 0
+//!     op_set: nat-fully-concat   # nat-fully-concat | nat-loose-end | nat-plus-plus
+//!     num_nodes: 4
 //! ```
 //! Unknown keys are errors (a typo must not silently fall back to a default).
 
@@ -121,6 +146,53 @@ pub struct OptimizeFile {
     pub final_top_k: Option<u32>,
     pub final_budget: Option<BudgetFile>,
     pub policy_profile: Option<String>,
+    pub policy_id: Option<String>,
+    pub derive_argmax: Option<bool>,
+    pub derive_samples: Option<u32>,
+    pub random_inputs: Option<bool>,
+    pub supernet: Option<SupernetFile>,
+}
+
+/// `optimize.supernet:` — the supernet of `reward: supernet` (unset fields take the
+/// coordinator's defaults).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupernetFile {
+    pub init_channels: Option<u32>,
+    pub layers: Option<u32>,
+    pub batch_size: Option<u32>,
+    pub train_steps_between_pairs: Option<u32>,
+    pub learning_rate: Option<f64>,
+    pub momentum: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub grad_clip: Option<f64>,
+    pub max_train_examples: Option<u32>,
+    pub validation_fraction: Option<f64>,
+    pub eval_batches: Option<u32>,
+    pub max_wall_seconds: Option<f64>,
+    pub op_set: Option<String>,
+    pub num_nodes: Option<u32>,
+}
+
+impl SupernetFile {
+    pub fn to_proto(&self) -> v1::SupernetSettings {
+        v1::SupernetSettings {
+            init_channels: self.init_channels.unwrap_or(0),
+            layers: self.layers.unwrap_or(0),
+            batch_size: self.batch_size.unwrap_or(0),
+            train_steps_between_pairs: self.train_steps_between_pairs.unwrap_or(0),
+            learning_rate: self.learning_rate.unwrap_or(0.0),
+            momentum: self.momentum.unwrap_or(0.0),
+            weight_decay: self.weight_decay.unwrap_or(0.0),
+            grad_clip: self.grad_clip.unwrap_or(0.0),
+            max_train_examples: self.max_train_examples.unwrap_or(0),
+            validation_fraction: self.validation_fraction.unwrap_or(0.0),
+            eval_batches: self.eval_batches.unwrap_or(0),
+            max_wall_seconds: self.max_wall_seconds.unwrap_or(0.0),
+            op_set: self.op_set.clone().unwrap_or_default(),
+            num_nodes: self.num_nodes.unwrap_or(0),
+        }
+    }
 }
 
 impl JobFile {
@@ -192,10 +264,12 @@ pub fn optimize(o: &OptimizeFile, reward_flag: Option<&str>) -> anyhow::Result<v
         entropy_weight: o.entropy_weight.unwrap_or(0.0),
         final_top_k: o.final_top_k.unwrap_or(0),
         final_budget: o.final_budget.as_ref().map(|b| b.to_proto(None)),
-        supernet: None,
+        supernet: o.supernet.as_ref().map(SupernetFile::to_proto),
         policy_profile: o.policy_profile.clone().unwrap_or_default(),
-        // optimize (h8): policy_id, derive_argmax, derive_samples, random_inputs (new proto fields).
-        ..Default::default()
+        policy_id: o.policy_id.clone().unwrap_or_default(),
+        derive_argmax: o.derive_argmax.unwrap_or(false),
+        derive_samples: o.derive_samples.unwrap_or(0),
+        random_inputs: o.random_inputs.unwrap_or(false),
     })
 }
 
@@ -216,5 +290,79 @@ mod tests {
         let err = serde_yaml::from_str::<JobFile>("kind: evaluate\nbudget:\n  epoch: 2\n")
             .expect_err("typo");
         assert!(err.to_string().contains("epoch"), "{err}");
+    }
+
+    #[test]
+    fn every_optimize_key_reaches_the_request() {
+        let f: JobFile = serde_yaml::from_str(
+            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_top_k: 2\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
+        )
+        .expect("valid");
+        let o = optimize(f.optimize.as_ref().expect("optimize"), None).expect("converts");
+        assert_eq!(o.space, v1::SearchSpace::NatPlusPlus as i32);
+        assert_eq!(o.reward, v1::RewardMode::Supernet as i32);
+        assert_eq!(
+            (o.iterations, o.samples_per_iteration, o.max_staleness),
+            (7, 5, 2)
+        );
+        assert_eq!(
+            (o.learning_rate, o.entropy_weight, o.final_top_k),
+            (0.001, 0.01, 2)
+        );
+        let fb = o.final_budget.as_ref().expect("final budget");
+        assert_eq!(fb.preset, "small");
+        assert_eq!(fb.overrides.and_then(|b| b.epochs), Some(3));
+        assert_eq!(o.policy_profile, "reference");
+        assert_eq!(o.policy_id, "shared");
+        assert!(o.derive_argmax && o.random_inputs);
+        assert_eq!(o.derive_samples, 12);
+        let sn = o.supernet.as_ref().expect("supernet");
+        assert_eq!(
+            *sn,
+            v1::SupernetSettings {
+                init_channels: 8,
+                layers: 5,
+                batch_size: 32,
+                train_steps_between_pairs: 3,
+                learning_rate: 0.05,
+                momentum: 0.8,
+                weight_decay: 0.0001,
+                grad_clip: 4.0,
+                max_train_examples: 512,
+                validation_fraction: 0.25,
+                eval_batches: 2,
+                max_wall_seconds: 60.0,
+                op_set: "nat-plus-plus".into(),
+                num_nodes: 3,
+            }
+        );
+        // The --reward flag wins over the file.
+        let o = optimize(f.optimize.as_ref().expect("optimize"), Some("proxy")).expect("ok");
+        assert_eq!(o.reward, v1::RewardMode::Proxy as i32);
+        // Unset keys take the coordinator's defaults.
+        let d = optimize(&OptimizeFile::default(), None).expect("defaults");
+        assert_eq!(d, v1::OptimizeSpec::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_the_key() {
+        for (yaml, key) in [
+            ("optimize:\n  iteration: 3\n", "iteration"),
+            ("optimize:\n  derive_sample: 3\n", "derive_sample"),
+            ("optimize:\n  supernet:\n    channels: 8\n", "channels"),
+            ("optimize:\n  final_budget:\n    epoch: 1\n", "epoch"),
+            ("requirements:\n  gpu: true\n", "gpu"),
+            ("architecture: [darts-v2]\n", "architecture"),
+        ] {
+            let err = serde_yaml::from_str::<JobFile>(yaml).expect_err(yaml);
+            assert!(
+                err.to_string().contains(&format!("unknown field `{key}`")),
+                "{yaml}: {err}"
+            );
+        }
+        // A wrong type names the key too.
+        let err = serde_yaml::from_str::<JobFile>("optimize:\n  derive_argmax: maybe\n")
+            .expect_err("not a bool");
+        assert!(err.to_string().contains("derive_argmax"), "{err}");
     }
 }

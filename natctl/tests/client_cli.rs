@@ -230,3 +230,181 @@ async fn bad_input_is_one_clear_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("FailedPrecondition"));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Leases and reports tasks of the coordinator until job `job_id` is final: accuracy derived
+/// from the trained genotype, so different architectures get different accuracies.
+async fn work_until_final(url: &str, job_id: &str) -> usize {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut w = WorkerServiceClient::new(channel.clone());
+    let mut jobs = v1::job_service_client::JobServiceClient::new(channel);
+    let id = w
+        .register_worker(v1::RegisterWorkerRequest {
+            name: "scripted".into(),
+            capabilities: Some(v1::WorkerCapabilities {
+                devices: vec![],
+                cpu_cores: 1,
+                slots: 1,
+                version: "test".into(),
+                hostname: "h".into(),
+                datasets: vec![],
+            }),
+        })
+        .await
+        .expect("register")
+        .into_inner()
+        .worker_id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut answered = 0;
+    while std::time::Instant::now() < deadline {
+        let task = w
+            .lease_task(v1::LeaseTaskRequest {
+                worker_id: id.clone(),
+                wait_ms: 200,
+                device: None,
+                slot: 0,
+            })
+            .await
+            .expect("lease")
+            .into_inner()
+            .task;
+        let Some(task) = task else {
+            let state = jobs
+                .get_job(v1::GetJobRequest {
+                    job_id: job_id.to_string(),
+                })
+                .await
+                .expect("job")
+                .into_inner()
+                .job
+                .expect("job")
+                .state;
+            if state != v1::JobState::Queued as i32 && state != v1::JobState::Running as i32 {
+                return answered;
+            }
+            continue;
+        };
+        let Some(v1::task::Payload::TrainEval(te)) = &task.payload else {
+            panic!("a train_eval task expected");
+        };
+        let h = te
+            .genotype_json
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        w.report_result(v1::ReportResultRequest {
+            worker_id: id.clone(),
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token,
+            outcome: Some(v1::report_result_request::Outcome::TrainEval(
+                v1::TrainEvalResult {
+                    accuracy: 0.5 + (h % 400) as f64 / 1000.0,
+                    loss: 1.0,
+                    params: 1000 + h % 1000,
+                    madds: 20_000,
+                    wall_seconds: 0.1,
+                    images_per_second: 100.0,
+                },
+            )),
+        })
+        .await
+        .expect("report");
+        answered += 1;
+    }
+    panic!("job {job_id} did not finish within 180 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_an_optimize_job_line_by_line() {
+    let mut server = start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job_file = dir.path().join("optimize.yaml");
+    std::fs::write(
+        &job_file,
+        "kind: optimize\nname: watch-cli\ndataset: digits\narchitectures: [darts-v2]\nbudget: {preset: smoke}\nseed: 2\noptimize:\n  space: nat\n  reward: proxy\n  iterations: 2\n  samples_per_iteration: 2\n  derive_samples: 3\n  derive_argmax: false\n  random_inputs: false\n",
+    )
+    .expect("write");
+    let out = natctl(&server.url, &["submit", "-f", &job_file.to_string_lossy()]).await;
+    assert!(out.status.success(), "{out:?}");
+    let job_id = stdout(&out).lines().last().expect("id").trim().to_string();
+
+    // Watch live while a scripted worker runs the job; stdout is a pipe: one line per event.
+    let watch = tokio::spawn({
+        let url = server.url.clone();
+        let job_id = job_id.clone();
+        async move { natctl(&url, &["watch", &job_id]).await }
+    });
+    let answered = work_until_final(&server.url, &job_id).await;
+    assert!(answered >= 2);
+    let watch = tokio::time::timeout(Duration::from_secs(60), watch)
+        .await
+        .expect("watch ends with the job")
+        .expect("join");
+    assert!(watch.status.success(), "{watch:?}");
+    let text = stdout(&watch);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[..lines.len() - 1].iter().all(|l| l.starts_with('[')),
+        "one `[SEQ] …` line per event, then the verdict:\n{text}"
+    );
+    for phase in ["learn", "derive", "final"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with(&format!("] phase {phase}"))),
+            "{phase}:\n{text}"
+        );
+    }
+    let updates: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| l.split("] policy v").nth(1))
+        .map(|rest| {
+            rest.split(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("a version")
+        })
+        .collect();
+    assert!(!updates.is_empty(), "policy updates:\n{text}");
+    assert!(updates.windows(2).all(|w| w[1] > w[0]), "{updates:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("] policy v") && l.contains("round 2/2")),
+        "the last round of 2:\n{text}"
+    );
+    let best = lines
+        .iter()
+        .find(|l| l.contains("] new best (input 0): accuracy "))
+        .unwrap_or_else(|| panic!("new best:\n{text}"));
+    let darts = best.split(", genotype ").nth(1).expect("genotype");
+    nat_arch::parse_any(darts).expect("the best's DARTS string parses");
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("job {job_id} succeeded").as_str())
+    );
+
+    // A cancelled job: non-zero exit, and the error names the state.
+    let out = natctl(
+        &server.url,
+        &["submit", "--arch", "darts-v2", "--dataset", "digits"],
+    )
+    .await;
+    let id = stdout(&out).lines().last().expect("id").trim().to_string();
+    let out = natctl(&server.url, &["cancel", &id, "--reason", "test"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let watch = natctl(&server.url, &["watch", &id]).await;
+    assert!(!watch.status.success(), "{watch:?}");
+    assert!(
+        stdout(&watch).trim_end().ends_with("cancelled"),
+        "{watch:?}"
+    );
+    let err = String::from_utf8_lossy(&watch.stderr);
+    assert!(err.contains(&format!("job {id} ended cancelled")), "{err}");
+
+    if let Some(tx) = server.stop.take() {
+        let _ = tx.send(());
+    }
+}
