@@ -6,6 +6,7 @@
 //! - [`budget`]: training-budget presets (`smoke`, `small`, `paper`) and overrides.
 //! - [`job_api`]: `nat.v1.JobService` (submit, get, list, watch, cancel, result, workers).
 //! - [`worker_api`]: `nat.v1.WorkerService` (register, heartbeat, lease, progress, result).
+//! - [`batch`]: group commit of concurrent LeaseTask / ReportResult store calls.
 //! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: stored JSON
 //!   documents and wire conversions; [`error`]: `Status` mapping.
 //! - [`serve`] / [`run`]: the server, in the mini-redis style — it takes bound listeners and a
@@ -20,6 +21,7 @@
 //! token is `FAILED_PRECONDITION`). A background loop collects expired leases. Because all state
 //! is in the store, `kill -9` of the coordinator loses nothing: a restart resumes every job.
 
+pub mod batch;
 pub mod budget;
 pub mod clock;
 pub mod config;
@@ -73,6 +75,24 @@ pub enum ServeError {
     /// A server task panicked or was cancelled.
     #[error("server task failed")]
     Join(#[source] tokio::task::JoinError),
+}
+
+/// `database_url` with the PostgreSQL pool size set to `max_connections` (the
+/// `--database-max-connections` flag): a `max_connections=N` query parameter, replacing one
+/// already there. SQLite URLs are returned unchanged (its writers are serialized; the pool size
+/// does not matter).
+pub fn with_max_connections(database_url: &str, max_connections: u32) -> String {
+    if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        return database_url.to_string();
+    }
+    let (base, query) = database_url.split_once('?').unwrap_or((database_url, ""));
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("max_connections="))
+        .map(str::to_string)
+        .collect();
+    pairs.push(format!("max_connections={max_connections}"));
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// Opens the store at `database_url` (running its migrations) and serves until `shutdown`
@@ -297,5 +317,26 @@ pub async fn collect_expired(c: &Coordinator) {
             Ok(_) => {}
             Err(err) => nat_telemetry::report_error(&err, "marking lost workers failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_max_connections;
+
+    #[test]
+    fn pool_size_goes_into_postgres_urls_only() {
+        assert_eq!(
+            with_max_connections("postgres://u@h/db", 64),
+            "postgres://u@h/db?max_connections=64"
+        );
+        assert_eq!(
+            with_max_connections("postgresql://u@h/db?sslmode=disable&max_connections=8", 16),
+            "postgresql://u@h/db?sslmode=disable&max_connections=16"
+        );
+        assert_eq!(
+            with_max_connections("sqlite:/tmp/a.db", 64),
+            "sqlite:/tmp/a.db"
+        );
     }
 }

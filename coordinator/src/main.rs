@@ -24,6 +24,9 @@ struct Cli {
     /// Database URL: postgres://… or sqlite:PATH. Default: a SQLite file in --data-dir.
     #[arg(long, env = "NAT_DATABASE_URL")]
     database_url: Option<String>,
+    /// PostgreSQL connection pool size (1..=1000; default 32). Ignored for SQLite.
+    #[arg(long, env = "NAT_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    database_max_connections: Option<u32>,
     /// Directory of the default SQLite database.
     #[arg(long, env = "NAT_COORDINATOR_DATA_DIR", default_value = "./.nat")]
     data_dir: PathBuf,
@@ -79,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
             })?;
             format!("sqlite:{}", cli.data_dir.join("coordinator.db").display())
         }
+    };
+    let database_url = match cli.database_max_connections {
+        Some(n) => nat_coordinator::with_max_connections(&database_url, n),
+        None => database_url,
     };
     // Open the store (and run its migrations) before listening, so that the listening line
     // means "ready".

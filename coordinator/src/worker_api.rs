@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use nat_proto::v1;
 use nat_store::{
-    Capabilities, HeldLease, Lease, Outcome, ReportAck, RewardKey, RewardObservation, TaskState,
+    Capabilities, HeldLease, Lease, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
+    RewardObservation, TaskState,
 };
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
+use crate::batch::Batcher;
 use crate::convert::{self, TrainEvalOutcome, TrainEvalPayload};
 use crate::error::ApiError;
 use crate::job_api::StoredResult;
@@ -26,6 +28,8 @@ const MAX_REASON_LEN: usize = 4000;
 #[derive(Debug, Clone)]
 pub struct WorkerApi {
     c: Arc<Coordinator>,
+    /// Group commit of leases and reports, started on first use (inside the runtime).
+    batcher: Arc<std::sync::OnceLock<Batcher>>,
 }
 
 /// Store capabilities of a registration, validated.
@@ -139,7 +143,21 @@ fn token(field: &str, v: u64) -> Result<i64, ApiError> {
 impl WorkerApi {
     /// The service over shared state.
     pub fn new(c: Arc<Coordinator>) -> Self {
-        WorkerApi { c }
+        WorkerApi {
+            c,
+            batcher: Arc::new(std::sync::OnceLock::new()),
+        }
+    }
+
+    /// The batcher; must be called from inside the Tokio runtime (RPC handlers are).
+    fn batcher(&self) -> &Batcher {
+        self.batcher.get_or_init(|| {
+            Batcher::start(
+                self.c.store.clone(),
+                self.c.clock.clone(),
+                self.c.config.lease_duration,
+            )
+        })
     }
 
     fn lease_to_task(&self, lease: &Lease) -> Result<v1::Task, ApiError> {
@@ -191,11 +209,13 @@ impl WorkerApi {
             let notified = self.c.work().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let now = self.c.clock.now();
+            // Batched with concurrent LeaseTask calls: one store transaction for all of them.
             if let Some(lease) = self
-                .c
-                .store
-                .lease_task(worker, &caps, now, self.c.config.lease_duration)
+                .batcher()
+                .lease(LeaseRequest {
+                    worker,
+                    capabilities: caps.clone(),
+                })
                 .await?
             {
                 tracing::debug!(task = %lease.task.id, %worker, attempt = lease.attempt, "task leased");
@@ -329,10 +349,16 @@ impl WorkerApi {
                 }
             }
         };
+        // Batched with concurrent ReportResult calls: one store transaction for all of them,
+        // each report answered on its own (a stale token fails only its own report).
         let ack = self
-            .c
-            .store
-            .report_result(task_id, lease_token, worker, outcome, self.c.clock.now())
+            .batcher()
+            .report(ReportItem {
+                task: task_id,
+                token: lease_token,
+                worker,
+                outcome,
+            })
             .await?;
         self.c.forget_lease(task_id);
         match ack {

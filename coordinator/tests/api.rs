@@ -521,3 +521,120 @@ async fn long_poll(db: &TestDb) {
     server.stop().await;
 }
 both_backends!(lease_long_polls, long_poll);
+
+/// Many concurrent LeaseTask and ReportResult calls go through the group-commit path (batched
+/// store calls): every caller gets its own answer. Leases: each worker a distinct task, none
+/// empty while tasks are queued. Reports: the right one accepted, a concurrent copy of it
+/// answered duplicate (exactly one of the two counts), a stale token and a foreign worker
+/// FAILED_PRECONDITION, an unknown task NOT_FOUND; the job counts each task once.
+async fn batched_hot_path(db: &TestDb) {
+    const N: usize = 40;
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let archs: Vec<&str> = ARCHS.iter().cycle().take(N).copied().collect();
+    let id = jobs
+        .submit_job(evaluate_request(&archs, "digits"))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let mut workers = Vec::new();
+    for i in 0..N {
+        workers.push(register(&mut w, &format!("w{i}")).await);
+    }
+    let outsider = register(&mut w, "outsider").await;
+
+    // N concurrent leases for N queued tasks.
+    let mut handles = Vec::new();
+    for worker in &workers {
+        let mut w = w.clone();
+        let worker = worker.clone();
+        handles.push(tokio::spawn(async move {
+            let t = lease(&mut w, &worker, 2000).await;
+            (worker, t)
+        }));
+    }
+    let mut held = Vec::new();
+    for h in handles {
+        let (worker, t) = h.await.expect("join");
+        held.push((
+            worker,
+            t.expect("every worker gets a task while tasks are queued"),
+        ));
+    }
+    let distinct: std::collections::HashSet<_> =
+        held.iter().map(|(_, t)| t.task_id.clone()).collect();
+    assert_eq!(distinct.len(), N, "a task was leased twice");
+
+    // Concurrent reports: the real one, for every third task a concurrent copy, a stale token,
+    // a foreign worker, and an unknown task.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Kind {
+        Real(usize),
+        Copy(usize),
+        Stale,
+        Foreign,
+        Unknown,
+    }
+    let mut calls: Vec<(Kind, v1::ReportResultRequest)> = Vec::new();
+    for (i, (worker, t)) in held.iter().enumerate() {
+        calls.push((Kind::Real(i), report_ok(worker, t)));
+        if i % 3 == 0 {
+            calls.push((Kind::Copy(i), report_ok(worker, t)));
+        }
+        if i % 5 == 1 {
+            let mut stale = report_ok(worker, t);
+            stale.lease_token += 1;
+            calls.push((Kind::Stale, stale));
+            calls.push((Kind::Foreign, report_ok(&outsider, t)));
+        }
+    }
+    let mut unknown = report_ok(&held[0].0, &held[0].1);
+    unknown.task_id = uuid::Uuid::new_v4().to_string();
+    calls.push((Kind::Unknown, unknown));
+    let mut handles = Vec::new();
+    for (kind, req) in calls {
+        let mut w = w.clone();
+        handles.push(tokio::spawn(async move {
+            (kind, w.report_result(req).await.map(|r| r.into_inner()))
+        }));
+    }
+    let mut fresh = vec![0usize; N];
+    let mut dups = vec![0usize; N];
+    for h in handles {
+        let (kind, r) = h.await.expect("join");
+        match kind {
+            Kind::Real(i) | Kind::Copy(i) => {
+                let r = r.unwrap_or_else(|s| panic!("{kind:?}: {s:?}"));
+                if r.duplicate {
+                    dups[i] += 1;
+                } else {
+                    fresh[i] += 1;
+                }
+            }
+            Kind::Stale | Kind::Foreign => {
+                assert_eq!(
+                    r.expect_err("rejected").code(),
+                    Code::FailedPrecondition,
+                    "{kind:?}"
+                )
+            }
+            Kind::Unknown => assert_eq!(r.expect_err("unknown").code(), Code::NotFound),
+        }
+    }
+    for i in 0..N {
+        assert_eq!(fresh[i], 1, "task {i} accepted exactly once");
+        assert_eq!(dups[i], usize::from(i % 3 == 0), "task {i} duplicates");
+    }
+    let j = job(&mut jobs, &id).await;
+    assert_eq!(j.tasks_succeeded, N as u32);
+    assert_eq!(j.state, v1::JobState::Succeeded as i32);
+    server.stop().await;
+}
+both_backends!(
+    concurrent_leases_and_reports_get_their_own_answers,
+    batched_hot_path
+);
