@@ -317,6 +317,8 @@ pub async fn watch(
     }
     if let Some(b) = &bars {
         b.finish();
+        // The finished bars stay on screen; the cursor is at the end of the last one.
+        println!();
     }
     if !saw_final {
         // The stream ended without a final event (coordinator shutting down).
