@@ -802,8 +802,9 @@ impl Run {
     }
 
     /// Supernet reward of each pending sample: the round's `supernet` task (created once per
-    /// round; found again after a restart by its `iteration`) reports acc(β) and acc(α) per pair;
-    /// `None` where the task failed for good or did not score the sample.
+    /// round; found again after a restart by its `iteration`) reports acc(β) and acc(α) per pair
+    /// (`None` where it did not score the sample). A round whose task failed for good fails the
+    /// job with the task's last reason: every later round would meet the same supernet.
     async fn supernet_rewards(
         &mut self,
         spec: &OptimizeJobSpec,
@@ -812,32 +813,38 @@ impl Run {
         pending: &[PendingSample],
     ) -> Result<Vec<Option<f64>>, Failure> {
         loop {
-            let Some((state, payload, result)) = self.supernet_task(iteration).await? else {
+            let Some(task) = self.supernet_task(iteration).await? else {
                 self.create_supernet_task(spec, inputs, iteration, pending)
                     .await?;
                 continue;
             };
-            match state {
+            match task.state {
                 TaskState::Done => {
-                    let by_sample = supernet_scores(&payload, result.as_ref());
+                    let by_sample = supernet_scores(&task.payload, task.result.as_ref());
                     return Ok(pending
                         .iter()
                         .map(|p| by_sample.get(&p.sample_id).copied())
                         .collect());
                 }
-                TaskState::Failed | TaskState::Cancelled => {
-                    return Ok(vec![None; pending.len()]);
+                TaskState::Failed => {
+                    let reason = task
+                        .failures
+                        .last()
+                        .map_or_else(|| "no reason recorded".to_string(), |f| f.reason.clone());
+                    return Err(Failure::Fatal(format!(
+                        "learning round {iteration}: the supernet task {} failed: {reason}",
+                        task.id
+                    )));
                 }
+                // Tasks are cancelled with their job.
+                TaskState::Cancelled => return Err(Failure::Stopped),
                 TaskState::Ready | TaskState::Leased => self.wait().await?,
             }
         }
     }
 
-    /// This job's `supernet` task of learning round `iteration`: state, payload, result.
-    async fn supernet_task(
-        &self,
-        iteration: u32,
-    ) -> Result<Option<(TaskState, Value, Option<Value>)>, Failure> {
+    /// This job's `supernet` task of learning round `iteration`.
+    async fn supernet_task(&self, iteration: u32) -> Result<Option<nat_store::Task>, Failure> {
         let mut offset = 0u64;
         loop {
             let page = self
@@ -851,7 +858,7 @@ impl Run {
                     && t.payload.get("iteration").and_then(Value::as_u64)
                         == Some(u64::from(iteration))
             }) {
-                return Ok(Some((t.state, t.payload, t.result)));
+                return Ok(Some(t));
             }
             if n < nat_store::limits::MAX_PAGE as usize {
                 return Ok(None);

@@ -40,10 +40,9 @@ fn train_eval_result(te: &v1::TrainEvalTask) -> v1::TrainEvalResult {
 /// What the scripted worker saw.
 #[derive(Debug, Default)]
 struct Seen {
-    /// Supernet tasks answered, in order: (task id, supernet key, pairs).
-    supernet: Vec<(String, String, Vec<v1::GenotypePair>)>,
-    /// Every reward the worker's scores imply, in report order.
-    rewards: Vec<f64>,
+    /// Supernet tasks answered, in order: (task id, supernet key, pairs, the rewards the
+    /// reported scores imply, per pair).
+    supernet: Vec<(String, String, Vec<v1::GenotypePair>, Vec<f64>)>,
     /// `train_eval` tasks answered.
     train_eval: usize,
 }
@@ -144,12 +143,11 @@ async fn work(
                         acc_alpha: supernet_accuracy(&p.alpha_json),
                     })
                     .collect();
-                seen.rewards
-                    .extend(scores.iter().map(|s| s.acc_alpha - s.acc_beta));
                 seen.supernet.push((
                     task.task_id.clone(),
                     sn.supernet_key.clone(),
                     sn.pairs.clone(),
+                    scores.iter().map(|s| s.acc_alpha - s.acc_beta).collect(),
                 ));
                 answered += 1;
                 v1::report_result_request::Outcome::Supernet(v1::SupernetResult {
@@ -251,9 +249,9 @@ async fn check_learned(server: &TestServer, job_id: &str, seen: &Seen, rounds: u
 
     // One supernet task per round, all on the same supernet key.
     assert_eq!(seen.supernet.len(), rounds);
-    let keys: Vec<&String> = seen.supernet.iter().map(|(_, k, _)| k).collect();
+    let keys: Vec<&String> = seen.supernet.iter().map(|(_, k, _, _)| k).collect();
     assert!(keys.iter().all(|k| **k == format!("job-{job_id}")));
-    let tasks: Vec<&String> = seen.supernet.iter().map(|(t, _, _)| t).collect();
+    let tasks: Vec<&String> = seen.supernet.iter().map(|(t, _, _, _)| t).collect();
     let mut distinct = tasks.clone();
     distinct.sort();
     distinct.dedup();
@@ -274,32 +272,33 @@ async fn check_learned(server: &TestServer, job_id: &str, seen: &Seen, rounds: u
     assert_eq!(p.rewards_consumed, (rounds * m) as u64);
     assert_eq!(p.version, policy.version);
 
-    let id: nat_store::JobId = job_id.parse().expect("uuid");
-    let events = server
-        .coordinator
-        .store
-        .events_after(id, 0, 10_000)
-        .await
-        .expect("events");
-    let mut recorded: Vec<f64> = events
-        .iter()
-        .filter(|e| e.kind == "rewards")
-        .flat_map(|e| {
-            e.payload["rewards"]
-                .as_array()
-                .expect("rewards list")
-                .iter()
-                .map(|r| r.as_f64().expect("reward"))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let mut reported = seen.rewards.clone();
-    recorded.sort_by(f64::total_cmp);
-    reported.sort_by(f64::total_cmp);
-    assert_eq!(recorded.len(), reported.len());
-    for (a, b) in recorded.iter().zip(&reported) {
-        assert!((a - b).abs() < 1e-12, "reward {a} vs reported {b}");
+    // Each pair's sample holds the reward the worker's scores imply, consumed by exactly one
+    // policy version (none dropped: nothing is stale here).
+    let store = &server.coordinator.store;
+    for (task_id, _, pairs, rewards) in &seen.supernet {
+        let task = store
+            .get_task(task_id.parse().expect("task uuid"))
+            .await
+            .expect("task");
+        let ids = task.payload["sample_ids"].as_array().expect("sample ids");
+        assert_eq!(ids.len(), pairs.len());
+        for ((id, pair), reward) in ids.iter().zip(pairs).zip(rewards) {
+            let sample = store
+                .get_sample(id.as_i64().expect("sample id"))
+                .await
+                .expect("sample");
+            assert_eq!(sample.job_id.to_string(), job_id);
+            let alpha =
+                nat_arch::Genotype::from_json_str(&sample.output.to_string()).expect("stored α");
+            let sent = nat_arch::Genotype::from_json_str(&pair.alpha_json).expect("sent α");
+            assert_eq!(alpha.canonical_hash(), sent.canonical_hash());
+            let stored = sample.reward.expect("reward recorded");
+            assert!((stored - reward).abs() < 1e-12, "{stored} vs {reward}");
+            assert!(sample.consumed_in_version.is_some() && !sample.dropped);
+        }
     }
+    let id: nat_store::JobId = job_id.parse().expect("uuid");
+    let events = store.events_after(id, 0, 10_000).await.expect("events");
     let rounds_logged: BTreeMap<u64, usize> =
         events
             .iter()
@@ -380,6 +379,60 @@ async fn restart_flow(db: &TestDb) {
     server.stop().await;
 }
 both_backends!(supernet_job_resumes_after_restart, restart_flow);
+
+async fn failed_round(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let submitted = jobs
+        .submit_job(supernet_request(2, 2))
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job");
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let task = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the first round's task is queued"
+        );
+        if let Some(t) = common::lease(&mut w, &worker, 500).await {
+            break t;
+        }
+    };
+    assert!(matches!(task.payload, Some(v1::task::Payload::Supernet(_))));
+    w.report_result(v1::ReportResultRequest {
+        worker_id: worker.clone(),
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token,
+        outcome: Some(v1::report_result_request::Outcome::Failure(
+            v1::TaskFailure {
+                reason: "supernet.settings: batch_size too large for this device".into(),
+                retryable: false,
+            },
+        )),
+    })
+    .await
+    .expect("report");
+    let failed = loop {
+        let j = job(&mut jobs, &submitted.job_id).await;
+        if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job fails in time: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed.state, v1::JobState::Failed as i32, "{failed:?}");
+    assert!(
+        failed.error.contains("learning round 0") && failed.error.contains("batch_size too large"),
+        "the job's error names the round and the worker's reason: {}",
+        failed.error
+    );
+    server.stop().await;
+}
+both_backends!(a_failed_supernet_round_fails_the_job, failed_round);
 
 async fn submit_err(
     jobs: &mut v1::job_service_client::JobServiceClient<Channel>,
