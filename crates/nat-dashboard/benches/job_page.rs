@@ -109,6 +109,74 @@ async fn run() {
         assert_eq!(d.rewards.len(), UPDATES);
     }
     time("job_detail (GET /api/jobs/{id})", runs, t.elapsed());
+    let full = nat_dashboard::model::job_detail(store.as_ref(), job.id, 0)
+        .await
+        .expect("detail");
+    let full_bytes = serde_json::to_vec(&full).expect("json").len();
+
+    // What the job page does after its first request: `?after=<last_seq>`, with the event
+    // digest kept by the server's cache (the first call reads the whole log and fills it).
+    let cache = nat_dashboard::cache::EventCache::default();
+    let t = Instant::now();
+    let first = nat_dashboard::model::job_detail_with(store.as_ref(), Some(&cache), job.id, 0, 0)
+        .await
+        .expect("detail");
+    time(
+        "job_detail_with, cold cache (first page load)",
+        1,
+        t.elapsed(),
+    );
+    let mut after = first.last_seq;
+    let t = Instant::now();
+    let mut bytes = 0;
+    for _ in 0..runs {
+        let d =
+            nat_dashboard::model::job_detail_with(store.as_ref(), Some(&cache), job.id, 0, after)
+                .await
+                .expect("detail");
+        assert!(d.rewards.is_empty());
+        bytes = serde_json::to_vec(&d).expect("json").len();
+    }
+    time(
+        "job_detail_with ?after=last_seq, nothing new",
+        runs,
+        t.elapsed(),
+    );
+    let mut elapsed = Duration::ZERO;
+    let mut new_bytes = 0;
+    for r in 0..runs {
+        for k in 0..10 {
+            store
+                .append_event(
+                    job.id,
+                    "policy_update",
+                    json!({"policy_version": UPDATES + 2 + (r * 10 + k) as usize,
+                           "baseline": 0.001, "mean_reward": 0.01,
+                           "rewards": [0.0, 0.01, 0.02], "samples_used": 3,
+                           "samples_stale": 0}),
+                    now,
+                )
+                .await
+                .expect("event");
+        }
+        let t = Instant::now();
+        let d =
+            nat_dashboard::model::job_detail_with(store.as_ref(), Some(&cache), job.id, 0, after)
+                .await
+                .expect("detail");
+        elapsed += t.elapsed();
+        assert_eq!(d.rewards.len(), 10);
+        after = d.last_seq;
+        new_bytes = serde_json::to_vec(&d).expect("json").len();
+    }
+    time(
+        "job_detail_with ?after=last_seq, 10 new events",
+        runs,
+        elapsed,
+    );
+    println!(
+        "response size: full {full_bytes} B, ?after with nothing new {bytes} B, with 10 new events {new_bytes} B"
+    );
     let t = Instant::now();
     for _ in 0..runs {
         nat_dashboard::model::jobs(store.as_ref(), 50)

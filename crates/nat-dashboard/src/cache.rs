@@ -29,10 +29,16 @@ pub(crate) struct Cursor {
     pub(crate) seq: i64,
 }
 
+/// Best accuracy per canonical hash among a job's done tasks.
+pub(crate) type Trained = Arc<HashMap<String, f64>>;
+
 #[derive(Debug)]
 struct Entry {
     cursor: Arc<tokio::sync::Mutex<Cursor>>,
     used: u64,
+    /// The job's trained accuracies when it had this many done tasks (a done task stays done,
+    /// so the same count means the same tasks).
+    trained: Option<(u64, Trained)>,
 }
 
 /// Per-job digests of the event log, shared by the dashboard's requests.
@@ -71,6 +77,23 @@ impl EventCache {
         self.len() == 0
     }
 
+    /// The trained accuracies remembered for `job` if it still has `tasks_done` done tasks.
+    pub(crate) fn trained(&self, job: JobId, tasks_done: u64) -> Option<Trained> {
+        let guard = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.0.get(&job)?.trained.as_ref()? {
+            (n, t) if *n == tasks_done => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers `job`'s trained accuracies at `tasks_done` done tasks (if the job is held).
+    pub(crate) fn set_trained(&self, job: JobId, tasks_done: u64, trained: Trained) {
+        let mut guard = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = guard.0.get_mut(&job) {
+            e.trained = Some((tasks_done, trained));
+        }
+    }
+
     fn entry(&self, job: JobId) -> Arc<tokio::sync::Mutex<Cursor>> {
         let mut guard = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         let (map, clock) = &mut *guard;
@@ -92,6 +115,7 @@ impl EventCache {
             Entry {
                 cursor: cursor.clone(),
                 used: now,
+                trained: None,
             },
         );
         cursor
@@ -170,5 +194,19 @@ mod tests {
         assert_eq!(cache.len(), 2);
         let held = cache.jobs.lock().expect("lock");
         assert!(held.0.contains_key(&a) && held.0.contains_key(&c));
+    }
+
+    #[test]
+    fn trained_accuracies_are_reused_only_while_the_done_count_is_the_same() {
+        let cache = EventCache::new(2);
+        let job = uuid::Uuid::new_v4();
+        let trained: Trained = Arc::new(HashMap::from([("h".to_string(), 0.5)]));
+        // Not held yet: nothing is remembered.
+        cache.set_trained(job, 3, trained.clone());
+        assert!(cache.trained(job, 3).is_none());
+        cache.entry(job);
+        cache.set_trained(job, 3, trained);
+        assert_eq!(cache.trained(job, 3).map(|t| t["h"]), Some(0.5));
+        assert!(cache.trained(job, 4).is_none(), "a task finished since");
     }
 }

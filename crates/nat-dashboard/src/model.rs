@@ -665,7 +665,16 @@ pub async fn job_detail_with(
         }
     }
 
-    let trained = trained_accuracies(store, job.id).await?;
+    let trained = match cache.and_then(|c| c.trained(job.id, job.tasks_done)) {
+        Some(t) => t,
+        None => {
+            let t = Arc::new(trained_accuracies(store, job.id).await?);
+            if let Some(c) = cache {
+                c.set_trained(job.id, job.tasks_done, t.clone());
+            }
+            t
+        }
+    };
     let trained_of = |g: &Option<Genotype>| {
         g.as_ref()
             .and_then(|g| trained.get(&g.canonical_hash()).copied())

@@ -430,4 +430,58 @@ async fn cached_digest_matches_a_fresh_read() {
     };
     assert_eq!(json(&cached), json(&fresh));
     assert_eq!(cached.rewards.len(), fx.rewards.len() + 12);
+
+    // A task finishes: the table's trained accuracies are read again, not served stale.
+    let caps = caps(1, &["cuda:1"], Some("test"), 1);
+    let now = chrono::Utc::now();
+    let w = fx
+        .store
+        .register_worker("late", caps.clone(), now)
+        .await
+        .expect("worker");
+    let mut reported = false;
+    while let Some(lease) = fx
+        .store
+        .lease_task(w.id, &caps, now, std::time::Duration::from_secs(600))
+        .await
+        .expect("lease")
+    {
+        if lease.task.job_id != fx.optimize {
+            continue;
+        }
+        fx.store
+            .report_result(
+                lease.task.id,
+                lease.token,
+                w.id,
+                nat_store::Outcome::Succeeded {
+                    result: json!({"index": 2, "accuracy": 0.999}),
+                    rewards: vec![],
+                    sample_rewards: vec![],
+                },
+                now,
+            )
+            .await
+            .expect("report");
+        reported = true;
+        break;
+    }
+    assert!(reported, "the optimize job had a ready task");
+    let cached = nat_dashboard::model::job_detail_with(store, Some(&cache), fx.optimize, 0, 0)
+        .await
+        .expect("cached");
+    let fresh = nat_dashboard::model::job_detail(store, fx.optimize, 0)
+        .await
+        .expect("fresh");
+    assert_eq!(json(&cached), json(&fresh));
+    let after = cached
+        .table
+        .iter()
+        .find(|r| r.metric == "accuracy")
+        .and_then(|r| r.after);
+    assert_eq!(
+        after,
+        Some(0.957),
+        "the new best's accuracy still leads the table"
+    );
 }
