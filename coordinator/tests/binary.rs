@@ -255,24 +255,30 @@ async fn sim_worker(url: String, name: String, hold: Duration, stop: Arc<AtomicB
     reported
 }
 
+/// Flags of a coordinator on `database_url` listening on `listen`, with short leases.
+fn short_lease_args(database_url: &str, listen: &str) -> Vec<String> {
+    [
+        "--listen",
+        listen,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--database-url",
+        database_url,
+        "--lease-seconds",
+        "2",
+        "--heartbeat-seconds",
+        "0.5",
+        "--expiry-interval-ms",
+        "200",
+    ]
+    .iter()
+    .map(|a| (*a).to_string())
+    .collect()
+}
+
 async fn kill9(db: &TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = |listen: &str| -> Vec<String> {
-        vec![
-            "--listen".into(),
-            listen.into(),
-            "--http-listen".into(),
-            "127.0.0.1:0".into(),
-            "--database-url".into(),
-            db.url.clone(),
-            "--lease-seconds".into(),
-            "2".into(),
-            "--heartbeat-seconds".into(),
-            "0.5".into(),
-            "--expiry-interval-ms".into(),
-            "200".into(),
-        ]
-    };
+    let args = |listen: &str| short_lease_args(&db.url, listen);
     let first_args = args("127.0.0.1:0");
     let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
     let mut p = spawn(&first_refs, &[], dir.path());
@@ -407,6 +413,185 @@ async fn kill9(db: &TestDb) {
     assert!(status.success(), "{status:?}");
 }
 both_backends!(kill_dash_nine_mid_job_then_restart, kill9);
+
+/// `kill -9` of the coordinator binary while an optimize job's rewards wait for the next policy
+/// update (spec §4: each reward moves the policy exactly once), then a restart on the same
+/// database: the waiting rewards are applied after the restart, once, and the job finishes with
+/// exactly one policy version per learning round.
+async fn kill9_optimize(db: &TestDb) {
+    const ITERATIONS: u32 = 6;
+    const SAMPLES: u32 = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first_args = short_lease_args(&db.url, "127.0.0.1:0");
+    let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let mut p = spawn(&first_refs, &[], dir.path());
+    let url = format!("http://{}", p.grpc);
+    let mut jobs = JobServiceClient::new(common::connect(&url).await);
+    let mut request = evaluate_request(&["darts-v2"], "digits");
+    request.kind = v1::JobKind::Optimize as i32;
+    request.name = "optimize, kill -9".into();
+    request.optimize = Some(v1::OptimizeSpec {
+        iterations: ITERATIONS,
+        samples_per_iteration: SAMPLES,
+        derive_samples: 3,
+        ..Default::default()
+    });
+    let job_id = jobs
+        .submit_job(request)
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .job_id;
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each task is held 100 ms, so a round's rewards arrive over a few hundred ms before the
+    // update that consumes them: the window the kill aims at.
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(sim_worker(
+                url.clone(),
+                format!("sim-{i}"),
+                Duration::from_millis(100),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    // Wait until at least one update is committed and rewards of the next round are waiting.
+    let store = nat_store::connect(&db.url).await.expect("store");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (policy_id, version_at_kill, waiting) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no moment with rewards waiting for an update was seen"
+        );
+        let policy = store
+            .list_policies()
+            .await
+            .expect("policies")
+            .into_iter()
+            .find(|p| p.source_job.is_some_and(|j| j.to_string() == job_id));
+        if let Some(policy) = policy.filter(|p| p.version >= 2) {
+            let waiting = store
+                .take_unconsumed_rewards(&policy.policy_id, 1000)
+                .await
+                .expect("unconsumed rewards");
+            let version = store
+                .latest_checkpoint(&policy.policy_id)
+                .await
+                .expect("checkpoint")
+                .version;
+            if !waiting.is_empty() && version == policy.version {
+                let j = common::job(&mut jobs, &job_id).await;
+                assert_eq!(
+                    j.state,
+                    v1::JobState::Running as i32,
+                    "still learning: {j:?}"
+                );
+                p.child.kill().expect("SIGKILL");
+                break (policy.policy_id, version, waiting);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let status = p.child.wait().expect("wait");
+    assert!(!status.success());
+    eprintln!(
+        "killed at policy version {version_at_kill} with {} reward(s) waiting for the update",
+        waiting.len()
+    );
+    // What the dead coordinator left: those rewards, still unconsumed, and the same version.
+    let left = store
+        .take_unconsumed_rewards(&policy_id, 1000)
+        .await
+        .expect("unconsumed rewards");
+    assert!(left.len() >= waiting.len(), "no waiting reward was lost");
+    let version_left = store
+        .latest_checkpoint(&policy_id)
+        .await
+        .expect("checkpoint")
+        .version;
+    assert!(version_left >= version_at_kill);
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second_args = short_lease_args(&db.url, &p.grpc);
+    let second_refs: Vec<&str> = second_args.iter().map(String::as_str).collect();
+    let mut p2 = spawn(&second_refs, &[], dir.path());
+    let mut jobs = JobServiceClient::new(common::connect(&url).await);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let j = common::job(&mut jobs, &job_id).await;
+        if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
+            break j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "optimize job did not finish after the restart: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+
+    // Exactly one update per learning round: none lost to the crash, none applied twice.
+    let latest = store
+        .latest_checkpoint(&policy_id)
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        latest.version,
+        1 + i64::from(ITERATIONS),
+        "{:?}",
+        latest.meta
+    );
+    // Every reward that waited at the kill moved the policy once, in an update after the kill.
+    for sample in &waiting {
+        let now = store.get_sample(sample.id).await.expect("sample");
+        let consumed = now
+            .consumed_in_version
+            .expect("a reward waiting at the kill is consumed after the restart");
+        assert!(
+            consumed > version_at_kill,
+            "sample {:?} consumed in version {consumed}, at or before the killed version {version_at_kill}",
+            sample.id
+        );
+    }
+    let summary = store
+        .list_policies()
+        .await
+        .expect("policies")
+        .into_iter()
+        .find(|p| p.policy_id == policy_id)
+        .expect("the job's policy");
+    assert_eq!(
+        summary.rewards_consumed,
+        u64::from(ITERATIONS * SAMPLES),
+        "every learning reward consumed exactly once"
+    );
+    let applied = latest.meta["rewards_applied"]
+        .as_u64()
+        .expect("rewards_applied")
+        + latest.meta["stale_dropped"]
+            .as_u64()
+            .expect("stale_dropped");
+    assert_eq!(
+        applied, summary.rewards_consumed,
+        "the learner counted each consumed reward once: {:?}",
+        latest.meta
+    );
+    drop(store);
+    sigterm(&p2.child);
+    let status = wait_exit(&mut p2.child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+}
+both_backends!(
+    kill_dash_nine_between_reward_and_policy_update,
+    kill9_optimize
+);
 
 /// /metrics is served on the HTTP listener and its counters move with real traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
