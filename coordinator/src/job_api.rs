@@ -402,7 +402,7 @@ impl v1::job_service_server::JobService for JobApi {
                 capabilities: Some(crate::worker_api::capabilities_to_proto(&w.capabilities)),
                 registered_at_unix_ms: convert::unix_ms(w.registered_at),
                 last_seen_unix_ms: convert::unix_ms(w.last_heartbeat_at),
-                tasks_in_hand: 0,
+                tasks_in_hand: w.tasks_in_hand,
                 alive: w.state == nat_store::WorkerState::Active
                     && now.signed_duration_since(w.last_heartbeat_at) <= lease,
             })
