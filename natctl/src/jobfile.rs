@@ -30,7 +30,7 @@
 //!   derive_argmax: false    # derive with the policy's argmax instead of K samples
 //!   derive_samples: 10      # K transformations per input when deriving
 //!   random_inputs: false    # learn on random architectures (then `architectures` may be empty)
-//!   supernet:               # reward: supernet only; any SupernetSettings field
+//!   supernet:               # reward: supernet only; unset/0 = the budget preset's value
 //!     init_channels: 16
 //!     layers: 8
 //!     batch_size: 64
@@ -43,8 +43,8 @@
 //!     validation_fraction: 0.5
 //!     eval_batches: 1
 //!     max_wall_seconds: 0
-//!     op_set: nat-fully-concat   # nat-fully-concat | nat-loose-end | nat-plus-plus
-//!     num_nodes: 4
+//!     op_set: nat-fully-concat   # empty or the job's space: nat-fully-concat (nat), nat-plus-plus (nat++)
+//!     num_nodes: 4               # empty or the inputs' node count
 //! ```
 //! Unknown keys are errors (a typo must not silently fall back to a default).
 
