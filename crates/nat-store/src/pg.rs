@@ -1076,6 +1076,15 @@ impl PgStore {
     }
 }
 
+/// True for a PostgreSQL deadlock (`40P01`) or serialization failure (`40001`): the statement
+/// was rolled back and may be retried.
+fn is_retryable_conflict(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "40P01" || c == "40001")
+}
+
 /// The capability columns a claim filters on (slots with equal filters share one statement).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ClaimFilter {
@@ -1765,10 +1774,22 @@ impl Store for PgStore {
             }
         }
         if !batch.is_empty() {
-            let retry = self.report_batch(&items, &batch, now, &mut results).await?;
-            // Items whose task changed between the read and the statement (an expiry, a
-            // concurrent report): decided again on their own.
-            later.extend(retry);
+            match self.report_batch(&items, &batch, now, &mut results).await {
+                // Items whose task changed between the read and the statement (an expiry, a
+                // concurrent report): decided again on their own.
+                Ok(retry) => later.extend(retry),
+                // The statement lost a deadlock (e.g. against a heartbeat holding the same task
+                // rows in another order) or a serialization conflict: it was rolled back as a
+                // whole, so every item goes through the single path instead.
+                Err(StoreError::Backend(e)) if is_retryable_conflict(e.as_ref()) => {
+                    tracing::debug!(error = %e, "report batch rolled back; applying items one by one");
+                    for &i in &batch {
+                        results[i] = None;
+                    }
+                    later.extend(batch.iter().copied());
+                }
+                Err(e) => return Err(e),
+            }
             later.sort_unstable();
         }
         let mut items: Vec<Option<ReportItem>> = items.into_iter().map(Some).collect();
