@@ -1,12 +1,13 @@
 //! `nat.v1.WorkerService`: registration, heartbeats, leases and reports.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use nat_proto::v1;
 use nat_store::{
     Capabilities, HeldLease, Lease, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
-    RewardObservation, TaskState,
+    RewardObservation, TaskState, WorkerId,
 };
 use serde_json::json;
 use tonic::{Request, Response, Status};
@@ -30,6 +31,36 @@ pub struct WorkerApi {
     c: Arc<Coordinator>,
     /// Group commit of leases and reports, started on first use (inside the runtime).
     batcher: Arc<std::sync::OnceLock<Batcher>>,
+    /// Datasets each worker declared at registration (absent = unknown: no filtering). Kept in
+    /// memory: after a restart a worker's slots lease unfiltered until it registers again.
+    datasets: Arc<Mutex<HashMap<WorkerId, Arc<Vec<String>>>>>,
+}
+
+/// Most datasets a worker may declare.
+const MAX_DATASETS: usize = 64;
+
+/// The datasets of a registration, validated and trimmed (empty = unknown).
+pub fn datasets_from_proto(caps: Option<&v1::WorkerCapabilities>) -> Result<Vec<String>, ApiError> {
+    let Some(caps) = caps else {
+        return Ok(Vec::new());
+    };
+    if caps.datasets.len() > MAX_DATASETS {
+        return Err(ApiError::invalid(
+            "capabilities.datasets",
+            format!("at most {MAX_DATASETS} datasets"),
+        ));
+    }
+    let mut out = Vec::with_capacity(caps.datasets.len());
+    for (i, d) in caps.datasets.iter().enumerate() {
+        let field = format!("capabilities.datasets[{i}]");
+        check_len(&field, d, 200)?;
+        let d = d.trim();
+        if d.is_empty() {
+            return Err(ApiError::invalid(field, "is empty"));
+        }
+        out.push(d.to_string());
+    }
+    Ok(out)
 }
 
 /// Store capabilities of a registration, validated.
@@ -146,6 +177,7 @@ impl WorkerApi {
         WorkerApi {
             c,
             batcher: Arc::new(std::sync::OnceLock::new()),
+            datasets: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -200,6 +232,13 @@ impl WorkerApi {
             &self.c.worker_capabilities(worker).await?,
             r.device.as_ref(),
         );
+        let datasets = self
+            .datasets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&worker)
+            .cloned()
+            .unwrap_or_default();
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(self.c.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = self.c.shutdown_signal();
@@ -215,6 +254,7 @@ impl WorkerApi {
                 .lease(LeaseRequest {
                     worker,
                     capabilities: caps.clone(),
+                    datasets: datasets.to_vec(),
                 })
                 .await?
             {
@@ -465,6 +505,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let r = request.into_inner();
         check_len("name", &r.name, 200)?;
         let caps = capabilities_from_proto(r.capabilities.as_ref())?;
+        let datasets = datasets_from_proto(r.capabilities.as_ref())?;
         let name = if r.name.trim().is_empty() {
             r.capabilities
                 .as_ref()
@@ -482,6 +523,12 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             .map_err(ApiError::from)?;
         tracing::info!(worker = %worker.id, name = %worker.name, slots = caps.slots, gpus = caps.gpus, "worker registered");
         self.c.remember_worker(worker.id, caps);
+        if !datasets.is_empty() {
+            self.datasets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(worker.id, Arc::new(datasets));
+        }
         nat_telemetry::record::worker_registered();
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         Ok(Response::new(v1::RegisterWorkerResponse {

@@ -638,3 +638,64 @@ both_backends!(
     concurrent_leases_and_reports_get_their_own_answers,
     batched_hot_path
 );
+
+/// A worker that declares its datasets only gets tasks on those; one that declares none gets
+/// any; a bad declaration is INVALID_ARGUMENT naming the field.
+async fn dataset_matching(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let register_with = |datasets: &[&str]| v1::RegisterWorkerRequest {
+        name: "d".into(),
+        capabilities: Some(v1::WorkerCapabilities {
+            datasets: datasets.iter().map(|d| d.to_string()).collect(),
+            ..common::cpu_capabilities()
+        }),
+    };
+    let digits_only = w
+        .register_worker(register_with(&["digits"]))
+        .await
+        .expect("register")
+        .into_inner()
+        .worker_id;
+    let has_mnist = w
+        .register_worker(register_with(&["digits", "mnist"]))
+        .await
+        .expect("register")
+        .into_inner()
+        .worker_id;
+    let s = w
+        .register_worker(register_with(&["digits", " "]))
+        .await
+        .expect_err("empty dataset name");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("capabilities.datasets[1]"),
+        "{}",
+        s.message()
+    );
+
+    jobs.submit_job(evaluate_request(&["darts-v2"], "mnist"))
+        .await
+        .expect("submit");
+    assert!(
+        lease(&mut w, &digits_only, 0).await.is_none(),
+        "an mnist task is not given to a worker without mnist"
+    );
+    let t = lease(&mut w, &has_mnist, 0)
+        .await
+        .expect("the mnist worker gets it");
+    match &t.payload {
+        Some(v1::task::Payload::TrainEval(p)) => assert_eq!(p.dataset, "mnist"),
+        other => panic!("{other:?}"),
+    }
+    // digits tasks go to the digits-only worker, and to a worker that declares nothing.
+    jobs.submit_job(evaluate_request(&["darts-v2", "enas"], "digits"))
+        .await
+        .expect("submit");
+    assert!(lease(&mut w, &digits_only, 0).await.is_some());
+    let anyone = register(&mut w, "anyone").await;
+    assert!(lease(&mut w, &anyone, 0).await.is_some());
+    server.stop().await;
+}
+both_backends!(leases_match_worker_datasets, dataset_matching);

@@ -116,6 +116,7 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
                 .map(|_| LeaseRequest {
                     worker: w,
                     capabilities: caps.clone(),
+                    datasets: vec![],
                 })
                 .collect();
             loop {

@@ -187,6 +187,7 @@ fn lease_many_sql() -> String {
                SELECT t.id FROM tasks t \
                WHERE t.job_id = j.id AND t.next_claim_at <= $1 \
                  AND (NOT t.needs_gpu OR $2) AND t.min_gpu_memory_mb <= $3 AND t.min_cpu_cores <= $4 \
+                 AND (cardinality($8::text[]) = 0 OR t.dataset IS NULL OR t.dataset = ANY($8::text[])) \
                ORDER BY t.next_claim_at, t.seq LIMIT $7 FOR UPDATE SKIP LOCKED \
              ) c \
              LIMIT $7 \
@@ -1091,14 +1092,21 @@ struct ClaimFilter {
     gpu: bool,
     gpu_memory_mb: i64,
     cpu_cores: i32,
+    /// Sorted, without repeats; empty = any dataset.
+    datasets: Vec<String>,
 }
 
 impl ClaimFilter {
-    fn of(c: &Capabilities) -> Self {
+    fn of(r: &LeaseRequest) -> Self {
+        let c = &r.capabilities;
+        let mut datasets = r.datasets.clone();
+        datasets.sort();
+        datasets.dedup();
         ClaimFilter {
             gpu: c.gpus > 0,
             gpu_memory_mb: i64::try_from(c.gpu_memory_mb).unwrap_or(i64::MAX),
             cpu_cores: i32::try_from(c.cpu_cores).unwrap_or(i32::MAX),
+            datasets,
         }
     }
 }
@@ -1124,6 +1132,7 @@ impl PgStore {
             .bind(&workers)
             .bind(expires)
             .bind(members.len() as i64)
+            .bind(&filter.datasets)
             .fetch_all(&mut *conn)
             .await?;
         for row in &rows {
@@ -1714,7 +1723,7 @@ impl Store for PgStore {
         // order of their first request.
         let mut groups: Vec<(ClaimFilter, Vec<usize>)> = Vec::new();
         for (i, r) in requests.iter().enumerate() {
-            let f = ClaimFilter::of(&r.capabilities);
+            let f = ClaimFilter::of(r);
             match groups.iter_mut().find(|(g, _)| *g == f) {
                 Some((_, members)) => members.push(i),
                 None => groups.push((f, vec![i])),

@@ -409,6 +409,71 @@ async fn insert_tasks(
 }
 
 impl SqliteStore {
+    /// The claim of [`Store::lease_task`], also for the slots of [`Store::lease_tasks`]:
+    /// `datasets` (empty = any) restricts tasks whose payload names a dataset.
+    async fn claim(
+        &self,
+        worker: WorkerId,
+        capabilities: &Capabilities,
+        datasets: &[String],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> Result<Option<Lease>> {
+        let expires = lease_expiry(now, lease_duration)?;
+        let gpu_mem = i64::try_from(capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
+        let mut tx = self.writer.begin().await?;
+        // SQLite serializes writers, so the claim cannot race; it is one statement all the same.
+        let row = sqlx::query(&format!(
+            "UPDATE tasks AS t SET \
+               failures = CASE WHEN t.state = 'leased' THEN json_insert(t.failures, '$[#]', json_object( \
+                 'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
+                 'at', t.lease_expires_at)) ELSE t.failures END, \
+               state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+               leased_by = ?5, lease_expires_at = ?6, \
+               next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN ?6 ELSE NULL END, \
+               progress = NULL, updated_at = ?1 \
+             WHERE t.id = ( \
+               SELECT (SELECT c.id FROM tasks c \
+                       WHERE c.job_id = j.id AND c.next_claim_at <= ?1 \
+                         AND (c.needs_gpu = 0 OR ?2) AND c.min_gpu_memory_mb <= ?3 AND c.min_cpu_cores <= ?4 \
+                         AND (?7 = '[]' OR c.dataset IS NULL OR c.dataset IN (SELECT value FROM json_each(?7))) \
+                       ORDER BY c.next_claim_at, c.seq LIMIT 1) AS pick \
+               FROM jobs j WHERE j.state IN ('queued', 'running') AND pick IS NOT NULL \
+               ORDER BY j.priority DESC, COALESCE(j.last_served_at, -1), j.created_at, j.id LIMIT 1) \
+             RETURNING {}",
+            TASK_COLS.replace("t.", "")
+        ))
+        .bind(ts(now))
+        .bind(capabilities.gpus > 0)
+        .bind(gpu_mem)
+        .bind(i64::from(capabilities.cpu_cores))
+        .bind(worker.to_string())
+        .bind(ts(expires))
+        .bind(
+            serde_json::to_string(datasets)
+                .map_err(|_| StoreError::invalid("datasets", "cannot be encoded"))?,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let task = task_from_row(&row)?;
+        sqlx::query(
+            "UPDATE jobs SET last_served_at = ?2, updated_at = ?2, \
+               state = CASE WHEN state = 'queued' THEN 'running' ELSE state END WHERE id = ?1",
+        )
+        .bind(task.job_id.to_string())
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Lease {
+            token: task.lease_token,
+            attempt: task.attempt,
+            expires_at: expires,
+            task,
+        }))
+    }
+
     async fn end_job(
         &self,
         id: JobId,
@@ -757,54 +822,31 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_duration: Duration,
     ) -> Result<Option<Lease>> {
-        let expires = lease_expiry(now, lease_duration)?;
-        let gpu_mem = i64::try_from(capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
-        let mut tx = self.writer.begin().await?;
-        // SQLite serializes writers, so the claim cannot race; it is one statement all the same.
-        let row = sqlx::query(&format!(
-            "UPDATE tasks AS t SET \
-               failures = CASE WHEN t.state = 'leased' THEN json_insert(t.failures, '$[#]', json_object( \
-                 'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
-                 'at', t.lease_expires_at)) ELSE t.failures END, \
-               state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
-               leased_by = ?5, lease_expires_at = ?6, \
-               next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN ?6 ELSE NULL END, \
-               progress = NULL, updated_at = ?1 \
-             WHERE t.id = ( \
-               SELECT (SELECT c.id FROM tasks c \
-                       WHERE c.job_id = j.id AND c.next_claim_at <= ?1 \
-                         AND (c.needs_gpu = 0 OR ?2) AND c.min_gpu_memory_mb <= ?3 AND c.min_cpu_cores <= ?4 \
-                       ORDER BY c.next_claim_at, c.seq LIMIT 1) AS pick \
-               FROM jobs j WHERE j.state IN ('queued', 'running') AND pick IS NOT NULL \
-               ORDER BY j.priority DESC, COALESCE(j.last_served_at, -1), j.created_at, j.id LIMIT 1) \
-             RETURNING {}",
-            TASK_COLS.replace("t.", "")
-        ))
-        .bind(ts(now))
-        .bind(capabilities.gpus > 0)
-        .bind(gpu_mem)
-        .bind(i64::from(capabilities.cpu_cores))
-        .bind(worker.to_string())
-        .bind(ts(expires))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let task = task_from_row(&row)?;
-        sqlx::query(
-            "UPDATE jobs SET last_served_at = ?2, updated_at = ?2, \
-               state = CASE WHEN state = 'queued' THEN 'running' ELSE state END WHERE id = ?1",
-        )
-        .bind(task.job_id.to_string())
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(Lease {
-            token: task.lease_token,
-            attempt: task.attempt,
-            expires_at: expires,
-            task,
-        }))
+        self.claim(worker, capabilities, &[], now, lease_duration)
+            .await
+    }
+
+    async fn lease_tasks(
+        &self,
+        requests: &[LeaseRequest],
+        now: DateTime<Utc>,
+        lease_duration: Duration,
+    ) -> Result<Vec<Option<Lease>>> {
+        if requests.len() > limits::MAX_BATCH {
+            return Err(StoreError::invalid(
+                "requests",
+                format!("more than {} in one batch", limits::MAX_BATCH),
+            ));
+        }
+        // SQLite serializes writers: one claim after the other, each its own transaction.
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(
+                self.claim(r.worker, &r.capabilities, &r.datasets, now, lease_duration)
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<ExpiryReport> {

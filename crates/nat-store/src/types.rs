@@ -366,6 +366,9 @@ pub struct LeaseRequest {
     pub worker: WorkerId,
     /// What it offers.
     pub capabilities: Capabilities,
+    /// Datasets the slot's worker has locally; empty = unknown (no filtering). A task whose
+    /// payload names a top-level `"dataset"` is given only to slots that list it (or list none).
+    pub datasets: Vec<String>,
 }
 
 /// One report, for [`Store::report_results`](crate::Store::report_results).

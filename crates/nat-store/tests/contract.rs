@@ -1422,6 +1422,7 @@ async fn batched_leases_and_reports(db: Arc<TestDb>) {
         .map(|i| LeaseRequest {
             worker: if i % 2 == 0 { w1 } else { w2 },
             capabilities: cpu(),
+            datasets: vec![],
         })
         .collect();
     let leases = store.lease_tasks(&requests, at(1), LEASE).await.unwrap();
@@ -1526,6 +1527,7 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
             .map(|&w| LeaseRequest {
                 worker: w,
                 capabilities: cpu(),
+                datasets: vec![],
             })
             .collect();
         handles.push(tokio::spawn(async move {
@@ -1562,6 +1564,7 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
             &[LeaseRequest {
                 worker: workers[0],
                 capabilities: cpu(),
+                datasets: vec![],
             }],
             at(2),
             LEASE,
@@ -1577,6 +1580,7 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
         .map(|_| LeaseRequest {
             worker: workers[1],
             capabilities: cpu(),
+            datasets: vec![],
         })
         .collect();
     let got = store.lease_tasks(&requests, at(4), LEASE).await.unwrap();
@@ -1599,12 +1603,14 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
     let cpu_slot = LeaseRequest {
         worker: workers[2],
         capabilities: cpu(),
+        datasets: vec![],
     };
     let requests = vec![
         cpu_slot.clone(),
         LeaseRequest {
             worker: gw,
             capabilities: gpu(16_000),
+            datasets: vec![],
         },
         cpu_slot,
     ];
@@ -1803,6 +1809,70 @@ async fn batched_reports_each_get_their_answer(db: Arc<TestDb>) {
     assert_eq!(events.last().map(|e| e.kind.as_str()), Some("job_finished"));
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+}
+
+contract!(leases_match_declared_datasets);
+async fn leases_match_declared_datasets(db: Arc<TestDb>) {
+    // A task whose payload names a dataset goes only to slots that list it, or that list none
+    // (unknown); a task without a dataset goes to anyone.
+    let store = db.open().await;
+    let on = |dataset: Option<&str>| NewTask {
+        payload: match dataset {
+            Some(d) => json!({ "dataset": d }),
+            None => json!({ "arch": "x" }),
+        },
+        ..task(0)
+    };
+    let j = store
+        .create_job(
+            job(0),
+            vec![on(Some("mnist")), on(Some("digits")), on(None)],
+            t0(),
+        )
+        .await
+        .unwrap();
+    let w = worker(&store, "w").await;
+    let slot = |datasets: &[&str]| LeaseRequest {
+        worker: w,
+        capabilities: cpu(),
+        datasets: datasets.iter().map(|d| d.to_string()).collect(),
+    };
+    let all = store.list_tasks(j.id, None, 0, 0).await.unwrap();
+    let (mnist, digits, none) = (all[0].id, all[1].id, all[2].id);
+    let got = store
+        .lease_tasks(
+            &[
+                slot(&["digits", "cifar10"]),
+                slot(&["digits"]),
+                slot(&["cifar10"]),
+            ],
+            at(1),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<Option<TaskId>> = got.iter().map(|l| l.as_ref().map(|l| l.task.id)).collect();
+    assert_eq!(
+        ids,
+        [Some(digits), Some(none), None],
+        "mnist is never given to these slots"
+    );
+    // A slot that lists mnist, or lists nothing, gets it.
+    let got = store
+        .lease_tasks(&[slot(&["mnist"])], at(2), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(got[0].as_ref().map(|l| l.task.id), Some(mnist));
+    let j2 = store
+        .create_job(job(0), vec![on(Some("mnist"))], at(3))
+        .await
+        .unwrap();
+    let got = store.lease_tasks(&[slot(&[])], at(4), LEASE).await.unwrap();
+    assert_eq!(
+        got[0].as_ref().map(|l| l.task.job_id),
+        Some(j2.id),
+        "an empty list means unknown: no filtering"
+    );
 }
 
 contract!(workers_count_tasks_in_hand);
