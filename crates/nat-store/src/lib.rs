@@ -45,6 +45,9 @@
 //!   id order, after the task rows), events numbered per job in batch order; items that raced
 //!   (task changed since the read) and reports with sample rewards go through the single path.
 //!   Pool size: `?max_connections=N` in the URL (default 32).
+//! - **Dataset matching.** `tasks.dataset` is generated from the payload's top-level `"dataset"`
+//!   (migration 0002); a [`LeaseRequest`] listing datasets gets only tasks on one of them or on
+//!   none (an empty list means unknown: no filtering). [`Store::lease_task`] does not filter.
 //! - **Lock order** on PostgreSQL is tasks, then the job row, then samples. The one exception,
 //!   cancelling/finishing a job, takes the job row first and then withdraws ready tasks with
 //!   `SKIP LOCKED`, so it never waits for a task lock. Transitions therefore cannot deadlock.
