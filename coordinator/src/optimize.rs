@@ -209,7 +209,7 @@ pub async fn submit(
         }
     };
     let op_set = match v1::SearchSpace::try_from(o.space) {
-        Ok(v1::SearchSpace::Nat) | Ok(v1::SearchSpace::Unspecified) => OpSet::NatFullyConcat,
+        Ok(v1::SearchSpace::Nat) | Ok(v1::SearchSpace::Unspecified) => nat_op_set(&v.genotypes),
         Ok(v1::SearchSpace::NatPlusPlus) => OpSet::NatPlusPlus,
         Err(_) => {
             return Err(ApiError::invalid(
@@ -281,7 +281,21 @@ pub async fn submit(
     let policy_id = o.policy_id.trim().to_string();
     if !policy_id.is_empty() {
         match c.store.latest_checkpoint(&policy_id).await {
-            Ok(_) => {}
+            Ok(checkpoint) => {
+                // A stored policy embeds the ops of one list: the job must use the same one.
+                let stored = checkpoint.meta["op_set"].as_str().unwrap_or_default();
+                if !stored.is_empty() && stored != op_set_name(op_set) {
+                    return Err(ApiError::invalid(
+                        "optimize.policy_id",
+                        format!(
+                            "policy {:?} was learned over the {stored} op list, but this job's \
+                             space and inputs use {}",
+                            crate::state::excerpt(&policy_id),
+                            op_set_name(op_set)
+                        ),
+                    ));
+                }
+            }
             Err(StoreError::NotFound { .. }) => {
                 return Err(ApiError::invalid(
                     "optimize.policy_id",
@@ -412,6 +426,38 @@ fn op_set_name(op_set: OpSet) -> &'static str {
         OpSet::NatFullyConcat => "nat-fully-concat",
         OpSet::NatLooseEnd => "nat-loose-end",
         OpSet::NatPlusPlus => "nat-plus-plus",
+    }
+}
+
+/// The NAT op list a job's inputs use. The official code keeps two (spec §1.2): one for fully
+/// concatenated cells (DARTS) and one for loose-end cells (ENAS, and the hand-crafted blocks
+/// that output one node), chosen by the network's kind. Inputs whose cells all concatenate
+/// every intermediate node take the fully-concat list, the others the loose-end list; inputs
+/// whose ops only the other list has take that one; ops in neither keep the first choice, whose
+/// validation then names the offending edge. Random inputs (none given) are fully concatenated.
+fn nat_op_set(inputs: &[Genotype]) -> OpSet {
+    let fits = |set: OpSet| {
+        inputs.iter().all(|g| {
+            nat_policy::input::validate_input(ActionSpace::Nat(set), g, "architecture").is_ok()
+        })
+    };
+    let fully_concatenated = |cell: &nat_arch::Cell| {
+        let mut concat = cell.concat.clone();
+        concat.sort_unstable();
+        concat == (2..2 + cell.nodes.len()).collect::<Vec<_>>()
+    };
+    let (first, second) = if inputs
+        .iter()
+        .all(|g| fully_concatenated(&g.normal) && fully_concatenated(&g.reduce))
+    {
+        (OpSet::NatFullyConcat, OpSet::NatLooseEnd)
+    } else {
+        (OpSet::NatLooseEnd, OpSet::NatFullyConcat)
+    };
+    if !fits(first) && fits(second) {
+        second
+    } else {
+        first
     }
 }
 

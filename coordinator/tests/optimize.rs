@@ -409,3 +409,73 @@ both_backends!(
     optimize_continues_a_stored_policy_on_random_inputs,
     stored_policy_flow
 );
+
+/// An ENAS cell (loose-end, its ops from the official code's second NAT list) is optimized over
+/// that list: the job runs to the end, every transformation stays in it, and a policy learned
+/// over one list cannot seed a job over the other.
+async fn loose_end_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut request = optimize_request(2, 3);
+    request.architectures = vec!["enas".into()];
+    let submitted = jobs
+        .submit_job(request)
+        .await
+        .expect("an ENAS cell is a valid NAT input")
+        .into_inner()
+        .job
+        .expect("job");
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let trained = work(
+        w,
+        worker,
+        server.jobs().await,
+        submitted.job_id.clone(),
+        None,
+    )
+    .await;
+    assert_no_repeats(&trained);
+    let done = job(&mut jobs, &submitted.job_id).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+    let result = jobs
+        .get_job_result(v1::GetJobResultRequest {
+            job_id: submitted.job_id.clone(),
+        })
+        .await
+        .expect("result")
+        .into_inner();
+    let o = &result.optimize[0];
+    let enas = nat_arch::parse_any("enas").expect("preset");
+    let best = o.best.as_ref().expect("best");
+    let alpha = nat_arch::Genotype::from_json_str(&best.genotype_json).expect("best genotype");
+    let space = nat_policy::ActionSpace::Nat(nat_arch::OpSet::NatLooseEnd);
+    nat_policy::input::validate_output(space, &enas, &alpha, "best")
+        .expect("the best is one NAT move per edge of the ENAS cell, in the loose-end list");
+    let policy = result.policy.expect("policy");
+    let checkpoint = server
+        .coordinator
+        .store
+        .latest_checkpoint(&policy.id)
+        .await
+        .expect("checkpoint");
+    assert_eq!(checkpoint.meta["op_set"], "nat-loose-end");
+
+    let mut other = optimize_request(1, 1);
+    other.optimize.as_mut().expect("spec").policy_id = policy.id.clone();
+    let err = jobs
+        .submit_job(other)
+        .await
+        .expect_err("a loose-end policy cannot optimize a fully concatenated cell");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("optimize.policy_id") && err.message().contains("nat-loose-end"),
+        "{}",
+        err.message()
+    );
+    server.stop().await;
+}
+both_backends!(
+    optimize_job_on_an_enas_cell_uses_the_loose_end_list,
+    loose_end_flow
+);
