@@ -262,12 +262,12 @@ async fn validation(db: &TestDb) {
         .expect_err("job already finished");
     assert_eq!(s.code(), Code::FailedPrecondition);
 
-    // optimize (h8): optimize jobs exist now (coordinator/tests/optimize.rs); the supernet reward
-    // mode is not offered yet: said plainly, naming the field.
+    // Optimize jobs (coordinator/tests/optimize.rs, supernet.rs): an unknown reward mode is
+    // said plainly, naming the field.
     let mut req = evaluate_request(&["darts-v2"], "digits");
     req.kind = v1::JobKind::Optimize as i32;
     req.optimize = Some(v1::OptimizeSpec {
-        reward: v1::RewardMode::Supernet as i32,
+        reward: 42,
         ..Default::default()
     });
     let s = jobs.submit_job(req).await.expect_err("optimize");
