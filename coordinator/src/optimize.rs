@@ -794,6 +794,9 @@ impl Run {
                             event::POLICY_UPDATE,
                             json!({
                                 "policy_version": version,
+                                "iteration": progress.iteration,
+                                "iterations": s.iterations,
+                                "loss": stats.loss,
                                 "baseline": stats.baseline,
                                 "mean_reward": stats.mean_reward,
                                 "rewards": rewards,
@@ -1025,11 +1028,25 @@ impl Run {
                     "input {i}: every derived candidate failed to train"
                 )));
             };
-            self.event(
-                event::NEW_BEST,
-                json!({"input_index": i, "genotype": g.to_json_value(), "accuracy": acc}),
-            )
-            .await?;
+            let mut document =
+                json!({"input_index": i, "genotype": g.to_json_value(), "accuracy": acc});
+            // The reward of the best: its accuracy over the input's on the same (learn) budget,
+            // when the input's accuracy is known (always in proxy mode; in supernet mode only
+            // if some job trained the input from scratch on that budget).
+            if let Some(input) = inputs.get(i) {
+                let key = RewardKey {
+                    arch_hash: input.canonical_hash(),
+                    dataset: spec.base.dataset.clone(),
+                    budget: spec.base.budget.key(),
+                };
+                if let Some(estimate) = self.c.store.reward_estimate(&key).await? {
+                    if estimate.count > 0 && estimate.mean.is_finite() {
+                        document["reward"] = json!(acc - estimate.mean);
+                        document["input_accuracy"] = json!(estimate.mean);
+                    }
+                }
+            }
+            self.event(event::NEW_BEST, document).await?;
             best.push(g);
         }
         Ok(best)

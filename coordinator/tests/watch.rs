@@ -135,6 +135,10 @@ async fn watch_flow(db: &TestDb) {
         assert!(u.iteration < 3, "{u:?}");
         assert!(u.rewards_used >= 1, "{u:?}");
         assert!(u.mean_reward.is_finite() && u.baseline.is_finite() && u.entropy > 0.0);
+        assert!(
+            u.loss.is_some_and(f64::is_finite),
+            "the update's loss: {u:?}"
+        );
     }
     assert_eq!(
         updates.last().map(|u| u.iteration),
@@ -159,6 +163,26 @@ async fn watch_flow(db: &TestDb) {
     let g = nat_arch::Genotype::from_json_str(&best.genotype_json).expect("canonical genotype");
     assert_eq!(g.to_darts_string(), best.genotype_darts);
     assert!(best.accuracy >= 0.5 && best.accuracy < 1.0, "{best:?}");
+    // Its reward is acc(best) − acc(input) on the learn budget (the input was trained as β).
+    let input = nat_arch::parse_any("darts-v2").expect("preset");
+    let estimate = server
+        .coordinator
+        .store
+        .reward_estimate(&nat_store::RewardKey {
+            arch_hash: input.canonical_hash(),
+            dataset: "digits".into(),
+            budget: nat_coordinator::budget::Budget::preset("smoke")
+                .expect("smoke")
+                .key(),
+        })
+        .await
+        .expect("read")
+        .expect("the input's accuracy on the learn budget");
+    assert!(
+        (best.reward - (best.accuracy - estimate.mean)).abs() < 1e-9,
+        "{best:?} vs input accuracy {}",
+        estimate.mean
+    );
     // The best is the one the result reports.
     let result = jobs
         .get_job_result(v1::GetJobResultRequest { job_id: id.clone() })
