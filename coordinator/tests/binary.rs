@@ -276,23 +276,42 @@ fn short_lease_args(database_url: &str, listen: &str) -> Vec<String> {
     .collect()
 }
 
+/// A coordinator on `database_url` listening on `listen`, with short leases.
+fn spawn_short_lease(database_url: &str, listen: &str, cwd: &Path) -> Proc {
+    let args = short_lease_args(database_url, listen);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn(&refs, &[], cwd)
+}
+
+/// After a `kill -9` of `killed`: a new coordinator on the same database and address (300 ms
+/// later), a client of it, and `job_id` once it is final; panics with `what` and the job if it is
+/// not final within `limit`.
+async fn restart_and_wait_for_end(
+    database_url: &str,
+    killed: &Proc,
+    cwd: &Path,
+    job_id: &str,
+    limit: Duration,
+    what: &str,
+) -> (Proc, JobServiceClient<Channel>, v1::Job) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarted = spawn_short_lease(database_url, &killed.grpc, cwd);
+    let url = format!("http://{}", killed.grpc);
+    let mut jobs = JobServiceClient::new(common::connect(&url).await);
+    let deadline = Instant::now() + limit;
+    let done = common::wait_for_end(&mut jobs, job_id, deadline, what).await;
+    (restarted, jobs, done)
+}
+
 async fn kill9(db: &TestDb) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let args = |listen: &str| short_lease_args(&db.url, listen);
-    let first_args = args("127.0.0.1:0");
-    let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let mut p = spawn(&first_refs, &[], dir.path());
+    let mut p = spawn_short_lease(&db.url, "127.0.0.1:0", dir.path());
     let url = format!("http://{}", p.grpc);
     let mut jobs = JobServiceClient::new(common::connect(&url).await);
     let presets = ["darts-v2", "enas", "naonet", "resnet-block"];
     let archs: Vec<&str> = presets.iter().cycle().take(24).copied().collect();
-    let job_id = jobs
-        .submit_job(evaluate_request(&archs, "digits"))
+    let job_id = common::submit(&mut jobs, evaluate_request(&archs, "digits"))
         .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job")
         .job_id;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -323,24 +342,17 @@ async fn kill9(db: &TestDb) {
     assert!(!status.success());
 
     // Restart on the same database and the same port; the workers reconnect by themselves.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second_args = args(&p.grpc);
-    let second_refs: Vec<&str> = second_args.iter().map(String::as_str).collect();
-    let mut p2 = spawn(&second_refs, &[], dir.path());
+    let (mut p2, mut jobs, done) = restart_and_wait_for_end(
+        &db.url,
+        &p,
+        dir.path(),
+        &job_id,
+        Duration::from_secs(90),
+        "job did not finish after restart",
+    )
+    .await;
     assert_eq!(p2.grpc, p.grpc);
-    let mut jobs = JobServiceClient::new(common::connect(&url).await);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let done = loop {
-        let j = common::job(&mut jobs, &job_id).await;
-        if j.state == v1::JobState::Succeeded as i32 {
-            break j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job did not finish after restart: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
     stop.store(true, Ordering::SeqCst);
     let mut reports = 0;
     for w in workers {
@@ -422,28 +434,11 @@ async fn kill9_optimize(db: &TestDb) {
     const ITERATIONS: u32 = 6;
     const SAMPLES: u32 = 4;
     let dir = tempfile::tempdir().expect("tempdir");
-    let first_args = short_lease_args(&db.url, "127.0.0.1:0");
-    let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let mut p = spawn(&first_refs, &[], dir.path());
+    let mut p = spawn_short_lease(&db.url, "127.0.0.1:0", dir.path());
     let url = format!("http://{}", p.grpc);
     let mut jobs = JobServiceClient::new(common::connect(&url).await);
-    let mut request = evaluate_request(&["darts-v2"], "digits");
-    request.kind = v1::JobKind::Optimize as i32;
-    request.name = "optimize, kill -9".into();
-    request.optimize = Some(v1::OptimizeSpec {
-        iterations: ITERATIONS,
-        samples_per_iteration: SAMPLES,
-        derive_samples: 3,
-        ..Default::default()
-    });
-    let job_id = jobs
-        .submit_job(request)
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job")
-        .job_id;
+    let request = common::optimize_request("optimize, kill -9", ITERATIONS, SAMPLES, 3);
+    let job_id = common::submit(&mut jobs, request).await.job_id;
     let stop = Arc::new(AtomicBool::new(false));
     // Each task is held 100 ms, so a round's rewards arrive over a few hundred ms before the
     // update that consumes them: the window the kill aims at.
@@ -514,23 +509,15 @@ async fn kill9_optimize(db: &TestDb) {
         .version;
     assert!(version_left >= version_at_kill);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second_args = short_lease_args(&db.url, &p.grpc);
-    let second_refs: Vec<&str> = second_args.iter().map(String::as_str).collect();
-    let mut p2 = spawn(&second_refs, &[], dir.path());
-    let mut jobs = JobServiceClient::new(common::connect(&url).await);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let j = common::job(&mut jobs, &job_id).await;
-        if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
-            break j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "optimize job did not finish after the restart: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (mut p2, _jobs, done) = restart_and_wait_for_end(
+        &db.url,
+        &p,
+        dir.path(),
+        &job_id,
+        Duration::from_secs(120),
+        "optimize job did not finish after the restart",
+    )
+    .await;
     stop.store(true, Ordering::SeqCst);
     for w in workers {
         w.await.expect("worker");

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{job, register, test_config, TestDb, TestServer};
+use common::{job, job_result, register, submit, test_config, TestDb, TestServer};
 use nat_proto::v1;
 use tonic::transport::Channel;
 use v1::worker_service_client::WorkerServiceClient;
@@ -50,21 +50,10 @@ async fn work(
     let mut trained = Trained::new();
     let mut answered = 0usize;
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the optimize job finishes in time"
-        );
-        if stop_after.is_some_and(|n| answered >= n) {
-            return trained;
-        }
-        let task = common::lease(&mut w, &worker, 200).await;
-        let Some(task) = task else {
-            let j = job(&mut jobs, &job_id).await;
-            if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
-                return trained;
-            }
-            continue;
+    while stop_after.is_none_or(|n| answered < n) {
+        let Some(task) = common::next_task(&mut w, &worker, &mut jobs, &job_id, deadline).await
+        else {
+            break;
         };
         let Some(v1::task::Payload::TrainEval(te)) = &task.payload else {
             panic!("a train_eval task expected");
@@ -72,32 +61,20 @@ async fn work(
         let g = nat_arch::Genotype::from_json_str(&te.genotype_json).expect("genotype");
         let budget = format!("{:?}", te.budget);
         *trained.entry((g.canonical_hash(), budget)).or_default() += 1;
+        let outcome = v1::report_result_request::Outcome::TrainEval(synthetic(te));
         let r = w
-            .report_result(v1::ReportResultRequest {
-                worker_id: worker.clone(),
-                task_id: task.task_id.clone(),
-                lease_token: task.lease_token,
-                outcome: Some(v1::report_result_request::Outcome::TrainEval(synthetic(te))),
-            })
+            .report_result(common::report(&worker, &task, outcome))
             .await
             .expect("report")
             .into_inner();
         assert!(!r.duplicate);
         answered += 1;
     }
+    trained
 }
 
 fn optimize_request(iterations: u32, samples: u32) -> v1::SubmitJobRequest {
-    let mut r = common::evaluate_request(&["darts-v2"], "digits");
-    r.kind = v1::JobKind::Optimize as i32;
-    r.name = "optimize test".into();
-    r.optimize = Some(v1::OptimizeSpec {
-        iterations,
-        samples_per_iteration: samples,
-        derive_samples: 6,
-        ..Default::default()
-    });
-    r
+    common::optimize_request("optimize test", iterations, samples, 6)
 }
 
 fn assert_no_repeats(trained: &Trained) {
@@ -107,23 +84,10 @@ fn assert_no_repeats(trained: &Trained) {
 }
 
 async fn check_result(server: &TestServer, job_id: &str, rewards: u64) {
-    let mut jobs = server.jobs().await;
-    let done = job(&mut jobs, job_id).await;
-    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
-    let result = jobs
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: job_id.into(),
-        })
-        .await
-        .expect("result")
-        .into_inner();
-    assert_eq!(result.kind, v1::JobKind::Optimize as i32);
-    assert_eq!(result.optimize.len(), 1);
+    let result = common::check_optimize_result(server, job_id, rewards).await;
     let o = &result.optimize[0];
     let original = o.original.as_ref().expect("original");
     let best = o.best.as_ref().expect("best");
-    let input = nat_arch::parse_any("darts-v2").expect("preset");
-    assert_eq!(original.canonical_hash, input.canonical_hash());
     for a in [original, best] {
         let m = a.result.as_ref().expect("measurement");
         assert!(m.accuracy > 0.2 && m.accuracy < 1.0, "{m:?}");
@@ -145,30 +109,12 @@ async fn check_result(server: &TestServer, job_id: &str, rewards: u64) {
         assert_eq!(m.params, expected.params);
     }
     let policy = result.policy.as_ref().expect("policy");
-    // A fresh policy is stored as version 1; each committed update adds one.
-    assert!(policy.version > 1, "the policy was updated: {policy:?}");
-    assert_eq!(policy.id, format!("job-{job_id}"));
-    assert_eq!(result.rewards, rewards);
     // The best was chosen among derived candidates, and the edges it changed are listed.
     if best.canonical_hash != original.canonical_hash {
         assert!(!o.changed_edges.is_empty());
     }
-    // The stored policy is listed and can transform an architecture at once.
+    // The stored policy (listed, checked above) can transform an architecture at once.
     let mut policies = v1::policy_service_client::PolicyServiceClient::new(server.channel().await);
-    let listed = policies
-        .list_policies(v1::ListPoliciesRequest {})
-        .await
-        .expect("list")
-        .into_inner()
-        .policies;
-    let p = listed
-        .iter()
-        .find(|p| p.id == policy.id)
-        .expect("policy listed");
-    assert_eq!(p.source_job, job_id);
-    assert_eq!(p.space, "nat");
-    assert_eq!(p.version, policy.version);
-    assert_eq!(p.rewards_consumed, rewards);
     let t = policies
         .transform_architecture(v1::TransformArchitectureRequest {
             policy_id: policy.id.clone(),
@@ -216,13 +162,7 @@ async fn check_result(server: &TestServer, job_id: &str, rewards: u64) {
 async fn optimize_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
-    let submitted = jobs
-        .submit_job(optimize_request(3, 4))
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let submitted = submit(&mut jobs, optimize_request(3, 4)).await;
     assert_eq!(submitted.kind, v1::JobKind::Optimize as i32);
     // Two simulated workers in parallel.
     let mut handles = Vec::new();
@@ -256,13 +196,7 @@ both_backends!(optimize_job_learns_derives_and_checks, optimize_flow);
 async fn restart_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
-    let submitted = jobs
-        .submit_job(optimize_request(2, 3))
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let submitted = submit(&mut jobs, optimize_request(2, 3)).await;
     let mut w = server.workers().await;
     let worker = register(&mut w, "sim").await;
     // Answer a few tasks, then stop the coordinator in the middle of learning.
@@ -274,14 +208,7 @@ async fn restart_flow(db: &TestDb) {
         Some(3),
     )
     .await;
-    let mid = job(&mut jobs, &submitted.job_id).await;
-    assert!(
-        mid.state == v1::JobState::Queued as i32 || mid.state == v1::JobState::Running as i32,
-        "stopped in the middle of the job: {mid:?}"
-    );
-    server.stop().await;
-
-    let server = TestServer::start(db, test_config(), false).await;
+    let server = common::restart_mid_job(server, db, &submitted.job_id).await;
     let w = server.workers().await;
     let after = work(
         w,
@@ -338,13 +265,7 @@ async fn stored_policy_flow(db: &TestDb) {
     let mut jobs = server.jobs().await;
     let mut w = server.workers().await;
     let worker = register(&mut w, "sim").await;
-    let first = jobs
-        .submit_job(optimize_request(1, 2))
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let first = submit(&mut jobs, optimize_request(1, 2)).await;
     work(
         w.clone(),
         worker.clone(),
@@ -353,13 +274,7 @@ async fn stored_policy_flow(db: &TestDb) {
         None,
     )
     .await;
-    let first_result = jobs
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: first.job_id.clone(),
-        })
-        .await
-        .expect("result")
-        .into_inner();
+    let first_result = job_result(&mut jobs, &first.job_id).await;
     let policy = first_result.policy.expect("policy");
     assert!(policy.version > 1, "updated: {policy:?}");
 
@@ -370,13 +285,7 @@ async fn stored_policy_flow(db: &TestDb) {
         o.policy_id = policy.id.clone();
         o.random_inputs = true;
     }
-    let second = jobs
-        .submit_job(r)
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let second = submit(&mut jobs, r).await;
     let trained = work(w, worker, server.jobs().await, second.job_id.clone(), None).await;
     assert_no_repeats(&trained);
     assert!(
@@ -385,13 +294,7 @@ async fn stored_policy_flow(db: &TestDb) {
     );
     let done = job(&mut jobs, &second.job_id).await;
     assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
-    let result = jobs
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: second.job_id.clone(),
-        })
-        .await
-        .expect("result")
-        .into_inner();
+    let result = job_result(&mut jobs, &second.job_id).await;
     assert!(
         result.optimize.is_empty(),
         "nothing to derive without inputs"
@@ -438,13 +341,7 @@ async fn loose_end_flow(db: &TestDb) {
     assert_no_repeats(&trained);
     let done = job(&mut jobs, &submitted.job_id).await;
     assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
-    let result = jobs
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: submitted.job_id.clone(),
-        })
-        .await
-        .expect("result")
-        .into_inner();
+    let result = job_result(&mut jobs, &submitted.job_id).await;
     let o = &result.optimize[0];
     let enas = nat_arch::parse_any("enas").expect("preset");
     let best = o.best.as_ref().expect("best");

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{job, register, test_config, TestDb, TestServer};
+use common::{register, submit, test_config, TestDb, TestServer};
 use nat_coordinator::budget::{Budget, SupernetBudget};
 use nat_proto::v1;
 use tonic::transport::Channel;
@@ -53,6 +53,20 @@ struct Expect {
     pairs: usize,
     settings: v1::SupernetSettings,
     input_hash: String,
+}
+
+impl Expect {
+    /// `pairs` pairs per task of `job_id` on the input `darts-v2`, with [`expected_settings`].
+    fn new(job_id: &str, pairs: usize) -> Expect {
+        Expect {
+            job_id: job_id.to_owned(),
+            pairs,
+            settings: expected_settings(),
+            input_hash: nat_arch::parse_any("darts-v2")
+                .expect("preset")
+                .canonical_hash(),
+        }
+    }
 }
 
 fn check_supernet_task(task: &v1::Task, sn: &v1::SupernetTask, e: &Expect) {
@@ -104,20 +118,11 @@ async fn work(
     let mut jobs = server.jobs().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut answered = 0usize;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the optimize job finishes in time"
-        );
-        if stop_after_supernet.is_some_and(|n| answered >= n) {
+    while stop_after_supernet.is_none_or(|n| answered < n) {
+        let Some(mut task) =
+            common::next_task(&mut w, &worker, &mut jobs, &e.job_id, deadline).await
+        else {
             return;
-        }
-        let Some(mut task) = common::lease(&mut w, &worker, 200).await else {
-            let j = job(&mut jobs, &e.job_id).await;
-            if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
-                return;
-            }
-            continue;
         };
         if abandon_first && matches!(task.payload, Some(v1::task::Payload::Supernet(_))) {
             abandon_first = false;
@@ -162,12 +167,7 @@ async fn work(
             None => panic!("a task without payload"),
         };
         let r = w
-            .report_result(v1::ReportResultRequest {
-                worker_id: worker.clone(),
-                task_id: task.task_id.clone(),
-                lease_token: task.lease_token,
-                outcome: Some(outcome),
-            })
+            .report_result(common::report(&worker, &task, outcome))
             .await
             .expect("report")
             .into_inner();
@@ -176,19 +176,12 @@ async fn work(
 }
 
 fn supernet_request(iterations: u32, samples: u32) -> v1::SubmitJobRequest {
-    let mut r = common::evaluate_request(&["darts-v2"], "digits");
-    r.kind = v1::JobKind::Optimize as i32;
-    r.name = "supernet test".into();
-    r.optimize = Some(v1::OptimizeSpec {
-        reward: v1::RewardMode::Supernet as i32,
-        iterations,
-        samples_per_iteration: samples,
-        derive_samples: 3,
-        supernet: Some(v1::SupernetSettings {
-            batch_size: 16,
-            train_steps_between_pairs: 3,
-            ..Default::default()
-        }),
+    let mut r = common::optimize_request("supernet test", iterations, samples, 3);
+    let o = r.optimize.as_mut().expect("spec");
+    o.reward = v1::RewardMode::Supernet as i32;
+    o.supernet = Some(v1::SupernetSettings {
+        batch_size: 16,
+        train_steps_between_pairs: 3,
         ..Default::default()
     });
     r
@@ -218,27 +211,12 @@ fn expected_settings() -> v1::SupernetSettings {
 /// The job succeeded, every reward reached the policy exactly once, and the rewards it learned
 /// from are the ones the worker's scores imply.
 async fn check_learned(server: &TestServer, job_id: &str, seen: &Seen, rounds: usize, m: usize) {
-    let mut jobs = server.jobs().await;
-    let done = job(&mut jobs, job_id).await;
-    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
-    let result = jobs
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: job_id.into(),
-        })
-        .await
-        .expect("result")
-        .into_inner();
-    assert_eq!(result.rewards, (rounds * m) as u64);
-    let policy = result.policy.as_ref().expect("policy");
-    assert!(policy.version > 1, "the policy was updated: {policy:?}");
-    assert_eq!(policy.id, format!("job-{job_id}"));
-    // Derive and final check work as in proxy mode: original and best, measured from scratch.
-    assert_eq!(result.optimize.len(), 1);
+    // The policy consumed exactly the reported rewards, each once. Derive and final check work
+    // as in proxy mode: original and best, measured from scratch.
+    let result = common::check_optimize_result(server, job_id, (rounds * m) as u64).await;
     let o = &result.optimize[0];
     let original = o.original.as_ref().expect("original");
     let best = o.best.as_ref().expect("best");
-    let input = nat_arch::parse_any("darts-v2").expect("preset");
-    assert_eq!(original.canonical_hash, input.canonical_hash());
     for a in [original, best] {
         let m = a.result.as_ref().expect("measurement");
         assert!(
@@ -256,21 +234,6 @@ async fn check_learned(server: &TestServer, job_id: &str, seen: &Seen, rounds: u
     distinct.sort();
     distinct.dedup();
     assert_eq!(distinct.len(), rounds, "no round's task was created twice");
-
-    // The policy consumed exactly the reported rewards, each once.
-    let mut policies = v1::policy_service_client::PolicyServiceClient::new(server.channel().await);
-    let listed = policies
-        .list_policies(v1::ListPoliciesRequest {})
-        .await
-        .expect("list")
-        .into_inner()
-        .policies;
-    let p = listed
-        .iter()
-        .find(|p| p.id == policy.id)
-        .expect("policy listed");
-    assert_eq!(p.rewards_consumed, (rounds * m) as u64);
-    assert_eq!(p.version, policy.version);
 
     // Each pair's sample holds the reward the worker's scores imply, consumed by exactly one
     // policy version (none dropped: nothing is stale here).
@@ -315,22 +278,9 @@ async fn check_learned(server: &TestServer, job_id: &str, seen: &Seen, rounds: u
 async fn supernet_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), true).await;
     let mut jobs = server.jobs().await;
-    let submitted = jobs
-        .submit_job(supernet_request(3, 4))
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let submitted = submit(&mut jobs, supernet_request(3, 4)).await;
     assert_eq!(submitted.kind, v1::JobKind::Optimize as i32);
-    let e = Expect {
-        job_id: submitted.job_id.clone(),
-        pairs: 4,
-        settings: expected_settings(),
-        input_hash: nat_arch::parse_any("darts-v2")
-            .expect("preset")
-            .canonical_hash(),
-    };
+    let e = Expect::new(&submitted.job_id, 4);
     let mut w = server.workers().await;
     let worker = register(&mut w, "sim").await;
     let mut seen = Seen::default();
@@ -344,35 +294,15 @@ both_backends!(supernet_job_learns_from_pair_scores, supernet_flow);
 async fn restart_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
-    let submitted = jobs
-        .submit_job(supernet_request(3, 2))
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
-    let e = Expect {
-        job_id: submitted.job_id.clone(),
-        pairs: 2,
-        settings: expected_settings(),
-        input_hash: nat_arch::parse_any("darts-v2")
-            .expect("preset")
-            .canonical_hash(),
-    };
+    let submitted = submit(&mut jobs, supernet_request(3, 2)).await;
+    let e = Expect::new(&submitted.job_id, 2);
     let mut w = server.workers().await;
     let worker = register(&mut w, "sim").await;
     let mut seen = Seen::default();
     // One round's task answered, then the coordinator stops (possibly between the report and
     // the policy update).
     work(&server, w, worker.clone(), &e, Some(1), false, &mut seen).await;
-    let mid = job(&mut jobs, &submitted.job_id).await;
-    assert!(
-        mid.state == v1::JobState::Queued as i32 || mid.state == v1::JobState::Running as i32,
-        "stopped in the middle of the job: {mid:?}"
-    );
-    server.stop().await;
-
-    let server = TestServer::start(db, test_config(), false).await;
+    let server = common::restart_mid_job(server, db, &submitted.job_id).await;
     let w = server.workers().await;
     work(&server, w, worker, &e, None, false, &mut seen).await;
     check_learned(&server, &submitted.job_id, &seen, 3, 2).await;
@@ -383,13 +313,7 @@ both_backends!(supernet_job_resumes_after_restart, restart_flow);
 async fn failed_round(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
-    let submitted = jobs
-        .submit_job(supernet_request(2, 2))
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let submitted = submit(&mut jobs, supernet_request(2, 2)).await;
     let mut w = server.workers().await;
     let worker = register(&mut w, "sim").await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -403,27 +327,20 @@ async fn failed_round(db: &TestDb) {
         }
     };
     assert!(matches!(task.payload, Some(v1::task::Payload::Supernet(_))));
-    w.report_result(v1::ReportResultRequest {
-        worker_id: worker.clone(),
-        task_id: task.task_id.clone(),
-        lease_token: task.lease_token,
-        outcome: Some(v1::report_result_request::Outcome::Failure(
-            v1::TaskFailure {
-                reason: "supernet.settings: batch_size too large for this device".into(),
-                retryable: false,
-            },
-        )),
-    })
-    .await
-    .expect("report");
-    let failed = loop {
-        let j = job(&mut jobs, &submitted.job_id).await;
-        if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "the job fails in time: {j:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let failure = v1::report_result_request::Outcome::Failure(v1::TaskFailure {
+        reason: "supernet.settings: batch_size too large for this device".into(),
+        retryable: false,
+    });
+    w.report_result(common::report(&worker, &task, failure))
+        .await
+        .expect("report");
+    let failed = common::wait_for_end(
+        &mut jobs,
+        &submitted.job_id,
+        deadline,
+        "the job fails in time",
+    )
+    .await;
     assert_eq!(failed.state, v1::JobState::Failed as i32, "{failed:?}");
     assert!(
         failed.error.contains("learning round 0") && failed.error.contains("batch_size too large"),

@@ -13,16 +13,7 @@ use v1::job_event::Event as E;
 use v1::job_service_client::JobServiceClient;
 
 fn optimize_request() -> v1::SubmitJobRequest {
-    let mut r = common::evaluate_request(&["darts-v2"], "digits");
-    r.kind = v1::JobKind::Optimize as i32;
-    r.name = "watch test".into();
-    r.optimize = Some(v1::OptimizeSpec {
-        iterations: 3,
-        samples_per_iteration: 3,
-        derive_samples: 4,
-        ..Default::default()
-    });
-    r
+    common::optimize_request("watch test", 3, 3, 4)
 }
 
 /// Every event of `job_id` after `after`, until the stream ends (it ends after the final state).
@@ -59,39 +50,19 @@ async fn fake_worker(server: &TestServer, job_id: &str) -> usize {
     let mut jobs = server.jobs().await;
     let mut answered = 0;
     let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        let Some(task) = common::lease(&mut w, &worker, 200).await else {
-            let j = job(&mut jobs, job_id).await;
-            if j.state != v1::JobState::Queued as i32 && j.state != v1::JobState::Running as i32 {
-                return answered;
-            }
-            continue;
-        };
-        w.report_result(v1::ReportResultRequest {
-            worker_id: worker.clone(),
-            task_id: task.task_id.clone(),
-            lease_token: task.lease_token,
-            outcome: Some(v1::report_result_request::Outcome::TrainEval(
-                common::fake_result(&task),
-            )),
-        })
-        .await
-        .expect("report");
+    while let Some(task) = common::next_task(&mut w, &worker, &mut jobs, job_id, deadline).await {
+        w.report_result(common::report_ok(&worker, &task))
+            .await
+            .expect("report");
         answered += 1;
     }
-    panic!("the optimize job did not finish within 180 s");
+    answered
 }
 
 async fn watch_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
-    let submitted = jobs
-        .submit_job(optimize_request())
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("job");
+    let submitted = common::submit(&mut jobs, optimize_request()).await;
     let id = submitted.job_id.clone();
     // A live watcher from the start, while the worker runs the job.
     let live = tokio::spawn(collect(server.jobs().await, id.clone(), 0));
@@ -184,11 +155,7 @@ async fn watch_flow(db: &TestDb) {
         estimate.mean
     );
     // The best is the one the result reports.
-    let result = jobs
-        .get_job_result(v1::GetJobResultRequest { job_id: id.clone() })
-        .await
-        .expect("result")
-        .into_inner();
+    let result = common::job_result(&mut jobs, &id).await;
     let reported = result.optimize[0].best.as_ref().expect("best");
     assert_eq!(reported.canonical_hash, g.canonical_hash());
 

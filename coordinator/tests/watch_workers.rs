@@ -32,16 +32,9 @@ async fn tasks_in_hand_flow(db: &TestDb) {
     let second = common::lease(&mut w, &worker, 2000).await.expect("a task");
     assert_eq!(in_hand(&server, &worker).await, 2);
     for task in [first, second] {
-        w.report_result(v1::ReportResultRequest {
-            worker_id: worker.clone(),
-            task_id: task.task_id.clone(),
-            lease_token: task.lease_token,
-            outcome: Some(v1::report_result_request::Outcome::TrainEval(
-                common::fake_result(&task),
-            )),
-        })
-        .await
-        .expect("report");
+        w.report_result(common::report_ok(&worker, &task))
+            .await
+            .expect("report");
     }
     assert_eq!(in_hand(&server, &worker).await, 0);
     server.stop().await;

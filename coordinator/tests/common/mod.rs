@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use nat_coordinator::{Clock, Config, Coordinator, ManualClock, SystemClock};
@@ -254,15 +254,27 @@ pub fn fake_result(task: &v1::Task) -> v1::TrainEvalResult {
     }
 }
 
-pub fn report_ok(worker_id: &str, task: &v1::Task) -> v1::ReportResultRequest {
+/// The report of `outcome` for `task`, leased by `worker_id`.
+pub fn report(
+    worker_id: &str,
+    task: &v1::Task,
+    outcome: v1::report_result_request::Outcome,
+) -> v1::ReportResultRequest {
     v1::ReportResultRequest {
         worker_id: worker_id.into(),
         task_id: task.task_id.clone(),
         lease_token: task.lease_token,
-        outcome: Some(v1::report_result_request::Outcome::TrainEval(fake_result(
-            task,
-        ))),
+        outcome: Some(outcome),
     }
+}
+
+/// The report of [`fake_result`] for `task`.
+pub fn report_ok(worker_id: &str, task: &v1::Task) -> v1::ReportResultRequest {
+    report(
+        worker_id,
+        task,
+        v1::report_result_request::Outcome::TrainEval(fake_result(task)),
+    )
 }
 
 pub async fn job(j: &mut JobServiceClient<Channel>, id: &str) -> v1::Job {
@@ -272,6 +284,143 @@ pub async fn job(j: &mut JobServiceClient<Channel>, id: &str) -> v1::Job {
         .into_inner()
         .job
         .expect("job")
+}
+
+/// Whether a job in `state` is still queued or running.
+pub fn in_progress(state: i32) -> bool {
+    state == v1::JobState::Queued as i32 || state == v1::JobState::Running as i32
+}
+
+/// Submits `request`, which must be accepted.
+pub async fn submit(j: &mut JobServiceClient<Channel>, request: v1::SubmitJobRequest) -> v1::Job {
+    j.submit_job(request)
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+}
+
+pub async fn job_result(j: &mut JobServiceClient<Channel>, id: &str) -> v1::GetJobResultResponse {
+    j.get_job_result(v1::GetJobResultRequest { job_id: id.into() })
+        .await
+        .expect("result")
+        .into_inner()
+}
+
+/// Polls `id` every 100 ms until it is final; panics with `what` and the job once `deadline`
+/// passes.
+pub async fn wait_for_end(
+    j: &mut JobServiceClient<Channel>,
+    id: &str,
+    deadline: Instant,
+    what: &str,
+) -> v1::Job {
+    loop {
+        let current = job(j, id).await;
+        if !in_progress(current.state) {
+            return current;
+        }
+        assert!(Instant::now() < deadline, "{what}: {current:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An optimize job of `darts-v2` on digits (smoke budget, proxy reward).
+pub fn optimize_request(
+    name: &str,
+    iterations: u32,
+    samples: u32,
+    derive_samples: u32,
+) -> v1::SubmitJobRequest {
+    let mut r = evaluate_request(&["darts-v2"], "digits");
+    r.kind = v1::JobKind::Optimize as i32;
+    r.name = name.into();
+    r.optimize = Some(v1::OptimizeSpec {
+        iterations,
+        samples_per_iteration: samples,
+        derive_samples,
+        ..Default::default()
+    });
+    r
+}
+
+/// The next task for `worker` of a scripted worker loop: leases (waiting 200 ms at a time) until
+/// a task comes, or returns `None` once `job_id` is final. Panics once `deadline` passes.
+pub async fn next_task(
+    w: &mut WorkerServiceClient<Channel>,
+    worker: &str,
+    jobs: &mut JobServiceClient<Channel>,
+    job_id: &str,
+    deadline: Instant,
+) -> Option<v1::Task> {
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the optimize job finishes in time"
+        );
+        if let Some(task) = lease(w, worker, 200).await {
+            return Some(task);
+        }
+        if !in_progress(job(jobs, job_id).await.state) {
+            return None;
+        }
+    }
+}
+
+/// Checks that `job_id` is still in progress, stops `server` in the middle of it and starts a new
+/// coordinator on the same database.
+pub async fn restart_mid_job(server: TestServer, db: &TestDb, job_id: &str) -> TestServer {
+    let mid = job(&mut server.jobs().await, job_id).await;
+    assert!(
+        in_progress(mid.state),
+        "stopped in the middle of the job: {mid:?}"
+    );
+    server.stop().await;
+    TestServer::start(db, test_config(), false).await
+}
+
+/// What every finished optimize job of one input (`darts-v2`) must show: it succeeded, its
+/// policy (`job-<id>`, listed with that source job, over the NAT space) was updated and consumed
+/// exactly `rewards` rewards, and the result has the input as original and a best. Returns the
+/// result for the checks particular to the reward mode.
+pub async fn check_optimize_result(
+    server: &TestServer,
+    job_id: &str,
+    rewards: u64,
+) -> v1::GetJobResultResponse {
+    let mut jobs = server.jobs().await;
+    let done = job(&mut jobs, job_id).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+    let result = job_result(&mut jobs, job_id).await;
+    assert_eq!(result.kind, v1::JobKind::Optimize as i32);
+    assert_eq!(result.optimize.len(), 1);
+    let o = &result.optimize[0];
+    let original = o.original.as_ref().expect("original");
+    assert!(o.best.is_some(), "a best");
+    let input = nat_arch::parse_any("darts-v2").expect("preset");
+    assert_eq!(original.canonical_hash, input.canonical_hash());
+    let policy = result.policy.as_ref().expect("policy");
+    // A fresh policy is stored as version 1; each committed update adds one.
+    assert!(policy.version > 1, "the policy was updated: {policy:?}");
+    assert_eq!(policy.id, format!("job-{job_id}"));
+    assert_eq!(result.rewards, rewards);
+    let mut policies = v1::policy_service_client::PolicyServiceClient::new(server.channel().await);
+    let listed = policies
+        .list_policies(v1::ListPoliciesRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .policies;
+    let p = listed
+        .iter()
+        .find(|p| p.id == policy.id)
+        .expect("policy listed");
+    assert_eq!(p.source_job, job_id);
+    assert_eq!(p.space, "nat");
+    assert_eq!(p.version, policy.version);
+    assert_eq!(p.rewards_consumed, rewards);
+    result
 }
 
 /// Runs an async test body against both backends.
