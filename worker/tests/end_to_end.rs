@@ -1,19 +1,12 @@
 //! End to end: the real `nat-coordinator` binary on a temporary SQLite database and real
 //! `nat-worker` processes training on the digits dataset over loopback gRPC.
 //!
-//! The coordinator binary is not a target of this crate, so `CARGO_BIN_EXE_nat-coordinator` is
-//! not available here. The tests run `cargo build -p nat-coordinator` (cargo from `$CARGO`, as set
-//! by `cargo test`; a no-op when it is up to date) and use `<target dir>/debug/nat-coordinator`,
-//! found next to this crate's own binary (`CARGO_BIN_EXE_nat-worker`). Set
-//! `NAT_COORDINATOR_BIN=/path/to/nat-coordinator` to use another build instead.
+//! The coordinator binary is built and found as `common::coordinator_binary` says (set
+//! `NAT_COORDINATOR_BIN=/path/to/nat-coordinator` to use another build).
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nat_proto::v1;
@@ -21,118 +14,10 @@ use nat_proto::v1::job_service_client::JobServiceClient;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use common::{wait_until, WorkerProcess};
-
-/// The coordinator binary, built once per test process.
-fn coordinator_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            if let Some(path) = std::env::var_os("NAT_COORDINATOR_BIN") {
-                return PathBuf::from(path);
-            }
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "nat-coordinator", "--bin", "nat-coordinator"])
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-                .status()
-                .expect("run cargo build -p nat-coordinator");
-            assert!(status.success(), "cargo build -p nat-coordinator failed");
-            let path =
-                Path::new(env!("CARGO_BIN_EXE_nat-worker")).with_file_name("nat-coordinator");
-            assert!(path.is_file(), "{} was not built", path.display());
-            path
-        })
-        .clone()
-}
-
-/// A real coordinator process; killed when dropped.
-struct CoordinatorProcess {
-    child: Child,
-    grpc: String,
-    log: PathBuf,
-}
-
-impl CoordinatorProcess {
-    fn spawn(listen: &str, database: &Path, lease_seconds: &str, log: &Path) -> Self {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open coordinator log");
-        let mut child = Command::new(coordinator_binary())
-            .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
-            .arg("--database-url")
-            .arg(format!("sqlite:{}", database.display()))
-            .args([
-                "--lease-seconds",
-                lease_seconds,
-                "--heartbeat-seconds",
-                "0.5",
-            ])
-            .args(["--expiry-interval-ms", "200", "--max-lease-wait-ms", "1000"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn nat-coordinator");
-        let stdout = child.stdout.take().expect("coordinator stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the coordinator's listening line");
-        // "listening grpc=ADDR http=ADDR"
-        let grpc = line
-            .split_whitespace()
-            .find_map(|part| part.strip_prefix("grpc="))
-            .unwrap_or_else(|| panic!("unexpected first line from the coordinator: {line:?}"))
-            .to_owned();
-        CoordinatorProcess {
-            child,
-            grpc,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().expect("kill -9 the coordinator");
-        self.child.wait().expect("reap the coordinator");
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("----- coordinator log -----\n{text}");
-        }
-    }
-}
-
-async fn jobs_client(url: &str) -> JobServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match JobServiceClient::connect(url.to_owned()).await {
-            Ok(client) => return client,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "cannot connect to {url}: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
+use common::{
+    assert_measured, get_job, in_progress, job_result, jobs_client, submit, wait_for_job_end,
+    wait_until, CoordinatorProcess, WorkerProcess,
+};
 
 /// An `evaluate` job on digits with the smoke budget, `epochs` overridden so tasks last long
 /// enough to be interrupted.
@@ -151,33 +36,6 @@ fn evaluate(architectures: &[&str], epochs: u32) -> v1::SubmitJobRequest {
         seed: 11,
         name: "worker e2e".to_owned(),
         ..v1::SubmitJobRequest::default()
-    }
-}
-
-async fn wait_for_job_end(
-    client: &mut JobServiceClient<Channel>,
-    job_id: &str,
-    limit: Duration,
-) -> v1::Job {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(response) = client
-            .get_job(v1::GetJobRequest {
-                job_id: job_id.to_owned(),
-            })
-            .await
-        {
-            let job = response.into_inner().job.expect("job");
-            let running = [v1::JobState::Queued as i32, v1::JobState::Running as i32];
-            if !running.contains(&job.state) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {job_id} still unfinished after {limit:?}: {job:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -250,16 +108,9 @@ async fn two_workers_finish_an_evaluate_job_despite_kill_9_of_one_mid_task() {
     );
     let mut client = jobs_client(&coordinator.url()).await;
     let architectures = ["darts-v2", "enas", "resnet-block", "vgg-block"];
-    let job_id = client
-        // 20 epochs: long enough (seconds per task even on a fast machine) for a worker to be caught
-        // in the middle of one.
-        .submit_job(evaluate(&architectures, 20))
-        .await
-        .expect("SubmitJob")
-        .into_inner()
-        .job
-        .expect("job")
-        .job_id;
+    // 20 epochs: long enough (seconds per task even on a fast machine) for a worker to be caught
+    // in the middle of one.
+    let job_id = submit(&mut client, evaluate(&architectures, 20)).await;
     let mut workers = [
         WorkerProcess::spawn(&coordinator.url(), "e2e-a", scratch.path(), &[]),
         WorkerProcess::spawn(&coordinator.url(), "e2e-b", scratch.path(), &[]),
@@ -273,18 +124,8 @@ async fn two_workers_finish_an_evaluate_job_despite_kill_9_of_one_mid_task() {
             Instant::now() < deadline,
             "no worker was seen in the middle of a task"
         );
-        let state = client
-            .get_job(v1::GetJobRequest {
-                job_id: job_id.clone(),
-            })
-            .await
-            .expect("GetJob")
-            .into_inner()
-            .job
-            .expect("job")
-            .state;
         assert!(
-            [v1::JobState::Queued as i32, v1::JobState::Running as i32].contains(&state),
+            in_progress(get_job(&mut client, &job_id).await.state),
             "the job ended before a worker could be caught in the middle of a task"
         );
         let candidate = workers.iter().enumerate().find_map(|(index, worker)| {
@@ -326,20 +167,12 @@ async fn two_workers_finish_an_evaluate_job_despite_kill_9_of_one_mid_task() {
     assert_eq!(finished.tasks_succeeded, 4, "{finished:?}");
     assert_eq!(finished.tasks_failed + finished.tasks_cancelled, 0);
 
-    let result = client
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .expect("GetJobResult")
-        .into_inner();
+    let result = job_result(&mut client, &job_id).await;
     assert_eq!(result.architectures.len(), 4);
     for architecture in &result.architectures {
         assert_eq!(architecture.state, v1::TaskState::Succeeded as i32);
-        let trained = architecture.result.as_ref().expect("a result");
-        assert!((0.0..=1.0).contains(&trained.accuracy), "{trained:?}");
-        assert!(trained.params > 0 && trained.madds > 0, "{trained:?}");
     }
+    assert_measured(result.architectures.iter().map(|a| a.result.as_ref()));
 
     // Every task completed exactly once; the killed worker's task was re-leased and completed by
     // the survivor.
@@ -376,15 +209,8 @@ async fn a_worker_reconnects_after_a_coordinator_restart_and_reports_its_task() 
     let address = coordinator.grpc.clone();
     let url = coordinator.url();
     let mut client = jobs_client(&url).await;
-    let job_id = client
-        // Long enough that the task in hand outlives the coordinator's outage on a fast machine.
-        .submit_job(evaluate(&["darts-v2", "resnet-block"], 15))
-        .await
-        .expect("SubmitJob")
-        .into_inner()
-        .job
-        .expect("job")
-        .job_id;
+    // Long enough that the task in hand outlives the coordinator's outage on a fast machine.
+    let job_id = submit(&mut client, evaluate(&["darts-v2", "resnet-block"], 15)).await;
     let mut worker = WorkerProcess::spawn(&url, "e2e-restart", scratch.path(), &[]);
 
     wait_until(
@@ -443,14 +269,7 @@ async fn a_worker_registers_again_with_a_coordinator_that_lost_its_database() {
     // A new coordinator on the same address but an empty database: it has never seen the worker.
     let second = CoordinatorProcess::spawn(&address, &scratch.path().join("second.db"), "20", &log);
     let mut client = jobs_client(&second.url()).await;
-    let job_id = client
-        .submit_job(evaluate(&["resnet-block"], 1))
-        .await
-        .expect("SubmitJob")
-        .into_inner()
-        .job
-        .expect("job")
-        .job_id;
+    let job_id = submit(&mut client, evaluate(&["resnet-block"], 1)).await;
     let finished = wait_for_job_end(&mut client, &job_id, Duration::from_secs(120)).await;
     assert_eq!(
         finished.state,

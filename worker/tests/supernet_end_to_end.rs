@@ -3,111 +3,19 @@
 //! worker trains its weight-sharing supernet across the job's `supernet` tasks and scores the
 //! (β, α) pairs; derive and the final check train from scratch (`train_eval`).
 //!
-//! As in `end_to_end.rs`, the coordinator binary is built with `cargo build -p nat-coordinator`
-//! (a no-op when up to date) and found next to `CARGO_BIN_EXE_nat-worker`, or taken from
-//! `NAT_COORDINATOR_BIN`.
+//! As in `end_to_end.rs`, the coordinator binary is built and found as
+//! `common::coordinator_binary` says (or taken from `NAT_COORDINATOR_BIN`).
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nat_proto::v1;
-use nat_proto::v1::job_service_client::JobServiceClient;
-use tonic::transport::Channel;
 
-use common::WorkerProcess;
-
-fn coordinator_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("NAT_COORDINATOR_BIN") {
-        return PathBuf::from(path);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "nat-coordinator", "--bin", "nat-coordinator"])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .status()
-        .expect("run cargo build -p nat-coordinator");
-    assert!(status.success(), "cargo build -p nat-coordinator failed");
-    let path = Path::new(env!("CARGO_BIN_EXE_nat-worker")).with_file_name("nat-coordinator");
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
-}
-
-/// A real coordinator process; killed when dropped (its log printed if the test panics).
-struct CoordinatorProcess {
-    child: Child,
-    grpc: String,
-    log: PathBuf,
-}
-
-impl CoordinatorProcess {
-    fn spawn(database: &Path, log: &Path) -> Self {
-        let log_file = std::fs::File::create(log).expect("create coordinator log");
-        let mut child = Command::new(coordinator_binary())
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-            .arg("--database-url")
-            .arg(format!("sqlite:{}", database.display()))
-            .args(["--lease-seconds", "20", "--heartbeat-seconds", "0.5"])
-            .args(["--expiry-interval-ms", "200", "--max-lease-wait-ms", "1000"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn nat-coordinator");
-        let stdout = child.stdout.take().expect("coordinator stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the coordinator's listening line");
-        let grpc = line
-            .split_whitespace()
-            .find_map(|part| part.strip_prefix("grpc="))
-            .unwrap_or_else(|| panic!("unexpected first line from the coordinator: {line:?}"))
-            .to_owned();
-        CoordinatorProcess {
-            child,
-            grpc,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.grpc)
-    }
-}
-
-impl Drop for CoordinatorProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("----- coordinator log -----\n{text}");
-        }
-    }
-}
-
-async fn jobs_client(url: &str) -> JobServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match JobServiceClient::connect(url.to_owned()).await {
-            Ok(client) => return client,
-            Err(error) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "cannot connect to {url}: {error}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
+use common::{
+    assert_measured, job_result, jobs_client, submit, wait_for_job_end, CoordinatorProcess,
+    WorkerProcess,
+};
 
 /// An optimize job on DARTS_V2 and the digits with a tiny budget: 2 rounds of 2 pairs on a
 /// C = 4, 3-cell supernet, then 2 derived candidates and the final check from scratch on 1 epoch
@@ -149,43 +57,18 @@ fn supernet_job() -> v1::SubmitJobRequest {
 async fn a_real_worker_runs_a_supernet_optimize_job_to_the_end() {
     let scratch = tempfile::tempdir().unwrap();
     let coordinator = CoordinatorProcess::spawn(
+        "127.0.0.1:0",
         &scratch.path().join("coordinator.db"),
+        "20",
         &scratch.path().join("coordinator.log"),
     );
     let mut client = jobs_client(&coordinator.url()).await;
     let started = Instant::now();
-    let job_id = client
-        .submit_job(supernet_job())
-        .await
-        .expect("SubmitJob")
-        .into_inner()
-        .job
-        .expect("job")
-        .job_id;
+    let job_id = submit(&mut client, supernet_job()).await;
+    // The worker prints its log if the wait below panics.
     let worker = WorkerProcess::spawn(&coordinator.url(), "e2e-supernet", scratch.path(), &[]);
 
-    let limit = Duration::from_secs(240);
-    let finished = loop {
-        let job = client
-            .get_job(v1::GetJobRequest {
-                job_id: job_id.clone(),
-            })
-            .await
-            .expect("GetJob")
-            .into_inner()
-            .job
-            .expect("job");
-        let running = [v1::JobState::Queued as i32, v1::JobState::Running as i32];
-        if !running.contains(&job.state) {
-            break job;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "job still unfinished after {limit:?}: {job:?}\n----- worker log -----\n{}",
-            worker.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let finished = wait_for_job_end(&mut client, &job_id, Duration::from_secs(240)).await;
     eprintln!(
         "supernet optimize job (2 rounds x 2 pairs, 2 candidates): {:.1} s from submission to the end",
         started.elapsed().as_secs_f64()
@@ -197,13 +80,7 @@ async fn a_real_worker_runs_a_supernet_optimize_job_to_the_end() {
         worker.log_text()
     );
 
-    let result = client
-        .get_job_result(v1::GetJobResultRequest {
-            job_id: job_id.clone(),
-        })
-        .await
-        .expect("GetJobResult")
-        .into_inner();
+    let result = job_result(&mut client, &job_id).await;
     assert_eq!(result.kind, v1::JobKind::Optimize as i32);
     assert_eq!(
         result.rewards, 4,
@@ -221,11 +98,7 @@ async fn a_real_worker_runs_a_supernet_optimize_job_to_the_end() {
             .expect("preset")
             .canonical_hash()
     );
-    for a in [original, best] {
-        let m = a.result.as_ref().expect("measurement");
-        assert!((0.0..=1.0).contains(&m.accuracy), "{m:?}");
-        assert!(m.params > 0 && m.madds > 0, "{m:?}");
-    }
+    assert_measured([original.result.as_ref(), best.result.as_ref()]);
     // The worker scored the pairs: one supernet task of 2 pairs per round.
     let log = worker.log_text();
     let scored = log
