@@ -255,6 +255,40 @@ async fn sim_worker(url: String, name: String, hold: Duration, stop: Arc<AtomicB
     reported
 }
 
+/// `n` [`sim_worker`]s (`sim-0`, `sim-1`, ...) on `url`, each holding a task `hold` before its
+/// report, until [`SimWorkers::stop`].
+struct SimWorkers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<u32>>,
+}
+
+impl SimWorkers {
+    fn start(url: &str, n: usize, hold: Duration) -> SimWorkers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..n)
+            .map(|i| {
+                tokio::spawn(sim_worker(
+                    url.to_owned(),
+                    format!("sim-{i}"),
+                    hold,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        SimWorkers { stop, handles }
+    }
+
+    /// Stops the workers; returns how many reports they made in all.
+    async fn stop(self) -> u32 {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut reports = 0;
+        for handle in self.handles {
+            reports += handle.await.expect("worker");
+        }
+        reports
+    }
+}
+
 /// Flags of a coordinator on `database_url` listening on `listen`, with short leases.
 fn short_lease_args(database_url: &str, listen: &str) -> Vec<String> {
     [
@@ -314,17 +348,7 @@ async fn kill9(db: &TestDb) {
         .await
         .job_id;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..4)
-        .map(|i| {
-            tokio::spawn(sim_worker(
-                url.clone(),
-                format!("sim-{i}"),
-                Duration::from_millis(60),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let workers = SimWorkers::start(&url, 4, Duration::from_millis(60));
 
     // Kill -9 once about a third of the tasks are done.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -353,11 +377,7 @@ async fn kill9(db: &TestDb) {
     .await;
     assert_eq!(p2.grpc, p.grpc);
     assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
-    stop.store(true, Ordering::SeqCst);
-    let mut reports = 0;
-    for w in workers {
-        reports += w.await.expect("worker");
-    }
+    let reports = workers.stop().await;
 
     // Every task counted exactly once.
     assert_eq!(done.tasks_total, 24);
@@ -439,19 +459,9 @@ async fn kill9_optimize(db: &TestDb) {
     let mut jobs = JobServiceClient::new(common::connect(&url).await);
     let request = common::optimize_request("optimize, kill -9", ITERATIONS, SAMPLES, 3);
     let job_id = common::submit(&mut jobs, request).await.job_id;
-    let stop = Arc::new(AtomicBool::new(false));
     // Each task is held 100 ms, so a round's rewards arrive over a few hundred ms before the
     // update that consumes them: the window the kill aims at.
-    let workers: Vec<_> = (0..2)
-        .map(|i| {
-            tokio::spawn(sim_worker(
-                url.clone(),
-                format!("sim-{i}"),
-                Duration::from_millis(100),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let workers = SimWorkers::start(&url, 2, Duration::from_millis(100));
 
     // Wait until at least one update is committed and rewards of the next round are waiting.
     let store = nat_store::connect(&db.url).await.expect("store");
@@ -518,10 +528,7 @@ async fn kill9_optimize(db: &TestDb) {
         "optimize job did not finish after the restart",
     )
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.await.expect("worker");
-    }
+    workers.stop().await;
     assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
 
     // Exactly one update per learning round: none lost to the crash, none applied twice.
