@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{job, job_result, register, submit, test_config, TestDb, TestServer};
+use common::{job, job_result, submit, test_config, TestDb, TestServer};
 use nat_proto::v1;
 use tonic::transport::Channel;
 use v1::worker_service_client::WorkerServiceClient;
@@ -167,8 +167,7 @@ async fn optimize_flow(db: &TestDb) {
     // Two simulated workers in parallel.
     let mut handles = Vec::new();
     for name in ["sim-1", "sim-2"] {
-        let mut w = server.workers().await;
-        let worker = register(&mut w, name).await;
+        let (w, worker) = common::registered(&server, name).await;
         handles.push(tokio::spawn(work(
             w,
             worker,
@@ -197,8 +196,7 @@ async fn restart_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
     let submitted = submit(&mut jobs, optimize_request(2, 3)).await;
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "sim").await;
+    let (w, worker) = common::registered(&server, "sim").await;
     // Answer a few tasks, then stop the coordinator in the middle of learning.
     let before = work(
         w,
@@ -263,8 +261,7 @@ both_backends!(optimize_rejects_bad_input, bad_input);
 async fn stored_policy_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "sim").await;
+    let (w, worker) = common::registered(&server, "sim").await;
     let first = submit(&mut jobs, optimize_request(1, 2)).await;
     work(
         w.clone(),
@@ -328,8 +325,7 @@ async fn loose_end_flow(db: &TestDb) {
         .into_inner()
         .job
         .expect("job");
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "sim").await;
+    let (w, worker) = common::registered(&server, "sim").await;
     let trained = work(
         w,
         worker,

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{register, submit, test_config, TestDb, TestServer};
+use common::{submit, test_config, TestDb, TestServer};
 use nat_coordinator::budget::{Budget, SupernetBudget};
 use nat_proto::v1;
 use tonic::transport::Channel;
@@ -281,8 +281,7 @@ async fn supernet_flow(db: &TestDb) {
     let submitted = submit(&mut jobs, supernet_request(3, 4)).await;
     assert_eq!(submitted.kind, v1::JobKind::Optimize as i32);
     let e = Expect::new(&submitted.job_id, 4);
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "sim").await;
+    let (w, worker) = common::registered(&server, "sim").await;
     let mut seen = Seen::default();
     work(&server, w, worker, &e, None, true, &mut seen).await;
     assert!(seen.train_eval >= 2, "derive and final check trained");
@@ -296,8 +295,7 @@ async fn restart_flow(db: &TestDb) {
     let mut jobs = server.jobs().await;
     let submitted = submit(&mut jobs, supernet_request(3, 2)).await;
     let e = Expect::new(&submitted.job_id, 2);
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "sim").await;
+    let (w, worker) = common::registered(&server, "sim").await;
     let mut seen = Seen::default();
     // One round's task answered, then the coordinator stops (possibly between the report and
     // the policy update).
@@ -314,8 +312,7 @@ async fn failed_round(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;
     let submitted = submit(&mut jobs, supernet_request(2, 2)).await;
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "sim").await;
+    let (mut w, worker) = common::registered(&server, "sim").await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let task = loop {
         assert!(

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{job, register, test_config, TestDb, TestServer};
+use common::{job, test_config, TestDb, TestServer};
 use nat_proto::v1;
 use tonic::transport::Channel;
 use v1::job_event::Event as E;
@@ -45,8 +45,7 @@ async fn collect(
 
 /// Leases and reports tasks (a deterministic fake accuracy per genotype) until the job is final.
 async fn fake_worker(server: &TestServer, job_id: &str) -> usize {
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "scripted").await;
+    let (mut w, worker) = common::registered(server, "scripted").await;
     let mut jobs = server.jobs().await;
     let mut answered = 0;
     let deadline = Instant::now() + Duration::from_secs(180);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{register, test_config, TestDb, TestServer};
+use common::{test_config, TestDb, TestServer};
 use nat_proto::v1;
 
 async fn in_hand(server: &TestServer, worker: &str) -> u32 {
@@ -25,8 +25,7 @@ async fn tasks_in_hand_flow(db: &TestDb) {
     jobs.submit_job(common::evaluate_request(&["darts-v2", "enas"], "digits"))
         .await
         .expect("submit");
-    let mut w = server.workers().await;
-    let worker = register(&mut w, "holder").await;
+    let (mut w, worker) = common::registered(&server, "holder").await;
     assert_eq!(in_hand(&server, &worker).await, 0);
     let first = common::lease(&mut w, &worker, 2000).await.expect("a task");
     let second = common::lease(&mut w, &worker, 2000).await.expect("a task");

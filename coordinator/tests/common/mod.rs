@@ -217,6 +217,13 @@ pub async fn register(w: &mut WorkerServiceClient<Channel>, name: &str) -> Strin
     .worker_id
 }
 
+/// A worker client of `server` and the id it registered under as `name`.
+pub async fn registered(server: &TestServer, name: &str) -> (WorkerServiceClient<Channel>, String) {
+    let mut w = server.workers().await;
+    let worker = register(&mut w, name).await;
+    (w, worker)
+}
+
 pub async fn lease(
     w: &mut WorkerServiceClient<Channel>,
     worker_id: &str,
