@@ -12,6 +12,19 @@ use tonic::transport::Channel;
 use v1::job_event::Event as E;
 use v1::job_service_client::JobServiceClient;
 
+/// The payloads of the `$kind` events among `$events`, in order: `of!(events, NewBest)`.
+macro_rules! of {
+    ($events:expr, $kind:ident) => {
+        $events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(E::$kind(payload)) => Some(payload),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+}
+
 fn optimize_request() -> v1::SubmitJobRequest {
     common::optimize_request("watch test", 3, 3, 4)
 }
@@ -77,22 +90,13 @@ async fn watch_flow(db: &TestDb) {
     for pair in events.windows(2) {
         assert!(pair[0].sequence <= pair[1].sequence, "{pair:?}");
     }
-    let phases: Vec<&str> = events
+    let phases: Vec<&str> = of!(events, PhaseChanged)
         .iter()
-        .filter_map(|e| match &e.event {
-            Some(E::PhaseChanged(p)) => Some(p.phase.as_str()),
-            _ => None,
-        })
+        .map(|p| p.phase.as_str())
         .collect();
     assert_eq!(phases, ["learn", "derive", "final"]);
 
-    let updates: Vec<&v1::PolicyUpdated> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Some(E::PolicyUpdated(u)) => Some(u),
-            _ => None,
-        })
-        .collect();
+    let updates: Vec<&v1::PolicyUpdated> = of!(events, PolicyUpdated);
     assert!(!updates.is_empty(), "policy updates streamed");
     // A fresh policy is version 1; every committed update adds one.
     assert!(updates[0].version >= 2, "{:?}", updates[0]);
@@ -116,13 +120,7 @@ async fn watch_flow(db: &TestDb) {
         "the last round"
     );
 
-    let bests: Vec<&v1::NewBest> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Some(E::NewBest(b)) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let bests: Vec<&v1::NewBest> = of!(events, NewBest);
     assert_eq!(
         bests.len(),
         1,
@@ -159,13 +157,7 @@ async fn watch_flow(db: &TestDb) {
     assert_eq!(reported.canonical_hash, g.canonical_hash());
 
     // Every completed task names the genotype it trained (not the job's inputs by index).
-    let completed: Vec<&v1::TaskCompleted> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Some(E::TaskCompleted(t)) => Some(t),
-            _ => None,
-        })
-        .collect();
+    let completed: Vec<&v1::TaskCompleted> = of!(events, TaskCompleted);
     assert_eq!(completed.len(), answered);
     for t in &completed {
         nat_arch::Genotype::from_json_str(&t.genotype_json).expect("the task's genotype");
