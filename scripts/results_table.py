@@ -275,9 +275,12 @@ def render(run_dir):
         for cell, cond, rec in dead:
             by_cond.setdefault(cond, []).append(f"{labels.get(cell, cell)} seed {rec['seed']}")
         accs = [rec["accuracy"] for _, _, rec in dead if rec["accuracy"] is not None]
-        acc_text = (
-            f" and trained to {pct(min(accs))}–{pct(max(accs))} %" if accs else ""
-        )
+        if not accs:
+            acc_text = ""
+        elif min(accs) == max(accs):
+            acc_text = f" and trained to {pct(accs[0])} %"
+        else:
+            acc_text = f" and trained to {pct(min(accs))}–{pct(max(accs))} %"
         w(
             f"{len(dead)} of the trained cells pass no signal: in their "
             "normal or reduction cell no path of non-null edges links an input to the output, "
@@ -297,9 +300,9 @@ def render(run_dir):
     w(
         "How to read this: the budget is tiny next to the paper's (600 epochs of CIFAR-10 at C = 36, "
         f"L = 20): {b['epochs']} epochs on {b['max_train_examples'] or 'all 60,000'} Fashion-MNIST "
-        f"images at C = {b['init_channels']}, L = {b['layers']}, where the networks are far from "
+        f"images at C = {b['init_channels']}, L = {b['layers']}, where the networks have not "
         + (f"converged (the best mean in the table is {pct(best)} %)" if best is not None else "converged")
-        + ", so the table ranks how fast cells learn in a short training rather than how well they "
+        + ", so the table measures how well cells learn in a short training, not how well they "
         "end up; differences smaller than the standard deviations are seed noise. The NAT policy "
         f"learned from only {optimize_rewards(optimize)} proxy rewards ({o['iterations']} policy "
         f"updates of {o['samples_per_iteration']} samples), each acc(α) − acc(β) of a "
