@@ -64,6 +64,9 @@ pub(crate) struct Translator {
     best: Option<f64>,
     /// Learning round of the latest `rewards` event (optimize jobs).
     iteration: Option<u32>,
+    /// Tasks ended (succeeded, failed, cancelled) as of the latest progress sent, so that the
+    /// progress of a `tasks_added` event does not drop to zero.
+    done: u32,
 }
 
 impl Translator {
@@ -199,7 +202,7 @@ impl Translator {
             }
             event_kind::TASKS_ADDED => Some(E::Progress(v1::JobProgress {
                 tasks_total: p.get("tasks_total").and_then(Value::as_u64).unwrap_or(0) as u32,
-                tasks_done: 0,
+                tasks_done: self.done,
                 tasks_running: 0,
             })),
             optimize_event::PHASE => Some(E::PhaseChanged(v1::PhaseChanged {
@@ -397,6 +400,7 @@ impl Watcher {
                     .await
                     .map_err(ApiError::from)?;
                 let done = job.tasks_done + job.tasks_failed + job.tasks_cancelled;
+                self.translator.done = u32::try_from(done).unwrap_or(u32::MAX);
                 let progress = v1::JobEvent {
                     sequence: self.after as u64,
                     job_id: self.job.to_string(),
@@ -441,6 +445,20 @@ mod tests {
             architectures: vec![],
             iterations: 5,
         })
+    }
+
+    #[test]
+    fn tasks_added_keeps_the_done_count_of_the_latest_progress() {
+        let mut t = optimize_job();
+        t.done = 27;
+        let out = t.translate(
+            &stored(9, "tasks_added", json!({"added": 2, "tasks_total": 29})),
+            None,
+        );
+        let Some(E::Progress(p)) = &out[0].event else {
+            panic!("{out:?}");
+        };
+        assert_eq!((p.tasks_done, p.tasks_total), (27, 29));
     }
 
     #[test]
