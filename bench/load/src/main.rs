@@ -63,6 +63,12 @@ struct Cli {
     /// Time a worker holds a task before reporting, in milliseconds.
     #[arg(long, default_value_t = 0)]
     hold_ms: u64,
+    /// Spread of the hold, as a fraction f in [0, 1]: each hold is drawn uniformly from
+    /// [hold·(1−f), hold·(1+f)] and each worker starts after a uniform delay in [0, hold), so the
+    /// workers are not synchronized (real trainings differ in length). 0 = every hold exactly
+    /// `--hold-ms`, all workers starting together.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    hold_jitter: f64,
     /// HTTP/2 connections shared by the workers.
     #[arg(long, default_value_t = 16)]
     connections: usize,
@@ -85,6 +91,47 @@ struct Cli {
     /// Target a running coordinator instead of starting one in-process (grpc mode).
     #[arg(long)]
     coordinator: Option<String>,
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("expected a number in [0, 1], got {text:?}")),
+    }
+}
+
+/// How long a simulated worker holds each task.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    mean: Duration,
+    jitter: f64,
+}
+
+impl Hold {
+    fn of(cli: &Cli) -> Hold {
+        Hold {
+            mean: Duration::from_millis(cli.hold_ms),
+            jitter: cli.hold_jitter,
+        }
+    }
+
+    /// Delay before a worker's first lease: uniform in [0, mean) when jittered, else none.
+    fn start_offset(&self) -> Duration {
+        if self.jitter > 0.0 && !self.mean.is_zero() {
+            self.mean.mul_f64(rand::random::<f64>())
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Holds one task.
+    async fn hold(&self) {
+        if self.mean.is_zero() {
+            return;
+        }
+        let factor = 1.0 + self.jitter * (2.0 * rand::random::<f64>() - 1.0);
+        tokio::time::sleep(self.mean.mul_f64(factor)).await;
+    }
 }
 
 /// Latencies in microseconds.
@@ -170,11 +217,12 @@ fn summary(cli: &Cli, backend: &str, elapsed: Duration, done: u64, mut s: Sample
     s.report_us.sort_unstable();
     let rate = done as f64 / elapsed.as_secs_f64();
     println!(
-        "mode={:?} backend={backend} workers={} connections={} hold_ms={} tasks={done} elapsed_s={:.2}",
+        "mode={:?} backend={backend} workers={} connections={} hold_ms={} hold_jitter={} tasks={done} elapsed_s={:.2}",
         cli.mode,
         cli.workers,
         cli.connections,
         cli.hold_ms,
+        cli.hold_jitter,
         elapsed.as_secs_f64()
     );
     println!("round_trips_per_s={rate:.0}");
@@ -303,9 +351,10 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
     for (i, id) in ids.into_iter().enumerate() {
         let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
         let done = done.clone();
-        let hold = Duration::from_millis(cli.hold_ms);
+        let hold = Hold::of(cli);
         handles.push(tokio::spawn(async move {
             let mut s = Samples::default();
+            tokio::time::sleep(hold.start_offset()).await;
             while done.load(Ordering::Relaxed) < total {
                 let t0 = Instant::now();
                 let task = w
@@ -323,9 +372,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
                     continue;
                 };
                 s.lease_us.push(us(t0.elapsed()));
-                if !hold.is_zero() {
-                    tokio::time::sleep(hold).await;
-                }
+                hold.hold().await;
                 let t1 = Instant::now();
                 w.report_result(v1::ReportResultRequest {
                     worker_id: id.clone(),
@@ -418,9 +465,10 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
         let store = store.clone();
         let done = done.clone();
         let caps = caps.clone();
-        let hold = Duration::from_millis(cli.hold_ms);
+        let hold = Hold::of(cli);
         handles.push(tokio::spawn(async move {
             let mut s = Samples::default();
+            tokio::time::sleep(hold.start_offset()).await;
             while done.load(Ordering::Relaxed) < total {
                 let t0 = Instant::now();
                 let Some(lease) = store
@@ -432,9 +480,7 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
                     continue;
                 };
                 s.lease_us.push(us(t0.elapsed()));
-                if !hold.is_zero() {
-                    tokio::time::sleep(hold).await;
-                }
+                hold.hold().await;
                 let t1 = Instant::now();
                 store.get_task(lease.task.id).await?;
                 store
