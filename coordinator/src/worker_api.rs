@@ -1,13 +1,12 @@
 //! `nat.v1.WorkerService`: registration, heartbeats, leases and reports.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nat_proto::v1;
 use nat_store::{
     Capabilities, HeldLease, Lease, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
-    RewardObservation, TaskState, WorkerId,
+    RewardObservation, TaskState,
 };
 use serde_json::json;
 use tonic::{Request, Response, Status};
@@ -31,9 +30,6 @@ pub struct WorkerApi {
     c: Arc<Coordinator>,
     /// Group commit of leases and reports, started on first use (inside the runtime).
     batcher: Arc<std::sync::OnceLock<Batcher>>,
-    /// Datasets each worker declared at registration (absent = unknown: no filtering). Kept in
-    /// memory: after a restart a worker's slots lease unfiltered until it registers again.
-    datasets: Arc<Mutex<HashMap<WorkerId, Arc<Vec<String>>>>>,
 }
 
 /// Most datasets a worker may declare.
@@ -142,7 +138,7 @@ pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
         slots: c.slots,
         version: c.version.clone(),
         hostname: String::new(),
-        datasets: Vec::new(),
+        datasets: c.datasets.clone(),
     }
 }
 
@@ -177,7 +173,6 @@ impl WorkerApi {
         WorkerApi {
             c,
             batcher: Arc::new(std::sync::OnceLock::new()),
-            datasets: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -232,13 +227,6 @@ impl WorkerApi {
             &self.c.worker_capabilities(worker).await?,
             r.device.as_ref(),
         );
-        let datasets = self
-            .datasets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&worker)
-            .cloned()
-            .unwrap_or_default();
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(self.c.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = self.c.shutdown_signal();
@@ -254,7 +242,7 @@ impl WorkerApi {
                 .lease(LeaseRequest {
                     worker,
                     capabilities: caps.clone(),
-                    datasets: datasets.to_vec(),
+                    datasets: caps.datasets.clone(),
                 })
                 .await?
             {
@@ -504,8 +492,8 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
         let r = request.into_inner();
         check_len("name", &r.name, 200)?;
-        let caps = capabilities_from_proto(r.capabilities.as_ref())?;
-        let datasets = datasets_from_proto(r.capabilities.as_ref())?;
+        let mut caps = capabilities_from_proto(r.capabilities.as_ref())?;
+        caps.datasets = datasets_from_proto(r.capabilities.as_ref())?;
         let name = if r.name.trim().is_empty() {
             r.capabilities
                 .as_ref()
@@ -523,12 +511,6 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             .map_err(ApiError::from)?;
         tracing::info!(worker = %worker.id, name = %worker.name, slots = caps.slots, gpus = caps.gpus, "worker registered");
         self.c.remember_worker(worker.id, caps);
-        if !datasets.is_empty() {
-            self.datasets
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(worker.id, Arc::new(datasets));
-        }
         nat_telemetry::record::worker_registered();
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
         Ok(Response::new(v1::RegisterWorkerResponse {

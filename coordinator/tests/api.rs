@@ -697,5 +697,35 @@ async fn dataset_matching(db: &TestDb) {
     let anyone = register(&mut w, "anyone").await;
     assert!(lease(&mut w, &anyone, 0).await.is_some());
     server.stop().await;
+
+    // The declarations are stored with the workers: after a coordinator restart on the same
+    // database the matching holds without registering again, and ListWorkers shows them.
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let listed = jobs
+        .list_workers(v1::ListWorkersRequest::default())
+        .await
+        .expect("list workers")
+        .into_inner()
+        .workers;
+    let declared = listed
+        .iter()
+        .find(|x| x.worker_id == has_mnist)
+        .and_then(|x| x.capabilities.as_ref())
+        .map(|c| c.datasets.clone());
+    assert_eq!(
+        declared,
+        Some(vec!["digits".to_string(), "mnist".to_string()])
+    );
+    jobs.submit_job(evaluate_request(&["resnet-block"], "mnist"))
+        .await
+        .expect("submit");
+    assert!(
+        lease(&mut w, &digits_only, 0).await.is_none(),
+        "after a restart, still no mnist task for the digits-only worker"
+    );
+    assert!(lease(&mut w, &has_mnist, 0).await.is_some());
+    server.stop().await;
 }
 both_backends!(leases_match_worker_datasets, dataset_matching);

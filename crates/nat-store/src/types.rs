@@ -184,6 +184,10 @@ pub struct Capabilities {
     pub devices: Vec<String>,
     /// Worker software version.
     pub version: String,
+    /// Datasets the worker holds (lease matching: a task on another dataset is not offered to
+    /// it); empty = unknown, any dataset. Stored with the worker, so the matching survives a
+    /// coordinator restart.
+    pub datasets: Vec<String>,
 }
 
 impl Capabilities {

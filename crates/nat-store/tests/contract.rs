@@ -69,6 +69,7 @@ fn gpu(mem: u64) -> Capabilities {
         slots: 1,
         devices: vec!["cpu".into(), "cuda:0".into()],
         version: "test".into(),
+        datasets: vec!["cifar10".into()],
     }
 }
 
@@ -1600,6 +1601,11 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
         .await
         .unwrap()
         .id;
+    // Capabilities, the declared datasets included, are stored with the worker.
+    assert_eq!(
+        store.get_worker(gw).await.unwrap().capabilities,
+        gpu(16_000)
+    );
     let cpu_slot = LeaseRequest {
         worker: workers[2],
         capabilities: cpu(),

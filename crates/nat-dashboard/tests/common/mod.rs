@@ -54,6 +54,7 @@ pub fn caps(gpus: u32, devices: &[&str], model: Option<&str>, slots: u32) -> Cap
         slots,
         devices: devices.iter().map(|d| d.to_string()).collect(),
         version: "0.1.0".into(),
+        datasets: Vec::new(),
     }
 }
 
