@@ -1564,17 +1564,24 @@ impl Store for PgStore {
         let expires = lease_expiry(now, lease_duration)?;
         let mut tx = self.pool.begin().await?;
         // Tasks first (lock order), then the worker row.
+        // Only the leases the worker says it holds (task and token): a lease whose LeaseTask
+        // response never reached the worker is not kept alive by its heartbeats and expires.
+        let held_ids: Vec<Uuid> = held.iter().map(|h| h.task_id).collect();
+        let held_tokens: Vec<i64> = held.iter().map(|h| h.token).collect();
         let extended: Vec<(Uuid, i64)> = sqlx::query_as(
             "UPDATE tasks t SET lease_expires_at = $3, \
                next_claim_at = CASE WHEN t.attempt < t.max_attempts THEN $3 ELSE NULL END, \
                updated_at = $2 \
              FROM jobs j \
              WHERE t.leased_by = $1 AND t.state = 'leased' AND j.id = t.job_id AND j.state <> 'cancelled' \
+               AND (t.id, t.lease_token) IN (SELECT * FROM UNNEST($4::uuid[], $5::int8[])) \
              RETURNING t.id, t.lease_token",
         )
         .bind(worker)
         .bind(now)
         .bind(expires)
+        .bind(&held_ids)
+        .bind(&held_tokens)
         .fetch_all(&mut *tx)
         .await?;
         let cancelled: Vec<Uuid> = sqlx::query_scalar(

@@ -783,17 +783,29 @@ impl Store for SqliteStore {
         if found == 0 {
             return Err(StoreError::not_found(Entity::Worker, worker));
         }
+        // Only the leases the worker says it holds (task and token): a lease whose LeaseTask
+        // response never reached the worker is not kept alive by its heartbeats and expires.
+        let held_json = serde_json::Value::Array(
+            held.iter()
+                .map(|h| serde_json::json!([h.task_id.to_string(), h.token]))
+                .collect(),
+        )
+        .to_string();
         let extended: Vec<(String, i64)> = sqlx::query_as(
             "UPDATE tasks SET lease_expires_at = ?3, \
                next_claim_at = CASE WHEN attempt < max_attempts THEN ?3 ELSE NULL END, \
                updated_at = ?2 \
              WHERE leased_by = ?1 AND state = 'leased' \
                AND (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) <> 'cancelled' \
+               AND EXISTS (SELECT 1 FROM json_each(?4) h \
+                           WHERE json_extract(h.value, '$[0]') = tasks.id \
+                             AND json_extract(h.value, '$[1]') = tasks.lease_token) \
              RETURNING id, lease_token",
         )
         .bind(worker.to_string())
         .bind(ts(now))
         .bind(ts(expires))
+        .bind(held_json)
         .fetch_all(&mut *tx)
         .await?;
         let cancelled: Vec<String> = sqlx::query_scalar(

@@ -95,10 +95,11 @@ pub trait Store: Send + Sync + 'static {
     /// Marks `active` workers whose last heartbeat is older than `cutoff` as `lost`; returns them.
     async fn mark_lost_workers(&self, cutoff: DateTime<Utc>) -> Result<Vec<WorkerId>>;
 
-    /// Records a heartbeat: sets the worker `active`, extends every lease it holds on a task of a
-    /// non-cancelled job to `now + lease_duration`, and returns the tasks it must stop: those of
-    /// `held` it no longer holds (token superseded, task final or re-leased) and those whose job
-    /// was cancelled.
+    /// Records a heartbeat: sets the worker `active`, extends the leases of `held` that it still
+    /// holds (same task and token) on tasks of non-cancelled jobs to `now + lease_duration`, and
+    /// returns the tasks it must stop: those of `held` it no longer holds (token superseded, task
+    /// final or re-leased) and those whose job was cancelled. A lease the worker does not list
+    /// (its LeaseTask response was lost) is not extended, so it expires and the task is re-queued.
     async fn heartbeat(
         &self,
         worker: WorkerId,

@@ -688,11 +688,14 @@ async fn cancel_withdraws_and_stops(db: Arc<TestDb>) {
 contract!(heartbeat_extends_leases);
 async fn heartbeat_extends_leases(db: Arc<TestDb>) {
     let store = db.open().await;
-    store.create_job(job(0), tasks(2), t0()).await.unwrap();
+    store.create_job(job(0), tasks(3), t0()).await.unwrap();
     let w1 = worker(&store, "w1").await;
     let w2 = worker(&store, "w2").await;
     let l = lease(&store, w1, t0()).await;
     let other = lease(&store, w2, t0()).await;
+    // A lease of w1's that w1 never learnt of (its LeaseTask response was lost): w1 does not
+    // list it, so its heartbeats do not keep it alive.
+    let orphan = lease(&store, w1, t0()).await;
     let hb = store
         .heartbeat(
             w1,
@@ -723,9 +726,13 @@ async fn heartbeat_extends_leases(db: Arc<TestDb>) {
     assert_eq!(w.last_heartbeat_at, at(20));
     assert_eq!(w.state, WorkerState::Active);
 
-    // At t+40, w1's lease is alive (extended) while w2's expired.
+    // At t+40, w1's lease is alive (extended) while w2's and the orphan expired.
     let exp = store.expire_leases(at(40)).await.unwrap();
-    assert_eq!(exp.requeued, vec![other.task.id]);
+    let mut requeued = exp.requeued.clone();
+    requeued.sort();
+    let mut expected = vec![other.task.id, orphan.task.id];
+    expected.sort();
+    assert_eq!(requeued, expected);
     assert_eq!(
         store.get_task(l.task.id).await.unwrap().state,
         TaskState::Leased
