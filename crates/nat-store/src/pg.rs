@@ -123,7 +123,8 @@ static LEASE_SQL: LazyLock<String> = LazyLock::new(lease_sql);
 
 /// The single statement of the hot report path (see `PgStore::report_fast`).
 static REPORT_SQL: LazyLock<String> = LazyLock::new(|| {
-    "WITH upd AS ( \
+    format!(
+        "WITH upd AS ( \
        UPDATE tasks SET state = $4, reported_token = $2, lease_expires_at = NULL, next_claim_at = $5, \
          result = $6, failures = CASE WHEN $7::jsonb IS NULL THEN failures \
            ELSE failures || jsonb_build_array($7::jsonb) END, \
@@ -143,29 +144,17 @@ static REPORT_SQL: LazyLock<String> = LazyLock::new(|| {
        SELECT id, state, completion, tasks_total, tasks_done + $10 AS d, tasks_failed + $11 AS f, \
          tasks_cancelled + $12 AS c, event_seq, CASE WHEN $13::text IS NULL THEN 0 ELSE 1 END AS n \
        FROM jobs WHERE id = (SELECT job_id FROM upd) FOR NO KEY UPDATE \
-     ), calc AS ( \
-       SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
-         AND d + f + c >= tasks_total) AS fin FROM cur \
-     ), jupd AS ( \
-       UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
-         event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
-         state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
-           WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
-         error = CASE WHEN calc.fin AND calc.d = 0 \
-           THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
-         finished_at = CASE WHEN calc.fin THEN $9 ELSE jobs.finished_at END, \
-         updated_at = $9 \
-       FROM calc WHERE jobs.id = calc.id \
-       RETURNING jobs.id, jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
+     {accounting} \
      ), ev AS ( \
        INSERT INTO events (job_id, seq, kind, payload, created_at) \
        SELECT jupd.id, jupd.base + 1, $13, $14, $9 FROM jupd WHERE $13::text IS NOT NULL \
        UNION ALL \
-       SELECT jupd.id, jupd.base + jupd.n + 1, 'job_finished', jsonb_build_object('state', jupd.state, \
-         'error', jupd.error, 'tasks_done', jupd.d, 'tasks_failed', jupd.f), $9 FROM jupd WHERE jupd.fin \
+       {job_finished} \
      ) \
-     SELECT (SELECT count(*) FROM upd) AS applied, (SELECT state FROM jupd) AS job_state"
-        .to_string()
+     SELECT (SELECT count(*) FROM upd) AS applied, (SELECT state FROM jupd) AS job_state",
+        accounting = job_accounting_sql("$9"),
+        job_finished = job_finished_event_sql("$9"),
+    )
 });
 
 /// The batched claim (see [`Store::lease_tasks`]): up to `$7` tasks for slots that offer the
@@ -224,7 +213,8 @@ static LEASE_MANY_SQL: LazyLock<String> = LazyLock::new(lease_many_sql);
 /// sequential one), one counters/completion update per job (job rows locked in id order after
 /// the task rows) and the events, numbered per job in batch order.
 static REPORT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
-    "WITH u AS ( \
+    format!(
+        "WITH u AS ( \
        SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::bool[], \
          $6::jsonb[], $7::jsonb[], $8::text[], $9::jsonb[]) \
          WITH ORDINALITY AS u(id, token, worker, state, requeue, result, failure, ev_kind, ev_payload, ord) \
@@ -260,20 +250,7 @@ static REPORT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
        SELECT j.id, j.state, j.completion, j.tasks_total, j.tasks_done + p.dd AS d, \
          j.tasks_failed + p.df AS f, j.tasks_cancelled + p.dc AS c, j.event_seq, p.n \
        FROM jobs j JOIN per_job p ON p.job_id = j.id ORDER BY j.id FOR NO KEY UPDATE OF j \
-     ), calc AS ( \
-       SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
-         AND d + f + c >= tasks_total) AS fin FROM cur \
-     ), jupd AS ( \
-       UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
-         event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
-         state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
-           WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
-         error = CASE WHEN calc.fin AND calc.d = 0 \
-           THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
-         finished_at = CASE WHEN calc.fin THEN $10 ELSE jobs.finished_at END, \
-         updated_at = $10 \
-       FROM calc WHERE jobs.id = calc.id \
-       RETURNING jobs.id, jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f \
+     {accounting} \
      ), ev AS ( \
        INSERT INTO events (job_id, seq, kind, payload, created_at) \
        SELECT e.job_id, jupd.base + e.k, e.ev_kind, e.ev_payload, $10 FROM ( \
@@ -282,12 +259,43 @@ static REPORT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
          FROM upd WHERE upd.ev_kind IS NOT NULL \
        ) e JOIN jupd ON jupd.id = e.job_id \
        UNION ALL \
-       SELECT jupd.id, jupd.base + jupd.n + 1, 'job_finished', jsonb_build_object('state', jupd.state, \
-         'error', jupd.error, 'tasks_done', jupd.d, 'tasks_failed', jupd.f), $10 FROM jupd WHERE jupd.fin \
+       {job_finished} \
      ) \
-     SELECT upd.ord, jupd.state AS job_state FROM upd JOIN jupd ON jupd.id = upd.job_id"
-        .to_string()
+     SELECT upd.ord, jupd.state AS job_state FROM upd JOIN jupd ON jupd.id = upd.job_id",
+        accounting = job_accounting_sql("$10"),
+        job_finished = job_finished_event_sql("$10"),
+    )
 });
+
+/// The `calc` and `jupd` steps shared by both report statements: from a `cur` step (the job
+/// rows with their new counters `d`, `f`, `c` and `n` new events), decide completion and update
+/// the job row (counters, event sequence, state, error, times at `now`).
+fn job_accounting_sql(now: &str) -> String {
+    format!(
+        "), calc AS ( \
+           SELECT cur.*, (completion = 'all_tasks' AND state IN ('queued', 'running') \
+             AND d + f + c >= tasks_total) AS fin FROM cur \
+         ), jupd AS ( \
+           UPDATE jobs SET tasks_done = calc.d, tasks_failed = calc.f, tasks_cancelled = calc.c, \
+             event_seq = calc.event_seq + calc.n + CASE WHEN calc.fin THEN 1 ELSE 0 END, \
+             state = CASE WHEN calc.fin THEN CASE WHEN calc.d > 0 THEN 'succeeded' ELSE 'failed' END \
+               WHEN jobs.state = 'queued' THEN 'running' ELSE jobs.state END, \
+             error = CASE WHEN calc.fin AND calc.d = 0 \
+               THEN 'all ' || calc.tasks_total || ' tasks failed' ELSE jobs.error END, \
+             finished_at = CASE WHEN calc.fin THEN {now} ELSE jobs.finished_at END, \
+             updated_at = {now} \
+           FROM calc WHERE jobs.id = calc.id \
+           RETURNING jobs.id, jobs.state, jobs.error, calc.fin, calc.event_seq AS base, calc.n, calc.d, calc.f"
+    )
+}
+
+/// The `job_finished` event row of the jobs the `jupd` step completed, at `now`.
+fn job_finished_event_sql(now: &str) -> String {
+    format!(
+        "SELECT jupd.id, jupd.base + jupd.n + 1, 'job_finished', jsonb_build_object('state', jupd.state, \
+           'error', jupd.error, 'tasks_done', jupd.d, 'tasks_failed', jupd.f), {now} FROM jupd WHERE jupd.fin"
+    )
+}
 
 const JOB_COLS: &str = "id, kind, spec, state, priority, completion, tasks_total, tasks_done, \
     tasks_failed, tasks_cancelled, result, error, created_at, updated_at, finished_at, \
