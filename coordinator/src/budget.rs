@@ -182,25 +182,9 @@ impl Budget {
 
     /// Checks every field against its bounds; the error names `{field}.{name}`.
     pub fn validate(&self, field: &str) -> Result<(), ApiError> {
-        let int = |name: &str, v: u32, lo: u32, hi: u32| -> Result<(), ApiError> {
-            if v < lo || v > hi {
-                return Err(ApiError::invalid(
-                    format!("{field}.{name}"),
-                    format!("must be in {lo}..={hi}, got {v}"),
-                ));
-            }
-            Ok(())
-        };
-        let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| -> Result<(), ApiError> {
-            let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
-            if !ok {
-                let close = if hi_open { ")" } else { "]" };
-                return Err(ApiError::invalid(
-                    format!("{field}.{name}"),
-                    format!("must be a finite number in [{lo}, {hi}{close}, got {v}"),
-                ));
-            }
-            Ok(())
+        let int = |name: &str, v: u32, lo: u32, hi: u32| int_in(field, name, v, lo, hi);
+        let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| {
+            real_in(field, name, v, lo, hi, hi_open)
         };
         int("epochs", self.epochs, 1, 10_000)?;
         int("batch_size", self.batch_size, 1, 4096)?;
@@ -389,25 +373,9 @@ impl SupernetBudget {
 
     /// Checks every field against its bounds; the error names `{field}.{name}`.
     pub fn validate(&self, field: &str) -> Result<(), ApiError> {
-        let int = |name: &str, v: u32, lo: u32, hi: u32| -> Result<(), ApiError> {
-            if v < lo || v > hi {
-                return Err(ApiError::invalid(
-                    format!("{field}.{name}"),
-                    format!("must be in {lo}..={hi}, got {v}"),
-                ));
-            }
-            Ok(())
-        };
-        let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| -> Result<(), ApiError> {
-            let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
-            if !ok {
-                let close = if hi_open { ")" } else { "]" };
-                return Err(ApiError::invalid(
-                    format!("{field}.{name}"),
-                    format!("must be a finite number in [{lo}, {hi}{close}, got {v}"),
-                ));
-            }
-            Ok(())
+        let int = |name: &str, v: u32, lo: u32, hi: u32| int_in(field, name, v, lo, hi);
+        let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| {
+            real_in(field, name, v, lo, hi, hi_open)
         };
         int("init_channels", self.init_channels, 2, 1024)?;
         if !self.init_channels.is_multiple_of(2) {
@@ -482,6 +450,37 @@ impl SupernetBudget {
             "num_nodes": num_nodes,
         })
     }
+}
+
+/// `{field}.{name}` must be an integer in `lo..=hi`.
+fn int_in(field: &str, name: &str, v: u32, lo: u32, hi: u32) -> Result<(), ApiError> {
+    if v < lo || v > hi {
+        return Err(ApiError::invalid(
+            format!("{field}.{name}"),
+            format!("must be in {lo}..={hi}, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `{field}.{name}` must be a finite number in `[lo, hi]` (`[lo, hi)` when `hi_open`).
+fn real_in(
+    field: &str,
+    name: &str,
+    v: f64,
+    lo: f64,
+    hi: f64,
+    hi_open: bool,
+) -> Result<(), ApiError> {
+    let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
+    if !ok {
+        let close = if hi_open { ")" } else { "]" };
+        return Err(ApiError::invalid(
+            format!("{field}.{name}"),
+            format!("must be a finite number in [{lo}, {hi}{close}, got {v}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
