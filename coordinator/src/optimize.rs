@@ -894,25 +894,31 @@ impl Run {
 
     /// This job's `supernet` task of learning round `iteration`.
     async fn supernet_task(&self, iteration: u32) -> Result<Option<nat_store::Task>, Failure> {
-        let mut offset = 0u64;
+        Ok(self.all_tasks().await?.into_iter().find(|t| {
+            t.kind == SUPERNET_TASK
+                && t.payload.get("iteration").and_then(Value::as_u64) == Some(u64::from(iteration))
+        }))
+    }
+
+    /// Every task of this job, page by page from the store.
+    async fn all_tasks(&self) -> Result<Vec<nat_store::Task>, Failure> {
+        let mut out = Vec::new();
         loop {
             let page = self
                 .c
                 .store
-                .list_tasks(self.job, None, nat_store::limits::MAX_PAGE, offset)
+                .list_tasks(
+                    self.job,
+                    None,
+                    nat_store::limits::MAX_PAGE,
+                    out.len() as u64,
+                )
                 .await?;
             let n = page.len();
-            if let Some(t) = page.into_iter().find(|t| {
-                t.kind == SUPERNET_TASK
-                    && t.payload.get("iteration").and_then(Value::as_u64)
-                        == Some(u64::from(iteration))
-            }) {
-                return Ok(Some(t));
-            }
+            out.extend(page);
             if n < nat_store::limits::MAX_PAGE as usize {
-                return Ok(None);
+                return Ok(out);
             }
-            offset += n as u64;
         }
     }
 
@@ -1187,29 +1193,20 @@ impl Run {
         &self,
     ) -> Result<HashMap<(String, String), (TaskState, Option<TrainEvalOutcome>)>, Failure> {
         let mut out = HashMap::new();
-        let mut offset = 0u64;
-        loop {
-            let page = self
-                .c
-                .store
-                .list_tasks(self.job, None, nat_store::limits::MAX_PAGE, offset)
-                .await?;
-            let n = page.len();
-            for t in page.into_iter().filter(|t| t.kind == "train_eval") {
-                let Ok(p) = serde_json::from_value::<TrainEvalPayload>(t.payload) else {
-                    continue;
-                };
-                let outcome = t
-                    .result
-                    .and_then(|r| serde_json::from_value::<StoredResult>(r).ok())
-                    .map(|r| r.outcome);
-                out.insert((p.arch_hash, p.budget.key()), (t.state, outcome));
+        for t in self.all_tasks().await? {
+            if t.kind != "train_eval" {
+                continue;
             }
-            if n < nat_store::limits::MAX_PAGE as usize {
-                return Ok(out);
-            }
-            offset += n as u64;
+            let Ok(p) = serde_json::from_value::<TrainEvalPayload>(t.payload) else {
+                continue;
+            };
+            let outcome = t
+                .result
+                .and_then(|r| serde_json::from_value::<StoredResult>(r).ok())
+                .map(|r| r.outcome);
+            out.insert((p.arch_hash, p.budget.key()), (t.state, outcome));
         }
+        Ok(out)
     }
 
     async fn create_tasks(
