@@ -114,7 +114,7 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
             let mut report_lat = Vec::new();
             let requests: Vec<LeaseRequest> = (0..batch)
                 .map(|_| LeaseRequest {
-                    worker: w,
+                    worker: Some(w),
                     capabilities: caps.clone(),
                     datasets: vec![],
                 })

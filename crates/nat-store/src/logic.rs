@@ -366,7 +366,12 @@ pub(crate) fn check_lease(
     token: i64,
     worker: WorkerId,
 ) -> Result<()> {
-    if leased_by != Some(worker) || lease_token != token {
+    // An unassigned reservation (no worker yet) belongs to whoever holds its token.
+    let holder_ok = match leased_by {
+        Some(w) => w == worker,
+        None => state == TaskState::Leased,
+    };
+    if !holder_ok || lease_token != token {
         return Err(StoreError::FailedPrecondition(format!(
             "lease token {token} of task {task} is stale or held by another worker"
         )));

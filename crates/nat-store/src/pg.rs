@@ -125,11 +125,11 @@ static LEASE_SQL: LazyLock<String> = LazyLock::new(lease_sql);
 static REPORT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH upd AS ( \
-       UPDATE tasks SET state = $4, reported_token = $2, lease_expires_at = NULL, next_claim_at = $5, \
+       UPDATE tasks SET state = $4, reported_token = $2, leased_by = $3, lease_expires_at = NULL, next_claim_at = $5, \
          result = $6, failures = CASE WHEN $7::jsonb IS NULL THEN failures \
            ELSE failures || jsonb_build_array($7::jsonb) END, \
          finished_at = $8, updated_at = $9 \
-       WHERE id = $1 AND state = 'leased' AND lease_token = $2 AND leased_by = $3 \
+       WHERE id = $1 AND state = 'leased' AND lease_token = $2 AND (leased_by = $3 OR leased_by IS NULL) \
        RETURNING job_id \
      ), rew AS ( \
        INSERT INTO reward_estimates AS r (arch_hash, dataset, budget, count, mean, m2, updated_at) \
@@ -205,6 +205,12 @@ fn lease_many_sql() -> String {
 
 static LEASE_MANY_SQL: LazyLock<String> = LazyLock::new(lease_many_sql);
 
+/// Returns unassigned reservations to the queue (`$1` = now): state `ready`, the attempt given
+/// back, claimable at once; the token is not reused. Callers append a filter on the rows.
+const RELEASE_SQL: &str = "UPDATE tasks t SET state = 'ready', attempt = t.attempt - 1, \
+       lease_expires_at = NULL, next_claim_at = $1, progress = NULL, updated_at = $1 \
+     WHERE t.state = 'leased' AND t.leased_by IS NULL";
+
 /// The batched report statement (see `PgStore::report_batch`): one row of the `u` arrays per
 /// report, decided beforehand from one read. The task update applies only where the lease is
 /// still (token, worker); everything else is computed from the rows it actually updated: the
@@ -219,12 +225,13 @@ static REPORT_MANY_SQL: LazyLock<String> = LazyLock::new(|| {
          $6::jsonb[], $7::jsonb[], $8::text[], $9::jsonb[]) \
          WITH ORDINALITY AS u(id, token, worker, state, requeue, result, failure, ev_kind, ev_payload, ord) \
      ), upd AS ( \
-       UPDATE tasks t SET state = u.state, reported_token = u.token, lease_expires_at = NULL, \
+       UPDATE tasks t SET state = u.state, reported_token = u.token, leased_by = u.worker, lease_expires_at = NULL, \
          next_claim_at = CASE WHEN u.requeue THEN $10::timestamptz ELSE NULL END, result = u.result, \
          failures = CASE WHEN u.failure IS NULL THEN t.failures \
            ELSE t.failures || jsonb_build_array(u.failure) END, \
          finished_at = CASE WHEN u.requeue THEN NULL ELSE $10::timestamptz END, updated_at = $10 \
-       FROM u WHERE t.id = u.id AND t.state = 'leased' AND t.lease_token = u.token AND t.leased_by = u.worker \
+       FROM u WHERE t.id = u.id AND t.state = 'leased' AND t.lease_token = u.token \
+         AND (t.leased_by = u.worker OR t.leased_by IS NULL) \
        RETURNING t.id, t.job_id, u.state, u.ord, u.ev_kind, u.ev_payload \
      ), obs AS ( \
        SELECT r.h, r.d, r.b, count(*) AS n, avg(r.x) AS mean, \
@@ -974,7 +981,7 @@ impl PgStore {
         }
         let requeue = decision.new_state == TaskState::Ready;
         sqlx::query(
-            "UPDATE tasks SET state = $2, reported_token = $3, lease_expires_at = NULL, \
+            "UPDATE tasks SET state = $2, reported_token = $3, leased_by = $9, lease_expires_at = NULL, \
                next_claim_at = $4, result = $5, failures = $6, finished_at = $7, updated_at = $8 \
              WHERE id = $1",
         )
@@ -986,6 +993,7 @@ impl PgStore {
         .bind(Json(&failures))
         .bind((!requeue).then_some(now))
         .bind(now)
+        .bind(worker)
         .execute(&mut *tx)
         .await?;
         if let (
@@ -1051,8 +1059,10 @@ impl PgStore {
             )));
         }
         let withdrawn = sqlx::query(
-            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, finished_at = $2, updated_at = $2 \
-             WHERE id IN (SELECT id FROM tasks WHERE job_id = $1 AND state = 'ready' FOR UPDATE SKIP LOCKED)",
+            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, lease_expires_at = NULL, \
+               finished_at = $2, updated_at = $2 \
+             WHERE id IN (SELECT id FROM tasks WHERE job_id = $1 \
+               AND (state = 'ready' OR (state = 'leased' AND leased_by IS NULL)) FOR UPDATE SKIP LOCKED)",
         )
         .bind(id)
         .bind(now)
@@ -1131,7 +1141,8 @@ impl PgStore {
         expires: DateTime<Utc>,
         out: &mut [Option<Lease>],
     ) -> Result<()> {
-        let workers: Vec<Uuid> = members.iter().map(|&i| requests[i].worker).collect();
+        // NULL for reservations (no worker yet).
+        let workers: Vec<Option<Uuid>> = members.iter().map(|&i| requests[i].worker).collect();
         let rows = sqlx::query(&LEASE_MANY_SQL)
             .bind(now)
             .bind(filter.gpu)
@@ -1577,11 +1588,12 @@ impl Store for PgStore {
         let held_ids: Vec<Uuid> = held.iter().map(|h| h.task_id).collect();
         let held_tokens: Vec<i64> = held.iter().map(|h| h.token).collect();
         let extended: Vec<(Uuid, i64)> = sqlx::query_as(
-            "UPDATE tasks t SET lease_expires_at = $3, \
+            "UPDATE tasks t SET lease_expires_at = $3, leased_by = $1, \
                next_claim_at = CASE WHEN t.attempt < t.max_attempts THEN $3 ELSE NULL END, \
                updated_at = $2 \
              FROM jobs j \
-             WHERE t.leased_by = $1 AND t.state = 'leased' AND j.id = t.job_id AND j.state <> 'cancelled' \
+             WHERE (t.leased_by = $1 OR t.leased_by IS NULL) AND t.state = 'leased' \
+               AND j.id = t.job_id AND j.state <> 'cancelled' \
                AND (t.id, t.lease_token) IN (SELECT * FROM UNNEST($4::uuid[], $5::int8[])) \
              RETURNING t.id, t.lease_token",
         )
@@ -1766,6 +1778,72 @@ impl Store for PgStore {
         Ok(out)
     }
 
+    async fn assign_leases(
+        &self,
+        assignments: &[LeaseAssignment],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        if assignments.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = assignments.iter().map(|a| a.task_id).collect();
+        let tokens: Vec<i64> = assignments.iter().map(|a| a.token).collect();
+        let workers: Vec<Uuid> = assignments.iter().map(|a| a.worker).collect();
+        let expires: Vec<DateTime<Utc>> = assignments.iter().map(|a| a.expires_at).collect();
+        let done = sqlx::query(
+            // Best effort, never waiting: a row locked right now belongs to a report or a
+            // heartbeat of the same lease, which records the worker itself. Waiting instead
+            // could deadlock with a report batch locking the same rows in another order.
+            "WITH lk AS ( \
+               SELECT t.id, a.worker, a.expires FROM tasks t \
+               JOIN UNNEST($2::uuid[], $3::int8[], $4::uuid[], $5::timestamptz[]) AS a(id, token, worker, expires) \
+                 ON t.id = a.id \
+               WHERE t.state = 'leased' AND t.lease_token = a.token AND t.leased_by IS NULL \
+               FOR UPDATE OF t SKIP LOCKED \
+             ) \
+             UPDATE tasks t SET leased_by = lk.worker, lease_expires_at = lk.expires, \
+               next_claim_at = CASE WHEN t.attempt < t.max_attempts THEN lk.expires ELSE NULL END, \
+               updated_at = $1 \
+             FROM lk WHERE t.id = lk.id",
+        )
+        .bind(now)
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&workers)
+        .bind(&expires)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done)
+    }
+
+    async fn release_leases(&self, leases: &[HeldLease], now: DateTime<Utc>) -> Result<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.task_id).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let done = sqlx::query(&format!(
+            "{RELEASE_SQL} AND (t.id, t.lease_token) IN (SELECT * FROM UNNEST($2::uuid[], $3::int8[]))"
+        ))
+        .bind(now)
+        .bind(&ids)
+        .bind(&tokens)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done)
+    }
+
+    async fn release_unassigned_leases(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(RELEASE_SQL)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(done)
+    }
+
     async fn report_results(
         &self,
         items: Vec<ReportItem>,
@@ -1863,12 +1941,15 @@ impl Store for PgStore {
         check_lease(task, state, lease_token, leased_by, None, token, worker)?;
         let attempt: i32 = row.try_get("attempt")?;
         let mut acc = account_from_row(&row)?;
-        sqlx::query("UPDATE tasks SET progress = $2, updated_at = $3 WHERE id = $1")
-            .bind(task)
-            .bind(Json(&progress))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tasks SET progress = $2, updated_at = $3, leased_by = $4 WHERE id = $1",
+        )
+        .bind(task)
+        .bind(Json(&progress))
+        .bind(now)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
         let ev = acc.event(
             event_kind::TASK_PROGRESS,
             json!({ "task_id": task, "attempt": attempt, "progress": progress }),

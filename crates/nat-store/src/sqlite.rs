@@ -408,12 +408,18 @@ async fn insert_tasks(
     Ok(ids)
 }
 
+/// Returns unassigned reservations to the queue (`?1` = now): state `ready`, the attempt given
+/// back, claimable at once; the token is not reused. Callers append a filter on the rows.
+const RELEASE_SQL: &str = "UPDATE tasks SET state = 'ready', attempt = attempt - 1, \
+       lease_expires_at = NULL, next_claim_at = ?1, progress = NULL, updated_at = ?1 \
+     WHERE state = 'leased' AND leased_by IS NULL";
+
 impl SqliteStore {
     /// The claim of [`Store::lease_task`], also for the slots of [`Store::lease_tasks`]:
     /// `datasets` (empty = any) restricts tasks whose payload names a dataset.
     async fn claim(
         &self,
-        worker: WorkerId,
+        worker: Option<WorkerId>,
         capabilities: &Capabilities,
         datasets: &[String],
         now: DateTime<Utc>,
@@ -447,7 +453,7 @@ impl SqliteStore {
         .bind(capabilities.gpus > 0)
         .bind(gpu_mem)
         .bind(i64::from(capabilities.cpu_cores))
-        .bind(worker.to_string())
+        .bind(worker.map(|w| w.to_string()))
         .bind(ts(expires))
         .bind(
             serde_json::to_string(datasets)
@@ -493,8 +499,9 @@ impl SqliteStore {
             )));
         }
         let withdrawn = sqlx::query(
-            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, finished_at = ?2, updated_at = ?2 \
-             WHERE job_id = ?1 AND state = 'ready'",
+            "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, lease_expires_at = NULL, \
+               finished_at = ?2, updated_at = ?2 \
+             WHERE job_id = ?1 AND (state = 'ready' OR (state = 'leased' AND leased_by IS NULL))",
         )
         .bind(id.to_string())
         .bind(ts(now))
@@ -792,10 +799,10 @@ impl Store for SqliteStore {
         )
         .to_string();
         let extended: Vec<(String, i64)> = sqlx::query_as(
-            "UPDATE tasks SET lease_expires_at = ?3, \
+            "UPDATE tasks SET lease_expires_at = ?3, leased_by = ?1, \
                next_claim_at = CASE WHEN attempt < max_attempts THEN ?3 ELSE NULL END, \
                updated_at = ?2 \
-             WHERE leased_by = ?1 AND state = 'leased' \
+             WHERE (leased_by = ?1 OR leased_by IS NULL) AND state = 'leased' \
                AND (SELECT j.state FROM jobs j WHERE j.id = tasks.job_id) <> 'cancelled' \
                AND EXISTS (SELECT 1 FROM json_each(?4) h \
                            WHERE json_extract(h.value, '$[0]') = tasks.id \
@@ -834,7 +841,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease_duration: Duration,
     ) -> Result<Option<Lease>> {
-        self.claim(worker, capabilities, &[], now, lease_duration)
+        self.claim(Some(worker), capabilities, &[], now, lease_duration)
             .await
     }
 
@@ -859,6 +866,79 @@ impl Store for SqliteStore {
             );
         }
         Ok(out)
+    }
+
+    async fn assign_leases(
+        &self,
+        assignments: &[LeaseAssignment],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        if assignments.is_empty() {
+            return Ok(0);
+        }
+        let list = serde_json::Value::Array(
+            assignments
+                .iter()
+                .map(|a| {
+                    serde_json::json!([
+                        a.task_id.to_string(),
+                        a.token,
+                        a.worker.to_string(),
+                        ts(a.expires_at)
+                    ])
+                })
+                .collect(),
+        )
+        .to_string();
+        let done = sqlx::query(
+            "UPDATE tasks AS t SET leased_by = json_extract(a.value, '$[2]'), \
+               lease_expires_at = json_extract(a.value, '$[3]'), \
+               next_claim_at = CASE WHEN t.attempt < t.max_attempts \
+                 THEN json_extract(a.value, '$[3]') ELSE NULL END, \
+               updated_at = ?1 \
+             FROM json_each(?2) AS a \
+             WHERE t.id = json_extract(a.value, '$[0]') AND t.lease_token = json_extract(a.value, '$[1]') \
+               AND t.state = 'leased' AND t.leased_by IS NULL",
+        )
+        .bind(ts(now))
+        .bind(list)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(done)
+    }
+
+    async fn release_leases(&self, leases: &[HeldLease], now: DateTime<Utc>) -> Result<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let list = serde_json::Value::Array(
+            leases
+                .iter()
+                .map(|l| serde_json::json!([l.task_id.to_string(), l.token]))
+                .collect(),
+        )
+        .to_string();
+        let done = sqlx::query(&format!(
+            "{RELEASE_SQL} AND EXISTS (SELECT 1 FROM json_each(?2) r \
+               WHERE json_extract(r.value, '$[0]') = tasks.id \
+                 AND json_extract(r.value, '$[1]') = tasks.lease_token)"
+        ))
+        .bind(ts(now))
+        .bind(list)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(done)
+    }
+
+    async fn release_unassigned_leases(&self, now: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query(RELEASE_SQL)
+            .bind(ts(now))
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(done)
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<ExpiryReport> {
@@ -966,7 +1046,7 @@ impl Store for SqliteStore {
             .map(|r| json_text("result", r))
             .transpose()?;
         sqlx::query(
-            "UPDATE tasks SET state = ?2, reported_token = ?3, lease_expires_at = NULL, \
+            "UPDATE tasks SET state = ?2, reported_token = ?3, leased_by = ?9, lease_expires_at = NULL, \
                next_claim_at = ?4, result = ?5, failures = ?6, finished_at = ?7, updated_at = ?8 \
              WHERE id = ?1",
         )
@@ -978,6 +1058,7 @@ impl Store for SqliteStore {
         .bind(json_text("failures", &failures)?)
         .bind((!requeue).then_some(ts(now)))
         .bind(ts(now))
+        .bind(worker.to_string())
         .execute(&mut *tx)
         .await?;
         acc.count_final(decision.new_state);
@@ -1045,12 +1126,15 @@ impl Store for SqliteStore {
         check_lease(task, state, lease_token, leased_by, None, token, worker)?;
         let attempt: i64 = row.try_get("attempt")?;
         let mut acc = account_from_row(&row)?;
-        sqlx::query("UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE id = ?1")
-            .bind(task.to_string())
-            .bind(text)
-            .bind(ts(now))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tasks SET progress = ?2, updated_at = ?3, leased_by = ?4 WHERE id = ?1",
+        )
+        .bind(task.to_string())
+        .bind(text)
+        .bind(ts(now))
+        .bind(worker.to_string())
+        .execute(&mut *tx)
+        .await?;
         let ev = acc.event(
             event_kind::TASK_PROGRESS,
             json!({ "task_id": task, "attempt": attempt, "progress": progress }),

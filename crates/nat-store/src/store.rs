@@ -49,14 +49,15 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<TaskId>>;
 
-    /// Cancels a job: its `ready` tasks become `cancelled`, its `leased` tasks stay leased (the
-    /// heartbeat tells their workers to stop; their reports or expiry cancel them), the job
+    /// Cancels a job: its `ready` tasks and unassigned reservations become `cancelled`, its
+    /// `leased` tasks stay leased (the heartbeat tells their workers to stop; their reports or
+    /// expiry cancel them), the job
     /// becomes `cancelled` with a `job_finished` event. Cancelling a final job is
     /// `FailedPrecondition`.
     async fn cancel_job(&self, id: JobId, now: DateTime<Utc>) -> Result<Job>;
 
     /// Finishes a [`Completion::Manual`] job (or any non-final job) with an outcome and a
-    /// `job_finished` event; its `ready` tasks are cancelled. A final job is `FailedPrecondition`.
+    /// `job_finished` event; its `ready` tasks and unassigned reservations are cancelled. A final job is `FailedPrecondition`.
     async fn finish_job(&self, id: JobId, outcome: JobOutcome, now: DateTime<Utc>) -> Result<Job>;
 
     /// Replaces the result document of a non-final job (intermediate results of phased jobs).
@@ -98,7 +99,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records a heartbeat: sets the worker `active`, extends the leases of `held` that it still
     /// holds (same task and token) on tasks of non-cancelled jobs to `now + lease_duration`, and
     /// returns the tasks it must stop: those of `held` it no longer holds (token superseded, task
-    /// final or re-leased) and those whose job was cancelled. A lease the worker does not list
+    /// final or re-leased) and those whose job was cancelled. An unassigned reservation listed
+    /// with its token is extended and recorded as this worker's. A lease the worker does not list
     /// (its LeaseTask response was lost) is not extended, so it expires and the task is re-queued.
     async fn heartbeat(
         &self,
@@ -153,21 +155,40 @@ pub trait Store: Send + Sync + 'static {
     /// marked served once per batch (round robin between batches). Concurrent batches never
     /// hand a task out twice and never come back short while claimable tasks they can run are
     /// unclaimed. At most `limits::MAX_BATCH` requests.
+    ///
+    /// A request without a worker is a *reservation*: the task is leased (attempt, new token,
+    /// expiry) with no worker recorded; [`Store::assign_leases`] records the worker it is
+    /// handed to, [`Store::release_leases`] returns it unused. Until assigned, a report or a
+    /// heartbeat carrying its token is accepted from any worker and records that worker.
     async fn lease_tasks(
         &self,
         requests: &[LeaseRequest],
         now: DateTime<Utc>,
         lease_duration: Duration,
-    ) -> Result<Vec<Option<Lease>>> {
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            out.push(
-                self.lease_task(r.worker, &r.capabilities, now, lease_duration)
-                    .await?,
-            );
-        }
-        Ok(out)
-    }
+    ) -> Result<Vec<Option<Lease>>>;
+
+    /// Records the workers that reserved leases were handed to, in one statement: each
+    /// reservation still current (leased, same token, no worker yet) gets its worker and the
+    /// expiry told to that worker. Returns how many were recorded; the others (already
+    /// reported, or claimed by the worker's heartbeat or report first, or released) are left
+    /// alone. Never waits for a row lock: a reservation being reported or heartbeaten right
+    /// now is skipped (that report or heartbeat records the worker).
+    async fn assign_leases(
+        &self,
+        assignments: &[LeaseAssignment],
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+
+    /// Returns unused reservations to the queue, in one statement: each one still current
+    /// (leased, same token, no worker) becomes `ready` again with its attempt given back (its
+    /// token stays spent, so a copy handed out meanwhile can never report). Returns how many.
+    async fn release_leases(&self, leases: &[HeldLease], now: DateTime<Utc>) -> Result<u64>;
+
+    /// Returns every reservation that no worker holds yet to the queue (what
+    /// [`Store::release_leases`] does, for all of them). Run at coordinator start: reservations
+    /// of a process that died were never handed out, or only just (their workers' reports are
+    /// then refused as stale and the task runs again).
+    async fn release_unassigned_leases(&self, now: DateTime<Utc>) -> Result<u64>;
 
     /// Applies several reports, in ONE transaction where the backend allows it (one commit for
     /// the batch). Element `i` of the answer is what [`Store::report_result`] would have

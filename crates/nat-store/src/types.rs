@@ -366,13 +366,30 @@ pub enum Outcome {
 /// One worker slot asking for a task, for [`Store::lease_tasks`](crate::Store::lease_tasks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRequest {
-    /// The worker.
-    pub worker: WorkerId,
+    /// The worker, or `None` for a *reservation*: the coordinator claims the task for a slot
+    /// that will ask for it soon, and hands it to a worker later (see
+    /// [`Store::assign_leases`](crate::Store::assign_leases)). A reservation is a lease like
+    /// any other (attempt, fencing token, expiry) with no worker recorded yet.
+    pub worker: Option<WorkerId>,
     /// What it offers.
     pub capabilities: Capabilities,
     /// Datasets the slot's worker has locally; empty = unknown (no filtering). A task whose
     /// payload names a top-level `"dataset"` is given only to slots that list it (or list none).
     pub datasets: Vec<String>,
+}
+
+/// A reserved lease handed to a worker, for
+/// [`Store::assign_leases`](crate::Store::assign_leases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseAssignment {
+    /// The task.
+    pub task_id: TaskId,
+    /// The reservation's fencing token (handed to the worker unchanged).
+    pub token: i64,
+    /// The worker that now holds it.
+    pub worker: WorkerId,
+    /// The lease's expiry as told to the worker.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// One report, for [`Store::report_results`](crate::Store::report_results).

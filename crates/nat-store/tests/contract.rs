@@ -1428,7 +1428,7 @@ async fn batched_leases_and_reports(db: Arc<TestDb>) {
     let w2 = worker(&store, "w2").await;
     let requests: Vec<LeaseRequest> = (0..7)
         .map(|i| LeaseRequest {
-            worker: if i % 2 == 0 { w1 } else { w2 },
+            worker: Some(if i % 2 == 0 { w1 } else { w2 }),
             capabilities: cpu(),
             datasets: vec![],
         })
@@ -1442,7 +1442,7 @@ async fn batched_leases_and_reports(db: Arc<TestDb>) {
     assert!(leases[5].is_none() && leases[6].is_none());
     for (i, l) in leases.iter().enumerate().take(5) {
         let l = l.as_ref().unwrap();
-        assert_eq!(l.task.leased_by, Some(requests[i].worker));
+        assert_eq!(l.task.leased_by, requests[i].worker);
         assert_eq!(l.task.job_id, j.id);
     }
 
@@ -1533,7 +1533,7 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
         let requests: Vec<LeaseRequest> = workers
             .iter()
             .map(|&w| LeaseRequest {
-                worker: w,
+                worker: Some(w),
                 capabilities: cpu(),
                 datasets: vec![],
             })
@@ -1570,7 +1570,7 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
     let again = store
         .lease_tasks(
             &[LeaseRequest {
-                worker: workers[0],
+                worker: Some(workers[0]),
                 capabilities: cpu(),
                 datasets: vec![],
             }],
@@ -1586,7 +1586,7 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
     let b = store.create_job(job(9), tasks(2), at(3)).await.unwrap();
     let requests: Vec<LeaseRequest> = (0..5)
         .map(|_| LeaseRequest {
-            worker: workers[1],
+            worker: Some(workers[1]),
             capabilities: cpu(),
             datasets: vec![],
         })
@@ -1614,14 +1614,14 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
         gpu(16_000)
     );
     let cpu_slot = LeaseRequest {
-        worker: workers[2],
+        worker: Some(workers[2]),
         capabilities: cpu(),
         datasets: vec![],
     };
     let requests = vec![
         cpu_slot.clone(),
         LeaseRequest {
-            worker: gw,
+            worker: Some(gw),
             capabilities: gpu(16_000),
             datasets: vec![],
         },
@@ -1846,7 +1846,7 @@ async fn leases_match_declared_datasets(db: Arc<TestDb>) {
         .unwrap();
     let w = worker(&store, "w").await;
     let slot = |datasets: &[&str]| LeaseRequest {
-        worker: w,
+        worker: Some(w),
         capabilities: cpu(),
         datasets: datasets.iter().map(|d| d.to_string()).collect(),
     };
@@ -1885,6 +1885,302 @@ async fn leases_match_declared_datasets(db: Arc<TestDb>) {
         got[0].as_ref().map(|l| l.task.job_id),
         Some(j2.id),
         "an empty list means unknown: no filtering"
+    );
+}
+
+/// Reserves `n` tasks (leases without a worker) for CPU slots.
+async fn reserve(store: &Arc<dyn Store>, n: usize, now: DateTime<Utc>) -> Vec<Lease> {
+    let requests: Vec<LeaseRequest> = (0..n)
+        .map(|_| LeaseRequest {
+            worker: None,
+            capabilities: cpu(),
+            datasets: vec![],
+        })
+        .collect();
+    store
+        .lease_tasks(&requests, now, LEASE)
+        .await
+        .expect("reserve")
+        .into_iter()
+        .map(|l| l.expect("a task to reserve"))
+        .collect()
+}
+
+contract!(reservations_are_leases_without_a_worker);
+async fn reservations_are_leases_without_a_worker(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(3), t0()).await.unwrap();
+    let (w1, w2) = (worker(&store, "w1").await, worker(&store, "w2").await);
+    let r = reserve(&store, 3, at(1)).await;
+    for l in &r {
+        assert_eq!(l.task.state, TaskState::Leased);
+        assert_eq!(l.task.leased_by, None);
+        assert_eq!((l.attempt, l.task.attempt), (1, 1));
+    }
+    // Nothing is left to lease, and nobody holds them yet.
+    assert!(store
+        .lease_task(w1, &cpu(), at(1), LEASE)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .list_workers()
+        .await
+        .unwrap()
+        .iter()
+        .all(|w| w.tasks_in_hand == 0));
+
+    // Handed to w1: recorded once, with the expiry told to w1.
+    let give = LeaseAssignment {
+        task_id: r[0].task.id,
+        token: r[0].token,
+        worker: w1,
+        expires_at: at(40),
+    };
+    assert_eq!(store.assign_leases(&[give], at(2)).await.unwrap(), 1);
+    assert_eq!(store.assign_leases(&[give], at(2)).await.unwrap(), 0);
+    let t = store.get_task(r[0].task.id).await.unwrap();
+    assert_eq!((t.leased_by, t.lease_expires_at), (Some(w1), Some(at(40))));
+    // A wrong token assigns nothing.
+    let wrong = LeaseAssignment {
+        task_id: r[1].task.id,
+        token: r[1].token + 1,
+        worker: w1,
+        expires_at: at(40),
+    };
+    assert_eq!(store.assign_leases(&[wrong], at(2)).await.unwrap(), 0);
+    // Once assigned, only w1 may report it.
+    assert!(matches!(
+        store
+            .report_result(r[0].task.id, r[0].token, w2, ok(json!({})), at(3))
+            .await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        store
+            .report_result(r[0].task.id, r[0].token, w1, ok(json!({})), at(3))
+            .await,
+        Ok(ReportAck::Accepted {
+            task_state: TaskState::Done,
+            ..
+        })
+    ));
+
+    // Reported before its assignment landed: the token decides and the reporter is recorded;
+    // the late assignment then changes nothing.
+    assert!(matches!(
+        store
+            .report_result(r[1].task.id, r[1].token + 1, w2, ok(json!({})), at(4))
+            .await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    assert!(matches!(
+        store
+            .report_result(r[1].task.id, r[1].token, w2, ok(json!({})), at(4))
+            .await,
+        Ok(ReportAck::Accepted {
+            task_state: TaskState::Done,
+            ..
+        })
+    ));
+    assert_eq!(
+        store.get_task(r[1].task.id).await.unwrap().leased_by,
+        Some(w2)
+    );
+    assert_eq!(
+        store
+            .report_result(r[1].task.id, r[1].token, w2, ok(json!({})), at(5))
+            .await
+            .unwrap(),
+        ReportAck::Duplicate
+    );
+    assert!(matches!(
+        store
+            .report_result(r[1].task.id, r[1].token, w1, ok(json!({})), at(5))
+            .await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    let late = LeaseAssignment {
+        task_id: r[1].task.id,
+        token: r[1].token,
+        worker: w1,
+        expires_at: at(40),
+    };
+    assert_eq!(store.assign_leases(&[late], at(6)).await.unwrap(), 0);
+    assert_eq!(
+        store.get_task(r[1].task.id).await.unwrap().leased_by,
+        Some(w2)
+    );
+
+    // The batched report path takes reservations the same way.
+    let acks = store
+        .report_results(
+            vec![ReportItem {
+                task: r[2].task.id,
+                token: r[2].token,
+                worker: w1,
+                outcome: ok(json!({})),
+            }],
+            at(7),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(acks[0], Ok(ReportAck::Accepted { .. })));
+    let j = store.get_job(j.id).await.unwrap();
+    assert_eq!((j.state, j.tasks_done), (JobState::Succeeded, 3));
+}
+
+contract!(released_reservations_return_to_the_queue);
+async fn released_reservations_return_to_the_queue(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(3), t0()).await.unwrap();
+    let w = worker(&store, "w").await;
+    let r = reserve(&store, 3, at(1)).await;
+    let held = |l: &Lease| HeldLease {
+        task_id: l.task.id,
+        token: l.token,
+    };
+    // A wrong token releases nothing; the right one gives the attempt back.
+    let wrong = HeldLease {
+        token: r[0].token + 1,
+        ..held(&r[0])
+    };
+    assert_eq!(store.release_leases(&[wrong], at(2)).await.unwrap(), 0);
+    assert_eq!(
+        store.release_leases(&[held(&r[0])], at(2)).await.unwrap(),
+        1
+    );
+    let t = store.get_task(r[0].task.id).await.unwrap();
+    assert_eq!(
+        (t.state, t.attempt, t.leased_by),
+        (TaskState::Ready, 0, None)
+    );
+    // Leased again: attempt 1 again, a new token; the released token can never report.
+    let again = lease(&store, w, at(3)).await;
+    assert_eq!(again.task.id, r[0].task.id);
+    assert_eq!(again.attempt, 1);
+    assert!(again.token > r[0].token);
+    assert!(matches!(
+        store
+            .report_result(r[0].task.id, r[0].token, w, ok(json!({})), at(4))
+            .await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    // An assigned reservation is not released; the start-up sweep releases the rest.
+    let give = LeaseAssignment {
+        task_id: r[1].task.id,
+        token: r[1].token,
+        worker: w,
+        expires_at: at(40),
+    };
+    assert_eq!(store.assign_leases(&[give], at(5)).await.unwrap(), 1);
+    assert_eq!(
+        store.release_leases(&[held(&r[1])], at(6)).await.unwrap(),
+        0
+    );
+    assert_eq!(store.release_unassigned_leases(at(6)).await.unwrap(), 1);
+    assert_eq!(
+        store.get_task(r[2].task.id).await.unwrap().state,
+        TaskState::Ready
+    );
+    assert_eq!(
+        store.get_task(r[1].task.id).await.unwrap().state,
+        TaskState::Leased
+    );
+    // Released tasks finish normally, each counted once.
+    let last = lease(&store, w, at(7)).await;
+    assert_eq!(last.task.id, r[2].task.id);
+    for (id, token) in [
+        (again.task.id, again.token),
+        (r[1].task.id, r[1].token),
+        (last.task.id, last.token),
+    ] {
+        store
+            .report_result(id, token, w, ok(json!({})), at(8))
+            .await
+            .unwrap();
+    }
+    let j = store.get_job(j.id).await.unwrap();
+    assert_eq!(
+        (j.state, j.tasks_done, j.tasks_failed),
+        (JobState::Succeeded, 3, 0)
+    );
+}
+
+contract!(reservations_in_heartbeats_cancel_and_expiry);
+async fn reservations_in_heartbeats_cancel_and_expiry(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(4), t0()).await.unwrap();
+    let (w1, w2) = (worker(&store, "w1").await, worker(&store, "w2").await);
+    let r = reserve(&store, 3, at(1)).await;
+    // A heartbeat listing a reservation's token takes it: extended, recorded as w1's.
+    let hb = store
+        .heartbeat(
+            w1,
+            &[HeldLease {
+                task_id: r[0].task.id,
+                token: r[0].token,
+            }],
+            at(2),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (hb.extended.clone(), hb.stop.clone()),
+        (vec![r[0].task.id], vec![])
+    );
+    let t = store.get_task(r[0].task.id).await.unwrap();
+    assert_eq!(t.leased_by, Some(w1));
+    assert_eq!(
+        t.lease_expires_at,
+        Some(at(2) + chrono::Duration::seconds(30))
+    );
+    // Then another worker listing it is told to stop.
+    let hb = store
+        .heartbeat(
+            w2,
+            &[HeldLease {
+                task_id: r[0].task.id,
+                token: r[0].token,
+            }],
+            at(3),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hb.stop, vec![r[0].task.id]);
+
+    // An unclaimed reservation expires like any lease and is requeued.
+    let exp = store.expire_leases(at(31)).await.unwrap();
+    let mut requeued = exp.requeued.clone();
+    requeued.sort();
+    let mut want = vec![r[1].task.id, r[2].task.id];
+    want.sort();
+    assert_eq!(requeued, want);
+    let t = store.get_task(r[1].task.id).await.unwrap();
+    assert_eq!((t.state, t.failures.len()), (TaskState::Ready, 1));
+    assert_eq!(t.failures[0].worker, None);
+
+    // Cancelling withdraws reservations with the ready tasks; w1's lease stays until it stops.
+    let r2 = reserve(&store, 2, at(40)).await;
+    let cancelled = store.cancel_job(j.id, at(41)).await.unwrap();
+    assert_eq!(cancelled.tasks_cancelled, 3, "two reserved + one ready");
+    for l in &r2 {
+        assert_eq!(
+            store.get_task(l.task.id).await.unwrap().state,
+            TaskState::Cancelled
+        );
+        assert!(matches!(
+            store
+                .report_result(l.task.id, l.token, w2, ok(json!({})), at(42))
+                .await,
+            Err(StoreError::FailedPrecondition(_))
+        ));
+    }
+    assert_eq!(
+        store.get_task(r[0].task.id).await.unwrap().state,
+        TaskState::Leased
     );
 }
 
