@@ -18,30 +18,54 @@
 //! commits or not as a whole), every caller of the batch gets an internal error. A caller that
 //! went away (client cancelled the RPC) is simply not answered; a lease claimed for it then
 //! expires and its task is re-queued, as with a worker that dies holding it.
+//!
+//! # Reservations
+//! A lease batch also tops up the [`Reservations`] of the slot profiles it serves (and of
+//! profiles that asked for a refill): after the callers' requests come reservation requests
+//! (no worker) of the same profiles, in the same statement, so reserving costs no extra
+//! transaction. Reserved leases handed out are recorded by a third dispatcher, which gathers
+//! the hand-outs into one [`Store::assign_leases`] call per batch; nobody waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nat_store::{Lease, LeaseRequest, ReportAck, ReportItem, Store, StoreError};
+use nat_store::{Lease, LeaseAssignment, LeaseRequest, ReportAck, ReportItem, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::clock::Clock;
+use crate::reserve::{Profile, Reservations};
 
 /// Most requests in one store call.
 pub const MAX_BATCH: usize = 256;
 /// Store calls of one kind running at once (each holds one pooled connection).
 pub const IN_FLIGHT: usize = 4;
+/// How long a report batch waits for more reports while another report batch is running.
+pub const REPORT_GATHER: Duration = Duration::from_millis(2);
+/// How long hand-outs of reservations are gathered before they are recorded.
+pub const ASSIGN_WINDOW: Duration = Duration::from_millis(10);
+/// Most hand-outs recorded in one statement.
+pub const MAX_ASSIGN_BATCH: usize = 2048;
 
 const _: () = assert!(MAX_BATCH <= nat_store::limits::MAX_BATCH);
 
 type LeaseReply = oneshot::Sender<Result<Option<Lease>, StoreError>>;
+
+/// What the lease dispatcher is asked for.
+#[derive(Debug)]
+enum LeaseJob {
+    /// A slot waiting for its lease.
+    Slot(LeaseRequest, LeaseReply),
+    /// A profile whose reservations run low.
+    Refill(Profile),
+}
 type ReportReply = oneshot::Sender<Result<ReportAck, StoreError>>;
 
 /// Queues of the two batched calls. Cheap to share; the dispatchers stop when it is dropped.
 #[derive(Debug)]
 pub struct Batcher {
-    leases: mpsc::UnboundedSender<(LeaseRequest, LeaseReply)>,
+    leases: mpsc::UnboundedSender<LeaseJob>,
     reports: mpsc::UnboundedSender<(ReportItem, ReportReply)>,
+    assignments: mpsc::UnboundedSender<LeaseAssignment>,
 }
 
 /// The error every caller of a failed batch gets (the cause is logged once).
@@ -50,50 +74,33 @@ fn batch_failed() -> StoreError {
 }
 
 impl Batcher {
-    /// Starts the two dispatchers on the current Tokio runtime.
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, lease_duration: Duration) -> Self {
+    /// Starts the dispatchers on the current Tokio runtime.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        lease_duration: Duration,
+        reservations: Arc<Reservations>,
+    ) -> Self {
         let (leases, lease_rx) = mpsc::unbounded_channel();
         let (reports, report_rx) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(lease_rx, {
+        let (assignments, assign_rx) = mpsc::unbounded_channel();
+        tokio::spawn(dispatch(lease_rx, Duration::ZERO, {
             let store = store.clone();
             let clock = clock.clone();
-            move |batch: Vec<(LeaseRequest, LeaseReply)>| {
-                let store = store.clone();
-                let clock = clock.clone();
-                async move {
-                    let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                    tracing::trace!(size = requests.len(), "lease batch");
-                    match store
-                        .lease_tasks(&requests, clock.now(), lease_duration)
-                        .await
-                    {
-                        Ok(leases) if leases.len() == replies.len() => {
-                            for (reply, lease) in replies.into_iter().zip(leases) {
-                                let _ = reply.send(Ok(lease));
-                            }
-                        }
-                        Ok(leases) => {
-                            tracing::error!(
-                                asked = replies.len(),
-                                got = leases.len(),
-                                "lease batch answered the wrong number of requests"
-                            );
-                            for reply in replies {
-                                let _ = reply.send(Err(batch_failed()));
-                            }
-                        }
-                        Err(err) => {
-                            nat_telemetry::report_error(&err, "lease batch failed");
-                            for reply in replies {
-                                let _ = reply.send(Err(batch_failed()));
-                            }
-                        }
-                    }
-                }
+            move |batch: Vec<LeaseJob>| {
+                lease_batch(
+                    store.clone(),
+                    clock.clone(),
+                    lease_duration,
+                    reservations.clone(),
+                    batch,
+                )
             }
         }));
+        tokio::spawn(record_assignments(assign_rx, store.clone(), clock.clone()));
         tokio::spawn(dispatch(
             report_rx,
+            REPORT_GATHER,
             move |batch: Vec<(ReportItem, ReportReply)>| {
                 let store = store.clone();
                 let clock = clock.clone();
@@ -127,7 +134,11 @@ impl Batcher {
                 }
             },
         ));
-        Batcher { leases, reports }
+        Batcher {
+            leases,
+            reports,
+            assignments,
+        }
     }
 
     /// Claims a task for one slot (what [`Store::lease_task`] does, batched with concurrent
@@ -135,9 +146,20 @@ impl Batcher {
     pub async fn lease(&self, request: LeaseRequest) -> Result<Option<Lease>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.leases
-            .send((request, tx))
+            .send(LeaseJob::Slot(request, tx))
             .map_err(|_| stopped("lease"))?;
         rx.await.map_err(|_| stopped("lease"))?
+    }
+
+    /// Asks for a refill of `profile`'s reservations in the next lease batch (fire and forget).
+    pub fn refill(&self, profile: Profile) {
+        let _ = self.leases.send(LeaseJob::Refill(profile));
+    }
+
+    /// Records that a reserved lease was handed to a worker (fire and forget: batched into one
+    /// [`Store::assign_leases`] call with concurrent hand-outs).
+    pub fn assign(&self, assignment: LeaseAssignment) {
+        let _ = self.assignments.send(assignment);
     }
 
     /// Applies one report (what [`Store::report_result`] does, batched with concurrent
@@ -151,6 +173,121 @@ impl Batcher {
     }
 }
 
+/// Records hand-outs of reservations: waits [`ASSIGN_WINDOW`] after the first one so that
+/// the hand-outs of that window share one statement (nobody waits for it), one call at a time,
+/// until every sender is gone.
+async fn record_assignments(
+    mut rx: mpsc::UnboundedReceiver<LeaseAssignment>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) {
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(ASSIGN_WINDOW).await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_ASSIGN_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        tracing::trace!(size = batch.len(), "assignment batch");
+        if let Err(err) = store.assign_leases(&batch, clock.now()).await {
+            // The reservations stay unassigned: their workers' heartbeats or reports record
+            // them, or they expire and are re-queued.
+            nat_telemetry::report_error(&err, "recording reserved leases failed");
+        }
+    }
+}
+
+/// One lease batch: the slots' requests, then reservation requests topping up the profiles
+/// of the batch, in one [`Store::lease_tasks`] call.
+async fn lease_batch(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    lease_duration: Duration,
+    reservations: Arc<Reservations>,
+    batch: Vec<LeaseJob>,
+) {
+    let mut requests = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    let mut profiles: Vec<Profile> = Vec::new();
+    for job in batch {
+        let profile = match job {
+            LeaseJob::Slot(request, reply) => {
+                let profile = Profile::of(&request.capabilities, &request.datasets);
+                requests.push(request);
+                replies.push(reply);
+                profile
+            }
+            LeaseJob::Refill(profile) => profile,
+        };
+        if !profiles.contains(&profile) {
+            profiles.push(profile);
+        }
+    }
+    // Reservations fill the room the slots leave in the batch.
+    let mut reserved: Vec<(Profile, usize)> = Vec::new();
+    for profile in profiles {
+        let n = reservations.want(&profile, MAX_BATCH.saturating_sub(requests.len()));
+        if n == 0 {
+            continue;
+        }
+        for _ in 0..n {
+            requests.push(LeaseRequest {
+                worker: None,
+                capabilities: profile.capabilities(),
+                datasets: profile.datasets().to_vec(),
+            });
+        }
+        reserved.push((profile, n));
+    }
+    if requests.is_empty() {
+        return;
+    }
+    let slots = replies.len();
+    tracing::trace!(slots, reservations = requests.len() - slots, "lease batch");
+    match store
+        .lease_tasks(&requests, clock.now(), lease_duration)
+        .await
+    {
+        Ok(leases) if leases.len() == requests.len() => {
+            let mut leases = leases.into_iter();
+            for reply in replies {
+                let _ = reply.send(Ok(leases.next().flatten()));
+            }
+            for (profile, n) in reserved {
+                let claimed: Vec<Lease> = leases.by_ref().take(n).flatten().collect();
+                reservations.fill(&profile, n, Some(claimed));
+            }
+        }
+        Ok(leases) => {
+            tracing::error!(
+                asked = requests.len(),
+                got = leases.len(),
+                "lease batch answered the wrong number of requests"
+            );
+            fail_lease_batch(replies, &reservations, reserved);
+        }
+        Err(err) => {
+            nat_telemetry::report_error(&err, "lease batch failed");
+            fail_lease_batch(replies, &reservations, reserved);
+        }
+    }
+}
+
+fn fail_lease_batch(
+    replies: Vec<LeaseReply>,
+    reservations: &Reservations,
+    reserved: Vec<(Profile, usize)>,
+) {
+    for reply in replies {
+        let _ = reply.send(Err(batch_failed()));
+    }
+    for (profile, n) in reserved {
+        reservations.fill(&profile, n, None);
+    }
+}
+
 fn stopped(what: &str) -> StoreError {
     StoreError::Backend(Box::new(std::io::Error::other(format!(
         "the {what} batcher stopped"
@@ -158,8 +295,10 @@ fn stopped(what: &str) -> StoreError {
 }
 
 /// Forms batches from `rx` and runs `call` on each, at most [`IN_FLIGHT`] at once, until every
-/// sender is gone.
-async fn dispatch<T, F, Fut>(mut rx: mpsc::UnboundedReceiver<T>, call: F)
+/// sender is gone. When another call is still running (the store is busy), a batch waits
+/// `gather` for more requests before it starts (what PostgreSQL's `commit_delay` does with
+/// `commit_siblings`): under load fewer, larger transactions; an idle store adds no delay.
+async fn dispatch<T, F, Fut>(mut rx: mpsc::UnboundedReceiver<T>, gather: Duration, call: F)
 where
     T: Send + 'static,
     F: Fn(Vec<T>) -> Fut,
@@ -175,6 +314,9 @@ where
         };
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
+        if !gather.is_zero() && slots.available_permits() + 1 < IN_FLIGHT {
+            tokio::time::sleep(gather).await;
+        }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),

@@ -15,6 +15,12 @@ pub struct Config {
     pub max_lease_wait: Duration,
     /// How often expired leases are collected in the background.
     pub expiry_interval: Duration,
+    /// Lease reservations (see [`crate::reserve`]): how much of each slot profile's recent
+    /// lease rate is kept claimed ahead of demand, so that LeaseTask is answered from memory
+    /// under load. Zero switches reservations off (every lease claimed on the request path).
+    pub lease_reserve: Duration,
+    /// Lease rate (per second, per slot profile) under which nothing is reserved.
+    pub lease_reserve_min_rate: f64,
 }
 
 impl Default for Config {
@@ -25,11 +31,19 @@ impl Default for Config {
             max_attempts: 3,
             max_lease_wait: Duration::from_secs(5),
             expiry_interval: Duration::from_secs(1),
+            lease_reserve: Duration::from_millis(50),
+            lease_reserve_min_rate: 100.0,
         }
     }
 }
 
 impl Config {
+    /// Age after which an unused reservation goes back to the queue: a quarter of the lease
+    /// (so it is handed out with most of its store-side expiry left), at most 5 s.
+    pub fn reservation_max_age(&self) -> Duration {
+        (self.lease_duration / 4).min(Duration::from_secs(5))
+    }
+
     /// Checks the settings against each other; the error names the offending setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.lease_duration < Duration::from_millis(100)
@@ -51,6 +65,12 @@ impl Config {
         }
         if self.expiry_interval < Duration::from_millis(10) {
             return Err("expiry interval must be at least 10 ms".into());
+        }
+        if self.lease_reserve > Duration::from_secs(1) {
+            return Err("lease reserve must be at most 1000 ms".into());
+        }
+        if !(self.lease_reserve_min_rate.is_finite() && self.lease_reserve_min_rate >= 0.0) {
+            return Err("lease reserve minimum rate must be a finite number >= 0".into());
         }
         Ok(())
     }

@@ -366,6 +366,8 @@ impl v1::job_service_server::JobService for JobApi {
             .cancel_job(id, self.c.clock.now())
             .await
             .map_err(ApiError::from)?;
+        // The store cancelled its reservations with its ready tasks.
+        self.c.reservations.drop_job(id);
         tracing::info!(job = %id, reason = %r.reason, "job cancelled");
         nat_telemetry::record::job_finished(
             nat_telemetry::JobKind::from_kind(&job.kind),

@@ -29,6 +29,7 @@ pub mod convert;
 pub mod error;
 pub mod job_api;
 pub mod optimize; // optimize (h8)
+pub mod reserve;
 pub mod state;
 pub mod worker_api;
 
@@ -145,6 +146,16 @@ pub async fn serve(
         optimize::PolicyApi::new(c.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Reservations of an earlier process that died were never handed out (or only just):
+    // back to the queue before serving.
+    match c.store.release_unassigned_leases(c.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            tasks = n,
+            "reservations of an earlier run returned to the queue"
+        ),
+        Err(err) => nat_telemetry::report_error(&err, "cannot release earlier reservations"),
+    }
     match optimize::resume_all(&c).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "optimize jobs resumed"),
@@ -219,6 +230,7 @@ pub async fn serve(
         None => grpc_task.await,
     };
     let _ = expiry_task.await;
+    release_reservations(&c, c.reservations.take_all()).await;
     gauges.abort();
     if let Some(task) = http_task {
         task.await
@@ -270,8 +282,28 @@ async fn expiry_loop(c: Arc<Coordinator>) {
     }
 }
 
-/// One pass of lease expiry (also called by tests that drive a manual clock).
+/// Returns reservations to the queue and wakes waiting workers.
+async fn release_reservations(c: &Coordinator, held: Vec<nat_store::HeldLease>) {
+    if held.is_empty() {
+        return;
+    }
+    match c.store.release_leases(&held, c.clock.now()).await {
+        Ok(n) => {
+            tracing::debug!(released = n, "unused reservations returned to the queue");
+            if n > 0 {
+                c.wake_workers(n as usize);
+            }
+        }
+        // They expire and are re-queued by the sweep.
+        Err(err) => nat_telemetry::report_error(&err, "cannot release reservations"),
+    }
+}
+
+/// One pass of lease expiry (also called by tests that drive a manual clock): unused
+/// reservations that got old go back to the queue, expired leases are collected, silent workers
+/// marked lost.
 pub async fn collect_expired(c: &Coordinator) {
+    release_reservations(c, c.reservations.take_stale()).await;
     let now = c.clock.now();
     match c.store.expire_leases(now).await {
         Ok(report) => {

@@ -529,6 +529,7 @@ pub fn spawn(c: Arc<Coordinator>, job: JobId) {
                     };
                     match c.store.finish_job(job, outcome, c.clock.now()).await {
                         Ok(_) => {
+                            c.reservations.drop_job(job);
                             nat_telemetry::record::job_finished(
                                 nat_telemetry::JobKind::Optimize,
                                 nat_telemetry::JobState::Failed,
@@ -1355,6 +1356,7 @@ impl Run {
                 self.c.clock.now(),
             )
             .await?;
+        self.c.reservations.drop_job(self.job);
         nat_telemetry::record::job_finished(
             nat_telemetry::JobKind::Optimize,
             nat_telemetry::JobState::Succeeded,

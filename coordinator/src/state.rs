@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::convert::TrainEvalPayload;
 use crate::error::ApiError;
+use crate::reserve::Reservations;
 
 /// Most waiters woken for one batch of new tasks.
 const MAX_WAKE: usize = 10_000;
@@ -39,6 +40,8 @@ pub struct Coordinator {
     leased: Mutex<HashMap<TaskId, Arc<TrainEvalPayload>>>,
     /// Becomes true when the server shuts down: long-polls and streams end.
     shutdown: watch::Sender<bool>,
+    /// Leases claimed ahead of demand (see [`crate::reserve`]).
+    pub reservations: Arc<Reservations>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -59,17 +62,23 @@ impl Coordinator {
         Arc::new(Coordinator {
             store,
             clock,
-            config,
             work: Notify::new(),
             job_changed,
             capabilities: Mutex::new(HashMap::new()),
             leased: Mutex::new(HashMap::new()),
             shutdown,
+            reservations: Arc::new(Reservations::new(
+                config.lease_reserve,
+                config.lease_reserve_min_rate,
+                config.reservation_max_age(),
+            )),
+            config,
         })
     }
 
     /// Wakes up to `n` long-polling LeaseTask calls (n tasks became claimable).
     pub fn wake_workers(&self, n: usize) {
+        self.reservations.work_arrived();
         for _ in 0..n.min(MAX_WAKE) {
             self.work.notify_one();
         }
@@ -77,6 +86,7 @@ impl Coordinator {
 
     /// Wakes every long-polling LeaseTask call.
     pub fn wake_all_workers(&self) {
+        self.reservations.work_arrived();
         self.work.notify_waiters();
     }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use nat_proto::v1;
 use nat_store::{
-    Capabilities, HeldLease, Lease, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
-    RewardObservation, TaskState,
+    Capabilities, HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem,
+    RewardKey, RewardObservation, TaskState,
 };
 use serde_json::json;
 use tonic::{Request, Response, Status};
@@ -15,6 +15,7 @@ use crate::batch::Batcher;
 use crate::convert::{self, TrainEvalOutcome, TrainEvalPayload};
 use crate::error::ApiError;
 use crate::job_api::StoredResult;
+use crate::reserve::Profile;
 use crate::state::{check_len, parse_id, Coordinator};
 
 /// Most devices a worker may declare.
@@ -160,6 +161,17 @@ fn slot_capabilities(worker: &Capabilities, device: Option<&v1::Device>) -> Capa
     caps
 }
 
+/// `now + duration`, saturating.
+fn lease_expiry(
+    now: chrono::DateTime<chrono::Utc>,
+    duration: Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
 fn token(field: &str, v: u64) -> Result<i64, ApiError> {
     if v == 0 {
         return Err(ApiError::invalid(field, "is required"));
@@ -183,6 +195,7 @@ impl WorkerApi {
                 self.c.store.clone(),
                 self.c.clock.clone(),
                 self.c.config.lease_duration,
+                self.c.reservations.clone(),
             )
         })
     }
@@ -227,6 +240,7 @@ impl WorkerApi {
             &self.c.worker_capabilities(worker).await?,
             r.device.as_ref(),
         );
+        let profile = Profile::of(&caps, &caps.datasets);
         let wait = Duration::from_millis(u64::from(r.wait_ms)).min(self.c.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
         let mut shutdown = self.c.shutdown_signal();
@@ -236,16 +250,36 @@ impl WorkerApi {
             let notified = self.c.work().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            // Batched with concurrent LeaseTask calls: one store transaction for all of them.
-            if let Some(lease) = self
-                .batcher()
-                .lease(LeaseRequest {
-                    worker,
-                    capabilities: caps.clone(),
-                    datasets: caps.datasets.clone(),
-                })
-                .await?
-            {
+            // A reservation of this slot's profile if there is one (answered from memory; the
+            // hand-out is recorded in the background), else a claim batched with concurrent
+            // LeaseTask calls: one store transaction for all of them.
+            let (reserved, refill) = self.c.reservations.take(&profile);
+            if refill {
+                self.batcher().refill(profile.clone());
+            }
+            let lease = match reserved {
+                Some(mut lease) => {
+                    lease.expires_at =
+                        lease_expiry(self.c.clock.now(), self.c.config.lease_duration);
+                    self.batcher().assign(LeaseAssignment {
+                        task_id: lease.task.id,
+                        token: lease.token,
+                        worker,
+                        expires_at: lease.expires_at,
+                    });
+                    Some(lease)
+                }
+                None => {
+                    self.batcher()
+                        .lease(LeaseRequest {
+                            worker: Some(worker),
+                            capabilities: caps.clone(),
+                            datasets: caps.datasets.clone(),
+                        })
+                        .await?
+                }
+            };
+            if let Some(lease) = lease {
                 tracing::debug!(task = %lease.task.id, %worker, attempt = lease.attempt, "task leased");
                 nat_telemetry::record::task_leased(nat_telemetry::TaskKind::from_kind(
                     &lease.task.kind,

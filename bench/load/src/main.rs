@@ -91,6 +91,10 @@ struct Cli {
     /// Target a running coordinator instead of starting one in-process (grpc mode).
     #[arg(long)]
     coordinator: Option<String>,
+    /// Lease reservations of the in-process coordinator, in ms of demand (its
+    /// `--lease-reserve-ms`; 0 = off: every lease claimed on the request path).
+    #[arg(long, default_value_t = 50)]
+    lease_reserve_ms: u64,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -247,6 +251,7 @@ fn summary(cli: &Cli, backend: &str, elapsed: Duration, done: u64, mut s: Sample
 async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
     // The coordinator, in-process unless one is given.
     let mut stop_tx = None;
+    let mut coordinator = None;
     let mut backend = "remote".to_string();
     let url = match (&cli.coordinator, database_url) {
         (Some(url), _) => url.clone(),
@@ -255,9 +260,11 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
             backend = store.backend().to_string();
             let config = Config {
                 lease_duration: Duration::from_secs(300),
+                lease_reserve: Duration::from_millis(cli.lease_reserve_ms),
                 ..Config::default()
             };
             let c = Coordinator::new(store, Arc::new(SystemClock), config);
+            coordinator = Some(c.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let addr = listener.local_addr()?;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -407,6 +414,17 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     summary(cli, &backend, elapsed, done.load(Ordering::Relaxed), all);
+    if let Some(c) = &coordinator {
+        let r = c.reservations.stats();
+        println!(
+            "reservations refills={} claimed={} handed_out={} returned={} (leases answered from memory: {:.1} %)",
+            r.refills,
+            r.claimed,
+            r.handed_out,
+            r.returned,
+            100.0 * r.handed_out as f64 / done.load(Ordering::Relaxed).max(1) as f64
+        );
+    }
     if let Some(tx) = stop_tx {
         let _ = tx.send(());
     }

@@ -93,6 +93,7 @@ pub fn test_config() -> Config {
         max_lease_wait: Duration::from_secs(5),
         // Long: tests that expire leases call `collect_expired` themselves.
         expiry_interval: Duration::from_secs(3600),
+        ..Config::default()
     }
 }
 

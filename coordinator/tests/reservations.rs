@@ -1,0 +1,276 @@
+//! Lease reservations (coordinator/src/reserve.rs) over real gRPC, on SQLite and PostgreSQL:
+//! leases answered from reservations, the hand-out recorded in the store, every task counted
+//! once, reservations returned at shutdown and at start (after a crash), and withdrawn with a
+//! cancelled job.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nat_coordinator::Config;
+use nat_proto::v1;
+use nat_store::{LeaseRequest, TaskState};
+
+const PRESETS: [&str; 11] = [
+    "darts-v2",
+    "enas",
+    "naonet",
+    "vgg-block",
+    "resnet-block",
+    "mobilenetv2-block",
+    "r1",
+    "r2",
+    "r3",
+    "r4",
+    "r5",
+];
+
+/// Reservations at any rate: 200 ms of demand kept reserved.
+fn reserving() -> Config {
+    Config {
+        lease_reserve: Duration::from_millis(200),
+        lease_reserve_min_rate: 0.0,
+        ..test_config()
+    }
+}
+
+fn uuid(s: &str) -> uuid::Uuid {
+    s.parse().expect("uuid")
+}
+
+/// Leases and reports with one worker, a task every 10 ms, until the server's reservations
+/// hand out a lease; returns the ids of the tasks done.
+async fn work_until_reserved(
+    server: &TestServer,
+    w: &mut nat_proto::v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    worker: &str,
+) -> Vec<String> {
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.coordinator.reservations.stats().handed_out == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no lease came from a reservation"
+        );
+        let t = lease(w, worker, 1000).await.expect("a task");
+        w.report_result(report_ok(worker, &t))
+            .await
+            .expect("report");
+        done.push(t.task_id);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done
+}
+
+async fn reserved_leases_flow(db: &TestDb) {
+    let server = TestServer::start(db, reserving(), false).await;
+    let mut jobs = server.jobs().await;
+    let (mut w, worker) = registered(&server, "w").await;
+    let archs: Vec<&str> = PRESETS.iter().cycle().take(60).copied().collect();
+    let job = submit(&mut jobs, evaluate_request(&archs, "digits")).await;
+    let mut done = work_until_reserved(&server, &mut w, &worker).await;
+    assert!(
+        !server.coordinator.reservations.is_empty(),
+        "tasks are reserved ahead"
+    );
+
+    // A lease from a reservation: its worker is recorded in the store shortly after.
+    let before = server.coordinator.reservations.stats().handed_out;
+    let t = lease(&mut w, &worker, 1000).await.expect("a task");
+    assert_eq!(
+        server.coordinator.reservations.stats().handed_out,
+        before + 1,
+        "answered from a reservation"
+    );
+    let store = server.coordinator.store.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stored = store.get_task(uuid(&t.task_id)).await.expect("task");
+        assert_eq!(stored.state, TaskState::Leased);
+        assert_eq!(stored.lease_token, t.lease_token as i64);
+        if stored.leased_by == Some(uuid(&worker)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hand-out is never recorded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another worker cannot report it; its holder can, once.
+    let (mut other, other_id) = registered(&server, "other").await;
+    let s = other
+        .report_result(report_ok(&other_id, &t))
+        .await
+        .expect_err("foreign report");
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+    w.report_result(report_ok(&worker, &t))
+        .await
+        .expect("report");
+    let dup = w
+        .report_result(report_ok(&worker, &t))
+        .await
+        .expect("duplicate");
+    assert!(dup.into_inner().duplicate);
+    done.push(t.task_id);
+
+    // Graceful shutdown returns the unused reservations: no lease without a worker is left.
+    server.stop().await;
+    let store = nat_store::connect(&db.url).await.expect("store");
+    let leased = store
+        .list_tasks(uuid(&job.job_id), Some(TaskState::Leased), 0, 0)
+        .await
+        .expect("tasks");
+    assert!(
+        leased.iter().all(|t| t.leased_by.is_some()),
+        "reservations left after shutdown: {leased:?}"
+    );
+    drop(store);
+
+    // Restart and finish: every task done exactly once, attempts given back.
+    let server = TestServer::start(db, reserving(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(t) = lease(&mut w, &worker, 200).await {
+        w.report_result(report_ok(&worker, &t))
+            .await
+            .expect("report");
+        done.push(t.task_id);
+        assert!(Instant::now() < deadline, "job does not finish");
+    }
+    let finished = wait_for_end(&mut jobs, &job.job_id, deadline, "reserved job").await;
+    assert_eq!(finished.state, v1::JobState::Succeeded as i32);
+    assert_eq!(finished.tasks_succeeded, 60);
+    let distinct: HashSet<&String> = done.iter().collect();
+    assert_eq!(
+        (done.len(), distinct.len()),
+        (60, 60),
+        "each task done once"
+    );
+    let store = server.coordinator.store.clone();
+    let tasks = store
+        .list_tasks(uuid(&job.job_id), None, 0, 0)
+        .await
+        .expect("tasks");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.attempt == 1 && t.failures.is_empty()),
+        "released reservations gave their attempt back"
+    );
+    server.stop().await;
+}
+both_backends!(reserved_leases, reserved_leases_flow);
+
+/// Reservations of a process that died (never handed out) go back to the queue at the next
+/// start, with their attempt; the job then runs to the end.
+async fn crash_left_reservations_flow(db: &TestDb) {
+    let server = TestServer::start(db, reserving(), false).await;
+    let mut jobs = server.jobs().await;
+    let job = submit(&mut jobs, evaluate_request(&PRESETS, "digits")).await;
+    let (_, worker) = registered(&server, "w").await;
+    let store = server.coordinator.store.clone();
+    // What a crashed coordinator leaves behind: tasks reserved, nobody recorded.
+    let slot = LeaseRequest {
+        worker: None,
+        capabilities: nat_store::Capabilities {
+            cpu_cores: 2,
+            ..Default::default()
+        },
+        datasets: vec![],
+    };
+    let reserved = store
+        .lease_tasks(&vec![slot; 4], chrono::Utc::now(), Duration::from_secs(30))
+        .await
+        .expect("reserve");
+    assert!(reserved.iter().all(Option::is_some));
+    server.stop().await;
+
+    let server = TestServer::start(db, reserving(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    // Answered only once the server runs, i.e. after its start-up sweep.
+    common::job(&mut jobs, &job.job_id).await;
+    for r in reserved.iter().flatten() {
+        let t = server
+            .coordinator
+            .store
+            .get_task(r.task.id)
+            .await
+            .expect("task");
+        assert_eq!((t.state, t.attempt), (TaskState::Ready, 0));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(t) = lease(&mut w, &worker, 200).await {
+        assert_eq!(t.attempt, 1);
+        w.report_result(report_ok(&worker, &t))
+            .await
+            .expect("report");
+    }
+    let finished = wait_for_end(&mut jobs, &job.job_id, deadline, "job after crash").await;
+    assert_eq!(
+        (finished.state, finished.tasks_succeeded),
+        (v1::JobState::Succeeded as i32, PRESETS.len() as u32)
+    );
+    server.stop().await;
+}
+both_backends!(crash_left_reservations, crash_left_reservations_flow);
+
+/// Cancelling a job withdraws its reservations with its queued tasks.
+async fn cancel_withdraws_reservations_flow(db: &TestDb) {
+    let server = TestServer::start(db, reserving(), false).await;
+    let mut jobs = server.jobs().await;
+    let (mut w, worker) = registered(&server, "w").await;
+    let archs: Vec<&str> = PRESETS.iter().cycle().take(60).copied().collect();
+    let job = submit(&mut jobs, evaluate_request(&archs, "digits")).await;
+    let done = work_until_reserved(&server, &mut w, &worker).await;
+    let held = lease(&mut w, &worker, 1000).await.expect("a task");
+    assert!(!server.coordinator.reservations.is_empty());
+    // Once its hand-out is recorded the task is the worker's (before that, a cancel would
+    // withdraw it with the other reservations and the worker's report would be refused).
+    let store = server.coordinator.store.clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store
+        .get_task(uuid(&held.task_id))
+        .await
+        .expect("task")
+        .leased_by
+        != Some(uuid(&worker))
+    {
+        assert!(Instant::now() < deadline, "the hand-out is never recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cancelled = jobs
+        .cancel_job(v1::CancelJobRequest {
+            job_id: job.job_id.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .expect("cancel")
+        .into_inner()
+        .job
+        .expect("job");
+    assert!(server.coordinator.reservations.is_empty(), "dropped");
+    // Everything not done and not in the worker's hand is cancelled, reservations included.
+    assert_eq!(cancelled.tasks_succeeded as usize, done.len());
+    assert_eq!(cancelled.tasks_cancelled as usize, 60 - done.len() - 1);
+    assert!(lease(&mut w, &worker, 0).await.is_none());
+    // The task in hand is told to stop and its report cancels it.
+    w.report_result(report_ok(&worker, &held))
+        .await
+        .expect("report");
+    let end = job_of(&mut jobs, &job.job_id).await;
+    assert_eq!(end.tasks_cancelled as usize, 60 - done.len());
+    server.stop().await;
+}
+both_backends!(
+    cancel_withdraws_reservations,
+    cancel_withdraws_reservations_flow
+);
+
+async fn job_of(
+    j: &mut nat_proto::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> v1::Job {
+    common::job(j, id).await
+}
