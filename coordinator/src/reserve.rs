@@ -47,6 +47,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use nat_store::{Capabilities, HeldLease, JobId, Lease};
+use nat_telemetry::{record, ReservationEvent};
 use tokio::time::Instant;
 
 /// Most reservations kept per profile.
@@ -220,14 +221,18 @@ impl Reservations {
         }
         let now = Instant::now();
         let mut pools = self.pools();
-        let pool = pools
-            .entry(profile.clone())
-            .or_insert_with(|| Pool::new(now));
+        if !pools.contains_key(profile) {
+            pools.insert(profile.clone(), Pool::new(now));
+        }
+        let Some(pool) = pools.get_mut(profile) else {
+            return (None, false);
+        };
         pool.roll(now);
         pool.window_count = pool.window_count.saturating_add(1);
         let lease = pool.entries.pop_front().map(|e| e.lease);
         if lease.is_some() {
             self.stats.handed_out.fetch_add(1, Ordering::Relaxed);
+            record::lease_reservations(ReservationEvent::HandedOut, 1);
         }
         let nudge = lease.is_some() && pool.in_flight == 0 && self.deficit(pool) > 0 && !pool.dry;
         (lease, nudge)
@@ -289,6 +294,7 @@ impl Reservations {
             self.stats
                 .claimed
                 .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+            record::lease_reservations(ReservationEvent::Claimed, claimed.len() as u64);
             pool.entries.extend(claimed.into_iter().map(|lease| Entry {
                 lease,
                 claimed: now,
@@ -314,7 +320,7 @@ impl Reservations {
             pool.entries.retain(|e| e.lease.task.job_id != job);
             n += before - pool.entries.len();
         }
-        self.stats.returned.fetch_add(n as u64, Ordering::Relaxed);
+        self.returned(n);
         n
     }
 
@@ -337,9 +343,7 @@ impl Reservations {
             }
         }
         pools.retain(|_, p| !p.entries.is_empty() || p.in_flight > 0 || p.rate > 0.0);
-        self.stats
-            .returned
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.returned(out.len());
         out
     }
 
@@ -352,10 +356,13 @@ impl Reservations {
             .map(|e| held(&e.lease))
             .collect::<Vec<_>>();
         pools.clear();
-        self.stats
-            .returned
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.returned(out.len());
         out
+    }
+
+    fn returned(&self, n: usize) {
+        self.stats.returned.fetch_add(n as u64, Ordering::Relaxed);
+        record::lease_reservations(ReservationEvent::Returned, n as u64);
     }
 
     /// Reservations held now (all profiles).

@@ -160,6 +160,16 @@ pub const LEASE_EXPIRIES: MetricDef = MetricDef {
     component: Component::Coordinator,
 };
 
+/// Lease reservations.
+pub const LEASE_RESERVATIONS: MetricDef = MetricDef {
+    name: "nat_lease_reservations_total",
+    kind: MetricKind::Counter,
+    help: "Lease reservations (tasks claimed ahead of demand under load), by event (claimed, handed_out, returned).",
+    labels: &[label("event", labels::ReservationEvent::VALUES)],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
 /// Tasks in the store by non-final state.
 pub const TASKS: MetricDef = MetricDef {
     name: "nat_tasks",
@@ -408,6 +418,7 @@ pub const ALL: &[MetricDef] = &[
     TASKS_FINISHED,
     TASK_RETRIES,
     LEASE_EXPIRIES,
+    LEASE_RESERVATIONS,
     TASKS,
     JOBS,
     JOBS_SUBMITTED,

@@ -135,6 +135,18 @@ label_enum!(
 );
 
 label_enum!(
+    /// What happened to lease reservations (tasks the coordinator claims ahead of demand).
+    ReservationEvent {
+        /// Tasks reserved.
+        Claimed => "claimed",
+        /// Reservations handed to workers (LeaseTask answered from memory).
+        HandedOut => "handed_out",
+        /// Reservations given back to the queue unused, or withdrawn with their job.
+        Returned => "returned",
+    }
+);
+
+label_enum!(
     /// Result of one `LeaseTask` RPC.
     LeaseResult {
         /// A task was leased.

@@ -4,7 +4,7 @@
 //!
 //! Coordinator: [`job_submitted`], [`tasks_created`], [`task_leased`], [`lease_task_rpc`],
 //! [`report_result_rpc`], [`task_finished`], [`task_retried`], [`lease_expired`],
-//! [`job_finished`], [`evaluated_accuracy`], [`policy_reward`], [`policy_updated`],
+//! [`lease_reservations`], [`job_finished`], [`evaluated_accuracy`], [`policy_reward`], [`policy_updated`],
 //! [`reward_cache_lookup`], [`worker_registered`], and the gauges [`set_jobs`], [`set_tasks`],
 //! [`set_workers`] (refreshed from the store, see `nat_dashboard::gauges`).
 //!
@@ -70,6 +70,13 @@ pub fn task_retried(kind: TaskKind, reason: RetryReason) {
 /// `count` expired leases were collected with `outcome` (from `Store::expire_leases`).
 pub fn lease_expired(outcome: ExpiryOutcome, count: u64) {
     counter!(catalog::LEASE_EXPIRIES.name, "outcome" => outcome.as_str()).increment(count);
+}
+
+/// `count` lease reservations had `event` (see `coordinator/src/reserve.rs`).
+pub fn lease_reservations(event: ReservationEvent, count: u64) {
+    if count > 0 {
+        counter!(catalog::LEASE_RESERVATIONS.name, "event" => event.as_str()).increment(count);
+    }
 }
 
 /// A job of `kind` reached the final `state`.

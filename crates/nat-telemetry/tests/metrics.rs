@@ -30,6 +30,8 @@ fn record_everything() {
     record::task_finished(TaskKind::TrainEval, TaskOutcome::Succeeded);
     record::task_retried(TaskKind::Supernet, RetryReason::LeaseExpired);
     record::lease_expired(ExpiryOutcome::Requeued, 2);
+    record::lease_reservations(ReservationEvent::Claimed, 40);
+    record::lease_reservations(ReservationEvent::HandedOut, 38);
     record::job_finished(JobKind::Optimize, JobState::Succeeded);
     record::evaluated_accuracy(0.93);
     record::evaluated_accuracy(f64::NAN); // ignored
@@ -94,6 +96,10 @@ fn every_catalogue_metric_is_rendered_after_recording() {
     assert_eq!(
         sample(&text, r#"nat_tasks_created_total{task_kind="train_eval"}"#),
         Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, r#"nat_lease_reservations_total{event="handed_out"}"#),
+        Some(38.0)
     );
     assert_eq!(
         sample(&text, r#"nat_lease_expiries_total{outcome="requeued"}"#),
