@@ -13,19 +13,16 @@ use nat_coordinator::Config;
 use nat_proto::v1;
 use nat_store::{LeaseRequest, TaskState};
 
-const PRESETS: [&str; 11] = [
-    "darts-v2",
-    "enas",
-    "naonet",
-    "vgg-block",
-    "resnet-block",
-    "mobilenetv2-block",
-    "r1",
-    "r2",
-    "r3",
-    "r4",
-    "r5",
-];
+/// `n` architectures: the input presets of nat-arch in turn.
+fn architectures(n: usize) -> Vec<&'static str> {
+    nat_arch::presets::all()
+        .iter()
+        .filter(|p| p.kind == nat_arch::presets::PresetKind::Input)
+        .map(|p| p.name)
+        .cycle()
+        .take(n)
+        .collect()
+}
 
 /// Reservations at any rate: 200 ms of demand kept reserved.
 fn reserving() -> Config {
@@ -64,12 +61,31 @@ async fn work_until_reserved(
     done
 }
 
+/// Waits until the store records `worker` as the holder of `t` (same lease token).
+async fn wait_assigned(server: &TestServer, t: &v1::Task, worker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stored = server
+            .coordinator
+            .store
+            .get_task(uuid(&t.task_id))
+            .await
+            .expect("task");
+        assert_eq!(stored.state, TaskState::Leased);
+        assert_eq!(stored.lease_token, t.lease_token as i64);
+        if stored.leased_by == Some(uuid(worker)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the hand-out is never recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn reserved_leases_flow(db: &TestDb) {
     let server = TestServer::start(db, reserving(), false).await;
     let mut jobs = server.jobs().await;
     let (mut w, worker) = registered(&server, "w").await;
-    let archs: Vec<&str> = PRESETS.iter().cycle().take(60).copied().collect();
-    let job = submit(&mut jobs, evaluate_request(&archs, "digits")).await;
+    let job = submit(&mut jobs, evaluate_request(&architectures(60), "digits")).await;
     let mut done = work_until_reserved(&server, &mut w, &worker).await;
     assert!(
         !server.coordinator.reservations.is_empty(),
@@ -84,18 +100,7 @@ async fn reserved_leases_flow(db: &TestDb) {
         before + 1,
         "answered from a reservation"
     );
-    let store = server.coordinator.store.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stored = store.get_task(uuid(&t.task_id)).await.expect("task");
-        assert_eq!(stored.state, TaskState::Leased);
-        assert_eq!(stored.lease_token, t.lease_token as i64);
-        if stored.leased_by == Some(uuid(&worker)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the hand-out is never recorded");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_assigned(&server, &t, &worker).await;
     // Another worker cannot report it; its holder can, once.
     let (mut other, other_id) = registered(&server, "other").await;
     let s = other
@@ -167,7 +172,7 @@ both_backends!(reserved_leases, reserved_leases_flow);
 async fn crash_left_reservations_flow(db: &TestDb) {
     let server = TestServer::start(db, reserving(), false).await;
     let mut jobs = server.jobs().await;
-    let job = submit(&mut jobs, evaluate_request(&PRESETS, "digits")).await;
+    let job = submit(&mut jobs, evaluate_request(&architectures(11), "digits")).await;
     let (_, worker) = registered(&server, "w").await;
     let store = server.coordinator.store.clone();
     // What a crashed coordinator leaves behind: tasks reserved, nobody recorded.
@@ -210,7 +215,7 @@ async fn crash_left_reservations_flow(db: &TestDb) {
     let finished = wait_for_end(&mut jobs, &job.job_id, deadline, "job after crash").await;
     assert_eq!(
         (finished.state, finished.tasks_succeeded),
-        (v1::JobState::Succeeded as i32, PRESETS.len() as u32)
+        (v1::JobState::Succeeded as i32, 11)
     );
     server.stop().await;
 }
@@ -221,25 +226,13 @@ async fn cancel_withdraws_reservations_flow(db: &TestDb) {
     let server = TestServer::start(db, reserving(), false).await;
     let mut jobs = server.jobs().await;
     let (mut w, worker) = registered(&server, "w").await;
-    let archs: Vec<&str> = PRESETS.iter().cycle().take(60).copied().collect();
-    let job = submit(&mut jobs, evaluate_request(&archs, "digits")).await;
+    let job = submit(&mut jobs, evaluate_request(&architectures(60), "digits")).await;
     let done = work_until_reserved(&server, &mut w, &worker).await;
     let held = lease(&mut w, &worker, 1000).await.expect("a task");
     assert!(!server.coordinator.reservations.is_empty());
     // Once its hand-out is recorded the task is the worker's (before that, a cancel would
     // withdraw it with the other reservations and the worker's report would be refused).
-    let store = server.coordinator.store.clone();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while store
-        .get_task(uuid(&held.task_id))
-        .await
-        .expect("task")
-        .leased_by
-        != Some(uuid(&worker))
-    {
-        assert!(Instant::now() < deadline, "the hand-out is never recorded");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_assigned(&server, &held, &worker).await;
     let cancelled = jobs
         .cancel_job(v1::CancelJobRequest {
             job_id: job.job_id.clone(),
@@ -259,7 +252,7 @@ async fn cancel_withdraws_reservations_flow(db: &TestDb) {
     w.report_result(report_ok(&worker, &held))
         .await
         .expect("report");
-    let end = job_of(&mut jobs, &job.job_id).await;
+    let end = common::job(&mut jobs, &job.job_id).await;
     assert_eq!(end.tasks_cancelled as usize, 60 - done.len());
     server.stop().await;
 }
@@ -267,10 +260,3 @@ both_backends!(
     cancel_withdraws_reservations,
     cancel_withdraws_reservations_flow
 );
-
-async fn job_of(
-    j: &mut nat_proto::v1::job_service_client::JobServiceClient<tonic::transport::Channel>,
-    id: &str,
-) -> v1::Job {
-    common::job(j, id).await
-}
