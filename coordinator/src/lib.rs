@@ -7,6 +7,8 @@
 //! - [`job_api`]: `nat.v1.JobService` (submit, get, list, watch, cancel, result, workers).
 //! - [`worker_api`]: `nat.v1.WorkerService` (register, heartbeat, lease, progress, result).
 //! - [`batch`]: group commit of concurrent LeaseTask / ReportResult store calls.
+//! - [`reserve`]: lease reservations — tasks claimed ahead of demand under load, so that
+//!   LeaseTask is answered from memory.
 //! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: stored JSON
 //!   documents and wire conversions; [`error`]: `Status` mapping.
 //! - [`serve`] / [`run`]: the server, in the mini-redis style — it takes bound listeners and a
@@ -15,8 +17,8 @@
 //! # How a job flows
 //! `SubmitJob` validates everything (architectures through `nat_arch::parse_any`, dataset, budget),
 //! then creates the job and one `train_eval` task per architecture in one store transaction, and
-//! wakes long-polling workers. `LeaseTask` claims a task in one statement and returns it with a
-//! fencing token; heartbeats extend leases; `ReportResult` records the result, the reward
+//! wakes long-polling workers. `LeaseTask` claims a task in one statement (or, under load, takes
+//! one reserved ahead) and returns it with a fencing token; heartbeats extend leases; `ReportResult` records the result, the reward
 //! estimate and the event in one transaction (a duplicate is answered OK and counted once; a stale
 //! token is `FAILED_PRECONDITION`). A background loop collects expired leases. Because all state
 //! is in the store, `kill -9` of the coordinator loses nothing: a restart resumes every job.

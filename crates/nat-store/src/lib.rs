@@ -45,6 +45,15 @@
 //!   id order, after the task rows), events numbered per job in batch order; items that raced
 //!   (task changed since the read) and reports with sample rewards go through the single path.
 //!   Pool size: `?max_connections=N` in the URL (default 32).
+//! - **Reservations.** A [`LeaseRequest`] without a worker claims a task like any lease (attempt,
+//!   token, expiry) with `leased_by` NULL: the coordinator hands it out later from memory and
+//!   records the worker with [`Store::assign_leases`] (one statement for many, `SKIP LOCKED`, so it
+//!   never waits for or deadlocks with a report of the same row). Until then a report, progress or
+//!   heartbeat carrying the token is accepted from any worker and records it (the token is the
+//!   capability). [`Store::release_leases`] / [`Store::release_unassigned_leases`] give unused
+//!   ones back with their attempt (the token stays spent); cancelling or finishing a job withdraws
+//!   them with its ready tasks. The `tasks_leased_by` index leaves NULL out (migration 0003), so
+//!   statements that pick reservations by id and token use the primary key.
 //! - **Dataset matching.** `tasks.dataset` is generated from the payload's top-level `"dataset"`
 //!   (migration 0002); a [`LeaseRequest`] listing datasets gets only tasks on one of them or on
 //!   none (an empty list means unknown: no filtering). [`Store::lease_task`] does not filter.
