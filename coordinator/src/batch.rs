@@ -66,6 +66,8 @@ pub struct Batcher {
     leases: mpsc::UnboundedSender<LeaseJob>,
     reports: mpsc::UnboundedSender<(ReportItem, ReportReply)>,
     assignments: mpsc::UnboundedSender<LeaseAssignment>,
+    /// Counts hand-outs not yet written, so that shutdown can wait for them.
+    reservations: Arc<Reservations>,
 }
 
 /// The error every caller of a failed batch gets (the cause is logged once).
@@ -84,6 +86,13 @@ impl Batcher {
         let (leases, lease_rx) = mpsc::unbounded_channel();
         let (reports, report_rx) = mpsc::unbounded_channel();
         let (assignments, assign_rx) = mpsc::unbounded_channel();
+        let reservations_for_batcher = reservations.clone();
+        tokio::spawn(record_assignments(
+            assign_rx,
+            store.clone(),
+            clock.clone(),
+            reservations.clone(),
+        ));
         tokio::spawn(dispatch(lease_rx, Duration::ZERO, {
             let store = store.clone();
             let clock = clock.clone();
@@ -97,7 +106,6 @@ impl Batcher {
                 )
             }
         }));
-        tokio::spawn(record_assignments(assign_rx, store.clone(), clock.clone()));
         tokio::spawn(dispatch(
             report_rx,
             REPORT_GATHER,
@@ -138,6 +146,7 @@ impl Batcher {
             leases,
             reports,
             assignments,
+            reservations: reservations_for_batcher,
         }
     }
 
@@ -159,7 +168,10 @@ impl Batcher {
     /// Records that a reserved lease was handed to a worker (fire and forget: batched into one
     /// [`Store::assign_leases`] call with concurrent hand-outs).
     pub fn assign(&self, assignment: LeaseAssignment) {
-        let _ = self.assignments.send(assignment);
+        self.reservations.assignment_queued();
+        if self.assignments.send(assignment).is_err() {
+            self.reservations.assignments_recorded(1);
+        }
     }
 
     /// Applies one report (what [`Store::report_result`] does, batched with concurrent
@@ -180,6 +192,7 @@ async fn record_assignments(
     mut rx: mpsc::UnboundedReceiver<LeaseAssignment>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    reservations: Arc<Reservations>,
 ) {
     while let Some(first) = rx.recv().await {
         tokio::time::sleep(ASSIGN_WINDOW).await;
@@ -196,6 +209,7 @@ async fn record_assignments(
             // them, or they expire and are re-queued.
             nat_telemetry::report_error(&err, "recording reserved leases failed");
         }
+        reservations.assignments_recorded(batch.len());
     }
 }
 

@@ -232,6 +232,15 @@ pub async fn serve(
         None => grpc_task.await,
     };
     let _ = expiry_task.await;
+    // Hand-outs of reservations are written in the background: wait for the last ones, then
+    // give back the reservations nobody took.
+    if !c
+        .reservations
+        .flush_assignments(std::time::Duration::from_secs(5))
+        .await
+    {
+        tracing::warn!("some reserved leases were handed out but not recorded before shutdown");
+    }
     release_reservations(&c, c.reservations.take_all()).await;
     gauges.abort();
     if let Some(task) = http_task {

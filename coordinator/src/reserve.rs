@@ -158,6 +158,8 @@ pub struct Reservations {
     min_rate: f64,
     max_age: Duration,
     stats: Counters,
+    /// Hand-outs queued for [`nat_store::Store::assign_leases`] and not written yet.
+    unrecorded: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -191,7 +193,36 @@ impl Reservations {
             min_rate,
             max_age,
             stats: Counters::default(),
+            unrecorded: AtomicU64::new(0),
         }
+    }
+
+    /// A hand-out was queued for recording.
+    pub fn assignment_queued(&self) {
+        self.unrecorded.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `n` queued hand-outs were written (or given up on).
+    pub fn assignments_recorded(&self, n: usize) {
+        let _ = self
+            .unrecorded
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n as u64))
+            });
+    }
+
+    /// Waits until every queued hand-out is written, at most `limit` (graceful shutdown: a
+    /// hand-out left unwritten would be released at the next start and its worker's report
+    /// refused). True if none is left.
+    pub async fn flush_assignments(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.unrecorded.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 
     /// Counts since start.

@@ -118,16 +118,27 @@ async fn reserved_leases_flow(db: &TestDb) {
     assert!(dup.into_inner().duplicate);
     done.push(t.task_id);
 
-    // Graceful shutdown returns the unused reservations: no lease without a worker is left.
+    // A lease handed out right before a graceful shutdown: the shutdown waits for its hand-out
+    // to be written, and returns the unused reservations: no lease without a worker is left.
+    let before = server.coordinator.reservations.stats().handed_out;
+    let last = lease(&mut w, &worker, 1000).await.expect("a task");
+    assert_eq!(
+        server.coordinator.reservations.stats().handed_out,
+        before + 1
+    );
     server.stop().await;
     let store = nat_store::connect(&db.url).await.expect("store");
     let leased = store
         .list_tasks(uuid(&job.job_id), Some(TaskState::Leased), 0, 0)
         .await
         .expect("tasks");
-    assert!(
-        leased.iter().all(|t| t.leased_by.is_some()),
-        "reservations left after shutdown: {leased:?}"
+    assert_eq!(
+        leased
+            .iter()
+            .map(|t| (t.id, t.leased_by))
+            .collect::<Vec<_>>(),
+        vec![(uuid(&last.task_id), Some(uuid(&worker)))],
+        "only the handed-out lease is left, recorded as the worker's"
     );
     drop(store);
 
@@ -135,6 +146,11 @@ async fn reserved_leases_flow(db: &TestDb) {
     let server = TestServer::start(db, reserving(), false).await;
     let mut jobs = server.jobs().await;
     let mut w = server.workers().await;
+    // The lease survived the restart: its report is accepted.
+    w.report_result(report_ok(&worker, &last))
+        .await
+        .expect("report after restart");
+    done.push(last.task_id);
     let deadline = Instant::now() + Duration::from_secs(60);
     while let Some(t) = lease(&mut w, &worker, 200).await {
         w.report_result(report_ok(&worker, &t))
