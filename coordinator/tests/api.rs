@@ -412,16 +412,7 @@ async fn cancellation(db: &TestDb) {
         .expect("job")
         .job_id;
     let held = lease(&mut w, &worker, 0).await.expect("task");
-    let cancelled = jobs
-        .cancel_job(v1::CancelJobRequest {
-            job_id: id.clone(),
-            reason: "test".into(),
-        })
-        .await
-        .expect("cancel")
-        .into_inner()
-        .job
-        .expect("job");
+    let cancelled = common::cancel(&mut jobs, &id).await;
     assert_eq!(cancelled.state, v1::JobState::Cancelled as i32);
     // Queued tasks are withdrawn; the running one is told to stop.
     assert!(lease(&mut w, &worker, 0).await.is_none());

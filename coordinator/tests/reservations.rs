@@ -249,16 +249,7 @@ async fn cancel_withdraws_reservations_flow(db: &TestDb) {
     // Once its hand-out is recorded the task is the worker's (before that, a cancel would
     // withdraw it with the other reservations and the worker's report would be refused).
     wait_assigned(&server, &held, &worker).await;
-    let cancelled = jobs
-        .cancel_job(v1::CancelJobRequest {
-            job_id: job.job_id.clone(),
-            reason: "test".into(),
-        })
-        .await
-        .expect("cancel")
-        .into_inner()
-        .job
-        .expect("job");
+    let cancelled = cancel(&mut jobs, &job.job_id).await;
     assert!(server.coordinator.reservations.is_empty(), "dropped");
     // Everything not done and not in the worker's hand is cancelled, reservations included.
     assert_eq!(cancelled.tasks_succeeded as usize, done.len());

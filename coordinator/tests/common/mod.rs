@@ -309,6 +309,19 @@ pub async fn submit(j: &mut JobServiceClient<Channel>, request: v1::SubmitJobReq
         .expect("job")
 }
 
+/// Cancels `id`, which must succeed; returns the cancelled job.
+pub async fn cancel(j: &mut JobServiceClient<Channel>, id: &str) -> v1::Job {
+    j.cancel_job(v1::CancelJobRequest {
+        job_id: id.into(),
+        reason: "test".into(),
+    })
+    .await
+    .expect("cancel")
+    .into_inner()
+    .job
+    .expect("job")
+}
+
 pub async fn job_result(j: &mut JobServiceClient<Channel>, id: &str) -> v1::GetJobResultResponse {
     j.get_job_result(v1::GetJobResultRequest { job_id: id.into() })
         .await
