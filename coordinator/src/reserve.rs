@@ -118,6 +118,8 @@ struct Pool {
     window_count: u32,
     /// The last refill came back short: no refill until new work arrives.
     dry: bool,
+    /// Reservations found too old to hand out, waiting for [`Reservations::take_stale`].
+    aged: Vec<HeldLease>,
 }
 
 impl Pool {
@@ -129,6 +131,7 @@ impl Pool {
             window_start: now,
             window_count: 0,
             dry: false,
+            aged: Vec::new(),
         }
     }
 
@@ -260,6 +263,17 @@ impl Reservations {
         };
         pool.roll(now);
         pool.window_count = pool.window_count.saturating_add(1);
+        // Never hand out a reservation older than `max_age`: its store-side expiry (set when it
+        // was claimed) must stay well ahead of the hand-out.
+        while pool
+            .entries
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.claimed) >= self.max_age)
+        {
+            if let Some(e) = pool.entries.pop_front() {
+                pool.aged.push(held(&e.lease));
+            }
+        }
         let lease = pool.entries.pop_front().map(|e| e.lease);
         if lease.is_some() {
             self.stats.handed_out.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +377,7 @@ impl Reservations {
         let mut pools = self.pools();
         for pool in pools.values_mut() {
             pool.roll(now);
+            out.append(&mut pool.aged);
             let idle = pool.rate < self.min_rate;
             while let Some(e) = pool.entries.front() {
                 if !idle && now.saturating_duration_since(e.claimed) < self.max_age {
@@ -373,7 +388,9 @@ impl Reservations {
                 }
             }
         }
-        pools.retain(|_, p| !p.entries.is_empty() || p.in_flight > 0 || p.rate > 0.0);
+        pools.retain(|_, p| {
+            !p.entries.is_empty() || !p.aged.is_empty() || p.in_flight > 0 || p.rate > 0.0
+        });
         self.returned(out.len());
         out
     }
@@ -381,11 +398,11 @@ impl Reservations {
     /// Removes every reservation (shutdown) and returns them for release.
     pub fn take_all(&self) -> Vec<HeldLease> {
         let mut pools = self.pools();
-        let out = pools
-            .values_mut()
-            .flat_map(|p| p.entries.drain(..))
-            .map(|e| held(&e.lease))
-            .collect::<Vec<_>>();
+        let mut out = Vec::new();
+        for pool in pools.values_mut() {
+            out.append(&mut pool.aged);
+            out.extend(pool.entries.drain(..).map(|e| held(&e.lease)));
+        }
         pools.clear();
         self.returned(out.len());
         out
@@ -551,12 +568,42 @@ mod tests {
             n,
             Some((0..n as i64).map(|t| lease(job, t + 1)).collect()),
         );
-        // Demand goes on at 125/s (above the minimum) for 400 ms: 50 taken, the rest aged out.
+        // Demand goes on at 125/s (above the minimum) for 400 ms: the requests of the first
+        // 300 ms get reservations (one every 8 ms), the later ones none (too old), and the rest
+        // go back.
         demand(&r, &p, 50, Duration::from_millis(400)).await;
+        let handed = r.stats().handed_out as usize;
+        assert_eq!(handed, 38);
         let stale = r.take_stale();
-        assert_eq!(stale.len(), n - 50);
-        assert_eq!(stale.first().map(|h| h.token), Some(51));
+        assert_eq!(stale.len(), n - handed);
+        assert_eq!(stale.first().map(|h| h.token), Some(handed as i64 + 1));
         assert!(r.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reservations_past_their_age_are_not_handed_out() {
+        let r = Reservations::new(
+            Duration::from_millis(200),
+            100.0,
+            Duration::from_millis(300),
+        );
+        let p = cpu();
+        demand(&r, &p, 500, Duration::from_millis(500)).await;
+        let n = r.want(&p, 256);
+        let job = uuid::Uuid::new_v4();
+        r.fill(
+            &p,
+            n,
+            Some((0..n as i64).map(|t| lease(job, t + 1)).collect()),
+        );
+        tokio::time::advance(Duration::from_millis(300)).await;
+        // All of them are too old now: the request gets none, and they go back.
+        let (got, _) = r.take(&p);
+        assert!(got.is_none());
+        assert!(r.is_empty());
+        let back = r.take_stale();
+        assert_eq!(back.len(), n);
+        assert_eq!(r.stats().returned, n as u64);
     }
 
     #[test]
