@@ -37,9 +37,12 @@
 //! worker that got one in the last milliseconds before the crash has its report refused as
 //! stale, and the task runs again — never twice counted.
 //!
-//! # Fairness
+//! # Fairness and counts
 //! Reserved tasks were picked in scheduling order (priority, round robin) when claimed, at most
 //! `horizon` of demand earlier; a job submitted with a higher priority waits at most that long.
+//! A reservation is never handed out once older than `max_age`, so its store-side expiry is
+//! always well ahead of the hand-out. Until handed out, a reservation counts as a leased task in
+//! job progress and the task gauges (at most `horizon` of demand per profile).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
