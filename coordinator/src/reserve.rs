@@ -477,6 +477,12 @@ mod tests {
         )
     }
 
+    /// Answers `n` asked reservations of `p` with `n` leases of a new job, tokens 1..=n.
+    fn fill_new_job(r: &Reservations, p: &Profile, n: usize) {
+        let job = uuid::Uuid::new_v4();
+        r.fill(p, n, Some((1..=n as i64).map(|t| lease(job, t)).collect()));
+    }
+
     /// Drives `n` lease requests over `span` of paused time.
     async fn demand(r: &Reservations, p: &Profile, n: u32, span: Duration) {
         for _ in 0..n {
@@ -504,12 +510,7 @@ mod tests {
         assert!((80..=120).contains(&n), "wanted {n}");
         // In flight: not asked twice.
         assert_eq!(r.want(&p, 256), 0);
-        let job = uuid::Uuid::new_v4();
-        r.fill(
-            &p,
-            n,
-            Some((0..n as i64).map(|t| lease(job, t + 1)).collect()),
-        );
+        fill_new_job(&r, &p, n);
         assert_eq!(r.len(), n);
         // Oldest first.
         let (first, _) = r.take(&p);
@@ -538,12 +539,7 @@ mod tests {
         let p = cpu();
         demand(&r, &p, 5000, Duration::from_secs(1)).await;
         let n = r.want(&p, 256);
-        let job = uuid::Uuid::new_v4();
-        r.fill(
-            &p,
-            n,
-            Some((0..n as i64).map(|t| lease(job, t + 1)).collect()),
-        );
+        fill_new_job(&r, &p, n);
         // Young and in demand: kept.
         assert!(r.take_stale().is_empty());
         // Demand stops: the rate decays under the minimum and they go back.
@@ -565,12 +561,7 @@ mod tests {
         demand(&r, &p, 500, Duration::from_millis(500)).await;
         let n = r.want(&p, 256);
         assert_eq!(n, MAX_PER_PROFILE);
-        let job = uuid::Uuid::new_v4();
-        r.fill(
-            &p,
-            n,
-            Some((0..n as i64).map(|t| lease(job, t + 1)).collect()),
-        );
+        fill_new_job(&r, &p, n);
         // Demand goes on at 125/s (above the minimum) for 400 ms: the requests of the first
         // 300 ms get reservations (one every 8 ms), the later ones none (too old), and the rest
         // go back.
@@ -593,12 +584,7 @@ mod tests {
         let p = cpu();
         demand(&r, &p, 500, Duration::from_millis(500)).await;
         let n = r.want(&p, 256);
-        let job = uuid::Uuid::new_v4();
-        r.fill(
-            &p,
-            n,
-            Some((0..n as i64).map(|t| lease(job, t + 1)).collect()),
-        );
+        fill_new_job(&r, &p, n);
         tokio::time::advance(Duration::from_millis(300)).await;
         // All of them are too old now: the request gets none, and they go back.
         let (got, _) = r.take(&p);
