@@ -49,6 +49,7 @@ pub const MAX_ASSIGN_BATCH: usize = 2048;
 const _: () = assert!(MAX_BATCH <= nat_store::limits::MAX_BATCH);
 
 type LeaseReply = oneshot::Sender<Result<Option<Lease>, StoreError>>;
+type ReportReply = oneshot::Sender<Result<ReportAck, StoreError>>;
 
 /// What the lease dispatcher is asked for.
 #[derive(Debug)]
@@ -58,9 +59,9 @@ enum LeaseJob {
     /// A profile whose reservations run low.
     Refill(Profile),
 }
-type ReportReply = oneshot::Sender<Result<ReportAck, StoreError>>;
 
-/// Queues of the two batched calls. Cheap to share; the dispatchers stop when it is dropped.
+/// Queues of the batched calls (leases, reports) and of the hand-outs to record. Cheap to share;
+/// the dispatchers stop when it is dropped.
 #[derive(Debug)]
 pub struct Batcher {
     leases: mpsc::UnboundedSender<LeaseJob>,
