@@ -61,6 +61,11 @@ fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
         .map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds, got {v}"))
 }
 
+/// mimalloc instead of the system allocator: the gRPC and database paths allocate per request,
+/// and glibc's malloc cost ~10 % of the process's CPU under load (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
