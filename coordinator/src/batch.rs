@@ -23,8 +23,9 @@
 //! A lease batch also tops up the [`Reservations`] of the slot profiles it serves (and of
 //! profiles that asked for a refill): after the callers' requests come reservation requests
 //! (no worker) of the same profiles, in the same statement, so reserving costs no extra
-//! transaction. Reserved leases handed out are recorded by a third dispatcher, which gathers
-//! the hand-outs into one [`Store::assign_leases`] call per batch; nobody waits for it.
+//! transaction. Reserved leases handed out are recorded by a background writer (see
+//! [`crate::handout`]): a second after the hand-out unless the report came first, the hand-outs
+//! falling due together in one [`Store::assign_leases`] call; nobody waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ use nat_store::{Lease, LeaseAssignment, LeaseRequest, ReportAck, ReportItem, Sto
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::clock::Clock;
+use crate::handout::{HandOuts, Next};
 use crate::reserve::{Profile, Reservations};
 
 /// Most requests in one store call.
@@ -41,8 +43,8 @@ pub const MAX_BATCH: usize = 256;
 pub const IN_FLIGHT: usize = 4;
 /// How long a report batch waits for more reports while another report batch is running.
 pub const REPORT_GATHER: Duration = Duration::from_millis(2);
-/// How long hand-outs of reservations are gathered before they are recorded.
-pub const ASSIGN_WINDOW: Duration = Duration::from_millis(10);
+/// Hand-outs of reservations falling due within this window are written together.
+pub const ASSIGN_WINDOW: Duration = Duration::from_millis(100);
 /// Most hand-outs recorded in one statement.
 pub const MAX_ASSIGN_BATCH: usize = 2048;
 
@@ -60,15 +62,15 @@ enum LeaseJob {
     Refill(Profile),
 }
 
-/// Queues of the batched calls (leases, reports) and of the hand-outs to record. Cheap to share;
-/// the dispatchers stop when it is dropped.
+/// Queues of the batched calls (leases, reports). Cheap to share; the dispatchers stop when it
+/// is dropped, and the hand-out writer then writes what is pending and stops.
 #[derive(Debug)]
 pub struct Batcher {
     leases: mpsc::UnboundedSender<LeaseJob>,
     reports: mpsc::UnboundedSender<(ReportItem, ReportReply)>,
-    assignments: mpsc::UnboundedSender<LeaseAssignment>,
-    /// Counts hand-outs not yet written, so that shutdown can wait for them.
-    reservations: Arc<Reservations>,
+    handouts: Arc<HandOuts>,
+    /// Dropped with the batcher: tells the hand-out writer to finish.
+    _stop_writer: oneshot::Sender<()>,
 }
 
 /// The error every caller of a failed batch gets (the cause is logged once).
@@ -83,16 +85,16 @@ impl Batcher {
         clock: Arc<dyn Clock>,
         lease_duration: Duration,
         reservations: Arc<Reservations>,
+        handouts: Arc<HandOuts>,
     ) -> Self {
         let (leases, lease_rx) = mpsc::unbounded_channel();
         let (reports, report_rx) = mpsc::unbounded_channel();
-        let (assignments, assign_rx) = mpsc::unbounded_channel();
-        let reservations_for_batcher = reservations.clone();
+        let (stop_writer, writer_stop) = oneshot::channel();
         tokio::spawn(record_assignments(
-            assign_rx,
+            handouts.clone(),
             store.clone(),
             clock.clone(),
-            reservations.clone(),
+            writer_stop,
         ));
         tokio::spawn(dispatch(lease_rx, Duration::ZERO, {
             let store = store.clone();
@@ -146,8 +148,8 @@ impl Batcher {
         Batcher {
             leases,
             reports,
-            assignments,
-            reservations: reservations_for_batcher,
+            handouts,
+            _stop_writer: stop_writer,
         }
     }
 
@@ -166,13 +168,10 @@ impl Batcher {
         let _ = self.leases.send(LeaseJob::Refill(profile));
     }
 
-    /// Records that a reserved lease was handed to a worker (fire and forget: batched into one
-    /// [`Store::assign_leases`] call with concurrent hand-outs).
+    /// Records that a reserved lease was handed to a worker (fire and forget: written by the
+    /// hand-out writer unless the report comes first, see [`crate::handout`]).
     pub fn assign(&self, assignment: LeaseAssignment) {
-        self.reservations.assignment_queued();
-        if self.assignments.send(assignment).is_err() {
-            self.reservations.assignments_recorded(1);
-        }
+        self.handouts.handed_out(assignment);
     }
 
     /// Applies one report (what [`Store::report_result`] does, batched with concurrent
@@ -186,31 +185,50 @@ impl Batcher {
     }
 }
 
-/// Records hand-outs of reservations: waits [`ASSIGN_WINDOW`] after the first one so that
-/// the hand-outs of that window share one statement (nobody waits for it), one call at a time,
-/// until every sender is gone.
+/// Writes hand-outs of reservations as they fall due (see [`crate::handout`]): those due within
+/// [`ASSIGN_WINDOW`] in one statement, one call at a time. When `stop` fires (the batcher is
+/// gone) it writes everything pending and returns.
 async fn record_assignments(
-    mut rx: mpsc::UnboundedReceiver<LeaseAssignment>,
+    handouts: Arc<HandOuts>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    reservations: Arc<Reservations>,
+    mut stop: oneshot::Receiver<()>,
 ) {
-    while let Some(first) = rx.recv().await {
-        tokio::time::sleep(ASSIGN_WINDOW).await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_ASSIGN_BATCH {
-            match rx.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+    let mut stopping = false;
+    loop {
+        let wake = handouts.wake().notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        let next = handouts.next(tokio::time::Instant::now(), ASSIGN_WINDOW, MAX_ASSIGN_BATCH);
+        let wait_until = match next {
+            Next::Write(batch) => {
+                tracing::trace!(size = batch.len(), "assignment batch");
+                if let Err(err) = store.assign_leases(&batch, clock.now()).await {
+                    // The reservations stay unassigned: their workers' heartbeats or reports
+                    // record them, or they expire and are re-queued.
+                    nat_telemetry::report_error(&err, "recording reserved leases failed");
+                }
+                handouts.written(batch.len());
+                continue;
+            }
+            _ if stopping => return,
+            Next::At(at) => Some(at),
+            Next::Idle => None,
+        };
+        let due = async {
+            match wait_until {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = due => {}
+            _ = &mut wake => {}
+            _ = &mut stop => {
+                handouts.flush_all();
+                stopping = true;
             }
         }
-        tracing::trace!(size = batch.len(), "assignment batch");
-        if let Err(err) = store.assign_leases(&batch, clock.now()).await {
-            // The reservations stay unassigned: their workers' heartbeats or reports record
-            // them, or they expire and are re-queued.
-            nat_telemetry::report_error(&err, "recording reserved leases failed");
-        }
-        reservations.assignments_recorded(batch.len());
     }
 }
 

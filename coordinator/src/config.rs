@@ -44,6 +44,13 @@ impl Config {
         (self.lease_duration / 4).min(Duration::from_secs(5))
     }
 
+    /// How long after its hand-out a reserved lease's worker is written if neither its report
+    /// nor a heartbeat recorded it first (see [`crate::handout`]): one second, at most a
+    /// quarter of the lease.
+    pub fn assignment_delay(&self) -> Duration {
+        (self.lease_duration / 4).min(crate::handout::MAX_DELAY)
+    }
+
     /// Checks the settings against each other; the error names the offending setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.lease_duration < Duration::from_millis(100)

@@ -360,6 +360,16 @@ impl v1::job_service_server::JobService for JobApi {
         let r = request.into_inner();
         let id = parse_id("job_id", &r.job_id)?;
         check_len("reason", &r.reason, 1000)?;
+        // Reserved leases already handed out must reach the store as their workers' first:
+        // the cancel then tells those workers to stop instead of withdrawing the tasks.
+        if !self
+            .c
+            .handouts
+            .flush(std::time::Duration::from_secs(2))
+            .await
+        {
+            tracing::warn!(job = %id, "hand-outs not all written before the cancel");
+        }
         let job = self
             .c
             .store

@@ -29,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod handout;
 pub mod job_api;
 pub mod optimize; // optimize (h8)
 pub mod reserve;
@@ -232,13 +233,9 @@ pub async fn serve(
         None => grpc_task.await,
     };
     let _ = expiry_task.await;
-    // Hand-outs of reservations are written in the background: wait for the last ones, then
-    // give back the reservations nobody took.
-    if !c
-        .reservations
-        .flush_assignments(std::time::Duration::from_secs(5))
-        .await
-    {
+    // Hand-outs of reservations are written in the background: write the pending ones now,
+    // then give back the reservations nobody took.
+    if !c.handouts.flush(std::time::Duration::from_secs(5)).await {
         tracing::warn!("some reserved leases were handed out but not recorded before shutdown");
     }
     release_reservations(&c, c.reservations.take_all()).await;

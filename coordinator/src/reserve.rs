@@ -14,10 +14,11 @@
 //! ([`nat_store::LeaseRequest::worker`] `None`). Reservations are claimed per *slot profile*
 //! (what a slot can run: GPU or not, GPU memory, CPU cores, local datasets), so a reserved task
 //! can run on any slot of that profile. LeaseTask pops the oldest reservation of its slot's
-//! profile, answers at once, and the worker it went to is written afterwards in a batched
-//! [`nat_store::Store::assign_leases`] call. Until that write lands, the reservation belongs to
-//! whoever holds its token: a report or heartbeat carrying it is accepted and records the
-//! worker. Durability is unchanged: the task was durably leased before it was handed out.
+//! profile, answers at once, and the worker it went to reaches the store afterwards: by its
+//! report, a heartbeat, or a batched [`nat_store::Store::assign_leases`] call a second later
+//! ([`crate::handout`]). Until then the reservation belongs to whoever holds its token: a
+//! report or heartbeat carrying it is accepted and records the worker. Durability is unchanged:
+//! the task was durably leased before it was handed out.
 //!
 //! # How many
 //! Each profile keeps about `horizon` of its recent lease rate reserved (rate measured over
@@ -34,8 +35,9 @@
 //! are all of them at shutdown, and a job's reservations are dropped when it is cancelled (the
 //! store cancels them with its ready tasks). After `kill -9`, the next start releases every
 //! reservation no worker was recorded for ([`nat_store::Store::release_unassigned_leases`]); a
-//! worker that got one in the last milliseconds before the crash has its report refused as
-//! stale, and the task runs again — never twice counted.
+//! worker that got one in the last second before the crash (and neither reported nor sent a
+//! heartbeat since) has its report refused as stale, and the task runs again — never twice
+//! counted.
 //!
 //! # Fairness and counts
 //! Reserved tasks were picked in scheduling order (priority, round robin) when claimed, at most
@@ -54,7 +56,7 @@ use nat_telemetry::{record, ReservationEvent};
 use tokio::time::Instant;
 
 /// Most reservations kept per profile.
-pub const MAX_PER_PROFILE: usize = 192;
+pub const MAX_PER_PROFILE: usize = 1024;
 /// Length of the windows the lease rate is measured over.
 const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// Weight of the newest window in the smoothed rate.
@@ -164,8 +166,6 @@ pub struct Reservations {
     min_rate: f64,
     max_age: Duration,
     stats: Counters,
-    /// Hand-outs queued for [`nat_store::Store::assign_leases`] and not written yet.
-    unrecorded: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -199,36 +199,7 @@ impl Reservations {
             min_rate,
             max_age,
             stats: Counters::default(),
-            unrecorded: AtomicU64::new(0),
         }
-    }
-
-    /// A hand-out was queued for recording.
-    pub fn assignment_queued(&self) {
-        self.unrecorded.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// `n` queued hand-outs were written (or given up on).
-    pub fn assignments_recorded(&self, n: usize) {
-        let _ = self
-            .unrecorded
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-                Some(v.saturating_sub(n as u64))
-            });
-    }
-
-    /// Waits until every queued hand-out is written, at most `limit` (graceful shutdown: a
-    /// hand-out left unwritten would be released at the next start and its worker's report
-    /// refused). True if none is left.
-    pub async fn flush_assignments(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.unrecorded.load(Ordering::Acquire) > 0 {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        true
     }
 
     /// Counts since start.
@@ -557,10 +528,10 @@ mod tests {
             Duration::from_millis(300),
         );
         let p = cpu();
-        // 1,000 leases/s: 200 wanted, capped.
+        // 1,000 leases/s: about 200 wanted; the batch has room for 100.
         demand(&r, &p, 500, Duration::from_millis(500)).await;
-        let n = r.want(&p, 256);
-        assert_eq!(n, MAX_PER_PROFILE);
+        let n = r.want(&p, 100);
+        assert_eq!(n, 100);
         fill_new_job(&r, &p, n);
         // Demand goes on at 125/s (above the minimum) for 400 ms: the requests of the first
         // 300 ms get reservations (one every 8 ms), the later ones none (too old), and the rest

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::convert::TrainEvalPayload;
 use crate::error::ApiError;
+use crate::handout::HandOuts;
 use crate::reserve::Reservations;
 
 /// Most waiters woken for one batch of new tasks.
@@ -42,6 +43,8 @@ pub struct Coordinator {
     shutdown: watch::Sender<bool>,
     /// Leases claimed ahead of demand (see [`crate::reserve`]).
     pub reservations: Arc<Reservations>,
+    /// Hand-outs of reservations not written yet (see [`crate::handout`]).
+    pub handouts: Arc<HandOuts>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -72,6 +75,7 @@ impl Coordinator {
                 config.lease_reserve_min_rate,
                 config.reservation_max_age(),
             )),
+            handouts: Arc::new(HandOuts::new(config.assignment_delay())),
             config,
         })
     }

@@ -196,6 +196,7 @@ impl WorkerApi {
                 self.c.clock.clone(),
                 self.c.config.lease_duration,
                 self.c.reservations.clone(),
+                self.c.handouts.clone(),
             )
         })
     }
@@ -423,6 +424,8 @@ impl WorkerApi {
             })
             .await?;
         self.c.forget_lease(task_id);
+        // The report recorded the worker: a pending hand-out write is not needed any more.
+        self.c.handouts.reported(task_id, lease_token);
         match ack {
             ReportAck::Accepted {
                 job_id,
