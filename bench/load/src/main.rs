@@ -95,6 +95,11 @@ struct Cli {
     /// `--lease-reserve-ms`; 0 = off: every lease claimed on the request path).
     #[arg(long, default_value_t = 50)]
     lease_reserve_ms: u64,
+    /// Start-up period left out of the steady-state line of the summary, in milliseconds: the
+    /// fleet's first leases all arrive at once, before the coordinator has measured any rate
+    /// (the full-run lines include them).
+    #[arg(long, default_value_t = 2000)]
+    warmup_ms: u64,
 }
 
 fn parse_fraction(text: &str) -> Result<f64, String> {
@@ -138,12 +143,57 @@ impl Hold {
     }
 }
 
-/// Latencies in microseconds.
+/// Latencies in microseconds: of the whole run, and of the steady state (calls started after
+/// the warm-up).
 #[derive(Default)]
 struct Samples {
     lease_us: Vec<u32>,
     report_us: Vec<u32>,
+    steady_lease_us: Vec<u32>,
+    steady_report_us: Vec<u32>,
+    /// Round trips completed after the warm-up.
+    steady_done: u64,
+    /// When the last round trip completed, from the start of the run.
+    last_done: Duration,
     empty_leases: u64,
+}
+
+impl Samples {
+    fn extend(&mut self, other: Samples) {
+        self.lease_us.extend(other.lease_us);
+        self.report_us.extend(other.report_us);
+        self.steady_lease_us.extend(other.steady_lease_us);
+        self.steady_report_us.extend(other.steady_report_us);
+        self.steady_done += other.steady_done;
+        self.last_done = self.last_done.max(other.last_done);
+        self.empty_leases += other.empty_leases;
+    }
+
+    /// Records a lease that took `latency` and was asked for `started` after the start of the
+    /// run; returns whether it counts for the steady state.
+    fn lease(&mut self, started: Duration, latency: Duration, warmup: Duration) -> bool {
+        let latency = us(latency);
+        self.lease_us.push(latency);
+        let steady = started >= warmup;
+        if steady {
+            self.steady_lease_us.push(latency);
+        }
+        steady
+    }
+
+    /// Records a report that took `latency` and completed a round trip at `done_at` from the
+    /// start of the run.
+    fn report(&mut self, steady: bool, latency: Duration, done_at: Duration, warmup: Duration) {
+        let latency = us(latency);
+        self.report_us.push(latency);
+        if steady {
+            self.steady_report_us.push(latency);
+        }
+        self.last_done = self.last_done.max(done_at);
+        if done_at >= warmup {
+            self.steady_done += 1;
+        }
+    }
 }
 
 fn pct(sorted: &[u32], p: f64) -> f64 {
@@ -157,6 +207,11 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
 fn us(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
+
+/// The coordinator binary's allocator (see coordinator/src/main.rs), so that the in-process
+/// coordinator is measured as it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -219,6 +274,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn summary(cli: &Cli, backend: &str, elapsed: Duration, done: u64, mut s: Samples) {
     s.lease_us.sort_unstable();
     s.report_us.sort_unstable();
+    s.steady_lease_us.sort_unstable();
+    s.steady_report_us.sort_unstable();
     let rate = done as f64 / elapsed.as_secs_f64();
     println!(
         "mode={:?} backend={backend} workers={} connections={} hold_ms={} hold_jitter={} tasks={done} elapsed_s={:.2}",
@@ -245,6 +302,28 @@ fn summary(cli: &Cli, backend: &str, elapsed: Duration, done: u64, mut s: Sample
         pct(&s.report_us, 0.9),
         pct(&s.report_us, 0.99),
         pct(&s.report_us, 1.0)
+    );
+    let warmup = Duration::from_millis(cli.warmup_ms);
+    let window = s.last_done.saturating_sub(warmup);
+    if s.steady_done == 0 || window.is_zero() {
+        println!(
+            "steady: none (the run ended within the {} ms warm-up)",
+            cli.warmup_ms
+        );
+        return;
+    }
+    println!(
+        "steady (after {} ms warm-up, {:.2} s): round_trips_per_s={:.0} lease_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} (n={}) report_ms p50={:.2} p99={:.2}",
+        cli.warmup_ms,
+        window.as_secs_f64(),
+        s.steady_done as f64 / window.as_secs_f64(),
+        pct(&s.steady_lease_us, 0.5),
+        pct(&s.steady_lease_us, 0.9),
+        pct(&s.steady_lease_us, 0.99),
+        pct(&s.steady_lease_us, 1.0),
+        s.steady_lease_us.len(),
+        pct(&s.steady_report_us, 0.5),
+        pct(&s.steady_report_us, 0.99),
     );
 }
 
@@ -359,6 +438,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
         let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
         let done = done.clone();
         let hold = Hold::of(cli);
+        let warmup = Duration::from_millis(cli.warmup_ms);
         handles.push(tokio::spawn(async move {
             let mut s = Samples::default();
             tokio::time::sleep(hold.start_offset()).await;
@@ -378,7 +458,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
                     s.empty_leases += 1;
                     continue;
                 };
-                s.lease_us.push(us(t0.elapsed()));
+                let steady = s.lease(t0.duration_since(start), t0.elapsed(), warmup);
                 hold.hold().await;
                 let t1 = Instant::now();
                 w.report_result(v1::ReportResultRequest {
@@ -397,7 +477,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
                     )),
                 })
                 .await?;
-                s.report_us.push(us(t1.elapsed()));
+                s.report(steady, t1.elapsed(), start.elapsed(), warmup);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<Samples, tonic::Status>(s)
@@ -408,9 +488,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
         let s = h
             .await?
             .map_err(|s| anyhow::anyhow!("worker call failed: {s}"))?;
-        all.lease_us.extend(s.lease_us);
-        all.report_us.extend(s.report_us);
-        all.empty_leases += s.empty_leases;
+        all.extend(s);
     }
     let elapsed = start.elapsed();
     summary(cli, &backend, elapsed, done.load(Ordering::Relaxed), all);
@@ -423,6 +501,15 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
             r.handed_out,
             r.returned,
             100.0 * r.handed_out as f64 / done.load(Ordering::Relaxed).max(1) as f64
+        );
+    }
+    if let Some(c) = &coordinator {
+        let h = c.handouts.stats();
+        println!(
+            "hand-outs written_by_report={} written_in_background={} pending={}",
+            h.skipped,
+            h.written,
+            c.handouts.len()
         );
     }
     if let Some(tx) = stop_tx {
@@ -484,6 +571,7 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
         let done = done.clone();
         let caps = caps.clone();
         let hold = Hold::of(cli);
+        let warmup = Duration::from_millis(cli.warmup_ms);
         handles.push(tokio::spawn(async move {
             let mut s = Samples::default();
             tokio::time::sleep(hold.start_offset()).await;
@@ -497,7 +585,7 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 };
-                s.lease_us.push(us(t0.elapsed()));
+                let steady = s.lease(t0.duration_since(start), t0.elapsed(), warmup);
                 hold.hold().await;
                 let t1 = Instant::now();
                 store.get_task(lease.task.id).await?;
@@ -514,7 +602,7 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
                         now(),
                     )
                     .await?;
-                s.report_us.push(us(t1.elapsed()));
+                s.report(steady, t1.elapsed(), start.elapsed(), warmup);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<Samples, nat_store::StoreError>(s)
@@ -523,9 +611,7 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
     let mut all = Samples::default();
     for h in handles {
         let s = h.await??;
-        all.lease_us.extend(s.lease_us);
-        all.report_us.extend(s.report_us);
-        all.empty_leases += s.empty_leases;
+        all.extend(s);
     }
     summary(
         cli,
