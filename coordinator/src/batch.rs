@@ -42,7 +42,7 @@ pub const MAX_BATCH: usize = 256;
 /// Store calls of one kind running at once (each holds one pooled connection).
 pub const IN_FLIGHT: usize = 4;
 /// How long a report batch waits for more reports while another report batch is running.
-pub const REPORT_GATHER: Duration = Duration::from_millis(2);
+pub const REPORT_GATHER: Duration = Duration::from_millis(5);
 /// Hand-outs of reservations falling due within this window are written together.
 pub const ASSIGN_WINDOW: Duration = Duration::from_millis(100);
 /// Most hand-outs recorded in one statement.

@@ -8,6 +8,7 @@ use nat_store::{
     Capabilities, HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem,
     RewardKey, RewardObservation, TaskState,
 };
+use serde::Deserialize;
 use serde_json::json;
 use tonic::{Request, Response, Status};
 
@@ -204,7 +205,8 @@ impl WorkerApi {
     fn lease_to_task(&self, lease: &Lease) -> Result<v1::Task, ApiError> {
         let payload = match lease.task.kind.as_str() {
             "train_eval" => {
-                let p: TrainEvalPayload = serde_json::from_value(lease.task.payload.clone())
+                // Deserialized from the borrowed JSON: no copy of the payload tree.
+                let p = TrainEvalPayload::deserialize(&lease.task.payload)
                     .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
                 let task = convert::train_eval_task(&p);
                 self.c.remember_lease(lease.task.id, Arc::new(p));
