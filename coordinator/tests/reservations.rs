@@ -118,6 +118,25 @@ async fn reserved_leases_flow(db: &TestDb) {
     assert!(dup.into_inner().duplicate);
     done.push(t.task_id);
 
+    // A task reported before its hand-out falls due is written once, by its report: the
+    // background write of its hand-out is dropped.
+    let before = server.coordinator.handouts.stats();
+    let quick = lease(&mut w, &worker, 1000).await.expect("a task");
+    w.report_result(report_ok(&worker, &quick))
+        .await
+        .expect("report");
+    let after = server.coordinator.handouts.stats();
+    assert_eq!(after.skipped, before.skipped + 1, "{before:?} -> {after:?}");
+    let stored = server
+        .coordinator
+        .store
+        .get_task(uuid(&quick.task_id))
+        .await
+        .expect("task");
+    assert_eq!(stored.state, TaskState::Done);
+    assert_eq!(stored.leased_by, Some(uuid(&worker)));
+    done.push(quick.task_id);
+
     // A lease handed out right before a graceful shutdown: the shutdown waits for its hand-out
     // to be written, and returns the unused reservations: no lease without a worker is left.
     let before = server.coordinator.reservations.stats().handed_out;
@@ -246,10 +265,11 @@ async fn cancel_withdraws_reservations_flow(db: &TestDb) {
     let done = work_until_reserved(&server, &mut w, &worker).await;
     let held = lease(&mut w, &worker, 1000).await.expect("a task");
     assert!(!server.coordinator.reservations.is_empty());
-    // Once its hand-out is recorded the task is the worker's (before that, a cancel would
-    // withdraw it with the other reservations and the worker's report would be refused).
-    wait_assigned(&server, &held, &worker).await;
+    // Its hand-out is not written yet (that waits a second): the cancel writes it first, so
+    // the task stays the worker's instead of being withdrawn with the reservations.
+    assert!(!server.coordinator.handouts.is_empty(), "hand-out pending");
     let cancelled = cancel(&mut jobs, &job.job_id).await;
+    assert!(server.coordinator.handouts.is_empty(), "written by the cancel");
     assert!(server.coordinator.reservations.is_empty(), "dropped");
     // Everything not done and not in the worker's hand is cancelled, reservations included.
     assert_eq!(cancelled.tasks_succeeded as usize, done.len());
