@@ -269,7 +269,10 @@ async fn cancel_withdraws_reservations_flow(db: &TestDb) {
     // the task stays the worker's instead of being withdrawn with the reservations.
     assert!(!server.coordinator.handouts.is_empty(), "hand-out pending");
     let cancelled = cancel(&mut jobs, &job.job_id).await;
-    assert!(server.coordinator.handouts.is_empty(), "written by the cancel");
+    assert!(
+        server.coordinator.handouts.is_empty(),
+        "written by the cancel"
+    );
     assert!(server.coordinator.reservations.is_empty(), "dropped");
     // Everything not done and not in the worker's hand is cancelled, reservations included.
     assert_eq!(cancelled.tasks_succeeded as usize, done.len());
