@@ -9,6 +9,7 @@
 //! - [`batch`]: group commit of concurrent LeaseTask / ReportResult store calls.
 //! - [`reserve`]: lease reservations — tasks claimed ahead of demand under load, so that
 //!   LeaseTask is answered from memory.
+//! - [`handout`]: which worker got a reserved lease, written by its report or a second later.
 //! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: stored JSON
 //!   documents and wire conversions; [`error`]: `Status` mapping.
 //! - [`serve`] / [`run`]: the server, in the mini-redis style — it takes bound listeners and a
