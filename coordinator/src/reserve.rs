@@ -61,6 +61,10 @@ pub const MAX_PER_PROFILE: usize = 1024;
 const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// Weight of the newest window in the smoothed rate.
 const RATE_WEIGHT: f64 = 0.5;
+/// Requests the current window needs before its own rate counts (see [`Pool::demand_rate`]).
+const BURST_MIN_COUNT: u32 = 32;
+/// Shortest span the current window's rate is measured over.
+const BURST_MIN_SPAN: Duration = Duration::from_millis(10);
 
 /// What a slot can run: the part of its capabilities a claim filters on. Slots with equal
 /// profiles can run the same tasks.
@@ -138,6 +142,21 @@ impl Pool {
             dry: false,
             aged: Vec::new(),
         }
+    }
+
+    /// The rate reservations are sized by: the smoothed rate, or the current window's own rate
+    /// once that window has seen [`BURST_MIN_COUNT`] requests and the rate is higher. So demand
+    /// that jumps (a fleet starting, a backlog released) is met from reservations within a few
+    /// milliseconds instead of after a whole window, and falls back as smoothly as before.
+    fn demand_rate(&self, now: Instant) -> f64 {
+        if self.window_count < BURST_MIN_COUNT {
+            return self.rate;
+        }
+        let span = now
+            .saturating_duration_since(self.window_start)
+            .max(BURST_MIN_SPAN);
+        self.rate
+            .max(f64::from(self.window_count) / span.as_secs_f64())
     }
 
     /// Closes finished rate windows up to `now`.
@@ -253,17 +272,19 @@ impl Reservations {
             self.stats.handed_out.fetch_add(1, Ordering::Relaxed);
             record::lease_reservations(ReservationEvent::HandedOut, 1);
         }
-        let nudge = lease.is_some() && pool.in_flight == 0 && self.deficit(pool) > 0 && !pool.dry;
+        let nudge =
+            lease.is_some() && pool.in_flight == 0 && self.deficit(pool, now) > 0 && !pool.dry;
         (lease, nudge)
     }
 
     /// How many reservations `pool` lacks: none while it holds more than half its target (so
     /// that refills come in batches of at least half the target), else up to the target.
-    fn deficit(&self, pool: &Pool) -> usize {
-        if pool.rate < self.min_rate || pool.rate <= 0.0 {
+    fn deficit(&self, pool: &Pool, now: Instant) -> usize {
+        let rate = pool.demand_rate(now);
+        if rate < self.min_rate || rate <= 0.0 {
             return 0;
         }
-        let target = (pool.rate * self.horizon.as_secs_f64()).ceil();
+        let target = (rate * self.horizon.as_secs_f64()).ceil();
         let target = if target.is_finite() {
             (target as usize).clamp(1, MAX_PER_PROFILE)
         } else {
@@ -291,7 +312,7 @@ impl Reservations {
         if pool.dry {
             return 0;
         }
-        let n = self.deficit(pool).min(room);
+        let n = self.deficit(pool, now).min(room);
         pool.in_flight += n;
         n
     }
@@ -460,6 +481,19 @@ mod tests {
             let _ = r.take(p);
             tokio::time::advance(span / n).await;
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_reserved_for_before_its_window_closes() {
+        let r = Reservations::new(Duration::from_millis(50), 100.0, Duration::from_secs(5));
+        let p = cpu();
+        // 31 requests in 5 ms: too few to count on their own, and no window closed yet.
+        demand(&r, &p, 31, Duration::from_millis(5)).await;
+        assert_eq!(r.want(&p, 256), 0);
+        // The 32nd: the window's own rate counts, measured over at least 10 ms (3,200/s),
+        // so about 50 ms of it (160) is wanted at once.
+        let _ = r.take(&p);
+        assert_eq!(r.want(&p, 256), 160);
     }
 
     #[tokio::test(start_paused = true)]
