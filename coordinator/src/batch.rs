@@ -51,6 +51,9 @@ pub const MAX_ASSIGN_BATCH: usize = 2048;
 const _: () = assert!(MAX_BATCH <= nat_store::limits::MAX_BATCH);
 
 type LeaseReply = oneshot::Sender<Result<Option<Lease>, StoreError>>;
+/// Called with the number of reservations a lease batch brought, to wake long-polling
+/// LeaseTask calls that may take them.
+pub type OnReserved = Arc<dyn Fn(usize) + Send + Sync>;
 type ReportReply = oneshot::Sender<Result<ReportAck, StoreError>>;
 
 /// What the lease dispatcher is asked for.
@@ -86,6 +89,7 @@ impl Batcher {
         lease_duration: Duration,
         reservations: Arc<Reservations>,
         handouts: Arc<HandOuts>,
+        on_reserved: OnReserved,
     ) -> Self {
         let (leases, lease_rx) = mpsc::unbounded_channel();
         let (reports, report_rx) = mpsc::unbounded_channel();
@@ -105,6 +109,7 @@ impl Batcher {
                     clock.clone(),
                     lease_duration,
                     reservations.clone(),
+                    on_reserved.clone(),
                     batch,
                 )
             }
@@ -239,6 +244,7 @@ async fn lease_batch(
     clock: Arc<dyn Clock>,
     lease_duration: Duration,
     reservations: Arc<Reservations>,
+    on_reserved: OnReserved,
     batch: Vec<LeaseJob>,
 ) {
     let mut requests = Vec::with_capacity(batch.len());
@@ -285,12 +291,20 @@ async fn lease_batch(
     {
         Ok(leases) if leases.len() == requests.len() => {
             let mut leases = leases.into_iter();
-            for reply in replies {
-                let _ = reply.send(Ok(leases.next().flatten()));
-            }
+            let slot_leases: Vec<Option<Lease>> = leases.by_ref().take(slots).collect();
+            // Reservations first, so that a slot of this batch that got nothing finds them;
+            // then wake the long-polls that looked before they arrived.
+            let mut arrived = 0;
             for (profile, n) in reserved {
                 let claimed: Vec<Lease> = leases.by_ref().take(n).flatten().collect();
+                arrived += claimed.len();
                 reservations.fill(&profile, n, Some(claimed));
+            }
+            for (reply, lease) in replies.into_iter().zip(slot_leases) {
+                let _ = reply.send(Ok(lease));
+            }
+            if arrived > 0 {
+                on_reserved(arrived);
             }
         }
         Ok(leases) => {

@@ -88,6 +88,14 @@ impl Coordinator {
         }
     }
 
+    /// Wakes up to `n` long-polling LeaseTask calls because `n` reservations arrived (no new
+    /// work in the store: profiles that ran dry stay dry).
+    pub fn wake_for_reservations(&self, n: usize) {
+        for _ in 0..n.min(MAX_WAKE) {
+            self.work.notify_one();
+        }
+    }
+
     /// Wakes every long-polling LeaseTask call.
     pub fn wake_all_workers(&self) {
         self.reservations.work_arrived();

@@ -198,6 +198,10 @@ impl WorkerApi {
                 self.c.config.lease_duration,
                 self.c.reservations.clone(),
                 self.c.handouts.clone(),
+                {
+                    let c = self.c.clone();
+                    Arc::new(move |n| c.wake_for_reservations(n))
+                },
             )
         })
     }
