@@ -51,10 +51,10 @@ pub const MAX_ASSIGN_BATCH: usize = 2048;
 const _: () = assert!(MAX_BATCH <= nat_store::limits::MAX_BATCH);
 
 type LeaseReply = oneshot::Sender<Result<Option<Lease>, StoreError>>;
+type ReportReply = oneshot::Sender<Result<ReportAck, StoreError>>;
 /// Called with the number of reservations a lease batch brought, to wake long-polling
 /// LeaseTask calls that may take them.
 pub type OnReserved = Arc<dyn Fn(usize) + Send + Sync>;
-type ReportReply = oneshot::Sender<Result<ReportAck, StoreError>>;
 
 /// What the lease dispatcher is asked for.
 #[derive(Debug)]

@@ -83,9 +83,7 @@ impl Coordinator {
     /// Wakes up to `n` long-polling LeaseTask calls (n tasks became claimable).
     pub fn wake_workers(&self, n: usize) {
         self.reservations.work_arrived();
-        for _ in 0..n.min(MAX_WAKE) {
-            self.work.notify_one();
-        }
+        self.wake_for_reservations(n);
     }
 
     /// Wakes up to `n` long-polling LeaseTask calls because `n` reservations arrived (no new
