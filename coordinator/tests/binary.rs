@@ -506,18 +506,33 @@ async fn kill9_optimize(db: &TestDb) {
         "killed at policy version {version_at_kill} with {} reward(s) waiting for the update",
         waiting.len()
     );
-    // What the dead coordinator left: those rewards, still unconsumed, and the same version.
+    // What the dead coordinator left: each of those rewards still unconsumed, or consumed by an
+    // update it committed between our look and the kill (a later version, already stored).
     let left = store
         .take_unconsumed_rewards(&policy_id, 1000)
         .await
         .expect("unconsumed rewards");
-    assert!(left.len() >= waiting.len(), "no waiting reward was lost");
     let version_left = store
         .latest_checkpoint(&policy_id)
         .await
         .expect("checkpoint")
         .version;
     assert!(version_left >= version_at_kill);
+    for sample in &waiting {
+        if left.iter().any(|l| l.id == sample.id) {
+            continue;
+        }
+        let consumed = store
+            .get_sample(sample.id)
+            .await
+            .expect("sample")
+            .consumed_in_version;
+        assert!(
+            consumed.is_some_and(|v| v > version_at_kill && v <= version_left),
+            "no waiting reward was lost: sample {:?} neither waits nor was consumed before the kill ({consumed:?})",
+            sample.id
+        );
+    }
 
     let (mut p2, _jobs, done) = restart_and_wait_for_end(
         &db.url,
