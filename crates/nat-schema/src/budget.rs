@@ -8,7 +8,7 @@
 use nat_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::FieldError;
 
 /// Names of the presets, in the order `natctl` documents them.
 pub const PRESETS: &[&str] = &["smoke", "small", "paper"];
@@ -133,14 +133,14 @@ impl Budget {
     pub fn resolve(
         spec: Option<&v1::BudgetSpec>,
         field: &str,
-    ) -> Result<(String, Budget), ApiError> {
+    ) -> Result<(String, Budget), FieldError> {
         let preset = spec
             .map(|s| s.preset.trim())
             .filter(|p| !p.is_empty())
             .unwrap_or(DEFAULT_PRESET)
             .to_ascii_lowercase();
         let mut budget = Budget::preset(&preset).ok_or_else(|| {
-            ApiError::invalid(
+            FieldError::new(
                 format!("{field}.preset"),
                 format!(
                     "unknown preset {preset:?} (expected one of {})",
@@ -181,7 +181,7 @@ impl Budget {
     }
 
     /// Checks every field against its bounds; the error names `{field}.{name}`.
-    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+    pub fn validate(&self, field: &str) -> Result<(), FieldError> {
         let int = |name: &str, v: u32, lo: u32, hi: u32| int_in(field, name, v, lo, hi);
         let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| {
             real_in(field, name, v, lo, hi, hi_open)
@@ -190,7 +190,7 @@ impl Budget {
         int("batch_size", self.batch_size, 1, 4096)?;
         real("learning_rate", self.learning_rate, 0.0, 10.0, false)?;
         if self.learning_rate <= 0.0 {
-            return Err(ApiError::invalid(
+            return Err(FieldError::new(
                 format!("{field}.learning_rate"),
                 "must be positive",
             ));
@@ -201,7 +201,7 @@ impl Budget {
         real("grad_clip", self.grad_clip, 0.0, 1e6, false)?;
         int("init_channels", self.init_channels, 2, 1024)?;
         if !self.init_channels.is_multiple_of(2) {
-            return Err(ApiError::invalid(
+            return Err(FieldError::new(
                 format!("{field}.init_channels"),
                 format!(
                     "must be even (FactorizedReduce splits channels in two), got {}",
@@ -356,7 +356,7 @@ impl SupernetBudget {
         preset: &str,
         overrides: Option<&v1::SupernetSettings>,
         field: &str,
-    ) -> Result<SupernetBudget, ApiError> {
+    ) -> Result<SupernetBudget, FieldError> {
         let mut s = SupernetBudget::preset(preset);
         if let Some(o) = overrides {
             macro_rules! set {
@@ -372,14 +372,14 @@ impl SupernetBudget {
     }
 
     /// Checks every field against its bounds; the error names `{field}.{name}`.
-    pub fn validate(&self, field: &str) -> Result<(), ApiError> {
+    pub fn validate(&self, field: &str) -> Result<(), FieldError> {
         let int = |name: &str, v: u32, lo: u32, hi: u32| int_in(field, name, v, lo, hi);
         let real = |name: &str, v: f64, lo: f64, hi: f64, hi_open: bool| {
             real_in(field, name, v, lo, hi, hi_open)
         };
         int("init_channels", self.init_channels, 2, 1024)?;
         if !self.init_channels.is_multiple_of(2) {
-            return Err(ApiError::invalid(
+            return Err(FieldError::new(
                 format!("{field}.init_channels"),
                 format!(
                     "must be even (FactorizedReduce splits channels in two), got {}",
@@ -398,7 +398,7 @@ impl SupernetBudget {
         )?;
         real("learning_rate", self.learning_rate, 0.0, 10.0, false)?;
         if self.learning_rate <= 0.0 {
-            return Err(ApiError::invalid(
+            return Err(FieldError::new(
                 format!("{field}.learning_rate"),
                 "must be positive",
             ));
@@ -414,7 +414,7 @@ impl SupernetBudget {
             false,
         )?;
         if self.validation_fraction <= 0.0 {
-            return Err(ApiError::invalid(
+            return Err(FieldError::new(
                 format!("{field}.validation_fraction"),
                 "must be positive: pairs are scored on the held-out part of the training split",
             ));
@@ -430,32 +430,32 @@ impl SupernetBudget {
         Ok(())
     }
 
-    /// The task payload's `settings` document (the JSON form of `nat.v1.SupernetSettings`,
-    /// as `worker_api` reads it) for the supernet of `op_set` (serde name) with `num_nodes`.
-    pub fn payload_settings(&self, op_set: &str, num_nodes: u32) -> serde_json::Value {
-        serde_json::json!({
-            "init_channels": self.init_channels,
-            "layers": self.layers,
-            "batch_size": self.batch_size,
-            "train_steps_between_pairs": self.train_steps_between_pairs,
-            "learning_rate": self.learning_rate,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "grad_clip": self.grad_clip,
-            "max_train_examples": self.max_train_examples,
-            "validation_fraction": self.validation_fraction,
-            "eval_batches": self.eval_batches,
-            "max_wall_seconds": self.max_wall_seconds,
-            "op_set": op_set,
-            "num_nodes": num_nodes,
-        })
+    /// The settings a `supernet` task carries: these, for the supernet of `op_set` (serde
+    /// name) with `num_nodes` intermediate nodes per cell.
+    pub fn task_settings(&self, op_set: &str, num_nodes: u32) -> crate::SupernetSettings {
+        crate::SupernetSettings {
+            init_channels: self.init_channels,
+            layers: self.layers,
+            batch_size: self.batch_size,
+            train_steps_between_pairs: self.train_steps_between_pairs,
+            learning_rate: self.learning_rate,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            max_train_examples: self.max_train_examples,
+            validation_fraction: self.validation_fraction,
+            eval_batches: self.eval_batches,
+            max_wall_seconds: self.max_wall_seconds,
+            op_set: op_set.to_string(),
+            num_nodes,
+        }
     }
 }
 
 /// `{field}.{name}` must be an integer in `lo..=hi`.
-fn int_in(field: &str, name: &str, v: u32, lo: u32, hi: u32) -> Result<(), ApiError> {
+fn int_in(field: &str, name: &str, v: u32, lo: u32, hi: u32) -> Result<(), FieldError> {
     if v < lo || v > hi {
-        return Err(ApiError::invalid(
+        return Err(FieldError::new(
             format!("{field}.{name}"),
             format!("must be in {lo}..={hi}, got {v}"),
         ));
@@ -471,11 +471,11 @@ fn real_in(
     lo: f64,
     hi: f64,
     hi_open: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), FieldError> {
     let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
     if !ok {
         let close = if hi_open { ")" } else { "]" };
-        return Err(ApiError::invalid(
+        return Err(FieldError::new(
             format!("{field}.{name}"),
             format!("must be a finite number in [{lo}, {hi}{close}, got {v}"),
         ));
@@ -552,7 +552,7 @@ mod tests {
                 overrides: Some(overrides),
             };
             match Budget::resolve(Some(&spec), "budget") {
-                Err(ApiError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                Err(FieldError { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("expected invalid {field}, got {other:?}"),
             }
         }
@@ -562,7 +562,7 @@ mod tests {
         };
         assert!(matches!(
             Budget::resolve(Some(&unknown), "budget"),
-            Err(ApiError::InvalidArgument { field, .. }) if field == "budget.preset"
+            Err(FieldError { field, .. }) if field == "budget.preset"
         ));
     }
 
@@ -626,7 +626,7 @@ mod tests {
         ];
         for (o, field) in cases {
             match SupernetBudget::resolve("small", Some(&o), "optimize.supernet") {
-                Err(ApiError::InvalidArgument { field: f, .. }) => assert_eq!(f, field),
+                Err(FieldError { field: f, .. }) => assert_eq!(f, field),
                 other => panic!("expected invalid {field}, got {other:?}"),
             }
         }

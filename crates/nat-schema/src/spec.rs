@@ -1,0 +1,88 @@
+//! `jobs.spec` of each job kind: what the coordinator resolved and validated at submission.
+
+use nat_arch::OpSet;
+use serde::{Deserialize, Serialize};
+
+use crate::{Budget, Profile, RewardKind, SupernetBudget};
+
+/// `jobs.spec` of an `evaluate` job, and the part of an `optimize` job's spec they share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Free-text label.
+    pub name: String,
+    /// Dataset wire name.
+    pub dataset: String,
+    /// Seed of every task.
+    pub seed: u64,
+    /// Preset the budget was resolved from.
+    pub budget_preset: String,
+    /// Resolved budget.
+    pub budget: Budget,
+    /// Canonical genotype JSON of each architecture, in submission order.
+    pub architectures: Vec<String>,
+    /// Device requirement: "" (any) or "cuda".
+    #[serde(default)]
+    pub device: String,
+    /// Minimum GPU memory in bytes (0 = none).
+    #[serde(default)]
+    pub min_device_memory_bytes: u64,
+}
+
+impl JobSpec {
+    /// Whether the job's tasks need a GPU.
+    pub fn needs_gpu(&self) -> bool {
+        self.device == "cuda"
+    }
+
+    /// Minimum GPU memory of the job's tasks, in MiB (rounded up).
+    pub fn min_gpu_memory_mb(&self) -> u64 {
+        self.min_device_memory_bytes.div_ceil(1024 * 1024)
+    }
+}
+
+/// `jobs.spec` of an `optimize` job: the shared spec plus the optimize settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizeJobSpec {
+    /// Name, dataset, seed, budget, architectures, device, as for `evaluate`.
+    #[serde(flatten)]
+    pub base: JobSpec,
+    /// The optimize settings, defaults resolved.
+    pub optimize: OptimizeSettings,
+}
+
+/// Resolved settings of an optimize job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizeSettings {
+    /// Reward mode (absent in specs stored before the supernet mode: proxy).
+    #[serde(default)]
+    pub reward: RewardKind,
+    /// The supernet's settings (`supernet` reward only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supernet: Option<SupernetBudget>,
+    /// Op set of the transformation space (`nat-fully-concat` or `nat-plus-plus`).
+    pub op_set: OpSet,
+    /// Policy profile.
+    pub profile: Profile,
+    /// Stored policy to start from; empty = a fresh policy `job-<job id>`.
+    pub policy_id: String,
+    /// Policy updates (learning rounds).
+    pub iterations: u32,
+    /// Rewards per round (M).
+    pub samples_per_iteration: u32,
+    /// K of the derive phase.
+    pub derive_samples: u32,
+    /// Derive with the argmax instead of K samples.
+    pub derive_argmax: bool,
+    /// Learn on random architectures of the space instead of the inputs.
+    pub random_inputs: bool,
+    /// Learning-rate override (0 = the profile's).
+    pub learning_rate: f64,
+    /// Entropy weight override per cell type (0 = the profile's).
+    pub entropy_weight: f64,
+    /// Staleness override (0 = the profile's).
+    pub max_staleness: u32,
+    /// Preset name of the final-check budget.
+    pub final_budget_preset: String,
+    /// The final-check budget.
+    pub final_budget: Budget,
+}

@@ -1,0 +1,304 @@
+//! `tasks.payload` and `tasks.result` of each task kind, and their wire forms.
+
+use nat_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::{Budget, FieldError};
+
+/// `tasks.payload` of a `train_eval` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainEvalPayload {
+    /// Position of the architecture in the job.
+    pub index: u32,
+    /// Canonical genotype JSON.
+    pub genotype_json: String,
+    /// `Genotype::canonical_hash` of it.
+    pub arch_hash: String,
+    /// Dataset wire name.
+    pub dataset: String,
+    /// Resolved budget.
+    pub budget: Budget,
+    /// Seed.
+    pub seed: u64,
+    /// Resume from checkpoints (final evaluations).
+    #[serde(default)]
+    pub checkpointed: bool,
+    /// Checkpoint key, stable across attempts.
+    #[serde(default)]
+    pub checkpoint_key: String,
+}
+
+impl TrainEvalPayload {
+    /// The wire form a worker receives.
+    pub fn to_proto(&self) -> v1::TrainEvalTask {
+        v1::TrainEvalTask {
+            genotype_json: self.genotype_json.clone(),
+            dataset: self.dataset.clone(),
+            budget: Some(self.budget.to_proto()),
+            seed: self.seed,
+            checkpointed: self.checkpointed,
+            checkpoint_key: self.checkpoint_key.clone(),
+        }
+    }
+}
+
+/// The measurements of a `train_eval` task (the worker's `TrainEvalResult`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainEvalOutcome {
+    /// Top-1 accuracy, fraction.
+    pub accuracy: f64,
+    /// Loss.
+    pub loss: f64,
+    /// Parameters.
+    pub params: u64,
+    /// Multiply-adds.
+    pub madds: u64,
+    /// Wall seconds.
+    pub wall_seconds: f64,
+    /// Images per second.
+    pub images_per_second: f64,
+}
+
+impl TrainEvalOutcome {
+    /// From the wire, validated: every float finite, accuracy in [0, 1], the rest non-negative.
+    /// Errors name `train_eval.<field>`.
+    pub fn from_proto(r: &v1::TrainEvalResult) -> Result<Self, FieldError> {
+        let check = |name: &str, v: f64, hi: f64| {
+            if v.is_finite() && (0.0..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(FieldError::new(
+                    format!("train_eval.{name}"),
+                    format!("must be a finite number in [0, {hi}], got {v}"),
+                ))
+            }
+        };
+        check("accuracy", r.accuracy, 1.0)?;
+        check("loss", r.loss, 1e12)?;
+        check("wall_seconds", r.wall_seconds, 1e9)?;
+        check("images_per_second", r.images_per_second, 1e12)?;
+        Ok(TrainEvalOutcome {
+            accuracy: r.accuracy,
+            loss: r.loss,
+            params: r.params,
+            madds: r.madds,
+            wall_seconds: r.wall_seconds,
+            images_per_second: r.images_per_second,
+        })
+    }
+
+    /// To the wire.
+    pub fn to_proto(self) -> v1::TrainEvalResult {
+        v1::TrainEvalResult {
+            accuracy: self.accuracy,
+            loss: self.loss,
+            params: self.params,
+            madds: self.madds,
+            wall_seconds: self.wall_seconds,
+            images_per_second: self.images_per_second,
+        }
+    }
+}
+
+/// `tasks.result` of a `train_eval` task, as the coordinator writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainEvalResult {
+    /// Position of the architecture in the job.
+    pub index: u32,
+    /// The worker that reported it.
+    #[serde(default)]
+    pub worker_id: String,
+    /// The measurements.
+    #[serde(flatten)]
+    pub outcome: TrainEvalOutcome,
+}
+
+/// The supernet settings a `supernet` task carries (the JSON form of `nat.v1.SupernetSettings`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupernetSettings {
+    /// Initial channels C.
+    pub init_channels: u32,
+    /// Cells.
+    pub layers: u32,
+    /// Minibatch size.
+    pub batch_size: u32,
+    /// w-steps on random β between scored pairs.
+    pub train_steps_between_pairs: u32,
+    /// SGD learning rate.
+    pub learning_rate: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Gradient clip norm.
+    pub grad_clip: f64,
+    /// Training examples used (0 = all).
+    pub max_train_examples: u32,
+    /// Held-out fraction the pairs are scored on.
+    pub validation_fraction: f64,
+    /// Minibatches per scored pair.
+    pub eval_batches: u32,
+    /// Wall-clock limit of the task (0 = none).
+    pub max_wall_seconds: f64,
+    /// `nat_arch::OpSet` serde name.
+    pub op_set: String,
+    /// Intermediate nodes per cell.
+    pub num_nodes: u32,
+}
+
+impl SupernetSettings {
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::SupernetSettings {
+        v1::SupernetSettings {
+            init_channels: self.init_channels,
+            layers: self.layers,
+            batch_size: self.batch_size,
+            train_steps_between_pairs: self.train_steps_between_pairs,
+            learning_rate: self.learning_rate,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            max_train_examples: self.max_train_examples,
+            validation_fraction: self.validation_fraction,
+            eval_batches: self.eval_batches,
+            max_wall_seconds: self.max_wall_seconds,
+            op_set: self.op_set.clone(),
+            num_nodes: self.num_nodes,
+        }
+    }
+}
+
+/// One (β, α) pair of a supernet task: canonical genotype JSON of each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupernetPair {
+    /// The input β.
+    pub beta_json: String,
+    /// Its transformation α.
+    pub alpha_json: String,
+}
+
+/// `tasks.payload` of a `supernet` task: one learning round of an optimize job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupernetPayload {
+    /// The learning round.
+    pub iteration: u32,
+    /// The policy sample of each pair (`sample_ids[i]` ↔ `pairs[i]`).
+    pub sample_ids: Vec<i64>,
+    /// The pairs to score.
+    pub pairs: Vec<SupernetPair>,
+    /// Dataset wire name.
+    pub dataset: String,
+    /// The supernet's settings.
+    pub settings: SupernetSettings,
+    /// Seed of the job.
+    pub seed: u64,
+    /// Names the shared weights a worker keeps across rounds (one per job).
+    pub supernet_key: String,
+}
+
+impl SupernetPayload {
+    /// The wire form a worker receives.
+    pub fn to_proto(&self) -> v1::SupernetTask {
+        v1::SupernetTask {
+            pairs: self
+                .pairs
+                .iter()
+                .map(|p| v1::GenotypePair {
+                    beta_json: p.beta_json.clone(),
+                    alpha_json: p.alpha_json.clone(),
+                })
+                .collect(),
+            dataset: self.dataset.clone(),
+            settings: Some(self.settings.to_proto()),
+            seed: self.seed,
+            supernet_key: self.supernet_key.clone(),
+        }
+    }
+}
+
+/// Supernet accuracies of one scored pair (same minibatch for both).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairScore {
+    /// Accuracy of the input β.
+    pub acc_beta: f64,
+    /// Accuracy of the transformation α.
+    pub acc_alpha: f64,
+}
+
+impl PairScore {
+    /// The reward acc(α) − acc(β), when finite.
+    pub fn reward(self) -> Option<f64> {
+        let r = self.acc_alpha - self.acc_beta;
+        r.is_finite().then_some(r)
+    }
+}
+
+/// `tasks.result` of a `supernet` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SupernetResult {
+    /// One score per pair, in the payload's order.
+    pub scores: Vec<PairScore>,
+    /// Wall time on the worker.
+    #[serde(default)]
+    pub wall_seconds: f64,
+    /// The worker that reported it.
+    #[serde(default)]
+    pub worker_id: String,
+}
+
+impl SupernetResult {
+    /// From the wire, checked against the payload: one score per pair, every accuracy a
+    /// finite number in [0, 1]. Errors name `supernet.scores[i].<field>`.
+    pub fn from_proto(
+        r: &v1::SupernetResult,
+        payload: &SupernetPayload,
+        worker_id: String,
+    ) -> Result<Self, FieldError> {
+        if r.scores.len() != payload.pairs.len() {
+            return Err(FieldError::new(
+                "supernet.scores",
+                format!(
+                    "expected {} scores (one per pair), got {}",
+                    payload.pairs.len(),
+                    r.scores.len()
+                ),
+            ));
+        }
+        let mut scores = Vec::with_capacity(r.scores.len());
+        for (i, s) in r.scores.iter().enumerate() {
+            for (name, v) in [("acc_beta", s.acc_beta), ("acc_alpha", s.acc_alpha)] {
+                if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
+                    return Err(FieldError::new(
+                        format!("supernet.scores[{i}].{name}"),
+                        format!("must be a finite number in [0, 1], got {v}"),
+                    ));
+                }
+            }
+            scores.push(PairScore {
+                acc_beta: s.acc_beta,
+                acc_alpha: s.acc_alpha,
+            });
+        }
+        Ok(SupernetResult {
+            scores,
+            wall_seconds: if r.wall_seconds.is_finite() {
+                r.wall_seconds.max(0.0)
+            } else {
+                0.0
+            },
+            worker_id,
+        })
+    }
+
+    /// Reward per sample id: `payload.sample_ids[i]` ↔ `scores[i]`; non-finite ones left out.
+    pub fn rewards<'a>(
+        &'a self,
+        payload: &'a SupernetPayload,
+    ) -> impl Iterator<Item = (i64, f64)> + 'a {
+        payload
+            .sample_ids
+            .iter()
+            .zip(&self.scores)
+            .filter_map(|(id, s)| s.reward().map(|r| (*id, r)))
+    }
+}
