@@ -8,14 +8,14 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=nat/v1/nat.proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
+    // The vendored protoc is handed to prost-build directly (no process-wide `set_var`).
+    let mut config = tonic_prost_build::Config::new();
     if std::env::var_os("PROTOC").is_none() {
-        let protoc = protoc_bin_vendored::protoc_bin_path()?;
-        // Build scripts are single-threaded: setting the variable here is sound.
-        std::env::set_var("PROTOC", protoc);
+        config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("nat_v1_descriptor.bin"))
-        .compile_protos(&["nat/v1/nat.proto"], &["."])?;
+        .compile_with_config(config, &["nat/v1/nat.proto"], &["."])?;
     Ok(())
 }

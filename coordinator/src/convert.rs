@@ -1,114 +1,35 @@
-//! The JSON documents the coordinator stores through the (schema-agnostic) store, and their
-//! conversion to and from the wire types.
+//! Conversions between the store's rows, the typed documents of `nat_schema` and the wire
+//! types. The documents themselves are defined in `nat_schema`; a stored document that does not
+//! decode is an [`ApiError::Internal`]-class error naming the field ([`decode`]).
 
 use chrono::{DateTime, Utc};
 use nat_proto::v1;
-use nat_store::{Job, JobState, Task, TaskState};
-use serde::{Deserialize, Serialize};
+use nat_schema::{DecodeError, JobKind, JobSpec, TrainEvalPayload, TrainEvalResult};
+use nat_store::{Capabilities, Job, JobState, Task, TaskState};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::budget::Budget;
+use crate::error::ApiError;
 
-/// `jobs.spec` of an `evaluate` job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobSpec {
-    /// Free-text label.
-    pub name: String,
-    /// Dataset wire name.
-    pub dataset: String,
-    /// Seed of every task.
-    pub seed: u64,
-    /// Preset the budget was resolved from.
-    pub budget_preset: String,
-    /// Resolved budget.
-    pub budget: Budget,
-    /// Canonical genotype JSON of each architecture, in submission order.
-    pub architectures: Vec<String>,
-    /// Device requirement: "" (any) or "cuda".
-    #[serde(default)]
-    pub device: String,
-    /// Minimum GPU memory in bytes (0 = none).
-    #[serde(default)]
-    pub min_device_memory_bytes: u64,
+/// Reads a stored document as a `T`: an error naming the document and the field when it does
+/// not fit (the coordinator wrote it, so this is an internal error, logged with its cause).
+pub fn decode<T: DeserializeOwned>(document: &'static str, value: &Value) -> Result<T, ApiError> {
+    nat_schema::decode(document, value).map_err(ApiError::from)
 }
 
-/// `tasks.payload` of a `train_eval` task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainEvalPayload {
-    /// Position of the architecture in the job.
-    pub index: u32,
-    /// Canonical genotype JSON.
-    pub genotype_json: String,
-    /// `Genotype::canonical_hash` of it.
-    pub arch_hash: String,
-    /// Dataset wire name.
-    pub dataset: String,
-    /// Resolved budget.
-    pub budget: Budget,
-    /// Seed.
-    pub seed: u64,
-    /// Resume from checkpoints (final evaluations).
-    #[serde(default)]
-    pub checkpointed: bool,
-    /// Checkpoint key, stable across attempts.
-    #[serde(default)]
-    pub checkpoint_key: String,
+/// The JSON of a document the coordinator is about to store.
+pub fn encode<T: serde::Serialize>(document: &'static str, value: &T) -> Result<Value, ApiError> {
+    nat_schema::encode(document, value).map_err(ApiError::from)
 }
 
-/// `tasks.result` of a `train_eval` task (the worker's `TrainEvalResult`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TrainEvalOutcome {
-    /// Top-1 accuracy, fraction.
-    pub accuracy: f64,
-    /// Loss.
-    pub loss: f64,
-    /// Parameters.
-    pub params: u64,
-    /// Multiply-adds.
-    pub madds: u64,
-    /// Wall seconds.
-    pub wall_seconds: f64,
-    /// Images per second.
-    pub images_per_second: f64,
+/// The stored kind of a job, `None` for a kind this build does not know.
+pub fn stored_job_kind(job: &Job) -> Option<JobKind> {
+    job.kind.parse().ok()
 }
 
-impl TrainEvalOutcome {
-    /// From the wire, validated: every float finite, accuracy in [0, 1], the rest non-negative.
-    pub fn from_proto(r: &v1::TrainEvalResult) -> Result<Self, crate::ApiError> {
-        let check = |name: &str, v: f64, hi: f64| {
-            if v.is_finite() && (0.0..=hi).contains(&v) {
-                Ok(())
-            } else {
-                Err(crate::ApiError::invalid(
-                    format!("train_eval.{name}"),
-                    format!("must be a finite number in [0, {hi}], got {v}"),
-                ))
-            }
-        };
-        check("accuracy", r.accuracy, 1.0)?;
-        check("loss", r.loss, 1e12)?;
-        check("wall_seconds", r.wall_seconds, 1e9)?;
-        check("images_per_second", r.images_per_second, 1e12)?;
-        Ok(TrainEvalOutcome {
-            accuracy: r.accuracy,
-            loss: r.loss,
-            params: r.params,
-            madds: r.madds,
-            wall_seconds: r.wall_seconds,
-            images_per_second: r.images_per_second,
-        })
-    }
-
-    /// To the wire.
-    pub fn to_proto(self) -> v1::TrainEvalResult {
-        v1::TrainEvalResult {
-            accuracy: self.accuracy,
-            loss: self.loss,
-            params: self.params,
-            madds: self.madds,
-            wall_seconds: self.wall_seconds,
-            images_per_second: self.images_per_second,
-        }
+impl From<DecodeError> for ApiError {
+    fn from(e: DecodeError) -> Self {
+        ApiError::Internal(nat_store::StoreError::backend(e))
     }
 }
 
@@ -153,10 +74,19 @@ pub fn task_state(s: TaskState) -> v1::TaskState {
 
 /// Wire job kind of the stored kind text.
 pub fn job_kind(kind: &str) -> v1::JobKind {
+    match kind.parse::<JobKind>() {
+        Ok(JobKind::Evaluate) => v1::JobKind::Evaluate,
+        Ok(JobKind::Optimize) => v1::JobKind::Optimize,
+        Err(_) => v1::JobKind::Unspecified,
+    }
+}
+
+/// The job kind of a wire kind (`None` for UNSPECIFIED).
+pub fn schema_job_kind(kind: v1::JobKind) -> Option<JobKind> {
     match kind {
-        "evaluate" => v1::JobKind::Evaluate,
-        "optimize" => v1::JobKind::Optimize,
-        _ => v1::JobKind::Unspecified,
+        v1::JobKind::Evaluate => Some(JobKind::Evaluate),
+        v1::JobKind::Optimize => Some(JobKind::Optimize),
+        v1::JobKind::Unspecified => None,
     }
 }
 
@@ -164,9 +94,10 @@ fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// The wire form of a stored job. `running` is the number of leased tasks when known.
-pub fn job_to_proto(job: &Job, running: Option<u64>) -> v1::Job {
-    let spec: Option<JobSpec> = serde_json::from_value(job.spec.clone()).ok();
+/// The wire form of a stored job. `running` is the number of leased tasks when known. Every
+/// job kind's spec starts with the shared [`JobSpec`] fields.
+pub fn job_to_proto(job: &Job, running: Option<u64>) -> Result<v1::Job, ApiError> {
+    let spec: JobSpec = decode("job spec", &job.spec)?;
     let finished = job.tasks_done + job.tasks_failed + job.tasks_cancelled;
     let mut out = v1::Job {
         job_id: job.id.to_string(),
@@ -185,35 +116,21 @@ pub fn job_to_proto(job: &Job, running: Option<u64>) -> v1::Job {
         error: job.error.clone().unwrap_or_default(),
         ..Default::default()
     };
-    if let Some(spec) = spec {
-        out.name = spec.name;
-        out.dataset = spec.dataset;
-        out.seed = spec.seed;
-        out.budget_preset = spec.budget_preset;
-        out.budget = Some(spec.budget.to_proto());
-        out.architectures = spec.architectures;
-        out.requirements = Some(v1::TaskRequirements {
-            device: if spec.device == "cuda" {
-                v1::DeviceKind::Cuda as i32
-            } else {
-                v1::DeviceKind::Unspecified as i32
-            },
-            min_device_memory_bytes: spec.min_device_memory_bytes,
-        });
-    }
-    out
-}
-
-/// The wire form of a leased `train_eval` task.
-pub fn train_eval_task(p: &TrainEvalPayload) -> v1::TrainEvalTask {
-    v1::TrainEvalTask {
-        genotype_json: p.genotype_json.clone(),
-        dataset: p.dataset.clone(),
-        budget: Some(p.budget.to_proto()),
-        seed: p.seed,
-        checkpointed: p.checkpointed,
-        checkpoint_key: p.checkpoint_key.clone(),
-    }
+    out.requirements = Some(v1::TaskRequirements {
+        device: if spec.needs_gpu() {
+            v1::DeviceKind::Cuda as i32
+        } else {
+            v1::DeviceKind::Unspecified as i32
+        },
+        min_device_memory_bytes: spec.min_device_memory_bytes,
+    });
+    out.name = spec.name;
+    out.dataset = spec.dataset;
+    out.seed = spec.seed;
+    out.budget_preset = spec.budget_preset;
+    out.budget = Some(spec.budget.to_proto());
+    out.architectures = spec.architectures;
+    Ok(out)
 }
 
 /// DARTS string of a canonical genotype JSON, or "" if it does not parse (never for stored ones).
@@ -223,14 +140,16 @@ pub fn darts_of(genotype_json: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The per-architecture result of a task of an `evaluate` job.
-pub fn architecture_result(task: &Task) -> Option<v1::ArchitectureResult> {
-    let payload: TrainEvalPayload = serde_json::from_value(task.payload.clone()).ok()?;
-    let result = task
-        .result
-        .as_ref()
-        .and_then(|r| serde_json::from_value::<TrainEvalOutcome>(r.clone()).ok())
-        .map(TrainEvalOutcome::to_proto);
+/// The per-architecture result of a `train_eval` task. The result is shown only for a task
+/// that succeeded.
+pub fn architecture_result(task: &Task) -> Result<v1::ArchitectureResult, ApiError> {
+    let payload: TrainEvalPayload = decode("train_eval payload", &task.payload)?;
+    let result = match (&task.result, task.state) {
+        (Some(r), TaskState::Done) => {
+            Some(decode::<TrainEvalResult>("train_eval result", r)?.outcome.to_proto())
+        }
+        _ => None,
+    };
     let error = if task.state == TaskState::Failed {
         task.failures
             .iter()
@@ -240,7 +159,7 @@ pub fn architecture_result(task: &Task) -> Option<v1::ArchitectureResult> {
     } else {
         String::new()
     };
-    Some(v1::ArchitectureResult {
+    Ok(v1::ArchitectureResult {
         index: payload.index,
         genotype_darts: darts_of(&payload.genotype_json),
         genotype_json: payload.genotype_json,
@@ -252,7 +171,44 @@ pub fn architecture_result(task: &Task) -> Option<v1::ArchitectureResult> {
     })
 }
 
-/// Reads `key` of an event payload as a string.
-pub fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
+/// The edges whose op differs between `a` and `b`, as text.
+pub fn changed_edges(a: &nat_arch::Genotype, b: &nat_arch::Genotype) -> Vec<String> {
+    nat_arch::edge_changes(a, b)
+        .map(|changes| changes.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Wire capabilities of stored ones (for listings).
+pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
+    let devices = c
+        .devices
+        .iter()
+        .map(|d| {
+            if let Some(index) = d.strip_prefix("cuda:") {
+                v1::Device {
+                    kind: v1::DeviceKind::Cuda as i32,
+                    index: index.parse().unwrap_or(0),
+                    model: c.gpu_model.clone().unwrap_or_default(),
+                    memory_bytes: c.gpu_memory_mb * 1024 * 1024,
+                    name: d.clone(),
+                }
+            } else {
+                v1::Device {
+                    kind: v1::DeviceKind::Cpu as i32,
+                    index: 0,
+                    model: String::new(),
+                    memory_bytes: 0,
+                    name: d.clone(),
+                }
+            }
+        })
+        .collect();
+    v1::WorkerCapabilities {
+        devices,
+        cpu_cores: c.cpu_cores,
+        slots: c.slots,
+        version: c.version.clone(),
+        hostname: String::new(),
+        datasets: c.datasets.clone(),
+    }
 }

@@ -105,3 +105,12 @@ mod tests {
         assert_eq!(status.code(), Code::FailedPrecondition);
     }
 }
+
+impl From<nat_schema::FieldError> for ApiError {
+    fn from(e: nat_schema::FieldError) -> Self {
+        ApiError::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}

@@ -2,40 +2,46 @@
 //! [`nat_store::Store`] (PostgreSQL or SQLite).
 //!
 //! # Layout
-//! - [`config`]: settings (lease and heartbeat durations, attempts, long-poll cap).
-//! - [`budget`]: training-budget presets (`smoke`, `small`, `paper`) and overrides.
-//! - [`job_api`]: `nat.v1.JobService` (submit, get, list, watch, cancel, result, workers).
-//! - [`worker_api`]: `nat.v1.WorkerService` (register, heartbeat, lease, progress, result).
+//! - [`api`]: the gRPC services. They convert wire types and dispatch; no job logic:
+//!   [`api::job`] (`nat.v1.JobService`), [`api::watch`] (`WatchJob`'s streamer),
+//!   [`api::worker`] (`nat.v1.WorkerService`), [`api::policy`] (`nat.v1.PolicyService`).
+//! - [`jobs`]: the job kinds, each a type implementing [`jobs::JobType`] (submit, resume,
+//!   result, watch events), registered in [`jobs::Registry`]: [`jobs::evaluate`] and
+//!   [`jobs::optimize`] (NAT: submit / learn / derive / final check / scoring / document).
 //! - [`batch`]: group commit of concurrent LeaseTask / ReportResult store calls.
 //! - [`reserve`]: lease reservations — tasks claimed ahead of demand under load, so that
 //!   LeaseTask is answered from memory.
 //! - [`handout`]: which worker got a reserved lease, written by its report or a second later.
-//! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: stored JSON
-//!   documents and wire conversions; [`error`]: `Status` mapping.
-//! - [`serve`] / [`run`]: the server, in the mini-redis style — it takes bound listeners and a
-//!   shutdown future, so tests start it on port 0.
+//! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: row, document
+//!   (`nat_schema`) and wire conversions; [`error`]: `Status` mapping; [`config`]: settings.
+//! - [`serve`]: the server, in the mini-redis style — it takes bound listeners and a shutdown
+//!   future, so tests start it on port 0.
+//!
+//! Module dependencies point one way: `api` → `jobs` → (`state`, `convert`, `error`); `jobs`
+//! never imports `api`, and a job kind never imports another.
 //!
 //! # How a job flows
-//! `SubmitJob` validates everything (architectures through `nat_arch::parse_any`, dataset, budget),
-//! then creates the job and one `train_eval` task per architecture in one store transaction, and
-//! wakes long-polling workers. `LeaseTask` claims a task in one statement (or, under load, takes
-//! one reserved ahead) and returns it with a fencing token; heartbeats extend leases; `ReportResult` records the result, the reward
-//! estimate and the event in one transaction (a duplicate is answered OK and counted once; a stale
-//! token is `FAILED_PRECONDITION`). A background loop collects expired leases. Because all state
-//! is in the store, `kill -9` of the coordinator loses nothing: a restart resumes every job.
+//! `SubmitJob` validates the shared fields (`jobs::Submission`), and the job's kind validates
+//! its own and creates the job with its first tasks in one store transaction (an evaluate job:
+//! one `train_eval` task per architecture; an optimize job: none, its driver creates them).
+//! `LeaseTask` claims a task in one statement (or, under load, takes one reserved ahead) and
+//! returns it with a fencing token; heartbeats extend leases; `ReportResult` records the result,
+//! the reward estimate and the event in one transaction (a duplicate is answered OK and counted
+//! once; a stale token is `FAILED_PRECONDITION`). An optimize job's driver reads the job's new
+//! events (O(1) per report), turns results into rewards and policy steps, and finally writes
+//! the result. A background loop collects expired leases. Because all state is in the store,
+//! `kill -9` of the coordinator loses nothing: a restart resumes every job.
 
+pub mod api;
 pub mod batch;
-pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod handout;
-pub mod job_api;
-pub mod optimize; // optimize (h8)
+pub mod jobs;
 pub mod reserve;
 pub mod state;
-pub mod worker_api;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,24 +106,6 @@ pub fn with_max_connections(database_url: &str, max_connections: u32) -> String 
     format!("{base}?{}", pairs.join("&"))
 }
 
-/// Opens the store at `database_url` (running its migrations) and serves until `shutdown`
-/// resolves. See [`serve`].
-pub async fn run(
-    config: Config,
-    database_url: &str,
-    grpc: TcpListener,
-    http: Option<TcpListener>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), ServeError> {
-    config.validate().map_err(ServeError::Config)?;
-    let store = nat_store::connect(database_url)
-        .await
-        .map_err(ServeError::Store)?;
-    tracing::info!(backend = store.backend(), "store open");
-    let c = Coordinator::new(store, Arc::new(SystemClock), config);
-    serve(c, grpc, http, shutdown).await
-}
-
 /// Serves gRPC (JobService, WorkerService, health, reflection) on `grpc` and, when given, HTTP
 /// (`/healthz`) on `http`, and runs the lease-expiry loop, until `shutdown` resolves. Then it
 /// stops accepting, ends long-polls and watch streams, and waits for in-flight calls.
@@ -132,22 +120,22 @@ pub async fn serve(
     let metrics = nat_telemetry::install_prometheus().map_err(ServeError::Metrics)?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
-        .set_serving::<JobServiceServer<job_api::JobApi>>()
+        .set_serving::<JobServiceServer<api::job::JobApi>>()
         .await;
     health
-        .set_serving::<WorkerServiceServer<worker_api::WorkerApi>>()
+        .set_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nat_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(ServeError::Reflection)?;
-    let jobs = JobServiceServer::new(job_api::JobApi::new(c.clone()))
+    let kinds = Arc::new(jobs::Registry::standard());
+    let jobs = JobServiceServer::new(api::job::JobApi::new(c.clone(), kinds.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    let workers = WorkerServiceServer::new(worker_api::WorkerApi::new(c.clone()))
+    let workers = WorkerServiceServer::new(api::worker::WorkerApi::new(c.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    // optimize (h8): the policy service, and the drivers of unfinished optimize jobs.
     let policies = nat_proto::v1::policy_service_server::PolicyServiceServer::new(
-        optimize::PolicyApi::new(c.clone()),
+        api::policy::PolicyApi::new(c.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Reservations of an earlier process that died were never handed out (or only just):
@@ -160,10 +148,10 @@ pub async fn serve(
         ),
         Err(err) => nat_telemetry::report_error(&err, "cannot release earlier reservations"),
     }
-    match optimize::resume_all(&c).await {
+    match kinds.resume_all(&c).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(jobs = n, "optimize jobs resumed"),
-        Err(err) => nat_telemetry::report_error(&err, "cannot resume optimize jobs"),
+        Ok(n) => tracing::info!(jobs = n, "unfinished jobs resumed"),
+        Err(err) => nat_telemetry::report_error(&err, "cannot resume unfinished jobs"),
     }
 
     let stopped = |c: &Arc<Coordinator>| {
@@ -177,7 +165,7 @@ pub async fn serve(
     }
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        // One span per RPC; handlers fill in the ids they learn (see `worker_api::span_ids`), so
+        // One span per RPC; handlers fill in the ids they learn (see `api::worker::span_ids`), so
         // every log line inside a request carries its method and worker/task/job ids.
         .trace_fn(|req| {
             tracing::info_span!(
@@ -192,7 +180,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(jobs)
         .add_service(workers)
-        .add_service(policies) // optimize (h8)
+        .add_service(policies)
         .serve_with_incoming_shutdown(nodelay(grpc), stopped(&c));
     let mut grpc_task = tokio::spawn(grpc_server);
 
@@ -226,7 +214,7 @@ pub async fn serve(
     };
     tracing::info!("shutting down");
     health
-        .set_not_serving::<JobServiceServer<job_api::JobApi>>()
+        .set_not_serving::<JobServiceServer<api::job::JobApi>>()
         .await;
     c.begin_shutdown();
     let grpc_result = match early {

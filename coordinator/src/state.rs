@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::convert::TrainEvalPayload;
+use nat_schema::TrainEvalPayload;
 use crate::error::ApiError;
 use crate::handout::HandOuts;
 use crate::reserve::Reservations;

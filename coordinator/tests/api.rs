@@ -101,7 +101,7 @@ async fn evaluate_flow(db: &TestDb) {
     let key = nat_store::RewardKey {
         arch_hash: result.architectures[0].canonical_hash.clone(),
         dataset: "digits".into(),
-        budget: nat_coordinator::budget::Budget::preset("smoke")
+        budget: nat_schema::budget::Budget::preset("smoke")
             .expect("smoke")
             .key(),
     };

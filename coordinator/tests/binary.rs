@@ -423,7 +423,7 @@ async fn kill9(db: &TestDb) {
     assert_eq!(completed.len(), 24);
     // Reward estimates: 4 architectures x 6 observations, none counted twice.
     let store = nat_store::connect(&db.url).await.expect("store");
-    let budget = nat_coordinator::budget::Budget::preset("smoke")
+    let budget = nat_schema::budget::Budget::preset("smoke")
         .expect("smoke")
         .key();
     for name in presets {

@@ -98,7 +98,7 @@ async fn check_result(server: &TestServer, job_id: &str, rewards: u64) {
             genotype_json: a.genotype_json.clone(),
             dataset: "digits".into(),
             budget: Some(
-                nat_coordinator::budget::Budget::preset("smoke")
+                nat_schema::budget::Budget::preset("smoke")
                     .expect("smoke")
                     .to_proto(),
             ),

@@ -41,7 +41,7 @@ fn uuid(s: &str) -> uuid::Uuid {
 /// hand out a lease; returns the ids of the tasks done.
 async fn work_until_reserved(
     server: &TestServer,
-    w: &mut nat_proto::v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    w: &mut v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
     worker: &str,
 ) -> Vec<String> {
     let mut done = Vec::new();

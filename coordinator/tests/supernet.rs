@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{submit, test_config, TestDb, TestServer};
-use nat_coordinator::budget::{Budget, SupernetBudget};
+use nat_schema::budget::{Budget, SupernetBudget};
 use nat_proto::v1;
 use tonic::transport::Channel;
 use v1::worker_service_client::WorkerServiceClient;
@@ -446,7 +446,7 @@ both_backends!(supernet_settings_are_validated_at_submit, bad_settings);
 /// The resolved settings are the budget preset's supernet defaults (no overrides).
 #[test]
 fn presets_give_supernet_defaults() {
-    for preset in nat_coordinator::budget::PRESETS {
+    for preset in nat_schema::budget::PRESETS {
         assert!(Budget::preset(preset).is_some());
         let s = SupernetBudget::resolve(preset, None, "optimize.supernet").expect("valid");
         assert_eq!(s, SupernetBudget::preset(preset));

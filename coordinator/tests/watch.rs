@@ -139,7 +139,7 @@ async fn watch_flow(db: &TestDb) {
         .reward_estimate(&nat_store::RewardKey {
             arch_hash: input.canonical_hash(),
             dataset: "digits".into(),
-            budget: nat_coordinator::budget::Budget::preset("smoke")
+            budget: nat_schema::budget::Budget::preset("smoke")
                 .expect("smoke")
                 .key(),
         })

@@ -10,7 +10,7 @@
 
 /// Generated code for package `nat.v1`.
 pub mod v1 {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
     tonic::include_proto!("nat.v1");
 }
 

@@ -63,7 +63,7 @@ pub enum DriverError {
 }
 
 /// Result of the driver.
-pub type DriverResult<T> = std::result::Result<T, DriverError>;
+pub type DriverResult<T> = Result<T, DriverError>;
 
 /// The outcome of [`PolicyDriver::step`].
 #[derive(Debug, Clone, PartialEq)]

@@ -141,12 +141,12 @@ pub struct Rewards {
 pub struct PolicyUpdate {
     /// Version committed by the update.
     pub policy_version: i64,
-    /// The learning round it belongs to.
+    /// The learning round it belongs to (absent in documents of older drivers).
     #[serde(default)]
-    pub iteration: u32,
-    /// Rounds planned.
+    pub iteration: Option<u32>,
+    /// Rounds planned (absent in documents of older drivers).
     #[serde(default)]
-    pub iterations: u32,
+    pub iterations: Option<u32>,
     /// Loss of the step (`None` if not finite).
     #[serde(default)]
     pub loss: Option<f64>,

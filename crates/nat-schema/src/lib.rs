@@ -32,8 +32,8 @@ pub use budget::{Budget, SupernetBudget};
 pub use kinds::{EventKind, JobKind, Phase, Profile, RewardKind, TaskKind, UnknownName};
 pub use spec::{JobSpec, OptimizeJobSpec, OptimizeSettings};
 pub use task::{
-    PairScore, SupernetPair, SupernetPayload, SupernetResult, SupernetSettings, TrainEvalOutcome,
-    TrainEvalPayload, TrainEvalResult,
+    PairScore, SupernetPair, SupernetPayload, SupernetResult, SupernetSettings, TaskResult,
+    TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
 };
 
 use serde::de::DeserializeOwned;

@@ -302,3 +302,14 @@ impl SupernetResult {
             .filter_map(|(id, s)| s.reward().map(|r| (*id, r)))
     }
 }
+
+/// `tasks.result` of a task of either kind, told apart by shape (a `train_eval` result has
+/// an `index` and an `accuracy`; a `supernet` result has `scores`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TaskResult {
+    /// Of a `train_eval` task.
+    TrainEval(TrainEvalResult),
+    /// Of a `supernet` task.
+    Supernet(SupernetResult),
+}

@@ -7,7 +7,7 @@
 //! `job_id` and `task_id` at the top level:
 //!
 //! ```json
-//! {"timestamp":"2026-11-28T09:00:00.123456Z","level":"INFO","target":"nat_coordinator::worker_api",
+//! {"timestamp":"2026-11-28T09:00:00.123456Z","level":"INFO","target":"nat_coordinator::api::worker",
 //!  "message":"task leased","job_id":"…","task_id":"…","worker_id":"…","span":"lease_task",
 //!  "spans":["job","lease_task"]}
 //! ```

@@ -5,22 +5,25 @@ use std::time::Duration;
 
 use nat_proto::v1;
 use nat_store::{
-    Capabilities, HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem,
+    HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem,
     RewardKey, RewardObservation, TaskState,
 };
+use nat_schema::{
+    SupernetPayload, SupernetResult, TaskKind, TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
+};
 use serde::Deserialize;
-use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use crate::batch::Batcher;
-use crate::convert::{self, TrainEvalOutcome, TrainEvalPayload};
+use crate::convert::{self, decode, encode};
 use crate::error::ApiError;
-use crate::job_api::StoredResult;
 use crate::reserve::Profile;
 use crate::state::{check_len, parse_id, Coordinator};
 
-/// Most devices a worker may declare.
-const MAX_DEVICES: usize = 64;
+use super::validate::{
+    capabilities_from_proto, datasets_from_proto, lease_expiry, slot_capabilities, token,
+};
+
 /// Most tasks listed in one heartbeat.
 const MAX_HELD: usize = 256;
 /// Longest failure reason, in bytes.
@@ -35,150 +38,6 @@ pub struct WorkerApi {
 }
 
 /// Most datasets a worker may declare.
-const MAX_DATASETS: usize = 64;
-
-/// The datasets of a registration, validated and trimmed (empty = unknown).
-pub fn datasets_from_proto(caps: Option<&v1::WorkerCapabilities>) -> Result<Vec<String>, ApiError> {
-    let Some(caps) = caps else {
-        return Ok(Vec::new());
-    };
-    if caps.datasets.len() > MAX_DATASETS {
-        return Err(ApiError::invalid(
-            "capabilities.datasets",
-            format!("at most {MAX_DATASETS} datasets"),
-        ));
-    }
-    let mut out = Vec::with_capacity(caps.datasets.len());
-    for (i, d) in caps.datasets.iter().enumerate() {
-        let field = format!("capabilities.datasets[{i}]");
-        check_len(&field, d, 200)?;
-        let d = d.trim();
-        if d.is_empty() {
-            return Err(ApiError::invalid(field, "is empty"));
-        }
-        out.push(d.to_string());
-    }
-    Ok(out)
-}
-
-/// Store capabilities of a registration, validated.
-pub fn capabilities_from_proto(
-    caps: Option<&v1::WorkerCapabilities>,
-) -> Result<Capabilities, ApiError> {
-    let caps = caps.ok_or_else(|| ApiError::invalid("capabilities", "is required"))?;
-    if caps.devices.len() > MAX_DEVICES {
-        return Err(ApiError::invalid(
-            "capabilities.devices",
-            format!("at most {MAX_DEVICES} devices"),
-        ));
-    }
-    if !(1..=64).contains(&caps.slots) {
-        return Err(ApiError::invalid("capabilities.slots", "must be in 1..=64"));
-    }
-    check_len("capabilities.version", &caps.version, 200)?;
-    check_len("capabilities.hostname", &caps.hostname, 200)?;
-    let mut out = Capabilities {
-        cpu_cores: caps.cpu_cores,
-        slots: caps.slots,
-        version: caps.version.clone(),
-        ..Default::default()
-    };
-    for (i, d) in caps.devices.iter().enumerate() {
-        check_len(&format!("capabilities.devices[{i}].model"), &d.model, 200)?;
-        match v1::DeviceKind::try_from(d.kind) {
-            Ok(v1::DeviceKind::Cpu) => out.devices.push("cpu".into()),
-            Ok(v1::DeviceKind::Cuda) => {
-                out.gpus += 1;
-                let mb = d.memory_bytes / (1024 * 1024);
-                if mb >= out.gpu_memory_mb {
-                    out.gpu_memory_mb = mb;
-                    if !d.model.is_empty() {
-                        out.gpu_model = Some(d.model.clone());
-                    }
-                }
-                out.devices.push(format!("cuda:{}", d.index));
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("capabilities.devices[{i}].kind"),
-                    "must be DEVICE_KIND_CPU or DEVICE_KIND_CUDA",
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Wire capabilities of stored ones (for listings).
-pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
-    let devices = c
-        .devices
-        .iter()
-        .map(|d| {
-            if let Some(index) = d.strip_prefix("cuda:") {
-                v1::Device {
-                    kind: v1::DeviceKind::Cuda as i32,
-                    index: index.parse().unwrap_or(0),
-                    model: c.gpu_model.clone().unwrap_or_default(),
-                    memory_bytes: c.gpu_memory_mb * 1024 * 1024,
-                    name: d.clone(),
-                }
-            } else {
-                v1::Device {
-                    kind: v1::DeviceKind::Cpu as i32,
-                    index: 0,
-                    model: String::new(),
-                    memory_bytes: 0,
-                    name: d.clone(),
-                }
-            }
-        })
-        .collect();
-    v1::WorkerCapabilities {
-        devices,
-        cpu_cores: c.cpu_cores,
-        slots: c.slots,
-        version: c.version.clone(),
-        hostname: String::new(),
-        datasets: c.datasets.clone(),
-    }
-}
-
-/// What one free slot offers: a CUDA slot offers that GPU, a CPU slot no GPU.
-fn slot_capabilities(worker: &Capabilities, device: Option<&v1::Device>) -> Capabilities {
-    let mut caps = worker.clone();
-    match device.map(|d| (v1::DeviceKind::try_from(d.kind), d)) {
-        Some((Ok(v1::DeviceKind::Cuda), d)) => {
-            caps.gpus = 1;
-            if d.memory_bytes > 0 {
-                caps.gpu_memory_mb = d.memory_bytes / (1024 * 1024);
-            }
-        }
-        _ => {
-            caps.gpus = 0;
-            caps.gpu_memory_mb = 0;
-        }
-    }
-    caps
-}
-
-/// `now + duration`, saturating.
-fn lease_expiry(
-    now: chrono::DateTime<chrono::Utc>,
-    duration: Duration,
-) -> chrono::DateTime<chrono::Utc> {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-}
-
-fn token(field: &str, v: u64) -> Result<i64, ApiError> {
-    if v == 0 {
-        return Err(ApiError::invalid(field, "is required"));
-    }
-    i64::try_from(v).map_err(|_| ApiError::invalid(field, "out of range"))
-}
 
 impl WorkerApi {
     /// The service over shared state.
@@ -207,25 +66,32 @@ impl WorkerApi {
     }
 
     fn lease_to_task(&self, lease: &Lease) -> Result<v1::Task, ApiError> {
-        let payload = match lease.task.kind.as_str() {
-            "train_eval" => {
-                // Deserialized from the borrowed JSON: no copy of the payload tree.
-                let p = TrainEvalPayload::deserialize(&lease.task.payload)
-                    .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
-                let task = convert::train_eval_task(&p);
+        let kind: TaskKind = lease
+            .task
+            .kind
+            .parse()
+            .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?;
+        let payload = match kind {
+            TaskKind::TrainEval => {
+                // Deserialized from the borrowed JSON: no copy of the payload tree (the hot
+                // path; `decode` would name the field of an error but copies nothing less).
+                let p = TrainEvalPayload::deserialize(&lease.task.payload).map_err(|e| {
+                    ApiError::from(nat_schema::DecodeError {
+                        document: "train_eval payload",
+                        field: ".".into(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                let task = p.to_proto();
                 self.c.remember_lease(lease.task.id, Arc::new(p));
-                Some(v1::task::Payload::TrainEval(task))
+                v1::task::Payload::TrainEval(task)
             }
-            "supernet" => {
-                let p: v1::SupernetTask = supernet_from_json(&lease.task.payload)?;
-                Some(v1::task::Payload::Supernet(p))
-            }
-            other => {
-                return Err(ApiError::Internal(nat_store::StoreError::backend(
-                    std::io::Error::other(format!("unknown task kind {other}")),
-                )))
+            TaskKind::Supernet => {
+                let p: SupernetPayload = decode("supernet payload", &lease.task.payload)?;
+                v1::task::Payload::Supernet(p.to_proto())
             }
         };
+        let payload = Some(payload);
         Ok(v1::Task {
             task_id: lease.task.id.to_string(),
             job_id: lease.task.job_id.to_string(),
@@ -334,34 +200,32 @@ impl WorkerApi {
                 }
             }
             Some(v1::report_result_request::Outcome::TrainEval(res)) => {
-                let measured = TrainEvalOutcome::from_proto(&res)?;
+                let measured = TrainEvalOutcome::from_proto(&res).map_err(ApiError::from)?;
                 kind = nat_telemetry::TaskKind::TrainEval;
                 accuracy = Some(measured.accuracy);
                 let payload = match self.c.leased_payload(task_id) {
                     Some(p) => p,
                     None => {
                         let task = self.c.store.get_task(task_id).await?;
-                        if task.kind != "train_eval" {
+                        if task.kind != TaskKind::TrainEval.as_str() {
                             return Err(ApiError::FailedPrecondition(format!(
                                 "task {task_id} is a {} task; a train_eval result does not fit it",
                                 task.kind
                             )));
                         }
-                        Arc::new(
-                            serde_json::from_value::<TrainEvalPayload>(task.payload).map_err(
-                                |e| ApiError::Internal(nat_store::StoreError::backend(e)),
-                            )?,
-                        )
+                        Arc::new(decode::<TrainEvalPayload>(
+                            "train_eval payload",
+                            &task.payload,
+                        )?)
                     }
                 };
-                let stored = StoredResult {
+                let stored = TrainEvalResult {
                     index: payload.index,
                     worker_id: worker.to_string(),
                     outcome: measured,
                 };
                 Outcome::Succeeded {
-                    result: serde_json::to_value(&stored)
-                        .map_err(|e| ApiError::Internal(nat_store::StoreError::backend(e)))?,
+                    result: encode("train_eval result", &stored)?,
                     rewards: vec![RewardObservation {
                         key: RewardKey {
                             arch_hash: payload.arch_hash.clone(),
@@ -376,43 +240,16 @@ impl WorkerApi {
             Some(v1::report_result_request::Outcome::Supernet(res)) => {
                 kind = nat_telemetry::TaskKind::Supernet;
                 let task = self.c.store.get_task(task_id).await?;
-                if task.kind != "supernet" {
+                if task.kind != TaskKind::Supernet.as_str() {
                     return Err(ApiError::FailedPrecondition(format!(
                         "task {task_id} is a {} task; a supernet result does not fit it",
                         task.kind
                     )));
                 }
-                let pairs = task
-                    .payload
-                    .get("pairs")
-                    .and_then(|p| p.as_array())
-                    .map_or(0, Vec::len);
-                if res.scores.len() != pairs {
-                    return Err(ApiError::invalid(
-                        "supernet.scores",
-                        format!(
-                            "expected {pairs} scores (one per pair), got {}",
-                            res.scores.len()
-                        ),
-                    ));
-                }
-                for (i, s) in res.scores.iter().enumerate() {
-                    for (name, v) in [("acc_beta", s.acc_beta), ("acc_alpha", s.acc_alpha)] {
-                        if !(v.is_finite() && (0.0..=1.0).contains(&v)) {
-                            return Err(ApiError::invalid(
-                                format!("supernet.scores[{i}].{name}"),
-                                format!("must be a finite number in [0, 1], got {v}"),
-                            ));
-                        }
-                    }
-                }
-                let scores: Vec<_> = res
-                    .scores
-                    .iter()
-                    .map(|s| json!({"acc_beta": s.acc_beta, "acc_alpha": s.acc_alpha}))
-                    .collect();
+                let payload: SupernetPayload = decode("supernet payload", &task.payload)?;
+                let result = SupernetResult::from_proto(&res, &payload, worker.to_string())?;
                 Outcome::Succeeded {
-                    result: json!({"scores": scores, "wall_seconds": res.wall_seconds, "worker_id": worker.to_string()}),
+                    result: encode("supernet result", &result)?,
                     rewards: Vec::new(),
                     sample_rewards: Vec::new(),
                 }
@@ -484,48 +321,6 @@ fn record_report_metrics(
     }
 }
 
-fn supernet_from_json(v: &serde_json::Value) -> Result<v1::SupernetTask, ApiError> {
-    let internal = |m: &str| {
-        ApiError::Internal(nat_store::StoreError::backend(std::io::Error::other(
-            m.to_string(),
-        )))
-    };
-    let pairs = v
-        .get("pairs")
-        .and_then(|p| p.as_array())
-        .ok_or_else(|| internal("supernet payload without pairs"))?
-        .iter()
-        .map(|p| v1::GenotypePair {
-            beta_json: convert::str_field(p, "beta_json").to_string(),
-            alpha_json: convert::str_field(p, "alpha_json").to_string(),
-        })
-        .collect();
-    let s = v.get("settings").cloned().unwrap_or_default();
-    let u = |k: &str| s.get(k).and_then(|x| x.as_u64()).unwrap_or(0) as u32;
-    let f = |k: &str| s.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
-    Ok(v1::SupernetTask {
-        pairs,
-        dataset: convert::str_field(v, "dataset").to_string(),
-        settings: Some(v1::SupernetSettings {
-            init_channels: u("init_channels"),
-            layers: u("layers"),
-            batch_size: u("batch_size"),
-            train_steps_between_pairs: u("train_steps_between_pairs"),
-            learning_rate: f("learning_rate"),
-            momentum: f("momentum"),
-            weight_decay: f("weight_decay"),
-            grad_clip: f("grad_clip"),
-            max_train_examples: u("max_train_examples"),
-            validation_fraction: f("validation_fraction"),
-            eval_batches: u("eval_batches"),
-            max_wall_seconds: f("max_wall_seconds"),
-            op_set: convert::str_field(&s, "op_set").to_string(),
-            num_nodes: u("num_nodes"),
-        }),
-        seed: v.get("seed").and_then(|x| x.as_u64()).unwrap_or(0),
-        supernet_key: convert::str_field(v, "supernet_key").to_string(),
-    })
-}
 
 #[tonic::async_trait]
 impl v1::worker_service_server::WorkerService for WorkerApi {
@@ -659,15 +454,18 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
             .get_task(task_id)
             .await
             .map_err(ApiError::from)?;
-        let progress = json!({
-            "fraction": r.fraction,
-            "epoch": r.epoch,
-            "epochs": r.epochs,
-            "step": r.step,
-            "train_loss": r.train_loss,
-            "train_accuracy": r.train_accuracy,
-            "message": r.message,
-        });
+        let progress = encode(
+            "task progress",
+            &nat_schema::event::Progress {
+                epoch: r.epoch,
+                epochs: r.epochs,
+                step: r.step,
+                message: r.message.clone(),
+                train_loss: r.train_loss,
+                train_accuracy: r.train_accuracy,
+                fraction: r.fraction,
+            },
+        )?;
         let now = self.c.clock.now();
         // A lost lease (expired and re-leased, or the task ended) is FAILED_PRECONDITION.
         self.c

@@ -1,0 +1,14 @@
+//! The gRPC services. Handlers convert wire types, check the shared fields and dispatch to the
+//! job kinds (`crate::jobs`); they hold no job logic of their own.
+//!
+//! - [`job`]: `nat.v1.JobService` (submit, get, list, watch, cancel, result, workers).
+//! - [`watch`]: `WatchJob`'s streamer.
+//! - [`worker`]: `nat.v1.WorkerService` (register, heartbeat, lease, progress, result).
+//! - [`policy`]: `nat.v1.PolicyService` (stored policies; transform an architecture).
+//! - `validate`: checks of what workers send (capabilities, datasets, tokens).
+
+pub mod job;
+pub mod policy;
+mod validate;
+pub mod watch;
+pub mod worker;

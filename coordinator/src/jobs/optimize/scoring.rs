@@ -1,0 +1,376 @@
+//! Measurements of an optimize job: which of its tasks measure what, and what they reported.
+//!
+//! The driver learns of results in O(1) per report: a [`Tracker`] reads the job's task list
+//! once (when the driver run starts), then only the job's event log after the position it has
+//! read (`task_succeeded`, `task_failed` of tasks it tracks). A report therefore costs the
+//! driver one event, whatever the number of tasks the job already has. Event order is commit
+//! order (`seq` is gap-free per job), so reading the log from the position of the initial task
+//! read misses nothing: a task that changes after the read has its event after that position.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use nat_arch::Genotype;
+use nat_schema::event::JobEvent;
+use nat_schema::{
+    Budget, OptimizeJobSpec, SupernetPayload, SupernetResult, TaskKind, TrainEvalOutcome,
+    TrainEvalPayload, TrainEvalResult,
+};
+use nat_store::{JobId, NewTask, RewardKey, Store, Task, TaskId, TaskState};
+
+use super::{Failure, Run};
+use crate::jobs::submission::requirements_of;
+
+/// Events read per store call.
+const EVENT_PAGE: u32 = 1000;
+
+/// The measurement of one architecture under one budget.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Score {
+    /// Measured: accuracy, and the worker's numbers when this job trained it.
+    Known(f64, Option<TrainEvalOutcome>),
+    /// Its task failed for good.
+    Failed,
+}
+
+/// Where a tracked task stands.
+#[derive(Debug, Clone)]
+pub(super) enum Tracked<T> {
+    /// Ready or leased.
+    Waiting,
+    /// Succeeded with this result.
+    Done(T),
+    /// Failed for good (or cancelled), with its last reason.
+    Failed(String),
+}
+
+/// A `train_eval` task's key: (canonical hash, budget key).
+type ArchKey = (String, String);
+
+/// The tasks of one job and their results, kept current from the event log.
+#[derive(Debug, Default)]
+pub(super) struct Tracker {
+    /// Position in the job's event log read so far.
+    cursor: i64,
+    /// `train_eval` tasks by key.
+    train_eval: HashMap<ArchKey, Tracked<TrainEvalOutcome>>,
+    /// Key of each tracked `train_eval` task.
+    train_eval_ids: HashMap<TaskId, ArchKey>,
+    /// `supernet` tasks by learning round: the task, its payload and its state.
+    supernet: BTreeMap<u32, (TaskId, Tracked<SupernetResult>)>,
+    /// Round of each `supernet` task.
+    supernet_ids: HashMap<TaskId, u32>,
+    /// Tasks of the job (the next `train_eval` index).
+    tasks: usize,
+    /// Keys whose state changed since the caller last asked ([`Tracker::take_changed`]).
+    changed: HashSet<ArchKey>,
+}
+
+impl Tracker {
+    /// Loads the job's tasks: the log position first, then the tasks, so that every change
+    /// after the task read is in the log after that position.
+    pub(super) async fn load(store: &dyn Store, job: JobId) -> Result<Tracker, Failure> {
+        let mut t = Tracker::default();
+        loop {
+            let events = store.events_after(job, t.cursor, EVENT_PAGE).await?;
+            let n = events.len();
+            if let Some(last) = events.last() {
+                t.cursor = last.seq;
+            }
+            if n < EVENT_PAGE as usize {
+                break;
+            }
+        }
+        let mut offset = 0u64;
+        loop {
+            let page = store
+                .list_tasks(job, None, nat_store::limits::MAX_PAGE, offset)
+                .await?;
+            let n = page.len();
+            for task in &page {
+                t.track(task)?;
+            }
+            offset += n as u64;
+            if n < nat_store::limits::MAX_PAGE as usize {
+                break;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Adds a task of the job with its current state.
+    pub(super) fn track(&mut self, task: &Task) -> Result<(), Failure> {
+        self.tasks += 1;
+        let kind: TaskKind = task
+            .kind
+            .parse()
+            .map_err(|e| Failure::Fatal(format!("task {}: {e}", task.id)))?;
+        let last_reason = || {
+            task.failures
+                .last()
+                .map_or_else(|| "no reason recorded".to_string(), |f| f.reason.clone())
+        };
+        match kind {
+            TaskKind::TrainEval => {
+                let p: TrainEvalPayload = nat_schema::decode("train_eval payload", &task.payload)?;
+                let state = match (task.state, &task.result) {
+                    (TaskState::Done, Some(r)) => Tracked::Done(
+                        nat_schema::decode::<TrainEvalResult>("train_eval result", r)?.outcome,
+                    ),
+                    (TaskState::Done, None) => Tracked::Failed("no result recorded".into()),
+                    (TaskState::Failed | TaskState::Cancelled, _) => Tracked::Failed(last_reason()),
+                    (TaskState::Ready | TaskState::Leased, _) => Tracked::Waiting,
+                };
+                let key = (p.arch_hash, p.budget.key());
+                self.train_eval_ids.insert(task.id, key.clone());
+                self.changed.insert(key.clone());
+                self.train_eval.insert(key, state);
+            }
+            TaskKind::Supernet => {
+                let p: SupernetPayload = nat_schema::decode("supernet payload", &task.payload)?;
+                let state = match (task.state, &task.result) {
+                    (TaskState::Done, Some(r)) => {
+                        Tracked::Done(nat_schema::decode("supernet result", r)?)
+                    }
+                    (TaskState::Done, None) => Tracked::Failed("no result recorded".into()),
+                    (TaskState::Failed | TaskState::Cancelled, _) => Tracked::Failed(last_reason()),
+                    (TaskState::Ready | TaskState::Leased, _) => Tracked::Waiting,
+                };
+                self.supernet_ids.insert(task.id, p.iteration);
+                self.supernet.insert(p.iteration, (task.id, state));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a task this driver just created (waiting for a worker).
+    pub(super) fn track_new(&mut self, id: TaskId, task: &NewTask) -> Result<(), Failure> {
+        self.tasks += 1;
+        let kind: TaskKind = task
+            .kind
+            .parse()
+            .map_err(|e| Failure::Fatal(format!("new task: {e}")))?;
+        match kind {
+            TaskKind::TrainEval => {
+                let p: TrainEvalPayload = nat_schema::decode("train_eval payload", &task.payload)?;
+                let key = (p.arch_hash, p.budget.key());
+                self.train_eval_ids.insert(id, key.clone());
+                self.train_eval.insert(key, Tracked::Waiting);
+            }
+            TaskKind::Supernet => {
+                let p: SupernetPayload = nat_schema::decode("supernet payload", &task.payload)?;
+                self.supernet_ids.insert(id, p.iteration);
+                self.supernet.insert(p.iteration, (id, Tracked::Waiting));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the job's log after the cursor and applies the task events it holds: O(new
+    /// events), never a re-read of the job's tasks.
+    pub(super) async fn refresh(&mut self, store: &dyn Store, job: JobId) -> Result<(), Failure> {
+        loop {
+            let events = store.events_after(job, self.cursor, EVENT_PAGE).await?;
+            let n = events.len();
+            for e in events {
+                self.cursor = e.seq;
+                match JobEvent::decode(&e.kind, &e.payload)? {
+                    JobEvent::TaskSucceeded(s) => {
+                        let id = parse_task(&s.task_id)?;
+                        if let Some(key) = self.train_eval_ids.get(&id) {
+                            let r: TrainEvalResult =
+                                nat_schema::decode("train_eval result", &s.result)?;
+                            self.changed.insert(key.clone());
+                            self.train_eval
+                                .insert(key.clone(), Tracked::Done(r.outcome));
+                        } else if let Some(round) = self.supernet_ids.get(&id) {
+                            let r: SupernetResult =
+                                nat_schema::decode("supernet result", &s.result)?;
+                            self.supernet.insert(*round, (id, Tracked::Done(r)));
+                        }
+                    }
+                    JobEvent::TaskFailed(f) => {
+                        let id = parse_task(&f.task_id)?;
+                        let reason = f
+                            .reasons
+                            .last()
+                            .cloned()
+                            .unwrap_or_else(|| "no reason recorded".into());
+                        if let Some(key) = self.train_eval_ids.get(&id) {
+                            self.changed.insert(key.clone());
+                            self.train_eval
+                                .insert(key.clone(), Tracked::Failed(reason));
+                        } else if let Some(round) = self.supernet_ids.get(&id) {
+                            self.supernet.insert(*round, (id, Tracked::Failed(reason)));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if n < EVENT_PAGE as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The state of the `train_eval` task of `key`, if the job has one.
+    pub(super) fn train_eval(&self, key: &ArchKey) -> Option<&Tracked<TrainEvalOutcome>> {
+        self.train_eval.get(key)
+    }
+
+    /// The keys whose task changed since the last call (drained).
+    pub(super) fn take_changed(&mut self) -> HashSet<ArchKey> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// The `supernet` task of learning round `iteration`.
+    pub(super) fn supernet(&self, iteration: u32) -> Option<&(TaskId, Tracked<SupernetResult>)> {
+        self.supernet.get(&iteration)
+    }
+
+    /// Tasks of the job known to the tracker.
+    pub(super) fn task_count(&self) -> usize {
+        self.tasks
+    }
+}
+
+fn parse_task(id: &str) -> Result<TaskId, Failure> {
+    id.parse()
+        .map_err(|e| Failure::Fatal(format!("event names task {id:?}: {e}")))
+}
+
+impl Run {
+    /// Scores every genotype under `budget`: from this job's tasks, the reward-estimate cache,
+    /// or new `train_eval` tasks (one per distinct architecture), waiting until all are known.
+    /// Each wake-up costs the new events and the keys that changed, not the job's size.
+    pub(super) async fn scores(
+        &mut self,
+        spec: &OptimizeJobSpec,
+        genotypes: &[Genotype],
+        budget: &Budget,
+        checkpointed: bool,
+    ) -> Result<HashMap<String, Score>, Failure> {
+        let budget_key = budget.key();
+        let mut distinct: BTreeMap<String, &Genotype> = BTreeMap::new();
+        for g in genotypes {
+            distinct.entry(g.canonical_hash()).or_insert(g);
+        }
+        let mut known: HashMap<String, Score> = HashMap::new();
+        let mut missing = Vec::new();
+        let mut waiting: HashSet<ArchKey> = HashSet::new();
+        for (hash, g) in &distinct {
+            let key = (hash.clone(), budget_key.clone());
+            if self.tracker.train_eval(&key).is_some() {
+                waiting.insert(key);
+                continue;
+            }
+            let cached = RewardKey {
+                arch_hash: hash.clone(),
+                dataset: spec.base.dataset.clone(),
+                budget: budget_key.clone(),
+            };
+            match self.c.store.reward_estimate(&cached).await? {
+                Some(e) if e.count > 0 && e.mean.is_finite() => {
+                    nat_telemetry::record::reward_cache_lookup(nat_telemetry::CacheResult::Hit);
+                    known.insert(hash.clone(), Score::Known(e.mean, None));
+                }
+                _ => {
+                    nat_telemetry::record::reward_cache_lookup(nat_telemetry::CacheResult::Miss);
+                    missing.push(*g);
+                    waiting.insert(key);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.create_tasks(spec, &missing, budget, checkpointed)
+                .await?;
+        }
+        // The first pass looks at every key; later passes only at those that changed.
+        let mut check: Vec<ArchKey> = waiting.iter().cloned().collect();
+        loop {
+            for key in check.drain(..) {
+                if !waiting.contains(&key) {
+                    continue;
+                }
+                match self.tracker.train_eval(&key) {
+                    Some(Tracked::Done(o)) if o.accuracy.is_finite() => {
+                        known.insert(key.0.clone(), Score::Known(o.accuracy, Some(*o)));
+                        waiting.remove(&key);
+                    }
+                    Some(Tracked::Done(_) | Tracked::Failed(_)) => {
+                        known.insert(key.0.clone(), Score::Failed);
+                        waiting.remove(&key);
+                    }
+                    Some(Tracked::Waiting) | None => {}
+                }
+            }
+            if waiting.is_empty() {
+                return Ok(known);
+            }
+            self.wait().await?;
+            self.tracker.refresh(&*self.c.store, self.job).await?;
+            check.extend(self.tracker.take_changed());
+        }
+    }
+
+    /// Queues one `train_eval` task per genotype under `budget` and tracks them.
+    async fn create_tasks(
+        &mut self,
+        spec: &OptimizeJobSpec,
+        genotypes: &[&Genotype],
+        budget: &Budget,
+        checkpointed: bool,
+    ) -> Result<(), Failure> {
+        let existing = self.tracker.task_count();
+        let tasks = genotypes
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let hash = g.canonical_hash();
+                let payload = TrainEvalPayload {
+                    index: u32::try_from(existing + i).unwrap_or(u32::MAX),
+                    genotype_json: g.to_json(),
+                    arch_hash: hash.clone(),
+                    dataset: spec.base.dataset.clone(),
+                    budget: *budget,
+                    seed: spec.base.seed,
+                    checkpointed,
+                    checkpoint_key: if checkpointed {
+                        format!("{}-{}", self.job, hash)
+                    } else {
+                        String::new()
+                    },
+                };
+                Ok(NewTask {
+                    kind: TaskKind::TrainEval.as_str().into(),
+                    payload: nat_schema::encode("train_eval payload", &payload)?,
+                    requirements: requirements_of(&spec.base),
+                    max_attempts: self.c.config.max_attempts,
+                })
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
+        self.add_tasks(tasks, nat_telemetry::TaskKind::TrainEval)
+            .await
+    }
+
+    /// Adds tasks to the job and tracks them (as waiting: they were just created).
+    pub(super) async fn add_tasks(
+        &mut self,
+        tasks: Vec<NewTask>,
+        kind: nat_telemetry::TaskKind,
+    ) -> Result<(), Failure> {
+        let n = tasks.len();
+        let now = self.c.clock.now();
+        let ids = self
+            .c
+            .store
+            .add_tasks(self.job, tasks.clone(), now)
+            .await?;
+        for (id, t) in ids.into_iter().zip(&tasks) {
+            self.tracker.track_new(id, t)?;
+        }
+        nat_telemetry::record::tasks_created(kind, n as u64);
+        self.c.wake_workers(n);
+        self.c.job_changed(self.job);
+        Ok(())
+    }
+}
