@@ -163,10 +163,10 @@ impl TorchRunner {
                 return Outcome::rejected(format!("train_eval.genotype_json: {error}"));
             }
         };
-        let Some(budget) = payload.budget.as_ref().map(budget_from_proto) else {
+        let Some(budget) = payload.budget.as_ref().map(Budget::from_proto) else {
             return Outcome::rejected("train_eval.budget: missing");
         };
-        if let Err(error) = budget.validate() {
+        if let Err(error) = nat_train::train::validate_budget(&budget) {
             return Outcome::rejected(format!("train_eval.budget: {error}"));
         }
         let data = match self.dataset(
@@ -397,29 +397,6 @@ impl TaskRunner for TorchRunner {
     }
 }
 
-/// The plain training budget of a proto budget.
-pub fn budget_from_proto(budget: &v1::TrainingBudget) -> Budget {
-    Budget {
-        epochs: budget.epochs,
-        batch_size: budget.batch_size,
-        learning_rate: budget.learning_rate,
-        lr_min: budget.lr_min,
-        momentum: budget.momentum,
-        weight_decay: budget.weight_decay,
-        grad_clip: budget.grad_clip,
-        init_channels: budget.init_channels,
-        layers: budget.layers,
-        max_train_examples: budget.max_train_examples,
-        max_eval_examples: budget.max_eval_examples,
-        validation_fraction: budget.validation_fraction,
-        cutout: budget.cutout,
-        label_smoothing: budget.label_smoothing,
-        auxiliary_weight: budget.auxiliary_weight,
-        drop_path_prob: budget.drop_path_prob,
-        max_wall_seconds: budget.max_wall_seconds,
-    }
-}
-
 /// The plain supernet settings of proto settings.
 pub fn supernet_settings_from_proto(settings: &v1::SupernetSettings) -> SupernetSettings {
     SupernetSettings {
@@ -556,7 +533,7 @@ mod tests {
             drop_path_prob: 0.2,
             max_wall_seconds: 60.0,
         };
-        let budget = budget_from_proto(&proto);
+        let budget = Budget::from_proto(&proto);
         let back = serde_json::to_value(&budget).unwrap();
         let expected = serde_json::json!({
             "epochs": 2, "batch_size": 32, "learning_rate": 0.05, "lr_min": 0.001,

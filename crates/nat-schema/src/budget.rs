@@ -237,6 +237,38 @@ impl Budget {
         serde_json::to_string(self).unwrap_or_else(|_| format!("{self:?}"))
     }
 
+    /// Learning rate of `epoch` (0-based): cosine from `learning_rate` to `lr_min` over
+    /// `epochs` (DARTS' per-epoch `CosineAnnealingLR`).
+    pub fn learning_rate_at(&self, epoch: u32) -> f64 {
+        let t = f64::from(epoch) / f64::from(self.epochs.max(1));
+        self.lr_min
+            + 0.5 * (self.learning_rate - self.lr_min) * (1.0 + (std::f64::consts::PI * t).cos())
+    }
+
+    /// From the wire, as sent to a worker (no validation: the worker checks what it can
+    /// train, `nat_train::train::budget::validate`).
+    pub fn from_proto(b: &v1::TrainingBudget) -> Budget {
+        Budget {
+            epochs: b.epochs,
+            batch_size: b.batch_size,
+            learning_rate: b.learning_rate,
+            lr_min: b.lr_min,
+            momentum: b.momentum,
+            weight_decay: b.weight_decay,
+            grad_clip: b.grad_clip,
+            init_channels: b.init_channels,
+            layers: b.layers,
+            max_train_examples: b.max_train_examples,
+            max_eval_examples: b.max_eval_examples,
+            validation_fraction: b.validation_fraction,
+            cutout: b.cutout,
+            label_smoothing: b.label_smoothing,
+            auxiliary_weight: b.auxiliary_weight,
+            drop_path_prob: b.drop_path_prob,
+            max_wall_seconds: b.max_wall_seconds,
+        }
+    }
+
     /// The wire form.
     pub fn to_proto(&self) -> v1::TrainingBudget {
         v1::TrainingBudget {

@@ -8,7 +8,7 @@ mod runner;
 mod sgd;
 mod supernet;
 
-pub use budget::Budget;
+pub use budget::{validate as validate_budget, Budget};
 pub use runner::{
     checkpoint_dir_usable, final_eval, train_eval, CheckpointConfig, Progress, TrainEvalReport,
     TrainSpec,

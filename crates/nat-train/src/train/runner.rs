@@ -149,7 +149,7 @@ fn run(
 ) -> Result<TrainEvalReport, TrainError> {
     let started = Instant::now();
     let budget = spec.budget;
-    budget.validate()?;
+    super::budget::validate(budget)?;
     check_nonempty(&data.train, "train")?;
     check_nonempty(&data.validation, "validation")?;
     tch::manual_seed(mix(spec.seed, u64::MAX) as i64);
