@@ -2,7 +2,8 @@
 //! estimates, policy checkpoints and samples, and the per-job event log.
 //!
 //! # Layout
-//! - [`types`]: the domain types (re-exported at the root). [`error`]: [`StoreError`].
+//! - [`types`]: the domain types (re-exported at the root); `types/policy.rs` holds the reward
+//!   and policy types. [`error`]: [`StoreError`].
 //! - [`store`]: the traits, one per concern, each in its own file: [`JobStore`] (jobs and
 //!   tasks), [`LeaseStore`] (workers, heartbeats, leases, reservations, reports), [`EventStore`]
 //!   (the event log), [`PolicyStore`] (reward estimates, checkpoints, samples, policy updates),
