@@ -2,9 +2,24 @@
 //! estimates, policy checkpoints and samples, and the per-job event log.
 //!
 //! # Layout
-//! - [`types`]: the domain types (re-exported at the root).
-//! - [`Store`]: the one object-safe trait the coordinator holds as `Arc<dyn Store>`.
-//! - [`PgStore`]: PostgreSQL (clusters). [`SqliteStore`]: SQLite (the embedded default).
+//! - [`types`]: the domain types (re-exported at the root); `types/policy.rs` holds the reward
+//!   and policy types. [`error`]: [`StoreError`].
+//! - [`store`]: the traits, one per concern, each in its own file: [`JobStore`] (jobs and
+//!   tasks), [`LeaseStore`] (workers, heartbeats, leases, reservations, reports), [`EventStore`]
+//!   (the event log), [`PolicyStore`] (reward estimates, checkpoints, samples, policy updates),
+//!   and [`Store`], all four plus `backend()`: the one object-safe trait the coordinator holds
+//!   as `Arc<dyn Store>`. [`prelude`] re-exports the traits (`use nat_store::prelude::*;`).
+//! - `logic/`: backend-independent rules. `validate.rs` (input checks, shared by both
+//!   backends), `account.rs` (a job's counters, `all_tasks` completion, events and their
+//!   sequence numbers, the end of a job, expiry accounting), `report.rs` (the one decision of a
+//!   report: lease check, duplicate, transition; see below).
+//! - [`PgStore`] (PostgreSQL, for clusters) in `pg/`: `mod.rs` (connection, pool size),
+//!   `rows.rs` (row decoders and column lists), `sql.rs` (the claim and report statements and
+//!   the fragments they share: the Welford upsert, the job accounting, the `job_finished`
+//!   event), `jobs.rs`, `leases.rs`, `reports.rs`, `events.rs`, `policy.rs` (one trait each;
+//!   `reports.rs` holds the report paths of [`LeaseStore`]).
+//! - [`SqliteStore`] (the embedded default) in `sqlite/`, the same files but `sql.rs` (its
+//!   statements sit with their one user).
 //! - [`connect`]: opens either from one URL and runs the embedded migrations
 //!   (`migrations/postgres`, `migrations/sqlite` at the workspace root).
 //!
@@ -33,7 +48,7 @@
 //!   token, updates the task, upserts the reward estimates, updates the job counters, finishes
 //!   an `all_tasks` job and appends the events. The job row is never held across a client
 //!   round trip. Reports carrying sample rewards use an explicit transaction.
-//!   [`Store::lease_tasks`] / [`Store::report_results`] batch many slots into one transaction
+//!   [`LeaseStore::lease_tasks`] / [`LeaseStore::report_results`] batch many slots into one transaction
 //!   (one WAL flush; the coordinator gathers concurrent LeaseTask / ReportResult calls into
 //!   them). A batched lease is ONE statement per group of slots with equal capabilities: jobs in
 //!   scheduling order, each job's claimable tasks scanned with `FOR UPDATE SKIP LOCKED` inside
@@ -45,18 +60,25 @@
 //!   id order, after the task rows), events numbered per job in batch order; items that raced
 //!   (task changed since the read) and reports with sample rewards go through the single path.
 //!   Pool size: `?max_connections=N` in the URL (default 32).
+//! - **One decision per report.** Every report path (PostgreSQL's one-statement path, its
+//!   in-transaction path and its batch path; SQLite's) reads the task's lease state, calls the
+//!   same pure function (`logic::report::decide_report`: stale or foreign lease, duplicate via
+//!   `reported_token`, cancelled job, done / failed / requeued) and writes what it decided. The
+//!   Welford update of reward estimates is written once per backend (on PostgreSQL one
+//!   `ON CONFLICT` fragment, Chan's merge, which for one observation is bit for bit the
+//!   sequential update), and so is the SQL job accounting of the report statements.
 //! - **Reservations.** A [`LeaseRequest`] without a worker claims a task like any lease (attempt,
 //!   token, expiry) with `leased_by` NULL: the coordinator hands it out later from memory and
-//!   records the worker with [`Store::assign_leases`] (one statement for many, `SKIP LOCKED`, so it
+//!   records the worker with [`LeaseStore::assign_leases`] (one statement for many, `SKIP LOCKED`, so it
 //!   never waits for or deadlocks with a report of the same row). Until then a report, progress or
 //!   heartbeat carrying the token is accepted from any worker and records it (the token is the
-//!   capability). [`Store::release_leases`] / [`Store::release_unassigned_leases`] give unused
+//!   capability). [`LeaseStore::release_leases`] / [`LeaseStore::release_unassigned_leases`] give unused
 //!   ones back with their attempt (the token stays spent); cancelling or finishing a job withdraws
 //!   them with its ready tasks. The `tasks_leased_by` index leaves NULL out (migration 0003), so
 //!   statements that pick reservations by id and token use the primary key.
 //! - **Dataset matching.** `tasks.dataset` is generated from the payload's top-level `"dataset"`
 //!   (migration 0002); a [`LeaseRequest`] listing datasets gets only tasks on one of them or on
-//!   none (an empty list means unknown: no filtering). [`Store::lease_task`] does not filter.
+//!   none (an empty list means unknown: no filtering). [`LeaseStore::lease_task`] does not filter.
 //! - **Lock order** on PostgreSQL is tasks, then the job row, then samples. The one exception,
 //!   cancelling/finishing a job, takes the job row first and then withdraws ready tasks with
 //!   `SKIP LOCKED`, so it never waits for a task lock. Transitions therefore cannot deadlock.
@@ -82,8 +104,14 @@ use std::sync::Arc;
 pub use error::{Entity, Result, StoreError};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
-pub use store::Store;
+pub use store::{EventStore, JobStore, LeaseStore, PolicyStore, Store};
 pub use types::*;
+
+/// The store traits, for callers: `use nat_store::prelude::*;` makes every method callable on
+/// `Arc<dyn Store>` (each method is declared by one of the traits [`Store`] combines).
+pub mod prelude {
+    pub use crate::store::{EventStore, JobStore, LeaseStore, PolicyStore, Store};
+}
 
 /// Opens the store named by `url` and runs its migrations.
 ///

@@ -2227,3 +2227,369 @@ async fn postgres_pool_size_from_url() {
     })
     .await;
 }
+
+// ----- the report paths agree ---------------------------------------------------------------------
+
+fn fail(retryable: bool) -> Outcome {
+    Outcome::Failed {
+        reason: "boom".into(),
+        retryable,
+    }
+}
+
+/// A report answer without ids: what the paths must agree on.
+fn answer(r: &Result<ReportAck>) -> String {
+    match r {
+        Ok(ReportAck::Accepted {
+            task_state,
+            job_state,
+            ..
+        }) => format!("accepted {task_state} {job_state}"),
+        Ok(ReportAck::Duplicate) => "duplicate".into(),
+        Err(StoreError::FailedPrecondition(_)) => "failed_precondition".into(),
+        Err(StoreError::NotFound { .. }) => "not_found".into(),
+        Err(e) => format!("other error {e}"),
+    }
+}
+
+/// What a report path did: answers, task states, events, job counters, estimate count.
+type PathSummary = (Vec<String>, Vec<String>, Vec<String>, (u64, u64, u64), u64);
+
+contract!(report_paths_decide_alike);
+/// The same reports are decided identically one by one through `report_result`, as one-item
+/// batches and as one batch through `report_results`: success, retryable failure (requeued),
+/// final failure, stale token, foreign worker, duplicate, unknown task, a task of a cancelled
+/// job. Same answers, task states, failures, counters, events and reward estimates.
+async fn report_paths_decide_alike(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let w = worker(&store, "w").await;
+    let other = worker(&store, "other").await;
+    let mut seen: Vec<PathSummary> = Vec::new();
+    for mode in 0..3 {
+        let base = 100 * mode;
+        let j = store.create_job(job(0), tasks(5), at(base)).await.unwrap();
+        let mut ls = Vec::new();
+        for _ in 0..5 {
+            ls.push(lease(&store, w, at(base + 1)).await);
+        }
+        let k = store
+            .create_job(job(0), tasks(1), at(base + 1))
+            .await
+            .unwrap();
+        let in_k = lease(&store, w, at(base + 2)).await;
+        assert_eq!(in_k.task.job_id, k.id);
+        store.cancel_job(k.id, at(base + 3)).await.unwrap();
+        let rkey = key(&format!("alike-{mode}"));
+        let item = |l: &Lease, token: i64, worker: WorkerId, outcome: Outcome| ReportItem {
+            task: l.task.id,
+            token,
+            worker,
+            outcome,
+        };
+        let success = Outcome::Succeeded {
+            result: json!({ "acc": 0.5 }),
+            rewards: vec![RewardObservation {
+                key: rkey.clone(),
+                value: 0.5,
+            }],
+            sample_rewards: vec![],
+        };
+        let items = vec![
+            item(&ls[0], ls[0].token, w, success.clone()),
+            item(&ls[1], ls[1].token, w, fail(true)),
+            item(&ls[2], ls[2].token, w, fail(false)),
+            item(&ls[3], ls[3].token + 1, w, ok(json!({}))),
+            item(&ls[4], ls[4].token, other, ok(json!({}))),
+            item(&ls[0], ls[0].token, w, success.clone()),
+            ReportItem {
+                task: uuid::Uuid::new_v4(),
+                token: 1,
+                worker: w,
+                outcome: ok(json!({})),
+            },
+            item(&in_k, in_k.token, w, ok(json!({ "late": true }))),
+        ];
+        let now = at(base + 4);
+        let answers: Vec<Result<ReportAck>> = match mode {
+            0 => {
+                let mut out = Vec::new();
+                for i in items {
+                    out.push(
+                        store
+                            .report_result(i.task, i.token, i.worker, i.outcome, now)
+                            .await,
+                    );
+                }
+                out
+            }
+            1 => {
+                let mut out = Vec::new();
+                for i in items {
+                    let mut r = store.report_results(vec![i], now).await.unwrap();
+                    assert_eq!(r.len(), 1);
+                    out.push(r.remove(0));
+                }
+                out
+            }
+            _ => store.report_results(items, now).await.unwrap(),
+        };
+        let answers: Vec<String> = answers.iter().map(answer).collect();
+        let mut states = Vec::new();
+        for l in ls.iter().chain([&in_k]) {
+            let t = store.get_task(l.task.id).await.unwrap();
+            states.push(format!(
+                "{} attempt {} failures {} result {:?}",
+                t.state,
+                t.attempt,
+                t.failures.len(),
+                t.result
+            ));
+        }
+        let jn = store.get_job(j.id).await.unwrap();
+        let mut events: Vec<String> = kinds(&store.events_after(j.id, 0, 100).await.unwrap())
+            .into_iter()
+            .map(String::from)
+            .collect();
+        events.extend(
+            kinds(&store.events_after(k.id, 0, 100).await.unwrap())
+                .into_iter()
+                .map(String::from),
+        );
+        let estimate = store.reward_estimate(&rkey).await.unwrap().map(|e| e.count);
+        seen.push((
+            answers,
+            states,
+            events,
+            (jn.tasks_done, jn.tasks_failed, jn.tasks_cancelled),
+            estimate.unwrap_or(0),
+        ));
+        // Nothing of this job is claimable by the next round.
+        store.cancel_job(j.id, at(base + 5)).await.unwrap();
+    }
+    assert_eq!(
+        seen[0].0,
+        vec![
+            "accepted done running",
+            "accepted ready running",
+            "accepted failed running",
+            "failed_precondition",
+            "failed_precondition",
+            "duplicate",
+            "not_found",
+            "accepted cancelled cancelled",
+        ]
+    );
+    assert_eq!(seen[0].3, (1, 1, 0));
+    assert_eq!(seen[0].4, 1);
+    assert_eq!(
+        seen[1], seen[0],
+        "one-item batches differ from report_result"
+    );
+    assert_eq!(seen[2], seen[0], "one batch differs from report_result");
+}
+
+contract!(batch_reports_carry_sample_rewards);
+/// `report_results` applies reports with sample rewards (which take the single path) alongside
+/// batched ones: the rewards are set once, an unknown sample rejects only its own item.
+async fn batch_reports_carry_sample_rewards(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(3), t0()).await.unwrap();
+    let w = worker(&store, "w").await;
+    let ls = [
+        lease(&store, w, at(1)).await,
+        lease(&store, w, at(1)).await,
+        lease(&store, w, at(1)).await,
+    ];
+    let sample = |n: i64| NewPolicySample {
+        job_id: j.id,
+        policy_id: "p".into(),
+        policy_version: 1,
+        log_prob: -0.5,
+        entropy: 0.1,
+        input: json!({ "n": n }),
+        output: json!({ "n": n + 1 }),
+        task_id: None,
+    };
+    let ids = store
+        .insert_samples(vec![sample(1), sample(2)], at(1))
+        .await
+        .unwrap();
+    let with_samples = |rewards: Vec<SampleReward>| Outcome::Succeeded {
+        result: json!({}),
+        rewards: vec![RewardObservation {
+            key: key("sampled"),
+            value: 0.25,
+        }],
+        sample_rewards: rewards,
+    };
+    let items = vec![
+        ReportItem {
+            task: ls[0].task.id,
+            token: ls[0].token,
+            worker: w,
+            outcome: with_samples(vec![
+                SampleReward {
+                    sample_id: ids[0],
+                    reward: 0.75,
+                },
+                SampleReward {
+                    sample_id: ids[1],
+                    reward: 0.5,
+                },
+            ]),
+        },
+        ReportItem {
+            task: ls[1].task.id,
+            token: ls[1].token,
+            worker: w,
+            outcome: ok(json!({})),
+        },
+        ReportItem {
+            task: ls[2].task.id,
+            token: ls[2].token,
+            worker: w,
+            outcome: with_samples(vec![SampleReward {
+                sample_id: ids[1] + 1000,
+                reward: 0.1,
+            }]),
+        },
+    ];
+    let r = store.report_results(items, at(2)).await.unwrap();
+    assert!(matches!(r[0], Ok(ReportAck::Accepted { .. })), "{r:?}");
+    assert!(matches!(r[1], Ok(ReportAck::Accepted { .. })), "{r:?}");
+    assert!(
+        matches!(r[2], Err(StoreError::NotFound { .. })),
+        "an unknown sample rejects its item: {r:?}"
+    );
+    assert_eq!(store.get_sample(ids[0]).await.unwrap().reward, Some(0.75));
+    assert_eq!(store.get_sample(ids[1]).await.unwrap().reward, Some(0.5));
+    // The rejected item changed nothing: its task is still leased, its reward not counted.
+    let t = store.get_task(ls[2].task.id).await.unwrap();
+    assert_eq!(t.state, TaskState::Leased);
+    let e = store.reward_estimate(&key("sampled")).await.unwrap();
+    assert_eq!(e.map(|e| e.count), Some(1));
+    let jn = store.get_job(j.id).await.unwrap();
+    assert_eq!((jn.tasks_done, jn.state), (2, JobState::Running));
+    // The same report again is a duplicate and sets nothing twice.
+    let again = store
+        .report_results(
+            vec![ReportItem {
+                task: ls[0].task.id,
+                token: ls[0].token,
+                worker: w,
+                outcome: with_samples(vec![SampleReward {
+                    sample_id: ids[0],
+                    reward: 0.0,
+                }]),
+            }],
+            at(3),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again[0], Ok(ReportAck::Duplicate)), "{again:?}");
+    assert_eq!(store.get_sample(ids[0]).await.unwrap().reward, Some(0.75));
+}
+
+contract!(batched_welford_equals_sequential_updates);
+/// Reward estimates folded by a batch of reports equal the sequential Welford updates of the
+/// same observations (up to rounding), and a single report updates an estimate exactly as
+/// `record_reward` does.
+async fn batched_welford_equals_sequential_updates(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let xs = [0.61, 0.12, 0.93, 0.12, 0.47, 0.88];
+    let obs = |k: &str, value: f64| RewardObservation { key: key(k), value };
+    // Both keys start from the same estimate.
+    for k in ["seq", "batch"] {
+        store.record_reward(obs(k, 0.3), at(0)).await.unwrap();
+        store.record_reward(obs(k, 0.7), at(0)).await.unwrap();
+    }
+    for &x in &xs {
+        store.record_reward(obs("seq", x), at(1)).await.unwrap();
+    }
+    let j = store
+        .create_job(job(0), tasks(xs.len()), t0())
+        .await
+        .unwrap();
+    let w = worker(&store, "w").await;
+    let mut items = Vec::new();
+    for &x in &xs {
+        let l = lease(&store, w, at(1)).await;
+        items.push(ReportItem {
+            task: l.task.id,
+            token: l.token,
+            worker: w,
+            outcome: Outcome::Succeeded {
+                result: json!({}),
+                rewards: vec![obs("batch", x)],
+                sample_rewards: vec![],
+            },
+        });
+    }
+    let r = store.report_results(items, at(2)).await.unwrap();
+    assert!(
+        r.iter()
+            .all(|a| matches!(a, Ok(ReportAck::Accepted { .. }))),
+        "{r:?}"
+    );
+    assert_eq!(
+        store.get_job(j.id).await.unwrap().state,
+        JobState::Succeeded
+    );
+    let seq = store
+        .reward_estimate(&key("seq"))
+        .await
+        .unwrap()
+        .expect("seq");
+    let bat = store
+        .reward_estimate(&key("batch"))
+        .await
+        .unwrap()
+        .expect("batch");
+    assert_eq!(seq.count, 8);
+    assert_eq!(bat.count, seq.count);
+    assert!((bat.mean - seq.mean).abs() < 1e-12, "{bat:?} vs {seq:?}");
+    assert!((bat.m2 - seq.m2).abs() < 1e-9, "{bat:?} vs {seq:?}");
+
+    // One report through the single path: bit for bit what record_reward computes.
+    let j2 = store.create_job(job(0), tasks(1), at(3)).await.unwrap();
+    let l = lease(&store, w, at(3)).await;
+    assert_eq!(l.task.job_id, j2.id);
+    store
+        .report_result(
+            l.task.id,
+            l.token,
+            w,
+            Outcome::Succeeded {
+                result: json!({}),
+                rewards: vec![obs("batch", 0.42)],
+                sample_rewards: vec![],
+            },
+            at(4),
+        )
+        .await
+        .unwrap();
+    let by_report = store
+        .reward_estimate(&key("batch"))
+        .await
+        .unwrap()
+        .expect("batch");
+    let by_record = store.record_reward(obs("seq", 0.42), at(4)).await.unwrap();
+    let (a, b) = (&bat, &seq);
+    // Each side applied the same sequential update to its own (nearly equal) starting estimate;
+    // compare the update itself.
+    assert_eq!(by_report.count, a.count + 1);
+    assert_eq!(by_record.count, b.count + 1);
+    let step = |n: u64, mean: f64, m2: f64, x: f64| {
+        let n1 = (n + 1) as f64;
+        let mean2 = mean + (x - mean) / n1;
+        (mean2, m2 + (x - mean) * (x - mean2))
+    };
+    assert_eq!(
+        step(a.count, a.mean, a.m2, 0.42),
+        (by_report.mean, by_report.m2)
+    );
+    assert_eq!(
+        step(b.count, b.mean, b.m2, 0.42),
+        (by_record.mean, by_record.m2)
+    );
+}

@@ -1,4 +1,5 @@
-//! Domain types exchanged with the [`Store`](crate::Store).
+//! Domain types exchanged with the [`Store`](crate::Store). The reward and policy types are in
+//! `types/policy.rs` (re-exported here).
 //!
 //! Free-form parts (job specs, task payloads, results, event payloads, genotypes) are
 //! `serde_json::Value`: their schema belongs to the coordinator and policy crates, the store only
@@ -14,6 +15,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::StoreError;
+
+mod policy;
+pub use policy::*;
 
 /// Id of a job (uuid v4).
 pub type JobId = Uuid;
@@ -138,7 +142,7 @@ string_enum!(
         /// succeeded, `failed` if every task failed. Used by `evaluate` jobs.
         AllTasks => "all_tasks",
         /// The coordinator decides (phased jobs such as `optimize` add tasks as they go) and
-        /// calls [`Store::finish_job`](crate::Store::finish_job).
+        /// calls [`JobStore::finish_job`](crate::JobStore::finish_job).
         Manual => "manual",
     }
 );
@@ -148,7 +152,7 @@ string_enum!(
     WorkerState {
         /// Heartbeating.
         Active => "active",
-        /// Marked lost by [`Store::mark_lost_workers`](crate::Store::mark_lost_workers).
+        /// Marked lost by [`LeaseStore::mark_lost_workers`](crate::LeaseStore::mark_lost_workers).
         Lost => "lost",
     }
 );
@@ -248,8 +252,8 @@ pub struct Job {
     pub tasks_failed: u64,
     /// Tasks that ended `cancelled`.
     pub tasks_cancelled: u64,
-    /// Result document (set by [`Store::finish_job`](crate::Store::finish_job) or
-    /// [`Store::set_job_result`](crate::Store::set_job_result)).
+    /// Result document (set by [`JobStore::finish_job`](crate::JobStore::finish_job) or
+    /// [`JobStore::set_job_result`](crate::JobStore::set_job_result)).
     pub result: Option<Value>,
     /// Error message of a failed job.
     pub error: Option<String>,
@@ -363,12 +367,12 @@ pub enum Outcome {
     },
 }
 
-/// One worker slot asking for a task, for [`Store::lease_tasks`](crate::Store::lease_tasks).
+/// One worker slot asking for a task, for [`LeaseStore::lease_tasks`](crate::LeaseStore::lease_tasks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseRequest {
     /// The worker, or `None` for a *reservation*: the coordinator claims the task for a slot
     /// that will ask for it soon, and hands it to a worker later (see
-    /// [`Store::assign_leases`](crate::Store::assign_leases)). A reservation is a lease like
+    /// [`LeaseStore::assign_leases`](crate::LeaseStore::assign_leases)). A reservation is a lease like
     /// any other (attempt, fencing token, expiry) with no worker recorded yet.
     pub worker: Option<WorkerId>,
     /// What it offers.
@@ -379,7 +383,7 @@ pub struct LeaseRequest {
 }
 
 /// A reserved lease handed to a worker, for
-/// [`Store::assign_leases`](crate::Store::assign_leases).
+/// [`LeaseStore::assign_leases`](crate::LeaseStore::assign_leases).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseAssignment {
     /// The task.
@@ -392,7 +396,7 @@ pub struct LeaseAssignment {
     pub expires_at: DateTime<Utc>,
 }
 
-/// One report, for [`Store::report_results`](crate::Store::report_results).
+/// One report, for [`LeaseStore::report_results`](crate::LeaseStore::report_results).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportItem {
     /// The task.
@@ -443,7 +447,7 @@ pub struct HeldLease {
     pub token: i64,
 }
 
-/// What [`Store::expire_leases`](crate::Store::expire_leases) did.
+/// What [`LeaseStore::expire_leases`](crate::LeaseStore::expire_leases) did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ExpiryReport {
     /// Tasks returned to the queue.
@@ -472,7 +476,7 @@ pub struct Worker {
     /// Registration time.
     pub registered_at: DateTime<Utc>,
     /// Tasks leased to it right now (state `leased`: not yet reported, nor collected after
-    /// expiry). 0 in the answer of [`Store::register_worker`](crate::Store::register_worker).
+    /// expiry). 0 in the answer of [`LeaseStore::register_worker`](crate::LeaseStore::register_worker).
     pub tasks_in_hand: u32,
 }
 
@@ -509,176 +513,7 @@ pub mod event_kind {
     pub const JOB_FINISHED: &str = "job_finished";
 }
 
-/// Key of a reward estimate: the same architecture trained the same way on the same data.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct RewardKey {
-    /// Canonical architecture hash (from the architecture crate).
-    pub arch_hash: String,
-    /// Dataset name.
-    pub dataset: String,
-    /// Training budget key (budget preset and overrides, canonicalised by the caller).
-    pub budget: String,
-}
-
-/// One measured value for a [`RewardKey`] (e.g. a top-1 accuracy).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RewardObservation {
-    /// The key.
-    pub key: RewardKey,
-    /// The value; must be finite.
-    pub value: f64,
-}
-
-/// Running statistics for a [`RewardKey`] (Welford's online algorithm).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RewardEstimate {
-    /// The key.
-    pub key: RewardKey,
-    /// Number of observations.
-    pub count: u64,
-    /// Mean of the observations.
-    pub mean: f64,
-    /// Sum of squared deviations from the mean.
-    pub m2: f64,
-    /// Last update.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl RewardEstimate {
-    /// Unbiased sample variance (`None` with fewer than two observations).
-    pub fn sample_variance(&self) -> Option<f64> {
-        (self.count >= 2).then(|| self.m2 / (self.count - 1) as f64)
-    }
-
-    /// Population variance (`None` with no observation).
-    pub fn population_variance(&self) -> Option<f64> {
-        (self.count >= 1).then(|| self.m2 / self.count as f64)
-    }
-}
-
-/// A policy checkpoint to store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewCheckpoint {
-    /// Policy id (non-empty), stable across versions.
-    pub policy_id: String,
-    /// Version; must be the latest stored version + 1 (1 for a new policy).
-    pub version: i64,
-    /// Search space, e.g. `nat` or `nat++`.
-    pub space: String,
-    /// Serialized parameters.
-    pub params: Vec<u8>,
-    /// Serialized optimizer state.
-    pub optimizer_state: Vec<u8>,
-    /// Reward baseline.
-    pub baseline: f64,
-    /// The job that produced this version, if any.
-    pub source_job: Option<JobId>,
-    /// Free-form metadata (profile, hyper-parameters, counters such as rewards learned from).
-    pub meta: Value,
-}
-
-/// A stored policy checkpoint.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicyCheckpoint {
-    /// Policy id.
-    pub policy_id: String,
-    /// Version.
-    pub version: i64,
-    /// Search space.
-    pub space: String,
-    /// Serialized parameters.
-    pub params: Vec<u8>,
-    /// Serialized optimizer state.
-    pub optimizer_state: Vec<u8>,
-    /// Reward baseline.
-    pub baseline: f64,
-    /// The job that produced this version.
-    pub source_job: Option<JobId>,
-    /// Metadata.
-    pub meta: Value,
-    /// When this version was stored.
-    pub created_at: DateTime<Utc>,
-}
-
-/// Summary of a policy (its latest version), for listings.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicySummary {
-    /// Policy id.
-    pub policy_id: String,
-    /// Latest version.
-    pub version: i64,
-    /// Search space.
-    pub space: String,
-    /// Job that produced the latest version.
-    pub source_job: Option<JobId>,
-    /// Samples consumed by updates of this policy (all versions).
-    pub rewards_consumed: u64,
-    /// When the latest version was stored.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A transformation sampled from a policy, to store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewPolicySample {
-    /// The job it belongs to.
-    pub job_id: JobId,
-    /// The policy it was drawn from.
-    pub policy_id: String,
-    /// The policy version it was drawn with.
-    pub policy_version: i64,
-    /// Log-probability of the sample under that version (finite).
-    pub log_prob: f64,
-    /// Entropy of the distribution it was drawn from (finite).
-    pub entropy: f64,
-    /// Input genotype (canonical JSON).
-    pub input: Value,
-    /// Output genotype (canonical JSON).
-    pub output: Value,
-    /// The task that scores it, if already known.
-    pub task_id: Option<TaskId>,
-}
-
-/// A stored policy sample.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicySample {
-    /// Id (increasing in insertion order).
-    pub id: SampleId,
-    /// The job.
-    pub job_id: JobId,
-    /// The policy.
-    pub policy_id: String,
-    /// Version drawn with.
-    pub policy_version: i64,
-    /// Log-probability under that version.
-    pub log_prob: f64,
-    /// Entropy.
-    pub entropy: f64,
-    /// Input genotype.
-    pub input: Value,
-    /// Output genotype.
-    pub output: Value,
-    /// The scoring task.
-    pub task_id: Option<TaskId>,
-    /// Reward, once known.
-    pub reward: Option<f64>,
-    /// The policy version whose update consumed this sample.
-    pub consumed_in_version: Option<i64>,
-    /// True when the sample was consumed without being used (too stale).
-    pub dropped: bool,
-    /// Insertion time.
-    pub created_at: DateTime<Utc>,
-}
-
-/// A reward for a stored policy sample.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SampleReward {
-    /// The sample.
-    pub sample_id: SampleId,
-    /// The reward (finite).
-    pub reward: f64,
-}
-
-/// Filter and page of [`Store::list_jobs`](crate::Store::list_jobs).
+/// Filter and page of [`JobStore::list_jobs`](crate::JobStore::list_jobs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     /// Only jobs in this state.
@@ -691,7 +526,7 @@ pub struct JobFilter {
     pub offset: u64,
 }
 
-/// A job's final outcome, for [`Store::finish_job`](crate::Store::finish_job).
+/// A job's final outcome, for [`JobStore::finish_job`](crate::JobStore::finish_job).
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
     /// The job succeeded with this result.

@@ -1,0 +1,37 @@
+//! The store's traits, split by concern: [`JobStore`] (jobs and tasks), [`LeaseStore`]
+//! (workers, leases, reports), [`EventStore`] (the event log) and [`PolicyStore`] (reward
+//! estimates and policies). [`Store`] is all of them: the one object-safe trait the coordinator
+//! holds as `Arc<dyn Store>`. Calling a method on it needs the trait that declares it in scope:
+//! `use nat_store::prelude::*;`.
+
+mod events;
+mod jobs;
+mod leases;
+mod policy;
+
+pub use events::EventStore;
+pub use jobs::JobStore;
+pub use leases::LeaseStore;
+pub use policy::PolicyStore;
+
+#[cfg(doc)]
+use crate::error::StoreError;
+
+/// Durable state of the orchestrator. Object safe: the coordinator holds `Arc<dyn Store>`.
+///
+/// Conventions shared by every method:
+/// - Time is never read from the clock: methods that depend on it take `now`, so tests drive a
+///   paused clock.
+/// - Every state transition is one database transaction: either all its effects (task and job
+///   state, counters, reward estimates, sample rewards, events) are durable or none is.
+/// - Errors: [`StoreError::NotFound`] for unknown ids,
+///   [`StoreError::FailedPrecondition`] for wrong states
+///   and stale/foreign lease tokens, [`StoreError::InvalidArgument`]
+///   naming the field, [`StoreError::Conflict`] for lost optimistic
+///   races. In all these cases nothing was changed.
+///
+/// Every method of the four traits is callable on `dyn Store` (with the traits in scope).
+pub trait Store: JobStore + LeaseStore + EventStore + PolicyStore + Send + Sync + 'static {
+    /// Which backend this is: `"postgres"` or `"sqlite"`.
+    fn backend(&self) -> &'static str;
+}
