@@ -145,9 +145,11 @@ pub fn darts_of(genotype_json: &str) -> String {
 pub fn architecture_result(task: &Task) -> Result<v1::ArchitectureResult, ApiError> {
     let payload: TrainEvalPayload = decode("train_eval payload", &task.payload)?;
     let result = match (&task.result, task.state) {
-        (Some(r), TaskState::Done) => {
-            Some(decode::<TrainEvalResult>("train_eval result", r)?.outcome.to_proto())
-        }
+        (Some(r), TaskState::Done) => Some(
+            decode::<TrainEvalResult>("train_eval result", r)?
+                .outcome
+                .to_proto(),
+        ),
         _ => None,
     };
     let error = if task.state == TaskState::Failed {

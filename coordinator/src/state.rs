@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use nat_schema::TrainEvalPayload;
 use crate::error::ApiError;
 use crate::handout::HandOuts;
 use crate::reserve::Reservations;
+use nat_schema::TrainEvalPayload;
 
 /// Most waiters woken for one batch of new tasks.
 const MAX_WAKE: usize = 10_000;

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{submit, test_config, TestDb, TestServer};
-use nat_schema::budget::{Budget, SupernetBudget};
 use nat_proto::v1;
+use nat_schema::budget::{Budget, SupernetBudget};
 use tonic::transport::Channel;
 use v1::worker_service_client::WorkerServiceClient;
 

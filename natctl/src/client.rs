@@ -226,7 +226,7 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
                 .map_err(|s| status_error("result", s))?
                 .into_inner();
             if json {
-                println!("{}", serde_json::to_string_pretty(&result_json(&r))?);
+                println!("{}", serde_json::to_string_pretty(&result_json(&r)?)?);
             } else {
                 print_result(&r);
             }
@@ -281,16 +281,29 @@ fn submit_request(a: &SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
         .clone()
         .or(file.dataset.clone())
         .ok_or_else(|| anyhow!("dataset: give --dataset or `dataset:` in the job file"))?;
-    let budget = file
-        .budget
-        .clone()
-        .unwrap_or_else(BudgetFile::default)
-        .to_proto(a.budget.as_deref());
+    let budget_file = file.budget.clone().unwrap_or_else(BudgetFile::default);
+    // Resolved here as the coordinator will (nat_schema::Budget), so that a bad value fails
+    // before anything is sent, naming the field.
+    let (preset, _) = budget_file.resolve(a.budget.as_deref(), "budget")?;
+    let budget = budget_file.to_proto(a.budget.as_deref());
     let requirements = file
         .requirements
         .as_ref()
         .map(jobfile::requirements)
         .transpose()?;
+    if let Some(o) = &file.optimize {
+        if let Some(b) = &o.final_budget {
+            b.resolve(None, "optimize.final_budget")?;
+        }
+        let reward = a.reward.as_deref().or(o.reward.as_deref());
+        let supernet = reward
+            .map(jobfile::parse_reward)
+            .transpose()?
+            .is_some_and(|r| r == v1::RewardMode::Supernet);
+        if let (true, Some(sn)) = (supernet, &o.supernet) {
+            sn.resolve(&preset)?;
+        }
+    }
     let optimize = match (&file.optimize, kind, a.reward.as_deref()) {
         (Some(o), _, reward) => Some(jobfile::optimize(o, reward)?),
         (None, v1::JobKind::Optimize, reward) => {
@@ -326,12 +339,17 @@ pub(crate) async fn get_job(
     .ok_or_else(|| anyhow!("the coordinator answered without a job"))
 }
 
-fn kind_name(kind: i32) -> &'static str {
-    match v1::JobKind::try_from(kind) {
-        Ok(v1::JobKind::Evaluate) => "evaluate",
-        Ok(v1::JobKind::Optimize) => "optimize",
-        _ => "unknown",
+pub(crate) fn kind_name(kind: i32) -> &'static str {
+    jobfile::job_kind_from_proto(kind).map_or("unknown", nat_schema::JobKind::as_str)
+}
+
+/// A genotype JSON text from the coordinator as a JSON value (`null` when empty); text that is
+/// not JSON is an error naming `field`.
+pub(crate) fn genotype_json(text: &str, field: &str) -> anyhow::Result<serde_json::Value> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
     }
+    serde_json::from_str(text).with_context(|| format!("{field}: not JSON: {text:.80}"))
 }
 
 pub(crate) fn state_name(state: i32) -> &'static str {
@@ -380,17 +398,19 @@ fn print_status(j: &v1::Job) {
     }
 }
 
-fn result_json(r: &v1::GetJobResultResponse) -> serde_json::Value {
+fn result_json(r: &v1::GetJobResultResponse) -> anyhow::Result<serde_json::Value> {
     let architectures: Vec<_> = r
         .architectures
         .iter()
         .map(|a| {
             let m = a.result;
-            json!({
+            Ok(json!({
                 "index": a.index,
                 "genotype": a.genotype_darts,
-                "genotype_json": serde_json::from_str::<serde_json::Value>(&a.genotype_json)
-                    .unwrap_or(serde_json::Value::Null),
+                "genotype_json": genotype_json(
+                    &a.genotype_json,
+                    &format!("architectures[{}].genotype_json", a.index),
+                )?,
                 "hash": a.canonical_hash,
                 "state": task_state_name(a.state),
                 "attempts": a.attempts,
@@ -401,9 +421,9 @@ fn result_json(r: &v1::GetJobResultResponse) -> serde_json::Value {
                 "wall_seconds": m.as_ref().map(|m| m.wall_seconds),
                 "images_per_second": m.as_ref().map(|m| m.images_per_second),
                 "error": (!a.error.is_empty()).then(|| a.error.clone()),
-            })
+            }))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let mut out = json!({
         "job_id": r.job_id,
         "kind": kind_name(r.kind),
@@ -412,11 +432,11 @@ fn result_json(r: &v1::GetJobResultResponse) -> serde_json::Value {
     });
     // optimize (h8): original, best, policy {id, version}, rewards.
     if let Some(map) = out.as_object_mut() {
-        for (k, v) in crate::policy::optimize_json(r) {
+        for (k, v) in crate::policy::optimize_json(r)? {
             map.insert(k.to_string(), v);
         }
     }
-    out
+    Ok(out)
 }
 
 fn print_result(r: &v1::GetJobResultResponse) {

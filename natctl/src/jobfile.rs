@@ -52,6 +52,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use nat_proto::v1;
+use nat_schema::{Budget, JobKind, RewardKind, SupernetBudget};
 use serde::Deserialize;
 
 /// The whole job file.
@@ -70,7 +71,8 @@ pub struct JobFile {
     pub optimize: Option<OptimizeFile>,
 }
 
-/// `budget:` — a preset and per-field overrides.
+/// `budget:` — a preset and per-field overrides: the fields of [`nat_schema::Budget`], each
+/// optional (a test checks that every `Budget` field is a key here).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetFile {
@@ -95,6 +97,17 @@ pub struct BudgetFile {
 }
 
 impl BudgetFile {
+    /// The budget the coordinator will resolve from this (`nat_schema::Budget::resolve`):
+    /// the preset's name and the validated budget. Errors name `{field}.<key>`, so that a bad
+    /// value fails before anything is sent.
+    pub fn resolve(
+        &self,
+        preset_flag: Option<&str>,
+        field: &str,
+    ) -> anyhow::Result<(String, Budget)> {
+        Ok(Budget::resolve(Some(&self.to_proto(preset_flag)), field)?)
+    }
+
     pub fn to_proto(&self, preset_flag: Option<&str>) -> v1::BudgetSpec {
         v1::BudgetSpec {
             preset: preset_flag
@@ -175,6 +188,17 @@ pub struct SupernetFile {
 }
 
 impl SupernetFile {
+    /// The supernet settings the coordinator will resolve from this with the job's budget
+    /// `preset` (`nat_schema::SupernetBudget::resolve`); errors name
+    /// `optimize.supernet.<key>`.
+    pub fn resolve(&self, preset: &str) -> anyhow::Result<SupernetBudget> {
+        Ok(SupernetBudget::resolve(
+            preset,
+            Some(&self.to_proto()),
+            "optimize.supernet",
+        )?)
+    }
+
     pub fn to_proto(&self) -> v1::SupernetSettings {
         v1::SupernetSettings {
             init_channels: self.init_channels.unwrap_or(0),
@@ -205,10 +229,28 @@ impl JobFile {
 }
 
 pub fn parse_kind(s: &str) -> anyhow::Result<v1::JobKind> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "evaluate" => Ok(v1::JobKind::Evaluate),
-        "optimize" => Ok(v1::JobKind::Optimize),
-        other => bail!("kind: unknown job kind {other:?} (expected evaluate or optimize)"),
+    let kind = s
+        .trim()
+        .to_ascii_lowercase()
+        .parse::<JobKind>()
+        .map_err(|e| anyhow::anyhow!("kind: {e}"))?;
+    Ok(job_kind_to_proto(kind))
+}
+
+/// The wire form of a job kind.
+pub fn job_kind_to_proto(kind: JobKind) -> v1::JobKind {
+    match kind {
+        JobKind::Evaluate => v1::JobKind::Evaluate,
+        JobKind::Optimize => v1::JobKind::Optimize,
+    }
+}
+
+/// The job kind of a wire value (`None` for unspecified or unknown values).
+pub fn job_kind_from_proto(kind: i32) -> Option<JobKind> {
+    match v1::JobKind::try_from(kind) {
+        Ok(v1::JobKind::Evaluate) => Some(JobKind::Evaluate),
+        Ok(v1::JobKind::Optimize) => Some(JobKind::Optimize),
+        _ => None,
     }
 }
 
@@ -221,11 +263,15 @@ pub fn parse_space(s: &str) -> anyhow::Result<v1::SearchSpace> {
 }
 
 pub fn parse_reward(s: &str) -> anyhow::Result<v1::RewardMode> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "proxy" => Ok(v1::RewardMode::Proxy),
-        "supernet" => Ok(v1::RewardMode::Supernet),
-        other => bail!("reward: unknown reward mode {other:?} (expected proxy or supernet)"),
-    }
+    let reward = s
+        .trim()
+        .to_ascii_lowercase()
+        .parse::<RewardKind>()
+        .map_err(|e| anyhow::anyhow!("reward: {e}"))?;
+    Ok(match reward {
+        RewardKind::Proxy => v1::RewardMode::Proxy,
+        RewardKind::Supernet => v1::RewardMode::Supernet,
+    })
 }
 
 pub fn requirements(r: &RequirementsFile) -> anyhow::Result<v1::TaskRequirements> {
@@ -342,6 +388,70 @@ mod tests {
         // Unset keys take the coordinator's defaults.
         let d = optimize(&OptimizeFile::default(), None).expect("defaults");
         assert_eq!(d, v1::OptimizeSpec::default());
+    }
+
+    /// `budget:` has a key for every field of `nat_schema::Budget` (a field added there and
+    /// not here fails this), and resolves through it to the same budget.
+    #[test]
+    fn budget_keys_are_the_schema_budgets_fields() {
+        let paper = Budget::preset("paper").expect("paper");
+        let mut keys = match serde_json::to_value(paper).expect("json") {
+            serde_json::Value::Object(m) => m,
+            other => panic!("a budget is an object, got {other}"),
+        };
+        keys.insert("preset".into(), serde_json::json!("smoke"));
+        let file: BudgetFile =
+            serde_json::from_value(serde_json::Value::Object(keys)).expect("every field a key");
+        let (preset, budget) = file.resolve(None, "budget").expect("valid");
+        assert_eq!(preset, "smoke");
+        assert_eq!(budget, paper);
+        // The --budget flag names the preset; overrides still apply.
+        let (preset, budget) = file.resolve(Some("small"), "budget").expect("valid");
+        assert_eq!((preset.as_str(), budget), ("small", paper));
+    }
+
+    #[test]
+    fn bad_budgets_and_kinds_name_the_field() {
+        let bad = BudgetFile {
+            epochs: Some(0),
+            ..Default::default()
+        };
+        let err = bad.resolve(None, "budget").expect_err("zero epochs");
+        assert!(err.to_string().contains("budget.epochs"), "{err}");
+        let err = BudgetFile::default()
+            .resolve(Some("huge"), "optimize.final_budget")
+            .expect_err("unknown preset");
+        assert!(
+            err.to_string().contains("optimize.final_budget.preset"),
+            "{err}"
+        );
+        let bad = SupernetFile {
+            batch_size: Some(1),
+            ..Default::default()
+        };
+        let err = bad.resolve("smoke").expect_err("batch of one");
+        assert!(
+            err.to_string().contains("optimize.supernet.batch_size"),
+            "{err}"
+        );
+        assert_eq!(
+            parse_kind(" Optimize ").expect("kind"),
+            v1::JobKind::Optimize
+        );
+        let err = parse_kind("train").expect_err("not a kind");
+        assert!(
+            err.to_string().contains("kind: unknown job kind \"train\""),
+            "{err}"
+        );
+        assert_eq!(
+            parse_reward("SUPERNET").expect("reward"),
+            v1::RewardMode::Supernet
+        );
+        assert!(parse_reward("exact").is_err());
+        for k in JobKind::ALL {
+            assert_eq!(job_kind_from_proto(job_kind_to_proto(*k) as i32), Some(*k));
+        }
+        assert_eq!(job_kind_from_proto(0), None);
     }
 
     #[test]

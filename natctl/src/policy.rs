@@ -8,8 +8,12 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use nat_proto::v1;
 use nat_proto::v1::policy_service_client::PolicyServiceClient;
+use nat_schema::result::PolicyRef;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
+
+use crate::client::genotype_json;
 
 /// `natctl transform --policy ID ARCH`.
 #[derive(Debug, Args)]
@@ -119,9 +123,8 @@ async fn run_async(cmd: PolicyCommand, url: &str) -> anyhow::Result<ExitCode> {
                     "{}",
                     serde_json::to_string_pretty(&json!({
                         "genotype": r.genotype_darts,
-                        "genotype_json": serde_json::from_str::<Value>(&r.genotype_json)
-                            .unwrap_or(Value::Null),
-                        "policy": r.policy.as_ref().map(|p| json!({"id": p.id, "version": p.version})),
+                        "genotype_json": genotype_json(&r.genotype_json, "genotype_json")?,
+                        "policy": r.policy.as_ref().map(policy_ref).transpose()?,
                         "changed_edges": r.changed_edges,
                     }))?
                 );
@@ -154,62 +157,93 @@ fn resolve_arch(value: &str) -> anyhow::Result<String> {
     Ok(value.to_string())
 }
 
+/// A policy reference from the wire, as the shared document type.
+fn policy_ref(p: &v1::PolicyRef) -> anyhow::Result<PolicyRef> {
+    Ok(PolicyRef {
+        id: p.id.clone(),
+        version: i64::try_from(p.version)
+            .map_err(|_| anyhow!("policy.version: {} is out of range", p.version))?,
+    })
+}
+
+/// One architecture of an optimize outcome in `natctl result --json`.
+#[derive(Debug, Clone, Serialize)]
+struct ArchJson {
+    /// DARTS string.
+    genotype: String,
+    /// The genotype's JSON.
+    genotype_json: Value,
+    /// Canonical hash.
+    hash: String,
+    accuracy: Option<f64>,
+    params: Option<u64>,
+    madds: Option<u64>,
+}
+
+/// One input of an optimize job in `natctl result --json`.
+#[derive(Debug, Clone, Serialize)]
+struct OutcomeJson {
+    original: Option<ArchJson>,
+    best: Option<ArchJson>,
+    changed_edges: Vec<String>,
+}
+
+fn arch_json(a: Option<&v1::ArchitectureResult>, field: &str) -> anyhow::Result<Option<ArchJson>> {
+    let Some(a) = a else {
+        return Ok(None);
+    };
+    let m = a.result.as_ref();
+    Ok(Some(ArchJson {
+        genotype: a.genotype_darts.clone(),
+        genotype_json: genotype_json(&a.genotype_json, &format!("{field}.genotype_json"))?,
+        hash: a.canonical_hash.clone(),
+        accuracy: m.map(|m| m.accuracy),
+        params: m.map(|m| m.params),
+        madds: m.map(|m| m.madds),
+    }))
+}
+
 /// The optimize fields of `natctl result JOB --json`: `original` and `best` (each `genotype`
 /// DARTS string, `genotype_json`, `accuracy`, `params`, `madds`) and `changed_edges` of the
-/// first input, all inputs under `optimize`, `policy` {`id`, `version`} and `rewards`.
-pub fn optimize_json(r: &v1::GetJobResultResponse) -> Vec<(&'static str, Value)> {
+/// first input, all inputs under `optimize`, `policy` {`id`, `version`} and `rewards`. A
+/// genotype JSON text that is not JSON is an error naming the field.
+pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Vec<(&'static str, Value)>> {
     if r.kind != v1::JobKind::Optimize as i32 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let arch = |a: &Option<v1::ArchitectureResult>| -> Value {
-        match a {
-            None => Value::Null,
-            Some(a) => {
-                let m = a.result.as_ref();
-                json!({
-                    "genotype": a.genotype_darts,
-                    "genotype_json": serde_json::from_str::<Value>(&a.genotype_json)
-                        .unwrap_or(Value::Null),
-                    "hash": a.canonical_hash,
-                    "accuracy": m.map(|m| m.accuracy),
-                    "params": m.map(|m| m.params),
-                    "madds": m.map(|m| m.madds),
-                })
-            }
-        }
-    };
-    let outcomes: Vec<Value> = r
+    let outcomes = r
         .optimize
         .iter()
-        .map(|o| {
-            json!({
-                "original": arch(&o.original),
-                "best": arch(&o.best),
-                "changed_edges": o.changed_edges,
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(OutcomeJson {
+                original: arch_json(o.original.as_ref(), &format!("optimize[{i}].original"))?,
+                best: arch_json(o.best.as_ref(), &format!("optimize[{i}].best"))?,
+                changed_edges: o.changed_edges.clone(),
             })
         })
-        .collect();
-    let first = outcomes.first().cloned().unwrap_or(Value::Null);
-    vec![
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let first = outcomes.first();
+    Ok(vec![
         (
             "original",
-            first.get("original").cloned().unwrap_or(Value::Null),
+            serde_json::to_value(first.and_then(|o| o.original.as_ref()))?,
         ),
-        ("best", first.get("best").cloned().unwrap_or(Value::Null)),
+        (
+            "best",
+            serde_json::to_value(first.and_then(|o| o.best.as_ref()))?,
+        ),
         (
             "changed_edges",
-            first.get("changed_edges").cloned().unwrap_or(Value::Null),
+            serde_json::to_value(first.map(|o| &o.changed_edges))?,
         ),
-        ("optimize", Value::Array(outcomes)),
+        ("optimize", serde_json::to_value(&outcomes)?),
         (
             "policy",
-            r.policy
-                .as_ref()
-                .map(|p| json!({"id": p.id, "version": p.version}))
-                .unwrap_or(Value::Null),
+            serde_json::to_value(r.policy.as_ref().map(policy_ref).transpose()?)?,
         ),
         ("rewards", json!(r.rewards)),
-    ]
+    ])
 }
 
 #[cfg(test)]
@@ -248,6 +282,7 @@ mod tests {
             ..Default::default()
         };
         let fields: serde_json::Map<String, Value> = optimize_json(&r)
+            .expect("valid")
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
@@ -261,6 +296,16 @@ mod tests {
             kind: v1::JobKind::Evaluate as i32,
             ..Default::default()
         };
-        assert!(optimize_json(&evaluate).is_empty());
+        assert!(optimize_json(&evaluate).expect("valid").is_empty());
+        // A genotype text that is not JSON is an error naming the field, not a null.
+        let mut broken = r.clone();
+        if let Some(b) = broken.optimize[0].best.as_mut() {
+            b.genotype_json = "{not json".into();
+        }
+        let err = optimize_json(&broken).expect_err("not JSON");
+        assert!(
+            err.to_string().contains("optimize[0].best.genotype_json"),
+            "{err}"
+        );
     }
 }

@@ -133,4 +133,3 @@ impl v1::policy_service_server::PolicyService for PolicyApi {
         ))
     }
 }
-

@@ -85,9 +85,11 @@ pub fn capabilities_from_proto(
     Ok(out)
 }
 
-
 /// What one free slot offers: a CUDA slot offers that GPU, a CPU slot no GPU.
-pub(super) fn slot_capabilities(worker: &Capabilities, device: Option<&v1::Device>) -> Capabilities {
+pub(super) fn slot_capabilities(
+    worker: &Capabilities,
+    device: Option<&v1::Device>,
+) -> Capabilities {
     let mut caps = worker.clone();
     match device.map(|d| (v1::DeviceKind::try_from(d.kind), d)) {
         Some((Ok(v1::DeviceKind::Cuda), d)) => {

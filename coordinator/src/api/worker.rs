@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nat_proto::v1;
-use nat_store::{
-    HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem,
-    RewardKey, RewardObservation, TaskState,
-};
 use nat_schema::{
     SupernetPayload, SupernetResult, TaskKind, TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
+};
+use nat_store::{
+    HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
+    RewardObservation, TaskState,
 };
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
@@ -320,7 +320,6 @@ fn record_report_metrics(
         record::job_finished(JobKind::Evaluate, state);
     }
 }
-
 
 #[tonic::async_trait]
 impl v1::worker_service_server::WorkerService for WorkerApi {

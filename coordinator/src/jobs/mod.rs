@@ -77,10 +77,7 @@ impl Registry {
     /// Every kind of this build.
     pub fn standard() -> Registry {
         Registry {
-            kinds: vec![
-                Arc::new(evaluate::Evaluate),
-                Arc::new(optimize::Optimize),
-            ],
+            kinds: vec![Arc::new(evaluate::Evaluate), Arc::new(optimize::Optimize)],
         }
     }
 

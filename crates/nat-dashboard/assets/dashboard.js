@@ -198,7 +198,8 @@
       var label = (j.name ? j.name + ' · ' : '') + shortId(j.id);
       return el('tr', { 'data-job': j.id }, [
         el('td', null, [el('a', { href: '/jobs/' + j.id, text: label }),
-          j.dataset ? el('div', { 'class': 'muted small', text: j.dataset }) : null]),
+          j.dataset ? el('div', { 'class': 'muted small', text: j.dataset }) : null,
+          j.document_error ? el('div', { 'class': 'small error', text: j.document_error }) : null]),
         el('td', { text: j.kind }),
         el('td', null, badge(j.state)),
         el('td', null, bar(j.progress)),
@@ -225,7 +226,8 @@
         el('td', { text: w.current_tasks.length + '/' + w.slots }),
         el('td', null, w.current_tasks.length ? w.current_tasks.map(function (t) {
           return el('a', { 'class': 'task-chip', href: '/jobs/' + t.job_id,
-            text: t.kind + ' ' + shortId(t.task_id) + (isNum(t.fraction) ? ' · ' + Math.round(t.fraction * 100) + '%' : '') });
+            text: t.kind + ' ' + shortId(t.task_id) + (isNum(t.fraction) ? ' · ' + Math.round(t.fraction * 100) + '%' : '') +
+              (t.progress_error ? ' · ' + t.progress_error : '') });
         }) : el('span', { 'class': 'muted', text: 'idle' })),
         el('td', { 'class': 'num', text: isNum(w.images_per_second) ? w.images_per_second.toFixed(0) : '–' }),
         el('td', { 'class': 'num', text: String(w.tasks_finished) }),

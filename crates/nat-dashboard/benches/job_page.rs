@@ -24,19 +24,62 @@ async fn run() {
     let input = nat_arch::parse_any("darts-v2").expect("preset");
     let best = nat_arch::parse_any("darts-v2.nat").expect("preset");
     let now = Utc::now();
+    let budget = nat_schema::Budget::preset("smoke").expect("smoke");
     let tasks = (0..TASKS)
-        .map(|i| NewTask {
-            kind: "train_eval".into(),
-            payload: json!({"index": i, "genotype_json": if i % 2 == 0 { input.to_json() } else { best.to_json() }}),
-            requirements: Requirements::default(),
-            max_attempts: 3,
+        .map(|i| {
+            let g = if i % 2 == 0 { &input } else { &best };
+            let payload = nat_schema::TrainEvalPayload {
+                index: i as u32,
+                genotype_json: g.to_json(),
+                arch_hash: g.canonical_hash(),
+                dataset: "cifar10".into(),
+                budget,
+                seed: 0,
+                checkpointed: false,
+                checkpoint_key: String::new(),
+            };
+            NewTask {
+                kind: "train_eval".into(),
+                payload: serde_json::to_value(payload).expect("payload"),
+                requirements: Requirements::default(),
+                max_attempts: 3,
+            }
         })
         .collect();
+    let spec = nat_schema::OptimizeJobSpec {
+        base: nat_schema::JobSpec {
+            name: "bench".into(),
+            dataset: "cifar10".into(),
+            seed: 0,
+            budget_preset: "smoke".into(),
+            budget,
+            architectures: vec![input.to_json()],
+            device: String::new(),
+            min_device_memory_bytes: 0,
+        },
+        optimize: nat_schema::OptimizeSettings {
+            reward: nat_schema::RewardKind::Proxy,
+            supernet: None,
+            op_set: nat_arch::OpSet::NatFullyConcat,
+            profile: nat_schema::Profile::Default,
+            policy_id: String::new(),
+            iterations: UPDATES as u32,
+            samples_per_iteration: 3,
+            derive_samples: 10,
+            derive_argmax: false,
+            random_inputs: false,
+            learning_rate: 0.0,
+            entropy_weight: 0.0,
+            max_staleness: 0,
+            final_budget_preset: "smoke".into(),
+            final_budget: budget,
+        },
+    };
     let job = store
         .create_job(
             NewJob {
                 kind: "optimize".into(),
-                spec: json!({"name": "bench", "dataset": "cifar10", "architectures": [input.to_json()]}),
+                spec: serde_json::to_value(spec).expect("spec"),
                 priority: 0,
                 completion: Completion::Manual,
             },
@@ -68,7 +111,24 @@ async fn run() {
                 lease.token,
                 worker.id,
                 Outcome::Succeeded {
-                    result: json!({"accuracy": 0.9 + (i % 50) as f64 / 1000.0, "images_per_second": 1000.0}),
+                    result: serde_json::to_value(nat_schema::TrainEvalResult {
+                        index: nat_schema::decode::<nat_schema::TrainEvalPayload>(
+                            "train_eval payload",
+                            &lease.task.payload,
+                        )
+                        .expect("payload")
+                        .index,
+                        worker_id: worker.id.to_string(),
+                        outcome: nat_schema::TrainEvalOutcome {
+                            accuracy: 0.9 + (i % 50) as f64 / 1000.0,
+                            loss: 0.3,
+                            params: 3_300_000,
+                            madds: 533_000_000,
+                            wall_seconds: 10.0,
+                            images_per_second: 1000.0,
+                        },
+                    })
+                    .expect("result"),
                     rewards: vec![],
                     sample_rewards: vec![],
                 },

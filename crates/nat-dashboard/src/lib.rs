@@ -20,8 +20,8 @@
 //! # Layout
 //! - [`cache`]: per-job digests of the event logs read so far, so that each request reads only
 //!   the events appended since.
-//! - [`schema`]: the JSON shapes read from job results and events (the contract with the job
-//!   drivers).
+//! - [`schema`]: decoding the stored documents (specs, results, payloads, events) with
+//!   `nat-schema`'s types; a document that does not fit is an error naming the field.
 //! - [`model`]: the views, built from the store.
 //! - [`diagram`]: the job page's per-cell SVG pictures (input and best side by side, changed
 //!   edges highlighted on both, ids and data attributes for the script and tests). The
@@ -65,6 +65,15 @@ pub enum DashboardError {
     /// The store failed or refused.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A stored document (a job's spec or result, a task's payload or result) does not have
+    /// the shape `nat-schema` defines: the message names the document and the field.
+    #[error("{what}: {error}")]
+    Document {
+        /// Whose document (`job <id>`, `task <id>`).
+        what: String,
+        /// What does not fit.
+        error: nat_schema::DecodeError,
+    },
 }
 
 impl IntoResponse for DashboardError {
@@ -76,6 +85,10 @@ impl IntoResponse for DashboardError {
             }
             DashboardError::Store(StoreError::InvalidArgument { .. }) => {
                 (StatusCode::BAD_REQUEST, self.to_string())
+            }
+            DashboardError::Document { .. } => {
+                nat_telemetry::report_error(&self, "dashboard: undecodable document");
+                (StatusCode::INTERNAL_SERVER_ERROR, self.to_string())
             }
             DashboardError::Store(_) => {
                 nat_telemetry::report_error(&self, "dashboard request failed");

@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use nat_arch::{network_cost, CellKind, Genotype, NetworkSpec};
-use nat_store::{event_kind, Event, Job, JobFilter, JobState, Store, TaskState, Worker, WorkerId};
+use nat_schema::event::JobEvent;
+use nat_schema::result::{ArchMeasurement, OptimizeResult};
+use nat_schema::{DecodeError, JobSpec, TaskKind};
+use nat_store::{Event, Job, JobFilter, JobState, Store, TaskState, Worker, WorkerId};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cache::{self, EventCache};
 use crate::diagram::{self, Change, Role};
-use crate::schema::{self, JobSpecView, NewBest, OptimizeResult, PolicyUpdate};
+use crate::schema::{self, TaskResult};
 use crate::DashboardError;
 
 /// Most events read for one job page by one request (the next request continues).
@@ -69,6 +71,10 @@ pub struct JobRow {
     pub elapsed_seconds: f64,
     /// Error of a failed job.
     pub error: Option<String>,
+    /// The job's spec or result does not decode: the error, naming the field (absent when
+    /// both decode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_error: Option<String>,
 }
 
 /// One point of the reward chart (one policy update).
@@ -212,6 +218,10 @@ pub struct CurrentTask {
     pub attempt: u32,
     /// Progress fraction reported.
     pub fraction: Option<f64>,
+    /// The progress document does not decode: the error, naming the field (absent when it
+    /// decodes or there is none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_error: Option<String>,
 }
 
 /// What the events of a job say.
@@ -225,54 +235,101 @@ pub(crate) struct Digest {
     /// Latest `new_best` genotype per input index.
     best: HashMap<u32, (Genotype, Option<f64>)>,
     /// The latest events (a bounded tail, oldest first), summarised on output.
-    last: Vec<Event>,
+    last: Vec<Logged>,
+}
+
+/// An event of the log tail, decoded (or why it is not).
+#[derive(Debug, Clone)]
+struct Logged {
+    seq: i64,
+    t_ms: i64,
+    kind: String,
+    event: Result<Decoded, DecodeError>,
+}
+
+/// A decoded event, with the result of a `task_succeeded` one.
+#[derive(Debug, Clone)]
+struct Decoded {
+    event: JobEvent,
+    task_result: Option<TaskResult>,
+}
+
+/// Decodes a stored event: its payload by kind, the task result of a `task_succeeded` event,
+/// the genotype of a `new_best` one.
+fn decode_event(e: &Event) -> Result<(Decoded, Option<Genotype>), DecodeError> {
+    let event = JobEvent::decode(&e.kind, &e.payload)?;
+    let (task_result, genotype) = match &event {
+        JobEvent::TaskSucceeded(s) => (Some(schema::task_result(&s.result)?), None),
+        JobEvent::NewBest(b) => (
+            None,
+            Some(schema::genotype_field(
+                &b.genotype,
+                "new_best event",
+                "genotype",
+            )?),
+        ),
+        _ => (None, None),
+    };
+    Ok((Decoded { event, task_result }, genotype))
 }
 
 impl Digest {
     pub(crate) fn add(&mut self, e: &Event) {
         let t_ms = ms(e.created_at);
-        match e.kind.as_str() {
-            schema::POLICY_UPDATE => {
-                if let Some(u) = schema::read::<PolicyUpdate>(&e.payload) {
-                    self.policy_version = Some(u.policy_version);
-                    let reward = u.mean_reward.or_else(|| mean(&u.rewards));
-                    for r in u.rewards.iter().copied().chain(reward) {
-                        self.best_reward = Some(self.best_reward.map_or(r, |b| b.max(r)));
-                    }
-                    self.rewards.push(RewardPoint {
-                        seq: e.seq,
-                        t_ms,
-                        policy_version: u.policy_version,
-                        reward,
-                        baseline: u.baseline,
-                        rewards: u.rewards,
-                    });
+        let decoded = match decode_event(e) {
+            Ok((d, genotype)) => {
+                self.fold(e.seq, t_ms, &d, genotype);
+                Ok(d)
+            }
+            Err(err) => {
+                tracing::warn!(job_id = %e.job_id, seq = e.seq, kind = %e.kind, error = %err,
+                    "undecodable event");
+                Err(err)
+            }
+        };
+        self.last.push(Logged {
+            seq: e.seq,
+            t_ms,
+            kind: e.kind.clone(),
+            event: decoded,
+        });
+        if self.last.len() > 4 * RECENT_EVENTS {
+            self.last.drain(..self.last.len() - RECENT_EVENTS);
+        }
+    }
+
+    fn fold(&mut self, seq: i64, t_ms: i64, d: &Decoded, genotype: Option<Genotype>) {
+        match &d.event {
+            JobEvent::PolicyUpdate(u) => {
+                self.policy_version = Some(u.policy_version);
+                let reward = u.mean_reward.or_else(|| mean(&u.rewards));
+                for r in u.rewards.iter().copied().chain(reward) {
+                    self.best_reward = Some(self.best_reward.map_or(r, |b| b.max(r)));
+                }
+                self.rewards.push(RewardPoint {
+                    seq,
+                    t_ms,
+                    policy_version: u.policy_version,
+                    reward,
+                    baseline: u.baseline,
+                    rewards: u.rewards.clone(),
+                });
+            }
+            JobEvent::NewBest(b) => {
+                if let Some(r) = b.reward {
+                    self.best_reward = Some(self.best_reward.map_or(r, |x| x.max(r)));
+                }
+                self.accuracy_seen(seq, t_ms, b.accuracy);
+                if let Some(g) = genotype {
+                    self.best.insert(b.input_index, (g, Some(b.accuracy)));
                 }
             }
-            schema::NEW_BEST => {
-                if let Some(b) = schema::read::<NewBest>(&e.payload) {
-                    if let Some(r) = b.reward {
-                        self.best_reward = Some(self.best_reward.map_or(r, |x| x.max(r)));
-                    }
-                    if let Some(a) = b.accuracy {
-                        self.accuracy_seen(e.seq, t_ms, a);
-                    }
-                    if let Some(g) = schema::genotype(&b.genotype) {
-                        self.best.insert(b.input_index, (g, b.accuracy));
-                    }
-                }
-            }
-            event_kind::TASK_SUCCEEDED => {
-                let result = e.payload.get("result").unwrap_or(&Value::Null);
-                if let Some(a) = result.get("accuracy").and_then(Value::as_f64) {
-                    self.accuracy_seen(e.seq, t_ms, a);
+            JobEvent::TaskSucceeded(_) => {
+                if let Some(a) = d.task_result.as_ref().and_then(TaskResult::accuracy) {
+                    self.accuracy_seen(seq, t_ms, a);
                 }
             }
             _ => {}
-        }
-        self.last.push(e.clone());
-        if self.last.len() > 4 * RECENT_EVENTS {
-            self.last.drain(..self.last.len() - RECENT_EVENTS);
         }
     }
 
@@ -305,87 +362,102 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
-fn short_id(v: Option<&Value>) -> String {
-    v.and_then(Value::as_str)
-        .map(|s| s.chars().take(8).collect())
-        .unwrap_or_default()
+fn short_id(id: &str) -> String {
+    id.chars().take(8).collect()
 }
 
-fn summarize(e: &Event) -> String {
-    let p = &e.payload;
-    let num = |k: &str| p.get(k).and_then(Value::as_f64);
-    match e.kind.as_str() {
-        event_kind::JOB_CREATED => format!(
-            "job created with {} tasks",
-            p.get("tasks").and_then(Value::as_u64).unwrap_or(0)
-        ),
-        event_kind::TASKS_ADDED => format!(
-            "{} tasks added ({} in total)",
-            p.get("added").and_then(Value::as_u64).unwrap_or(0),
-            p.get("tasks_total").and_then(Value::as_u64).unwrap_or(0)
-        ),
-        event_kind::TASK_SUCCEEDED => {
-            let acc = p
-                .get("result")
-                .and_then(|r| r.get("accuracy"))
-                .and_then(Value::as_f64)
+fn summarize(e: &Logged) -> String {
+    let d = match &e.event {
+        Ok(d) => d,
+        Err(err) => return format!("undecodable: {err}"),
+    };
+    match &d.event {
+        JobEvent::JobCreated(c) => format!("job created with {} tasks", c.tasks),
+        JobEvent::TasksAdded(a) => {
+            format!("{} tasks added ({} in total)", a.added, a.tasks_total)
+        }
+        JobEvent::TaskSucceeded(s) => {
+            let acc = d
+                .task_result
+                .as_ref()
+                .and_then(TaskResult::accuracy)
                 .map(|a| format!(", accuracy {:.2}%", a * 100.0))
                 .unwrap_or_default();
-            format!("task {} succeeded{acc}", short_id(p.get("task_id")))
+            format!("task {} succeeded{acc}", short_id(&s.task_id))
         }
-        event_kind::TASK_RETRY => format!(
+        JobEvent::TaskRetry(r) => format!(
             "task {} attempt {} failed, retrying: {}",
-            short_id(p.get("task_id")),
-            p.get("attempt").and_then(Value::as_u64).unwrap_or(0),
-            p.get("reason").and_then(Value::as_str).unwrap_or("")
+            short_id(&r.task_id),
+            r.attempt,
+            r.reason.as_deref().unwrap_or("")
         ),
-        event_kind::TASK_FAILED => format!("task {} failed", short_id(p.get("task_id"))),
-        event_kind::TASK_PROGRESS => {
-            let f = p
-                .get("progress")
-                .and_then(|x| x.get("fraction"))
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            format!("task {} at {:.0}%", short_id(p.get("task_id")), f * 100.0)
-        }
-        event_kind::JOB_FINISHED => format!(
+        JobEvent::TaskFailed(f) => format!("task {} failed", short_id(&f.task_id)),
+        JobEvent::TaskProgress(p) => format!(
+            "task {} at {:.0}%",
+            short_id(&p.task_id),
+            p.progress.fraction * 100.0
+        ),
+        JobEvent::JobFinished(f) => format!(
             "job {}{}",
-            p.get("state").and_then(Value::as_str).unwrap_or("finished"),
-            p.get("error")
-                .and_then(Value::as_str)
+            f.state,
+            f.error
+                .as_deref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         ),
-        schema::POLICY_UPDATE => format!(
+        JobEvent::PolicyUpdate(u) => format!(
             "policy v{} · mean reward {} · baseline {}",
-            p.get("policy_version").and_then(Value::as_i64).unwrap_or(0),
-            num("mean_reward").map_or("–".into(), |r| format!("{r:+.4}")),
-            num("baseline").map_or("–".into(), |r| format!("{r:+.4}")),
+            u.policy_version,
+            u.mean_reward.map_or("–".into(), |r| format!("{r:+.4}")),
+            u.baseline.map_or("–".into(), |r| format!("{r:+.4}")),
         ),
-        schema::NEW_BEST => format!(
-            "new best{}{}",
-            num("accuracy")
-                .map(|a| format!(" · accuracy {:.2}%", a * 100.0))
-                .unwrap_or_default(),
-            num("reward")
+        JobEvent::NewBest(b) => format!(
+            "new best · accuracy {:.2}%{}",
+            b.accuracy * 100.0,
+            b.reward
                 .map(|r| format!(" · reward {r:+.4}"))
                 .unwrap_or_default(),
         ),
-        other => other.replace('_', " "),
+        JobEvent::Phase(_) | JobEvent::Rewards(_) | JobEvent::Other(_) => e.kind.replace('_', " "),
     }
 }
 
-fn row(job: &Job, digest: Option<&Digest>, now: DateTime<Utc>) -> JobRow {
-    let spec: JobSpecView = schema::read(&job.spec).unwrap_or_default();
-    let result: OptimizeResult = job
-        .result
-        .as_ref()
-        .and_then(schema::read)
-        .unwrap_or_default();
-    let s = &result.summary;
+/// The spec and result of `job`, decoded.
+struct JobDocs {
+    spec: JobSpec,
+    result: Option<OptimizeResult>,
+}
+
+fn job_docs(job: &Job) -> Result<JobDocs, DecodeError> {
+    Ok(JobDocs {
+        spec: schema::job_spec(&job.kind, &job.spec)?,
+        result: schema::optimize_result(&job.kind, job.result.as_ref())?,
+    })
+}
+
+/// [`job_docs`], or the job page's error naming the job and the field.
+fn job_docs_or_error(job: &Job) -> Result<JobDocs, DashboardError> {
+    job_docs(job).map_err(|error| DashboardError::Document {
+        what: format!("job {}", job.id),
+        error,
+    })
+}
+
+fn row(
+    job: &Job,
+    docs: Result<&JobDocs, &DecodeError>,
+    digest: Option<&Digest>,
+    now: DateTime<Utc>,
+) -> JobRow {
+    let (spec, summary) = match docs {
+        Ok(d) => (Some(&d.spec), d.result.as_ref().map(|r| &r.summary)),
+        Err(_) => (None, None),
+    };
     let finished = job.tasks_done + job.tasks_failed + job.tasks_cancelled;
-    let progress = match (s.iterations_done, s.iterations_total) {
-        (Some(d), Some(t)) if t > 0 => d as f64 / t as f64,
+    let progress = match summary {
+        Some(s) if s.iterations_total > 0 => {
+            f64::from(s.iterations_done) / f64::from(s.iterations_total)
+        }
         _ if job.state.is_final() && job.state == JobState::Succeeded => 1.0,
         _ if job.tasks_total > 0 => finished as f64 / job.tasks_total as f64,
         _ => 0.0,
@@ -395,8 +467,8 @@ fn row(job: &Job, digest: Option<&Digest>, now: DateTime<Utc>) -> JobRow {
     JobRow {
         id: job.id.to_string(),
         kind: job.kind.clone(),
-        name: spec.name,
-        dataset: spec.dataset,
+        name: spec.map(|s| s.name.clone()).unwrap_or_default(),
+        dataset: spec.map(|s| s.dataset.clone()).unwrap_or_default(),
         state: job.state,
         tasks: TaskCounts {
             total: job.tasks_total,
@@ -405,13 +477,20 @@ fn row(job: &Job, digest: Option<&Digest>, now: DateTime<Utc>) -> JobRow {
             cancelled: job.tasks_cancelled,
         },
         progress,
-        best_reward: s.best_reward.or(digest.and_then(|d| d.best_reward)),
-        best_accuracy: s.best_accuracy.or(digest.and_then(|d| d.best_accuracy)),
-        policy_version: s.policy_version.or(digest.and_then(|d| d.policy_version)),
+        best_reward: summary
+            .and_then(|s| s.best_reward)
+            .or(digest.and_then(|d| d.best_reward)),
+        best_accuracy: summary
+            .and_then(|s| s.best_accuracy)
+            .or(digest.and_then(|d| d.best_accuracy)),
+        policy_version: summary
+            .map(|s| s.policy_version)
+            .or(digest.and_then(|d| d.policy_version)),
         created_at_ms: ms(job.created_at),
         finished_at_ms: job.finished_at.map(ms),
         elapsed_seconds: (end - job.created_at).num_milliseconds().max(0) as f64 / 1000.0,
         error: job.error.clone(),
+        document_error: docs.err().map(|e| format!("undecodable: {e}")),
     }
 }
 
@@ -435,7 +514,11 @@ pub async fn jobs_with(
         .await?;
     let mut rows = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        let has_summary = job.result.as_ref().and_then(|r| r.get("summary")).is_some();
+        let docs = job_docs(job);
+        if let Err(e) = &docs {
+            tracing::warn!(job_id = %job.id, error = %e, "undecodable job document");
+        }
+        let has_summary = docs.as_ref().is_ok_and(|d| d.result.is_some());
         let digest = if has_summary {
             None
         } else {
@@ -446,20 +529,49 @@ pub async fn jobs_with(
                     .digest,
             )
         };
-        rows.push(row(job, digest.as_ref(), now));
+        rows.push(row(job, docs.as_ref(), digest.as_ref(), now));
     }
     Ok(rows)
 }
 
 fn measured(
-    result: &OptimizeResult,
+    result: Option<&OptimizeResult>,
     index: u32,
-) -> (Option<&schema::ArchResult>, Option<&schema::ArchResult>) {
+) -> (Option<&ArchMeasurement>, Option<&ArchMeasurement>) {
     result
-        .optimize
-        .iter()
-        .find(|o| o.input_index == index)
+        .and_then(|r| r.optimize.iter().find(|o| o.input_index == index))
         .map_or((None, None), |o| (Some(&o.original), Some(&o.best)))
+}
+
+/// The input genotype `input_index` of a job (from its spec, else the measured original) and
+/// its best transformation (measured, else the latest `new_best` event). A genotype in the
+/// spec or result that does not parse is an error naming the field.
+fn genotypes(
+    docs: &JobDocs,
+    digest: &Digest,
+    input_index: u32,
+) -> Result<(Option<Genotype>, Option<Genotype>), DecodeError> {
+    let (orig_doc, best_doc) = measured(docs.result.as_ref(), input_index);
+    let arch = |d: &ArchMeasurement, which: &str| {
+        schema::genotype_field(
+            &d.genotype,
+            "optimize result",
+            format!("optimize[input_index={input_index}].{which}.genotype"),
+        )
+    };
+    let input = match docs.spec.architectures.get(input_index as usize) {
+        Some(text) => Some(nat_arch::parse_any(text).map_err(|e| DecodeError {
+            document: "job spec",
+            field: format!("architectures[{input_index}]"),
+            reason: e.to_string(),
+        })?),
+        None => orig_doc.map(|d| arch(d, "original")).transpose()?,
+    };
+    let best = match best_doc {
+        Some(d) => Some(arch(d, "best")?),
+        None => digest.best.get(&input_index).map(|b| b.0.clone()),
+    };
+    Ok((input, best))
 }
 
 /// A params/MAdds row: the job's measured values (its own network) when both are known, else
@@ -500,37 +612,40 @@ fn cost(g: &Genotype) -> Option<(f64, f64)> {
 }
 
 /// Best accuracy measured by the job's successful `train_eval` tasks, per canonical hash of the
-/// trained genotype (`payload.genotype_json`).
+/// trained genotype (`payload.arch_hash`). A payload or result that does not decode is an error
+/// naming the task and the field.
 async fn trained_accuracies(
     store: &dyn Store,
     job: uuid::Uuid,
 ) -> Result<HashMap<String, f64>, DashboardError> {
     let mut out: HashMap<String, f64> = HashMap::new();
-    let mut hashes: HashMap<String, Option<String>> = HashMap::new();
     for task in store
         .list_tasks(job, Some(TaskState::Done), 10_000, 0)
         .await?
     {
-        let accuracy = task
-            .result
-            .as_ref()
-            .and_then(schema::read::<schema::TrainEvalResult>)
-            .and_then(|r| r.accuracy);
-        let (Some(a), Some(json)) = (accuracy, task.payload.get("genotype_json")) else {
+        let document = |error| DashboardError::Document {
+            what: format!("task {}", task.id),
+            error,
+        };
+        let kind = task.kind.parse::<TaskKind>().map_err(|e| {
+            document(DecodeError {
+                document: "task",
+                field: "kind".into(),
+                reason: e.to_string(),
+            })
+        })?;
+        if kind != TaskKind::TrainEval {
+            continue;
+        }
+        let Some(result) = &task.result else {
             continue;
         };
-        // Many tasks train the same few genotypes: parse and hash each text once.
-        let key = json.to_string();
-        let hash = match hashes.get(&key) {
-            Some(h) => h.clone(),
-            None => {
-                let h = schema::genotype(json).map(|g| g.canonical_hash());
-                hashes.insert(key, h.clone());
-                h
-            }
-        };
-        if let Some(hash) = hash {
-            let best = out.entry(hash).or_insert(a);
+        let payload = schema::train_eval_payload(&task.payload).map_err(document)?;
+        let accuracy = schema::task_result_of(kind.as_str(), result)
+            .map_err(document)?
+            .accuracy();
+        if let Some(a) = accuracy {
+            let best = out.entry(payload.arch_hash).or_insert(a);
             *best = best.max(a);
         }
     }
@@ -546,26 +661,15 @@ pub async fn job_genotypes(
     input_index: u32,
 ) -> Result<(Option<Genotype>, Option<Genotype>), DashboardError> {
     let job = store.get_job(id).await?;
+    let docs = job_docs_or_error(&job)?;
     let digest = cache::digest(store, cache, job.id, MAX_EVENTS)
         .await?
         .0
         .digest;
-    let spec: JobSpecView = schema::read(&job.spec).unwrap_or_default();
-    let result: OptimizeResult = job
-        .result
-        .as_ref()
-        .and_then(schema::read)
-        .unwrap_or_default();
-    let (orig_doc, best_doc) = measured(&result, input_index);
-    let input = spec
-        .architectures
-        .get(input_index as usize)
-        .and_then(schema::genotype)
-        .or_else(|| orig_doc.and_then(|d| schema::genotype(&d.genotype)));
-    let best = best_doc
-        .and_then(|d| schema::genotype(&d.genotype))
-        .or_else(|| digest.best.get(&input_index).map(|b| b.0.clone()));
-    Ok((input, best))
+    genotypes(&docs, &digest, input_index).map_err(|error| DashboardError::Document {
+        what: format!("job {}", job.id),
+        error,
+    })
 }
 
 /// A standalone picture of a job's transformation drawn by `nat_arch::render`: the best
@@ -622,22 +726,14 @@ pub async fn job_detail_with(
         .list_tasks(job.id, Some(TaskState::Leased), 10_000, 0)
         .await?
         .len() as u64;
-    let spec: JobSpecView = schema::read(&job.spec).unwrap_or_default();
-    let result: OptimizeResult = job
-        .result
-        .as_ref()
-        .and_then(schema::read)
-        .unwrap_or_default();
-    let (orig_doc, best_doc) = measured(&result, input_index);
-    let input = spec
-        .architectures
-        .get(input_index as usize)
-        .and_then(schema::genotype)
-        .or_else(|| orig_doc.and_then(|d| schema::genotype(&d.genotype)));
+    let docs = job_docs_or_error(&job)?;
+    let (input, best) =
+        genotypes(&docs, &digest, input_index).map_err(|error| DashboardError::Document {
+            what: format!("job {}", job.id),
+            error,
+        })?;
+    let (orig_doc, best_doc) = measured(docs.result.as_ref(), input_index);
     let best_event = digest.best.get(&input_index);
-    let best = best_doc
-        .and_then(|d| schema::genotype(&d.genotype))
-        .or_else(|| best_event.map(|b| b.0.clone()));
 
     let mut cells = Vec::new();
     if let Some(input) = &input {
@@ -684,26 +780,24 @@ pub async fn job_detail_with(
     let table = vec![
         CompareRow {
             metric: "accuracy",
-            before: orig_doc
-                .and_then(|d| d.accuracy)
-                .or_else(|| trained_of(&input)),
+            before: orig_doc.map(|d| d.accuracy).or_else(|| trained_of(&input)),
             after: best_doc
-                .and_then(|d| d.accuracy)
+                .map(|d| d.accuracy)
                 .or_else(|| best_event.and_then(|b| b.1))
                 .or_else(|| trained_of(&best)),
             format: "percent",
         },
         cost_row(
             "params",
-            orig_doc.and_then(|d| d.params),
-            best_doc.and_then(|d| d.params),
+            orig_doc.map(|d| d.params),
+            best_doc.map(|d| d.params),
             input_cost.map(|c| c.0),
             best_cost.map(|c| c.0),
         ),
         cost_row(
             "multiply-adds",
-            orig_doc.and_then(|d| d.madds),
-            best_doc.and_then(|d| d.madds),
+            orig_doc.map(|d| d.madds),
+            best_doc.map(|d| d.madds),
             input_cost.map(|c| c.1),
             best_cost.map(|c| c.1),
         ),
@@ -715,7 +809,7 @@ pub async fn job_detail_with(
         },
     ];
 
-    let job_row = row(&job, Some(&digest), Utc::now());
+    let job_row = row(&job, Ok(&docs), Some(&digest), Utc::now());
     let events: Vec<EventLine> = digest
         .last
         .iter()
@@ -724,7 +818,7 @@ pub async fn job_detail_with(
         .filter(|e| e.seq > after)
         .map(|e| EventLine {
             seq: e.seq,
-            t_ms: ms(e.created_at),
+            t_ms: e.t_ms,
             kind: e.kind.clone(),
             summary: truncate(summarize(e), SUMMARY_CHARS),
         })
@@ -745,7 +839,7 @@ pub async fn job_detail_with(
             .filter(|p| p.seq > after)
             .collect(),
         input_index,
-        inputs: spec.architectures.len(),
+        inputs: docs.spec.architectures.len(),
         has_best: best.is_some(),
         cells,
         table,
@@ -779,16 +873,21 @@ pub async fn workers(
                 .await?
             {
                 if let Some(w) = t.leased_by {
+                    let progress = t.progress.as_ref().map(schema::progress).transpose();
+                    if let Err(e) = &progress {
+                        tracing::warn!(task_id = %t.id, error = %e, "undecodable task progress");
+                    }
                     current.entry(w).or_default().push(CurrentTask {
                         task_id: t.id.to_string(),
                         job_id: job.id.to_string(),
                         kind: t.kind.clone(),
                         attempt: t.attempt,
-                        fraction: t
-                            .progress
+                        fraction: progress
                             .as_ref()
-                            .and_then(|p| p.get("fraction"))
-                            .and_then(Value::as_f64),
+                            .ok()
+                            .and_then(Option::as_ref)
+                            .map(|p| p.fraction),
+                        progress_error: progress.err().map(|e| format!("undecodable: {e}")),
                     });
                 }
             }
@@ -801,12 +900,21 @@ pub async fn workers(
                 continue;
             };
             *finished.entry(w).or_default() += 1;
-            let ips = t
+            let result = t
                 .result
                 .as_ref()
-                .and_then(|r| r.get("images_per_second"))
-                .and_then(Value::as_f64)
-                .filter(|v| v.is_finite() && *v > 0.0);
+                .map(|r| schema::task_result_of(&t.kind, r))
+                .transpose();
+            let ips = match result {
+                Ok(r) => r.as_ref().and_then(TaskResult::images_per_second),
+                Err(e) => {
+                    // One task's bad result must not hide every worker: it is logged, naming
+                    // the task and the field, and counts for no throughput.
+                    tracing::warn!(task_id = %t.id, error = %e, "undecodable task result");
+                    None
+                }
+            }
+            .filter(|v| v.is_finite() && *v > 0.0);
             if let Some(ips) = ips {
                 let newer = throughput.get(&w).is_none_or(|(t0, _)| at > *t0);
                 if newer {

@@ -1,189 +1,152 @@
-//! The JSON documents the dashboard reads, beyond what the store itself defines.
+//! The documents the dashboard reads, decoded with [`nat_schema`]'s types.
 //!
-//! The store keeps job results and event payloads as free-form JSON; their shapes belong to the
-//! job drivers in the coordinator. The shapes below are the contract the dashboard reads (posted
-//! in `/work/notes/requests-coordinator.md`). Every field is optional or defaulted, so an older
-//! or partial document degrades to "not known yet" instead of an error.
+//! The store keeps specs, payloads, results and event payloads as JSON and knows none of their
+//! shapes; their shapes are defined once in `nat-schema`, shared with the coordinator that
+//! writes them. A document that does not decode is an error naming the document and the field
+//! ([`DecodeError`]), never a silent default: the job page answers it as an error, an event line
+//! shows `undecodable: <error>`.
 //!
-//! # Events appended by the optimize driver (`Store::append_event`)
-//! - [`POLICY_UPDATE`] (`"policy_update"`), one per committed policy update:
-//!   `{"policy_version": 8, "baseline": 0.0031, "mean_reward": 0.012, "rewards": [0.01, …],
-//!     "samples_used": 16, "samples_stale": 0, "entropy": 3.9}` → [`PolicyUpdate`].
-//! - [`NEW_BEST`] (`"new_best"`), whenever the best transformed architecture of an input changes:
-//!   `{"input_index": 0, "genotype": <canonical genotype JSON, object or string>,
-//!     "accuracy": 0.957, "reward": 0.021}` → [`NewBest`].
-//!
-//! # Events written by the store
-//! - `task_succeeded` `{task_id, attempt, result}` where `result` of a `train_eval` task is the
-//!   coordinator's `TrainEvalOutcome` `{accuracy, loss, params, madds, wall_seconds,
-//!   images_per_second, worker_id?}` → [`TrainEvalResult`]; of a `supernet` task
-//!   `{scores: [{acc_beta, acc_alpha}], wall_seconds, worker_id}` → [`SupernetResult`] (each pair
-//!   gives the reward `acc_alpha − acc_beta`).
-//!
-//! # Job documents
-//! - `jobs.spec`: `{"name", "dataset", "architectures": [<canonical genotype JSON string>, …]}`
-//!   (the coordinator's `JobSpec`) → [`JobSpecView`].
-//! - `jobs.result` (optimize jobs, also set while running through `Store::set_job_result`):
-//!   `{"summary": {"best_accuracy", "best_reward", "policy_version", "iterations_done",
-//!   "iterations_total"}, "optimize": [{"input_index": 0, "original": {"genotype", "accuracy",
-//!   "params", "madds"}, "best": {…}}]}` → [`OptimizeResult`].
+//! - `jobs.spec` → [`JobSpec`] (an `evaluate` job) or [`OptimizeJobSpec`] (an `optimize` job),
+//!   by [`JobKind`]: [`job_spec`].
+//! - `jobs.result` of an optimize job → [`OptimizeResult`]: [`optimize_result`].
+//! - `tasks.payload` / `tasks.result` by [`TaskKind`]: [`TrainEvalPayload`],
+//!   [`TrainEvalResult`], [`SupernetResult`]; `tasks.progress` → [`Progress`].
+//! - Event payloads → [`JobEvent`] (`JobEvent::decode`); the `result` of a `task_succeeded`
+//!   event → [`TaskResult`] ([`task_result`]).
 
 use nat_arch::Genotype;
-use serde::Deserialize;
+use nat_schema::event::Progress;
+use nat_schema::result::OptimizeResult;
+use nat_schema::{
+    decode, DecodeError, JobKind, JobSpec, OptimizeJobSpec, SupernetResult, TaskKind,
+    TrainEvalPayload, TrainEvalResult,
+};
 use serde_json::Value;
 
-/// Event kind of a committed policy update.
-pub const POLICY_UPDATE: &str = "policy_update";
-/// Event kind of a new best transformed architecture.
-pub const NEW_BEST: &str = "new_best";
+pub use nat_schema::event::JobEvent;
 
-/// Payload of a [`POLICY_UPDATE`] event.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct PolicyUpdate {
-    /// Version committed by the update.
-    pub policy_version: i64,
-    /// Reward baseline after the update.
-    pub baseline: Option<f64>,
-    /// Mean of the rewards used.
-    pub mean_reward: Option<f64>,
-    /// The individual rewards used (optional).
-    pub rewards: Vec<f64>,
-    /// Samples consumed.
-    pub samples_used: u64,
-    /// Samples dropped as stale.
-    pub samples_stale: u64,
-    /// Mean policy entropy of the samples.
-    pub entropy: Option<f64>,
+/// `jobs.spec` of a job of `kind` (its wire name): the part every kind shares.
+pub fn job_spec(kind: &str, spec: &Value) -> Result<JobSpec, DecodeError> {
+    match kind_of::<JobKind>(kind, "job spec")? {
+        JobKind::Evaluate => decode("evaluate job spec", spec),
+        JobKind::Optimize => decode::<OptimizeJobSpec>("optimize job spec", spec).map(|s| s.base),
+    }
 }
 
-/// Payload of a [`NEW_BEST`] event.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct NewBest {
-    /// Index of the input architecture (into `spec.architectures`).
-    pub input_index: u32,
-    /// The best transformed genotype so far (JSON object or string).
-    pub genotype: Value,
-    /// Its accuracy, when measured.
-    pub accuracy: Option<f64>,
-    /// Its reward.
-    pub reward: Option<f64>,
+/// `jobs.result` of a job of `kind`: the optimize result of an optimize job (`None` while the
+/// driver has written none); other kinds keep no result the dashboard reads.
+pub fn optimize_result(
+    kind: &str,
+    result: Option<&Value>,
+) -> Result<Option<OptimizeResult>, DecodeError> {
+    match (kind_of::<JobKind>(kind, "job result")?, result) {
+        (JobKind::Optimize, Some(r)) => decode("optimize result", r).map(Some),
+        _ => Ok(None),
+    }
 }
 
-/// Result of a `train_eval` task (the fields the dashboard uses).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct TrainEvalResult {
-    /// Top-1 accuracy, fraction.
-    pub accuracy: Option<f64>,
-    /// Parameters of the trained network.
-    pub params: Option<u64>,
-    /// Multiply-adds.
-    pub madds: Option<u64>,
-    /// Throughput of the worker on this task.
-    pub images_per_second: Option<f64>,
-    /// Wall time of the task on the worker.
-    pub wall_seconds: Option<f64>,
+/// The result of a finished task, by task kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskResult {
+    /// A `train_eval` task's measurements.
+    TrainEval(TrainEvalResult),
+    /// A `supernet` task's pair scores.
+    Supernet(SupernetResult),
 }
 
-/// One scored pair of a supernet task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct PairScore {
-    /// Supernet accuracy of the input β.
-    pub acc_beta: f64,
-    /// Supernet accuracy of the transformation α.
-    pub acc_alpha: f64,
+impl TaskResult {
+    /// The accuracy a `train_eval` task measured (`None` for a supernet task).
+    pub fn accuracy(&self) -> Option<f64> {
+        match self {
+            TaskResult::TrainEval(r) => Some(r.outcome.accuracy),
+            TaskResult::Supernet(_) => None,
+        }
+    }
+
+    /// The throughput a `train_eval` task measured (`None` for a supernet task).
+    pub fn images_per_second(&self) -> Option<f64> {
+        match self {
+            TaskResult::TrainEval(r) => Some(r.outcome.images_per_second),
+            TaskResult::Supernet(_) => None,
+        }
+    }
 }
 
-/// Result of a `supernet` task.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct SupernetResult {
-    /// One score per pair.
-    pub scores: Vec<PairScore>,
-    /// Wall time.
-    pub wall_seconds: Option<f64>,
+/// `tasks.result` of a task of `kind` (its wire name).
+pub fn task_result_of(kind: &str, result: &Value) -> Result<TaskResult, DecodeError> {
+    Ok(match kind_of::<TaskKind>(kind, "task result")? {
+        TaskKind::TrainEval => TaskResult::TrainEval(decode("train_eval result", result)?),
+        TaskKind::Supernet => TaskResult::Supernet(decode("supernet result", result)?),
+    })
 }
 
-/// The parts of `jobs.spec` the dashboard shows.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct JobSpecView {
-    /// Free-text label.
-    pub name: String,
-    /// Dataset wire name.
-    pub dataset: String,
-    /// Input architectures (canonical genotype JSON strings, or objects).
-    pub architectures: Vec<Value>,
+/// The `result` of a `task_succeeded` event, whose task kind the event does not carry: a
+/// document with `scores` is a supernet task's result, any other a `train_eval` task's. The
+/// error names the field under `result`.
+pub fn task_result(result: &Value) -> Result<TaskResult, DecodeError> {
+    let in_event = |e: DecodeError| DecodeError {
+        document: "task_succeeded event",
+        field: if e.field == "." {
+            "result".into()
+        } else {
+            format!("result.{}", e.field)
+        },
+        reason: e.reason,
+    };
+    let is_supernet = result.as_object().is_some_and(|o| o.contains_key("scores"));
+    let kind = if is_supernet {
+        TaskKind::Supernet
+    } else {
+        TaskKind::TrainEval
+    };
+    task_result_of(kind.as_str(), result).map_err(in_event)
 }
 
-/// `result.summary` of an optimize job.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct ResultSummary {
-    /// Best accuracy measured so far.
-    pub best_accuracy: Option<f64>,
-    /// Best reward so far.
-    pub best_reward: Option<f64>,
-    /// Latest policy version.
-    pub policy_version: Option<i64>,
-    /// Policy updates done.
-    pub iterations_done: Option<u64>,
-    /// Policy updates planned.
-    pub iterations_total: Option<u64>,
+/// `tasks.payload` of a `train_eval` task.
+pub fn train_eval_payload(payload: &Value) -> Result<TrainEvalPayload, DecodeError> {
+    decode("train_eval payload", payload)
 }
 
-/// One architecture with its measurements, in a job result.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct ArchResult {
-    /// Genotype (object or JSON string).
-    pub genotype: Value,
-    /// Measured accuracy.
-    pub accuracy: Option<f64>,
-    /// Parameters.
-    pub params: Option<u64>,
-    /// Multiply-adds.
-    pub madds: Option<u64>,
+/// `tasks.progress` of a task.
+pub fn progress(progress: &Value) -> Result<Progress, DecodeError> {
+    decode("task progress", progress)
 }
 
-/// Original and best architecture of one input.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct OptimizeOutcome {
-    /// Index into `spec.architectures`.
-    pub input_index: u32,
-    /// The input as measured.
-    pub original: ArchResult,
-    /// The best transformation as measured.
-    pub best: ArchResult,
-}
-
-/// `jobs.result` of an optimize job.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default)]
-pub struct OptimizeResult {
-    /// Running summary.
-    pub summary: ResultSummary,
-    /// Per input.
-    pub optimize: Vec<OptimizeOutcome>,
-}
-
-/// Reads `value` as `T`, `None` when it does not fit (documents are written by other crates).
-pub fn read<T: serde::de::DeserializeOwned>(value: &Value) -> Option<T> {
-    T::deserialize(value).ok()
+/// A kind name that is not one of the enum's wire names, as a decode error of `document`.
+fn kind_of<K: std::str::FromStr<Err = nat_schema::UnknownName>>(
+    name: &str,
+    document: &'static str,
+) -> Result<K, DecodeError> {
+    name.parse::<K>().map_err(|e| DecodeError {
+        document,
+        field: "kind".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Parses a genotype given as a JSON object, or as a string (canonical JSON, DARTS string, text
-/// form or preset name).
-pub fn genotype(value: &Value) -> Option<Genotype> {
+/// form or preset name). The error says why it is not a genotype.
+pub fn genotype(value: &Value) -> Result<Genotype, String> {
     match value {
-        Value::String(s) => nat_arch::parse_any(s).ok(),
-        Value::Object(_) => Genotype::from_json_str(&value.to_string()).ok(),
-        _ => None,
+        Value::String(s) => nat_arch::parse_any(s).map_err(|e| e.to_string()),
+        Value::Object(_) => Genotype::from_json_value(value).map_err(|e| e.to_string()),
+        other => Err(format!(
+            "expected a genotype (a JSON object or a string), got {other}"
+        )),
     }
+}
+
+/// [`genotype`] of field `field` of `document`, as a decode error naming it.
+pub fn genotype_field(
+    value: &Value,
+    document: &'static str,
+    field: impl Into<String>,
+) -> Result<Genotype, DecodeError> {
+    genotype(value).map_err(|reason| DecodeError {
+        document,
+        field: field.into(),
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -192,23 +155,38 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn partial_documents_read_with_defaults() {
-        let u: PolicyUpdate = read(&json!({"policy_version": 3, "baseline": 0.5})).expect("fits");
-        assert_eq!(u.policy_version, 3);
-        assert_eq!(u.baseline, Some(0.5));
-        assert!(u.rewards.is_empty());
-        assert!(read::<PolicyUpdate>(&json!({"policy_version": "x"})).is_none());
-        let r: OptimizeResult = read(&json!({})).expect("empty result");
-        assert!(r.optimize.is_empty());
+    fn documents_that_do_not_fit_name_the_field() {
+        let e = job_spec("evaluate", &json!({"name": "x", "dataset": "digits"}))
+            .expect_err("no seed, budget, architectures");
+        assert_eq!(e.document, "evaluate job spec");
+        assert!(e.to_string().contains("seed"), "{e}");
+        let e = job_spec("bogus", &json!({})).expect_err("unknown kind");
+        assert_eq!(e.field, "kind");
+        let e = task_result(&json!({"index": 0, "accuracy": "high"})).expect_err("a string");
+        assert_eq!(e.document, "task_succeeded event");
+        assert_eq!(e.field, "result.accuracy");
+        let e = task_result(&json!({"scores": [{"acc_beta": 0.5}]})).expect_err("no acc_alpha");
+        assert!(e.field.starts_with("result.scores[0]"), "{e}");
+        assert!(optimize_result("evaluate", Some(&json!(42)))
+            .expect("not read")
+            .is_none());
+        let e = optimize_result(
+            "optimize",
+            Some(&json!({"summary": {"policy_version": "x"}})),
+        )
+        .expect_err("a string");
+        assert_eq!(e.field, "summary.policy_version");
     }
 
     #[test]
     fn genotypes_parse_from_strings_and_objects() {
         let g = genotype(&json!("darts-v2")).expect("preset name");
-        let obj: Value = serde_json::from_str(&g.to_json()).expect("json");
-        assert_eq!(genotype(&obj), Some(g.clone()));
-        assert_eq!(genotype(&Value::String(g.to_json())), Some(g));
-        assert_eq!(genotype(&json!(42)), None);
-        assert_eq!(genotype(&json!("not a genotype")), None);
+        let obj = g.to_json_value();
+        assert_eq!(genotype(&obj), Ok(g.clone()));
+        assert_eq!(genotype(&Value::String(g.to_json())), Ok(g));
+        assert!(genotype(&json!(42)).is_err());
+        assert!(genotype(&json!("not a genotype")).is_err());
+        let e = genotype_field(&json!(42), "new_best event", "genotype").expect_err("number");
+        assert_eq!(e.field, "genotype");
     }
 }

@@ -455,7 +455,7 @@ async fn cached_digest_matches_a_fresh_read() {
                 lease.token,
                 w.id,
                 nat_store::Outcome::Succeeded {
-                    result: json!({"index": 2, "accuracy": 0.999}),
+                    result: train_eval_result(2, w.id, 0.999, 1000.0),
                     rewards: vec![],
                     sample_rewards: vec![],
                 },
@@ -484,4 +484,102 @@ async fn cached_digest_matches_a_fresh_read() {
         Some(0.957),
         "the new best's accuracy still leads the table"
     );
+}
+
+/// A stored document that does not have nat-schema's shape is an error naming the field: the
+/// event's line says so, the job page answers the error, the jobs list shows it on the row.
+#[tokio::test]
+async fn undecodable_documents_are_errors_naming_the_field() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let path = format!("/api/jobs/{}", fx.optimize);
+
+    // An event whose payload does not fit: shown as undecodable, left out of the charts.
+    append(
+        &fx,
+        "policy_update",
+        json!({"policy_version": "nine", "mean_reward": 0.5}),
+    )
+    .await;
+    append(
+        &fx,
+        "new_best",
+        json!({"input_index": 0, "genotype": "not a genotype", "accuracy": 0.99}),
+    )
+    .await;
+    let (status, d) = get_json(addr, &path).await;
+    assert_eq!(status, 200, "{d}");
+    let events = d["events"].as_array().expect("events");
+    let summary = |i: usize| {
+        events[i]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(events[0]["kind"], "new_best");
+    assert!(
+        summary(0).starts_with("undecodable: new_best event: field `genotype`"),
+        "{}",
+        summary(0)
+    );
+    assert_eq!(events[1]["kind"], "policy_update");
+    assert!(
+        summary(1).starts_with("undecodable: policy_update event: field `policy_version`"),
+        "{}",
+        summary(1)
+    );
+    assert_eq!(
+        d["rewards"].as_array().map(Vec::len),
+        Some(fx.rewards.len())
+    );
+    assert_eq!(d["job"]["policy_version"], 7);
+    assert!((f(&d["job"]["best_accuracy"]) - 0.957).abs() < 1e-12);
+    assert!(d["job"].get("document_error").is_none(), "{d}");
+
+    // A job whose spec does not fit: the job page is an error naming the field; the list
+    // shows the row with the error.
+    let bad = fx
+        .store
+        .create_job(
+            nat_store::NewJob {
+                kind: "evaluate".into(),
+                spec: json!({"name": "broken", "dataset": "digits", "seed": "one"}),
+                priority: 0,
+                completion: nat_store::Completion::Manual,
+            },
+            vec![],
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("job");
+    let (status, err) = get_json(addr, &format!("/api/jobs/{}", bad.id)).await;
+    assert_eq!(status, 500, "{err}");
+    let message = err["error"].as_str().expect("message");
+    assert!(
+        message.contains(&bad.id.to_string()) && message.contains("field `seed`"),
+        "{message}"
+    );
+    let (status, jobs) = get_json(addr, "/api/jobs").await;
+    assert_eq!(status, 200);
+    let row = jobs
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|j| j["id"] == bad.id.to_string())
+        .expect("row")
+        .clone();
+    assert!(
+        row["document_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("evaluate job spec") && e.contains("seed")),
+        "{row}"
+    );
+    assert_eq!(row["name"], "");
+    // The other rows are unaffected.
+    assert!(jobs
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|j| j["id"] != bad.id.to_string())
+        .all(|j| j.get("document_error").is_none()));
 }

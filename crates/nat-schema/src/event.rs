@@ -233,9 +233,7 @@ impl JobEvent {
             EventKind::TaskProgress => {
                 JobEvent::TaskProgress(decode("task_progress event", payload)?)
             }
-            EventKind::JobFinished => {
-                JobEvent::JobFinished(decode("job_finished event", payload)?)
-            }
+            EventKind::JobFinished => JobEvent::JobFinished(decode("job_finished event", payload)?),
             EventKind::Phase => JobEvent::Phase(decode("phase event", payload)?),
             EventKind::Rewards => JobEvent::Rewards(decode("rewards event", payload)?),
             EventKind::PolicyUpdate => {

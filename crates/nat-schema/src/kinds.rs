@@ -94,8 +94,10 @@ named_enum!(
 
 named_enum!(
     /// Hyper-parameter profile of the NAT policy.
+    #[derive(Default)]
     Profile, "policy profile" {
         /// The defaults tuned for small budgets.
+        #[default]
         Default = "default",
         /// The official code's settings.
         Reference = "reference",
@@ -103,9 +105,11 @@ named_enum!(
 );
 
 named_enum!(
-    /// How an optimize job measures a reward during learning.
+    /// How an optimize job measures a reward during learning (default: proxy).
+    #[derive(Default)]
     RewardKind, "reward mode" {
         /// α and β trained from scratch on a short budget (`train_eval` tasks).
+        #[default]
         Proxy = "proxy",
         /// (β, α) pairs scored on the job's weight-sharing supernet (`supernet` tasks).
         Supernet = "supernet",
@@ -141,18 +145,6 @@ named_enum!(
     }
 );
 
-impl Default for RewardKind {
-    fn default() -> Self {
-        RewardKind::Proxy
-    }
-}
-
-impl Default for Profile {
-    fn default() -> Self {
-        Profile::Default
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +165,7 @@ mod tests {
         let err = "bogus".parse::<Phase>().expect_err("not a phase");
         assert_eq!(err.what, "phase");
         assert_eq!(err.expected, "learn, derive, final");
+        assert_eq!(RewardKind::default(), RewardKind::Proxy);
+        assert_eq!(Profile::default(), Profile::Default);
     }
 }

@@ -74,7 +74,10 @@ pub struct DecodeError {
 }
 
 /// Reads `value` as a `T`; the error names the document and the field that did not fit.
-pub fn decode<T: DeserializeOwned>(document: &'static str, value: &Value) -> Result<T, DecodeError> {
+pub fn decode<T: DeserializeOwned>(
+    document: &'static str,
+    value: &Value,
+) -> Result<T, DecodeError> {
     serde_path_to_error::deserialize(value).map_err(|e| DecodeError {
         document,
         field: e.path().to_string(),
@@ -123,8 +126,11 @@ mod tests {
 
     #[test]
     fn decode_errors_name_the_field() {
-        let err = decode::<Outer>("test document", &serde_json::json!({"inner": {"count": "x"}}))
-            .expect_err("a string is no count");
+        let err = decode::<Outer>(
+            "test document",
+            &serde_json::json!({"inner": {"count": "x"}}),
+        )
+        .expect_err("a string is no count");
         assert_eq!(err.document, "test document");
         assert_eq!(err.field, "inner.count");
         let missing = decode::<Outer>("test document", &serde_json::json!({"inner": {}}))

@@ -41,13 +41,51 @@ impl JobSpec {
 }
 
 /// `jobs.spec` of an `optimize` job: the shared spec plus the optimize settings.
+///
+/// Read through [`OptimizeJobSpecDoc`] (the shared fields spelled out) rather than through
+/// `#[serde(flatten)]`, which would lose the path of a shared field that does not fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "OptimizeJobSpecDoc")]
 pub struct OptimizeJobSpec {
     /// Name, dataset, seed, budget, architectures, device, as for `evaluate`.
     #[serde(flatten)]
     pub base: JobSpec,
     /// The optimize settings, defaults resolved.
     pub optimize: OptimizeSettings,
+}
+
+/// The stored form of [`OptimizeJobSpec`], flat.
+#[derive(Deserialize)]
+struct OptimizeJobSpecDoc {
+    name: String,
+    dataset: String,
+    seed: u64,
+    budget_preset: String,
+    budget: Budget,
+    architectures: Vec<String>,
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    min_device_memory_bytes: u64,
+    optimize: OptimizeSettings,
+}
+
+impl From<OptimizeJobSpecDoc> for OptimizeJobSpec {
+    fn from(d: OptimizeJobSpecDoc) -> Self {
+        OptimizeJobSpec {
+            base: JobSpec {
+                name: d.name,
+                dataset: d.dataset,
+                seed: d.seed,
+                budget_preset: d.budget_preset,
+                budget: d.budget,
+                architectures: d.architectures,
+                device: d.device,
+                min_device_memory_bytes: d.min_device_memory_bytes,
+            },
+            optimize: d.optimize,
+        }
+    }
 }
 
 /// Resolved settings of an optimize job.
@@ -85,4 +123,61 @@ pub struct OptimizeSettings {
     pub final_budget_preset: String,
     /// The final-check budget.
     pub final_budget: Budget,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode;
+
+    #[test]
+    fn optimize_specs_round_trip_and_errors_name_the_field() {
+        let budget = Budget::preset("smoke").expect("smoke");
+        let spec = OptimizeJobSpec {
+            base: JobSpec {
+                name: "n".into(),
+                dataset: "digits".into(),
+                seed: 3,
+                budget_preset: "smoke".into(),
+                budget,
+                architectures: vec!["darts-v2".into()],
+                device: String::new(),
+                min_device_memory_bytes: 0,
+            },
+            optimize: OptimizeSettings {
+                reward: RewardKind::Supernet,
+                supernet: Some(SupernetBudget::preset("smoke")),
+                op_set: OpSet::NatFullyConcat,
+                profile: Profile::Default,
+                policy_id: String::new(),
+                iterations: 2,
+                samples_per_iteration: 4,
+                derive_samples: 5,
+                derive_argmax: false,
+                random_inputs: false,
+                learning_rate: 0.0,
+                entropy_weight: 0.0,
+                max_staleness: 0,
+                final_budget_preset: "smoke".into(),
+                final_budget: budget,
+            },
+        };
+        let v = serde_json::to_value(&spec).expect("encodes");
+        assert_eq!(
+            v["seed"],
+            serde_json::json!(3),
+            "the shared fields are at the top"
+        );
+        assert_eq!(decode::<OptimizeJobSpec>("optimize job spec", &v), Ok(spec));
+        // The shared part reads alone, as an evaluate spec.
+        assert!(decode::<JobSpec>("job spec", &v).is_ok());
+        let mut bad = v.clone();
+        bad["budget"]["epochs"] = serde_json::json!(-1);
+        let e = decode::<OptimizeJobSpec>("optimize job spec", &bad).expect_err("negative");
+        assert_eq!(e.field, "budget.epochs");
+        let mut bad = v;
+        bad["optimize"]["reward"] = serde_json::json!("exact");
+        let e = decode::<OptimizeJobSpec>("optimize job spec", &bad).expect_err("unknown");
+        assert_eq!(e.field, "optimize.reward");
+    }
 }

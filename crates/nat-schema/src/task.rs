@@ -101,7 +101,12 @@ impl TrainEvalOutcome {
 }
 
 /// `tasks.result` of a `train_eval` task, as the coordinator writes it.
+///
+/// Read through [`TrainEvalResultDoc`] (every field spelled out) rather than through
+/// `#[serde(flatten)]`, which buffers the flattened fields and so loses the path of a field that
+/// does not fit: a decode error names `accuracy`, not the document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "TrainEvalResultDoc")]
 pub struct TrainEvalResult {
     /// Position of the architecture in the job.
     pub index: u32,
@@ -111,6 +116,37 @@ pub struct TrainEvalResult {
     /// The measurements.
     #[serde(flatten)]
     pub outcome: TrainEvalOutcome,
+}
+
+/// The stored form of [`TrainEvalResult`], flat.
+#[derive(Deserialize)]
+struct TrainEvalResultDoc {
+    index: u32,
+    #[serde(default)]
+    worker_id: String,
+    accuracy: f64,
+    loss: f64,
+    params: u64,
+    madds: u64,
+    wall_seconds: f64,
+    images_per_second: f64,
+}
+
+impl From<TrainEvalResultDoc> for TrainEvalResult {
+    fn from(d: TrainEvalResultDoc) -> Self {
+        TrainEvalResult {
+            index: d.index,
+            worker_id: d.worker_id,
+            outcome: TrainEvalOutcome {
+                accuracy: d.accuracy,
+                loss: d.loss,
+                params: d.params,
+                madds: d.madds,
+                wall_seconds: d.wall_seconds,
+                images_per_second: d.images_per_second,
+            },
+        }
+    }
 }
 
 /// The supernet settings a `supernet` task carries (the JSON form of `nat.v1.SupernetSettings`).
@@ -303,13 +339,61 @@ impl SupernetResult {
     }
 }
 
-/// `tasks.result` of a task of either kind, told apart by shape (a `train_eval` result has
-/// an `index` and an `accuracy`; a `supernet` result has `scores`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `tasks.result` of a task of either kind. A `task_succeeded` event does not name its task's
+/// kind; [`TaskResult::decode`] tells them apart by shape (a `supernet` result has `scores`),
+/// then decodes strictly, naming the field that does not fit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum TaskResult {
     /// Of a `train_eval` task.
     TrainEval(TrainEvalResult),
     /// Of a `supernet` task.
     Supernet(SupernetResult),
+}
+
+impl TaskResult {
+    /// Reads a task result of either kind.
+    pub fn decode(value: &serde_json::Value) -> Result<TaskResult, crate::DecodeError> {
+        if value.get("scores").is_some() {
+            crate::decode("supernet result", value).map(TaskResult::Supernet)
+        } else {
+            crate::decode("train_eval result", value).map(TaskResult::TrainEval)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode;
+    use serde_json::json;
+
+    #[test]
+    fn train_eval_results_round_trip_and_errors_name_the_field() {
+        let r = TrainEvalResult {
+            index: 2,
+            worker_id: "w".into(),
+            outcome: TrainEvalOutcome {
+                accuracy: 0.9,
+                loss: 0.3,
+                params: 10,
+                madds: 20,
+                wall_seconds: 1.5,
+                images_per_second: 100.0,
+            },
+        };
+        let v = serde_json::to_value(&r).expect("encodes");
+        assert_eq!(v["accuracy"], json!(0.9));
+        assert_eq!(decode::<TrainEvalResult>("train_eval result", &v), Ok(r));
+        let mut bad = v.clone();
+        bad["accuracy"] = json!("high");
+        let e = decode::<TrainEvalResult>("train_eval result", &bad).expect_err("a string");
+        assert_eq!(e.field, "accuracy");
+        let mut missing = v;
+        if let Some(o) = missing.as_object_mut() {
+            o.remove("madds");
+        }
+        let e = decode::<TrainEvalResult>("train_eval result", &missing).expect_err("no madds");
+        assert!(e.reason.contains("madds"), "{e}");
+    }
 }

@@ -115,7 +115,12 @@ impl OptimizeEvents {
     }
 
     fn policy_updated(&self, u: &PolicyUpdate) -> v1::PolicyUpdated {
-        let rewards: Vec<f64> = u.rewards.iter().copied().filter(|r| r.is_finite()).collect();
+        let rewards: Vec<f64> = u
+            .rewards
+            .iter()
+            .copied()
+            .filter(|r| r.is_finite())
+            .collect();
         let iteration = u.iteration.or(self.iteration).unwrap_or(0);
         v1::PolicyUpdated {
             version: u64::try_from(u.policy_version).unwrap_or(0),
@@ -159,7 +164,7 @@ impl KindEvents for OptimizeEvents {
     ) -> Result<Vec<v1::job_event::Event>, ApiError> {
         use v1::job_event::Event as E;
         // A train_eval task carries its measurement; a supernet round completes without one.
-        let (index, result, worker_id) = match decode::<TaskResult>("task result", &e.result)? {
+        let (index, result, worker_id) = match TaskResult::decode(&e.result)? {
             TaskResult::TrainEval(r) => (r.index, Some(r.outcome.to_proto()), r.worker_id),
             TaskResult::Supernet(r) => (0, None, r.worker_id),
         };
@@ -337,7 +342,9 @@ mod tests {
             json!({"task_id": "s", "attempt": 1, "result": {"scores": [{"acc_beta": 0.5,
                    "acc_alpha": 0.6}], "wall_seconds": 1.0, "worker_id": "w2"}}),
         );
-        let out = t.translate(&supernet, Some(String::new())).expect("decodes");
+        let out = t
+            .translate(&supernet, Some(String::new()))
+            .expect("decodes");
         let Some(E::TaskCompleted(c)) = &out[0].event else {
             panic!("{out:?}");
         };

@@ -50,7 +50,9 @@ use crate::convert::decode;
 use crate::error::ApiError;
 use crate::state::Coordinator;
 
-pub use submit::{DEFAULT_DERIVE_SAMPLES, MAX_DERIVE_SAMPLES, MAX_ITERATIONS, MAX_SAMPLES_PER_ITERATION};
+pub use submit::{
+    DEFAULT_DERIVE_SAMPLES, MAX_DERIVE_SAMPLES, MAX_ITERATIONS, MAX_SAMPLES_PER_ITERATION,
+};
 
 /// Cells' intermediate nodes of random inputs (β ~ p(β), spec §4.2).
 const RANDOM_INPUT_NODES: usize = 4;
@@ -244,11 +246,13 @@ impl Run {
         );
         if progress.phase.is_none() {
             progress.policy_version = driver.version()?;
-            run.enter(Phase::Learn, &spec, &mut progress, &driver).await?;
+            run.enter(Phase::Learn, &spec, &mut progress, &driver)
+                .await?;
         }
         if progress.phase == Some(Phase::Learn) {
             run.learn(&spec, &inputs, &driver, &mut progress).await?;
-            run.enter(Phase::Derive, &spec, &mut progress, &driver).await?;
+            run.enter(Phase::Derive, &spec, &mut progress, &driver)
+                .await?;
         }
         if inputs.is_empty() {
             // A general policy learned on random architectures: nothing to derive.
@@ -257,7 +261,8 @@ impl Run {
         }
         let best = run.derive(&spec, &inputs, &driver, &mut progress).await?;
         if progress.phase != Some(Phase::Final) {
-            run.enter(Phase::Final, &spec, &mut progress, &driver).await?;
+            run.enter(Phase::Final, &spec, &mut progress, &driver)
+                .await?;
         }
         let outcomes = run.final_check(&spec, &inputs, &best).await?;
         let result = document::document(&spec, &progress, &driver, outcomes)?;
@@ -273,7 +278,8 @@ impl Run {
         driver: &PolicyDriver,
     ) -> Result<(), Failure> {
         progress.phase = Some(phase);
-        self.event(EventKind::Phase, &PhaseChanged { phase }).await?;
+        self.event(EventKind::Phase, &PhaseChanged { phase })
+            .await?;
         self.save(spec, progress, driver).await
     }
 

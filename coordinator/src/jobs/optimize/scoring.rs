@@ -197,8 +197,7 @@ impl Tracker {
                             .unwrap_or_else(|| "no reason recorded".into());
                         if let Some(key) = self.train_eval_ids.get(&id) {
                             self.changed.insert(key.clone());
-                            self.train_eval
-                                .insert(key.clone(), Tracked::Failed(reason));
+                            self.train_eval.insert(key.clone(), Tracked::Failed(reason));
                         } else if let Some(round) = self.supernet_ids.get(&id) {
                             self.supernet.insert(*round, (id, Tracked::Failed(reason)));
                         }
@@ -360,11 +359,7 @@ impl Run {
     ) -> Result<(), Failure> {
         let n = tasks.len();
         let now = self.c.clock.now();
-        let ids = self
-            .c
-            .store
-            .add_tasks(self.job, tasks.clone(), now)
-            .await?;
+        let ids = self.c.store.add_tasks(self.job, tasks.clone(), now).await?;
         for (id, t) in ids.into_iter().zip(&tasks) {
             self.tracker.track_new(id, t)?;
         }

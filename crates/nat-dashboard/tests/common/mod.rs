@@ -36,13 +36,84 @@ pub fn darts_nat() -> Genotype {
     nat_arch::parse_any("darts-v2.nat").expect("darts-v2.nat preset")
 }
 
-fn train_eval(index: u32, g: &Genotype) -> NewTask {
+fn smoke() -> nat_schema::Budget {
+    nat_schema::Budget::preset("smoke").expect("smoke preset")
+}
+
+/// A `train_eval` task as the coordinator creates it (`nat_schema::TrainEvalPayload`).
+pub fn train_eval(index: u32, g: &Genotype) -> NewTask {
+    let payload = nat_schema::TrainEvalPayload {
+        index,
+        genotype_json: g.to_json(),
+        arch_hash: g.canonical_hash(),
+        dataset: "digits".into(),
+        budget: smoke(),
+        seed: 1,
+        checkpointed: false,
+        checkpoint_key: String::new(),
+    };
     NewTask {
         kind: "train_eval".into(),
-        payload: json!({"index": index, "genotype_json": g.to_json(), "dataset": "digits"}),
+        payload: serde_json::to_value(payload).expect("payload json"),
         requirements: Requirements::default(),
         max_attempts: 3,
     }
+}
+
+/// `jobs.spec` of an evaluate job, as the coordinator writes it.
+pub fn evaluate_spec(name: &str, dataset: &str, archs: &[&Genotype]) -> nat_schema::JobSpec {
+    nat_schema::JobSpec {
+        name: name.into(),
+        dataset: dataset.into(),
+        seed: 1,
+        budget_preset: "smoke".into(),
+        budget: smoke(),
+        architectures: archs.iter().map(|g| g.to_json()).collect(),
+        device: String::new(),
+        min_device_memory_bytes: 0,
+    }
+}
+
+/// `jobs.spec` of an optimize job, as the coordinator writes it.
+pub fn optimize_spec(name: &str, dataset: &str, archs: &[&Genotype]) -> Value {
+    let spec = nat_schema::OptimizeJobSpec {
+        base: evaluate_spec(name, dataset, archs),
+        optimize: nat_schema::OptimizeSettings {
+            reward: nat_schema::RewardKind::Proxy,
+            supernet: None,
+            op_set: nat_arch::OpSet::NatFullyConcat,
+            profile: nat_schema::Profile::Default,
+            policy_id: String::new(),
+            iterations: 10,
+            samples_per_iteration: 3,
+            derive_samples: 10,
+            derive_argmax: false,
+            random_inputs: false,
+            learning_rate: 0.0,
+            entropy_weight: 0.0,
+            max_staleness: 0,
+            final_budget_preset: "smoke".into(),
+            final_budget: smoke(),
+        },
+    };
+    serde_json::to_value(spec).expect("spec json")
+}
+
+/// `tasks.result` of a `train_eval` task, as the coordinator writes it.
+pub fn train_eval_result(index: u32, worker: WorkerId, accuracy: f64, ips: f64) -> Value {
+    serde_json::to_value(nat_schema::TrainEvalResult {
+        index,
+        worker_id: worker.to_string(),
+        outcome: nat_schema::TrainEvalOutcome {
+            accuracy,
+            loss: 0.31,
+            params: 3_300_000,
+            madds: 533_000_000,
+            wall_seconds: 95.0,
+            images_per_second: ips,
+        },
+    })
+    .expect("result json")
 }
 
 pub fn caps(gpus: u32, devices: &[&str], model: Option<&str>, slots: u32) -> Capabilities {
@@ -76,8 +147,7 @@ pub async fn populate() -> Fixture {
         .create_job(
             NewJob {
                 kind: "optimize".into(),
-                spec: json!({"name": "darts-nat", "dataset": "digits", "seed": 1,
-                             "architectures": [input.to_json()]}),
+                spec: optimize_spec("darts-nat", "digits", &[&input]),
                 // Above the evaluate job, so that the leases below all go to this job.
                 priority: 10,
                 completion: Completion::Manual,
@@ -95,8 +165,12 @@ pub async fn populate() -> Fixture {
         .create_job(
             NewJob {
                 kind: "evaluate".into(),
-                spec: json!({"name": "enas-eval", "dataset": "fashion-mnist",
-                             "architectures": [nat_arch::parse_any("enas").expect("enas").to_json()]}),
+                spec: serde_json::to_value(evaluate_spec(
+                    "enas-eval",
+                    "fashion-mnist",
+                    &[&nat_arch::parse_any("enas").expect("enas")],
+                ))
+                .expect("spec json"),
                 priority: 0,
                 completion: Completion::AllTasks,
             },
@@ -132,9 +206,7 @@ pub async fn populate() -> Fixture {
             l1.token,
             gpu.id,
             Outcome::Succeeded {
-                result: json!({"accuracy": 0.912, "loss": 0.31, "params": 3_300_000u64,
-                               "madds": 533_000_000u64, "wall_seconds": 95.0,
-                               "images_per_second": 1523.5}),
+                result: train_eval_result(0, gpu.id, 0.912, 1523.5),
                 rewards: vec![],
                 sample_rewards: vec![],
             },

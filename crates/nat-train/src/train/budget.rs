@@ -10,66 +10,66 @@ pub use nat_schema::Budget;
 /// Checks that `budget` can be trained here (bounds a worker enforces whatever the coordinator
 /// accepted); the error names the field.
 pub fn validate(budget: &Budget) -> Result<(), TrainError> {
-        let positive = |field: &'static str, v: u32, max: u32| {
-            if v == 0 || v > max {
-                Err(TrainError::budget(
-                    field,
-                    format!("{v} is outside 1..={max}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        positive("epochs", budget.epochs, 100_000)?;
-        positive("batch_size", budget.batch_size, 65_536)?;
-        if budget.batch_size < 2 {
-            return Err(TrainError::budget(
-                "batch_size",
-                "must be at least 2 (batch-norm needs two examples per batch)",
-            ));
+    let positive = |field: &'static str, v: u32, max: u32| {
+        if v == 0 || v > max {
+            Err(TrainError::budget(
+                field,
+                format!("{v} is outside 1..={max}"),
+            ))
+        } else {
+            Ok(())
         }
-        positive("init_channels", budget.init_channels, 1024)?;
-        positive("layers", budget.layers, 200)?;
-        let range = |field: &'static str, v: f64, lo: f64, hi: f64| {
-            if v.is_finite() && v >= lo && v <= hi {
-                Ok(())
-            } else {
-                Err(TrainError::budget(
-                    field,
-                    format!("{v} is outside [{lo}, {hi}]"),
-                ))
-            }
-        };
-        range("learning_rate", budget.learning_rate, 0.0, 100.0)?;
-        range("lr_min", budget.lr_min, 0.0, 100.0)?;
-        range("momentum", budget.momentum, 0.0, 0.999_999)?;
-        range("weight_decay", budget.weight_decay, 0.0, 1.0)?;
-        range("grad_clip", budget.grad_clip, 0.0, 1e9)?;
-        range("label_smoothing", budget.label_smoothing, 0.0, 0.999)?;
-        range("auxiliary_weight", budget.auxiliary_weight, 0.0, 100.0)?;
-        range("drop_path_prob", budget.drop_path_prob, 0.0, 0.95)?;
-        range("max_wall_seconds", budget.max_wall_seconds, 0.0, 1e9)?;
-        if !(0.0..1.0).contains(&budget.validation_fraction) {
-            return Err(TrainError::budget(
-                "validation_fraction",
-                format!("{} is outside [0, 1)", budget.validation_fraction),
-            ));
+    };
+    positive("epochs", budget.epochs, 100_000)?;
+    positive("batch_size", budget.batch_size, 65_536)?;
+    if budget.batch_size < 2 {
+        return Err(TrainError::budget(
+            "batch_size",
+            "must be at least 2 (batch-norm needs two examples per batch)",
+        ));
+    }
+    positive("init_channels", budget.init_channels, 1024)?;
+    positive("layers", budget.layers, 200)?;
+    let range = |field: &'static str, v: f64, lo: f64, hi: f64| {
+        if v.is_finite() && v >= lo && v <= hi {
+            Ok(())
+        } else {
+            Err(TrainError::budget(
+                field,
+                format!("{v} is outside [{lo}, {hi}]"),
+            ))
         }
-        if budget.lr_min > budget.learning_rate {
-            return Err(TrainError::budget(
-                "lr_min",
-                format!(
-                    "{} exceeds learning_rate {}",
-                    budget.lr_min, budget.learning_rate
-                ),
-            ));
-        }
-        if budget.cutout > 1024 {
-            return Err(TrainError::budget(
-                "cutout",
-                format!("{} is above 1024", budget.cutout),
-            ));
-        }
+    };
+    range("learning_rate", budget.learning_rate, 0.0, 100.0)?;
+    range("lr_min", budget.lr_min, 0.0, 100.0)?;
+    range("momentum", budget.momentum, 0.0, 0.999_999)?;
+    range("weight_decay", budget.weight_decay, 0.0, 1.0)?;
+    range("grad_clip", budget.grad_clip, 0.0, 1e9)?;
+    range("label_smoothing", budget.label_smoothing, 0.0, 0.999)?;
+    range("auxiliary_weight", budget.auxiliary_weight, 0.0, 100.0)?;
+    range("drop_path_prob", budget.drop_path_prob, 0.0, 0.95)?;
+    range("max_wall_seconds", budget.max_wall_seconds, 0.0, 1e9)?;
+    if !(0.0..1.0).contains(&budget.validation_fraction) {
+        return Err(TrainError::budget(
+            "validation_fraction",
+            format!("{} is outside [0, 1)", budget.validation_fraction),
+        ));
+    }
+    if budget.lr_min > budget.learning_rate {
+        return Err(TrainError::budget(
+            "lr_min",
+            format!(
+                "{} exceeds learning_rate {}",
+                budget.lr_min, budget.learning_rate
+            ),
+        ));
+    }
+    if budget.cutout > 1024 {
+        return Err(TrainError::budget(
+            "cutout",
+            format!("{} is above 1024", budget.cutout),
+        ));
+    }
     Ok(())
 }
 
