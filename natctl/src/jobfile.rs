@@ -23,7 +23,6 @@
 //!   max_staleness: 2        # samples older than this many policy versions are dropped
 //!   learning_rate: 3.0e-4
 //!   entropy_weight: 0.003
-//!   final_top_k: 1
 //!   final_budget: {preset: small}   # same keys as `budget:`
 //!   policy_profile: default # default | reference
 //!   policy_id: my-policy    # start from this stored policy (default: a fresh one)
@@ -156,7 +155,6 @@ pub struct OptimizeFile {
     pub max_staleness: Option<u32>,
     pub learning_rate: Option<f64>,
     pub entropy_weight: Option<f64>,
-    pub final_top_k: Option<u32>,
     pub final_budget: Option<BudgetFile>,
     pub policy_profile: Option<String>,
     pub policy_id: Option<String>,
@@ -308,7 +306,6 @@ pub fn optimize(o: &OptimizeFile, reward_flag: Option<&str>) -> anyhow::Result<v
         max_staleness: o.max_staleness.unwrap_or(0),
         learning_rate: o.learning_rate.unwrap_or(0.0),
         entropy_weight: o.entropy_weight.unwrap_or(0.0),
-        final_top_k: o.final_top_k.unwrap_or(0),
         final_budget: o.final_budget.as_ref().map(|b| b.to_proto(None)),
         supernet: o.supernet.as_ref().map(SupernetFile::to_proto),
         policy_profile: o.policy_profile.clone().unwrap_or_default(),
@@ -341,7 +338,7 @@ mod tests {
     #[test]
     fn every_optimize_key_reaches_the_request() {
         let f: JobFile = serde_yaml::from_str(
-            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_top_k: 2\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
+            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
         )
         .expect("valid");
         let o = optimize(f.optimize.as_ref().expect("optimize"), None).expect("converts");
@@ -352,8 +349,8 @@ mod tests {
             (7, 5, 2)
         );
         assert_eq!(
-            (o.learning_rate, o.entropy_weight, o.final_top_k),
-            (0.001, 0.01, 2)
+            (o.learning_rate, o.entropy_weight),
+            (0.001, 0.01)
         );
         let fb = o.final_budget.as_ref().expect("final budget");
         assert_eq!(fb.preset, "small");

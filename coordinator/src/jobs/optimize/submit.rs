@@ -131,12 +131,6 @@ pub(super) async fn submit(
         DEFAULT_DERIVE_SAMPLES,
         MAX_DERIVE_SAMPLES,
     )?;
-    if o.final_top_k > 1 {
-        return Err(ApiError::invalid(
-            "optimize.final_top_k",
-            "only the best transformation (1) is retrained in this coordinator",
-        ));
-    }
     for (name, value, max) in [
         ("optimize.learning_rate", o.learning_rate, 1.0),
         ("optimize.entropy_weight", o.entropy_weight, 10.0),
