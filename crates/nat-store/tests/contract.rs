@@ -2593,3 +2593,109 @@ async fn batched_welford_equals_sequential_updates(db: Arc<TestDb>) {
         (by_record.mean, by_record.m2)
     );
 }
+
+// ----- every event the store writes is a nat-schema document --------------------------------------
+
+contract!(store_events_decode_as_schema_documents);
+async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
+    use nat_schema::event::JobEvent;
+    let store = db.open().await;
+    let w = worker(&store, "w").await;
+    // job_created, task_succeeded (single and batched), task_retry, task_failed, task_progress,
+    // tasks_added, and job_finished of an all_tasks job, of a cancel and of a driver's finish.
+    let mut retrying = task(0);
+    retrying.max_attempts = 2;
+    let j = store
+        .create_job(job(0), vec![task(1), retrying], t0())
+        .await
+        .unwrap();
+    let a = lease(&store, w, at(1)).await;
+    store
+        .report_progress(a.task.id, a.token, w, json!({"fraction": 0.5, "epoch": 1}), at(1))
+        .await
+        .unwrap();
+    store
+        .report_result(a.task.id, a.token, w, ok(json!({"index": 0})), at(2))
+        .await
+        .unwrap();
+    let b = lease(&store, w, at(2)).await;
+    store
+        .report_result(b.task.id, b.token, w, fail(true), at(3))
+        .await
+        .unwrap();
+    let b = lease(&store, w, at(3)).await;
+    store
+        .report_results(
+            vec![ReportItem {
+                task: b.task.id,
+                token: b.token,
+                worker: w,
+                outcome: fail(true),
+            }],
+            at(4),
+        )
+        .await
+        .unwrap();
+    assert!(store.get_job(j.id).await.unwrap().state.is_final());
+    let manual = NewJob {
+        completion: Completion::Manual,
+        ..job(0)
+    };
+    let m = store.create_job(manual.clone(), vec![], at(5)).await.unwrap();
+    store.add_tasks(m.id, tasks(2), at(5)).await.unwrap();
+    let c = lease(&store, w, at(6)).await;
+    store
+        .report_results(
+            vec![ReportItem {
+                task: c.task.id,
+                token: c.token,
+                worker: w,
+                outcome: ok(json!({"index": 1})),
+            }],
+            at(7),
+        )
+        .await
+        .unwrap();
+    store
+        .finish_job(
+            m.id,
+            JobOutcome::Succeeded {
+                result: json!({}),
+            },
+            at(8),
+        )
+        .await
+        .unwrap();
+    let cancelled = store.create_job(job(0), tasks(1), at(9)).await.unwrap();
+    store.cancel_job(cancelled.id, at(9)).await.unwrap();
+    let mut seen = HashSet::new();
+    for id in [j.id, m.id, cancelled.id] {
+        for e in store.events_after(id, 0, 1000).await.unwrap() {
+            match JobEvent::decode(&e.kind, &e.payload) {
+                Ok(JobEvent::Other(kind)) => panic!("store event kind {kind} unknown to nat-schema"),
+                Ok(_) => {
+                    seen.insert(e.kind.clone());
+                }
+                Err(err) => panic!("{} event {}: {err}", db_name(&store), e.payload),
+            }
+        }
+    }
+    let mut seen: Vec<_> = seen.into_iter().collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            event_kind::JOB_CREATED,
+            event_kind::JOB_FINISHED,
+            event_kind::TASK_FAILED,
+            event_kind::TASK_PROGRESS,
+            event_kind::TASK_RETRY,
+            event_kind::TASK_SUCCEEDED,
+            event_kind::TASKS_ADDED,
+        ]
+    );
+}
+
+fn db_name(store: &Arc<dyn Store>) -> &'static str {
+    store.backend()
+}

@@ -132,7 +132,7 @@ pub fn caps(gpus: u32, devices: &[&str], model: Option<&str>, slots: u32) -> Cap
 pub async fn populate() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}", dir.path().join("nat.db").display());
-    let store = nat_store::connect(&url).await.expect("sqlite store");
+    let store = connect(&url).await.expect("sqlite store");
     // Timestamps close to the real clock so that heartbeat ages and elapsed times look real.
     let t0: DateTime<Utc> = Utc
         .timestamp_millis_opt(Utc::now().timestamp_millis() - 600_000)

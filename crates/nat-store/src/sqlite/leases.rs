@@ -167,7 +167,7 @@ impl LeaseStore for SqliteStore {
         }
         // Only the leases the worker says it holds (task and token): a lease whose LeaseTask
         // response never reached the worker is not kept alive by its heartbeats and expires.
-        let held_json = serde_json::Value::Array(
+        let held_json = Value::Array(
             held.iter()
                 .map(|h| serde_json::json!([h.task_id.to_string(), h.token]))
                 .collect(),
@@ -246,7 +246,7 @@ impl LeaseStore for SqliteStore {
         if assignments.is_empty() {
             return Ok(0);
         }
-        let list = serde_json::Value::Array(
+        let list = Value::Array(
             assignments
                 .iter()
                 .map(|a| {
@@ -282,7 +282,7 @@ impl LeaseStore for SqliteStore {
         if leases.is_empty() {
             return Ok(0);
         }
-        let list = serde_json::Value::Array(
+        let list = Value::Array(
             leases
                 .iter()
                 .map(|l| serde_json::json!([l.task_id.to_string(), l.token]))

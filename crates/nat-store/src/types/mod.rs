@@ -497,20 +497,24 @@ pub struct Event {
 
 /// Event kinds written by the store itself. Callers may append their own kinds.
 pub mod event_kind {
+    //! The names come from `nat_schema::EventKind` (one definition for every component); the
+    //! payload of each is the type of that name in `nat_schema::event`.
+    use nat_schema::EventKind;
+
     /// A job was created. Payload: `{kind, priority, tasks}`.
-    pub const JOB_CREATED: &str = "job_created";
+    pub const JOB_CREATED: &str = EventKind::JobCreated.as_str();
     /// Tasks were added. Payload: `{added, tasks_total}`.
-    pub const TASKS_ADDED: &str = "tasks_added";
+    pub const TASKS_ADDED: &str = EventKind::TasksAdded.as_str();
     /// A task succeeded. Payload: `{task_id, attempt, result}`.
-    pub const TASK_SUCCEEDED: &str = "task_succeeded";
+    pub const TASK_SUCCEEDED: &str = EventKind::TaskSucceeded.as_str();
     /// A task attempt failed and the task was requeued. Payload: `{task_id, attempt, reason}`.
-    pub const TASK_RETRY: &str = "task_retry";
+    pub const TASK_RETRY: &str = EventKind::TaskRetry.as_str();
     /// A task failed for good. Payload: `{task_id, attempt, reasons}`.
-    pub const TASK_FAILED: &str = "task_failed";
+    pub const TASK_FAILED: &str = EventKind::TaskFailed.as_str();
     /// Progress of a long task. Payload: `{task_id, attempt, progress}`.
-    pub const TASK_PROGRESS: &str = "task_progress";
-    /// The job reached a final state. Payload: `{state, error}`.
-    pub const JOB_FINISHED: &str = "job_finished";
+    pub const TASK_PROGRESS: &str = EventKind::TaskProgress.as_str();
+    /// The job reached a final state. Payload: `{state, error, …}`.
+    pub const JOB_FINISHED: &str = EventKind::JobFinished.as_str();
 }
 
 /// Filter and page of [`JobStore::list_jobs`](crate::JobStore::list_jobs).
