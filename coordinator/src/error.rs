@@ -56,7 +56,7 @@ impl From<StoreError> for ApiError {
                 ApiError::InvalidArgument { field, reason }
             }
             StoreError::Conflict(msg) => ApiError::Aborted(msg),
-            other => ApiError::Internal(other),
+            other @ StoreError::Backend(_) => ApiError::Internal(other),
         }
     }
 }
@@ -74,6 +74,15 @@ impl From<ApiError> for Status {
                 tracing::error!(error = ?cause, "storage error");
                 Status::internal("internal storage error")
             }
+        }
+    }
+}
+
+impl From<nat_schema::FieldError> for ApiError {
+    fn from(e: nat_schema::FieldError) -> Self {
+        ApiError::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
         }
     }
 }
@@ -103,14 +112,5 @@ mod tests {
         let status: Status =
             ApiError::from(StoreError::FailedPrecondition("stale token".into())).into();
         assert_eq!(status.code(), Code::FailedPrecondition);
-    }
-}
-
-impl From<nat_schema::FieldError> for ApiError {
-    fn from(e: nat_schema::FieldError) -> Self {
-        ApiError::InvalidArgument {
-            field: e.field,
-            reason: e.reason,
-        }
     }
 }

@@ -139,7 +139,7 @@ async fn evaluate_flow(db: &TestDb) {
         bests.windows(2).all(|w| w[0] < w[1]),
         "bests strictly improve"
     );
-    let max = accuracies.iter().cloned().fold(f64::MIN, f64::max);
+    let max = accuracies.iter().copied().fold(f64::MIN, f64::max);
     assert_eq!(bests.last().copied(), Some(max));
     server.stop().await;
 }
@@ -611,7 +611,7 @@ async fn batched_hot_path(db: &TestDb) {
                     r.expect_err("rejected").code(),
                     Code::FailedPrecondition,
                     "{kind:?}"
-                )
+                );
             }
             Kind::Unknown => assert_eq!(r.expect_err("unknown").code(), Code::NotFound),
         }

@@ -40,8 +40,8 @@ fn emit_libtorch_link_args() {
 
     let force = std::env::var("NAT_LINK_TORCH_CUDA").ok();
     let link_cuda = match force.as_deref() {
-        Some("1") | Some("true") | Some("yes") => true,
-        Some("0") | Some("false") | Some("no") => false,
+        Some("1" | "true" | "yes") => true,
+        Some("0" | "false" | "no") => false,
         _ => cuda_backend_loadable(&lib_dir),
     };
     if link_cuda {

@@ -216,7 +216,7 @@ pub fn run(cmd: ArchCommand) -> anyhow::Result<ExitCode> {
                 num_classes: classes.unwrap_or(base.num_classes),
                 ..base
             };
-            cost(&arch, &spec, json)?
+            cost(&arch, &spec, json)?;
         }
         ArchCommand::Ops {
             space,

@@ -92,7 +92,7 @@ impl Summary {
                 }
             }
             Some(E::PhaseChanged(p)) => self.phase = p.phase.clone(),
-            Some(E::TaskFailed(_)) | Some(E::TaskProgress(_)) | None => {}
+            Some(E::TaskFailed(_) | E::TaskProgress(_)) | None => {}
         }
     }
 

@@ -610,7 +610,7 @@ async fn run_task<R>(
             "task finished"
         ),
         Outcome::Failed { reason, retryable } => {
-            tracing::warn!(reason = %reason, retryable, "task failed")
+            tracing::warn!(reason = %reason, retryable, "task failed");
         }
         Outcome::Cancelled => {}
     }

@@ -534,7 +534,7 @@ mod tests {
             max_wall_seconds: 60.0,
         };
         let budget = Budget::from_proto(&proto);
-        let back = serde_json::to_value(&budget).unwrap();
+        let back = serde_json::to_value(budget).unwrap();
         let expected = serde_json::json!({
             "epochs": 2, "batch_size": 32, "learning_rate": 0.05, "lr_min": 0.001,
             "momentum": 0.9, "weight_decay": 3e-4, "grad_clip": 5.0, "init_channels": 4,

@@ -3,6 +3,7 @@
 //!
 //! The coordinator binary is built and found as `common::coordinator_binary` says (set
 //! `NAT_COORDINATOR_BIN=/path/to/nat-coordinator` to use another build).
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! bad payloads fail as tasks and the worker keeps serving, draining on SIGTERM, handing back on
 //! drain timeout, re-registering when the coordinator forgets the worker, and stopping a task the
 //! heartbeat names.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 

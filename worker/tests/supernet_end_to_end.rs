@@ -5,6 +5,7 @@
 //!
 //! As in `end_to_end.rs`, the coordinator binary is built and found as
 //! `common::coordinator_binary` says (or taken from `NAT_COORDINATOR_BIN`).
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 

@@ -37,8 +37,6 @@ pub struct WorkerApi {
     batcher: Arc<std::sync::OnceLock<Batcher>>,
 }
 
-/// Most datasets a worker may declare.
-
 impl WorkerApi {
     /// The service over shared state.
     pub fn new(c: Arc<Coordinator>) -> Self {

@@ -1,5 +1,6 @@
 //! Save → load gives identical logits, identical optimizer behaviour, and clear errors on
 //! corrupt bytes.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 
@@ -88,7 +89,7 @@ fn corrupt_checkpoints_are_rejected_with_a_reason() {
     ];
     for (what, data) in cases {
         match PolicyLearner::from_bytes(&data) {
-            Err(PolicyError::Corrupt(_)) | Err(PolicyError::Header(_)) => {}
+            Err(PolicyError::Corrupt(_) | PolicyError::Header(_)) => {}
             other => panic!("{what}: expected a corrupt-checkpoint error, got {other:?}"),
         }
     }

@@ -11,6 +11,7 @@
 //! ratios). The consumer updates on batches of M = 16. Test dimensions are small
 //! (E = 8, F = 32, G = 16) and the learning rate is raised to 3e-3 (10× the official 3e-4) so
 //! the run takes seconds; single-threaded runs converge in 30–150 updates.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 

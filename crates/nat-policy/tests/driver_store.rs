@@ -4,6 +4,7 @@
 //!
 //! PostgreSQL: `NAT_TEST_PG_URL` or `postgres://postgres@127.0.0.1:5432/postgres`; the tests
 //! fail (not skip) when it is unreachable.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The store contract: every test runs against SQLite (a temp file) and PostgreSQL (a fresh
 //! database). Time is a parameter, so lease expiry is tested with a fixed clock, no sleeping.
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
 mod common;
 
@@ -2611,7 +2612,13 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
         .unwrap();
     let a = lease(&store, w, at(1)).await;
     store
-        .report_progress(a.task.id, a.token, w, json!({"fraction": 0.5, "epoch": 1}), at(1))
+        .report_progress(
+            a.task.id,
+            a.token,
+            w,
+            json!({"fraction": 0.5, "epoch": 1}),
+            at(1),
+        )
         .await
         .unwrap();
     store
@@ -2641,7 +2648,10 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
         completion: Completion::Manual,
         ..job(0)
     };
-    let m = store.create_job(manual.clone(), vec![], at(5)).await.unwrap();
+    let m = store
+        .create_job(manual.clone(), vec![], at(5))
+        .await
+        .unwrap();
     store.add_tasks(m.id, tasks(2), at(5)).await.unwrap();
     let c = lease(&store, w, at(6)).await;
     store
@@ -2657,13 +2667,7 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
         .await
         .unwrap();
     store
-        .finish_job(
-            m.id,
-            JobOutcome::Succeeded {
-                result: json!({}),
-            },
-            at(8),
-        )
+        .finish_job(m.id, JobOutcome::Succeeded { result: json!({}) }, at(8))
         .await
         .unwrap();
     let cancelled = store.create_job(job(0), tasks(1), at(9)).await.unwrap();
@@ -2672,7 +2676,9 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
     for id in [j.id, m.id, cancelled.id] {
         for e in store.events_after(id, 0, 1000).await.unwrap() {
             match JobEvent::decode(&e.kind, &e.payload) {
-                Ok(JobEvent::Other(kind)) => panic!("store event kind {kind} unknown to nat-schema"),
+                Ok(JobEvent::Other(kind)) => {
+                    panic!("store event kind {kind} unknown to nat-schema")
+                }
                 Ok(_) => {
                     seen.insert(e.kind.clone());
                 }

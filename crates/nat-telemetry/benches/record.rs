@@ -24,19 +24,19 @@ fn main() {
     let handle = install_prometheus().expect("install");
     let n = 1_000_000;
     time("record::task_leased (counter)", n, |_| {
-        record::task_leased(TaskKind::TrainEval)
+        record::task_leased(TaskKind::TrainEval);
     });
     time("record::task_finished (counter, 2 labels)", n, |_| {
-        record::task_finished(TaskKind::TrainEval, TaskOutcome::Succeeded)
+        record::task_finished(TaskKind::TrainEval, TaskOutcome::Succeeded);
     });
     time("record::lease_task_rpc (histogram)", n, |i| {
         record::lease_task_rpc(
             LeaseResult::Leased,
             Duration::from_micros(u64::from(i % 5000)),
-        )
+        );
     });
     time("record::set_tasks (gauge)", n, |i| {
-        record::set_tasks(TaskState::Ready, u64::from(i))
+        record::set_tasks(TaskState::Ready, u64::from(i));
     });
     time(
         "record::worker_gpu_memory (gauge, formatted label)",

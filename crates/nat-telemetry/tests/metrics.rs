@@ -170,7 +170,7 @@ fn rendered_series_are_all_in_the_catalogue_and_use_allowed_labels() {
                     .unwrap_or_else(|| panic!("{series}: label {key} not declared"));
                 match def.values {
                     catalog::LabelValues::Enum(values) => {
-                        assert!(values.contains(&value), "{series}: {key}={value}")
+                        assert!(values.contains(&value), "{series}: {key}={value}");
                     }
                     catalog::LabelValues::GpuIndex => {
                         let index: u32 = value.parse().expect("gpu index");

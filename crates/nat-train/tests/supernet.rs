@@ -91,7 +91,7 @@ fn rewards_compare_alpha_and_beta_on_the_same_batch() {
     let mut seen = Vec::new();
     let report = session
         .run(&data, &pairs, &stop, &mut |done, total| {
-            seen.push((done, total))
+            seen.push((done, total));
         })
         .expect("run");
     assert_eq!(seen, vec![(1, 2), (2, 2)]);

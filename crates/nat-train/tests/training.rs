@@ -187,7 +187,7 @@ fn cancellation_bad_budgets_and_nan_data_are_typed_errors() {
     assert!(matches!(err, TrainError::Cancelled));
 
     let never = AtomicBool::new(false);
-    let mut bad = budget.clone();
+    let mut bad = budget;
     bad.learning_rate = -1.0;
     let err = train_eval(
         &TrainSpec {

@@ -181,8 +181,6 @@ impl From<DriverError> for Failure {
     }
 }
 
-/// The driver's progress, stored under `driver` in the job's result document.
-
 impl From<nat_schema::DecodeError> for Failure {
     fn from(e: nat_schema::DecodeError) -> Self {
         Failure::Fatal(e.to_string())

@@ -80,7 +80,7 @@ pub(super) async fn submit(
 ) -> Result<Job, ApiError> {
     let o = r.optimize.clone().unwrap_or_default();
     let reward = match v1::RewardMode::try_from(o.reward) {
-        Ok(v1::RewardMode::Proxy) | Ok(v1::RewardMode::Unspecified) => RewardKind::Proxy,
+        Ok(v1::RewardMode::Proxy | v1::RewardMode::Unspecified) => RewardKind::Proxy,
         Ok(v1::RewardMode::Supernet) => RewardKind::Supernet,
         Err(_) => {
             return Err(ApiError::invalid(
@@ -90,7 +90,7 @@ pub(super) async fn submit(
         }
     };
     let op_set = match v1::SearchSpace::try_from(o.space) {
-        Ok(v1::SearchSpace::Nat) | Ok(v1::SearchSpace::Unspecified) => nat_op_set(&v.genotypes),
+        Ok(v1::SearchSpace::Nat | v1::SearchSpace::Unspecified) => nat_op_set(&v.genotypes),
         Ok(v1::SearchSpace::NatPlusPlus) => OpSet::NatPlusPlus,
         Err(_) => {
             return Err(ApiError::invalid(

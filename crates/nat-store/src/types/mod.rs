@@ -496,9 +496,10 @@ pub struct Event {
 }
 
 /// Event kinds written by the store itself. Callers may append their own kinds.
+///
+/// The names come from `nat_schema::EventKind` (one definition for every component); the payload
+/// of each is the type of that name in `nat_schema::event`.
 pub mod event_kind {
-    //! The names come from `nat_schema::EventKind` (one definition for every component); the
-    //! payload of each is the type of that name in `nat_schema::event`.
     use nat_schema::EventKind;
 
     /// A job was created. Payload: `{kind, priority, tasks}`.
