@@ -223,9 +223,20 @@ pub async fn serve(
     };
     let _ = expiry_task.await;
     // Hand-outs of reservations are written in the background: write the pending ones now,
-    // then give back the reservations nobody took.
+    // then give back the reservations nobody took — including those of a claim that was in
+    // flight when the shutdown began (no new claim starts once the pool is closed).
+    c.reservations.close();
     if !c.handouts.flush(std::time::Duration::from_secs(5)).await {
         tracing::warn!("some reserved leases were handed out but not recorded before shutdown");
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while c.reservations.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    if c.reservations.in_flight() > 0 {
+        tracing::warn!(
+            "a reservation claim did not finish before shutdown; the next start returns its tasks"
+        );
     }
     release_reservations(&c, c.reservations.take_all()).await;
     gauges.abort();

@@ -185,6 +185,9 @@ pub struct Reservations {
     min_rate: f64,
     max_age: Duration,
     stats: Counters,
+    /// Set at shutdown: no new claims start (claims already in flight still land, and are taken
+    /// back by [`Reservations::take_all`] once [`Reservations::in_flight`] reaches zero).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -218,7 +221,19 @@ impl Reservations {
             min_rate,
             max_age,
             stats: Counters::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Stops new claims (graceful shutdown). Claims in flight still land; wait for
+    /// [`Reservations::in_flight`] to reach zero before [`Reservations::take_all`].
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Reservations being claimed right now, over every profile.
+    pub fn in_flight(&self) -> usize {
+        self.pools().values().map(|p| p.in_flight).sum()
     }
 
     /// Counts since start.
@@ -300,7 +315,7 @@ impl Reservations {
     /// How many reservations to claim for `profile` now, at most `room`; they are counted as in
     /// flight until [`Reservations::fill`] is called with the answer.
     pub fn want(&self, profile: &Profile, room: usize) -> usize {
-        if self.disabled() || room == 0 {
+        if self.disabled() || room == 0 || self.closed.load(Ordering::SeqCst) {
             return 0;
         }
         let now = Instant::now();
