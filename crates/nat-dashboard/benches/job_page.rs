@@ -18,7 +18,7 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = nat_store::connect(&format!("sqlite:{}", dir.path().join("b.db").display()))
+    let store = connect(&format!("sqlite:{}", dir.path().join("b.db").display()))
         .await
         .expect("store");
     let input = nat_arch::parse_any("darts-v2").expect("preset");

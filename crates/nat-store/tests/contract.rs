@@ -223,7 +223,7 @@ async fn job_and_task_lifecycle(db: Arc<TestDb>) {
     let all = store.list_jobs(JobFilter::default()).await.unwrap();
     assert_eq!(all.len(), 1);
     assert!(matches!(
-        store.get_job(uuid::Uuid::new_v4()).await,
+        store.get_job(JobId::new()).await,
         Err(StoreError::NotFound {
             what: Entity::Job,
             ..
@@ -320,7 +320,7 @@ async fn stale_and_foreign_tokens_change_nothing(db: Arc<TestDb>) {
     assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
     // Unknown task.
     let err = store
-        .report_result(uuid::Uuid::new_v4(), 1, w1, ok(json!({})), at(40))
+        .report_result(TaskId::new(), 1, w1, ok(json!({})), at(40))
         .await
         .unwrap_err();
     assert!(
@@ -680,7 +680,7 @@ async fn cancel_withdraws_and_stops(db: Arc<TestDb>) {
     assert_eq!(exp.cancelled, vec![gone.task.id]);
     assert_eq!(store.get_job(j2.id).await.unwrap().tasks_cancelled, 1);
     assert!(matches!(
-        store.cancel_job(uuid::Uuid::new_v4(), at(13)).await,
+        store.cancel_job(JobId::new(), at(13)).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -759,9 +759,7 @@ async fn heartbeat_extends_leases(db: Arc<TestDb>) {
     assert_eq!(lost, vec![w1]);
     assert_eq!(store.get_worker(w1).await.unwrap().state, WorkerState::Lost);
     assert!(matches!(
-        store
-            .heartbeat(uuid::Uuid::new_v4(), &[], at(46), LEASE)
-            .await,
+        store.heartbeat(WorkerId::new(), &[], at(46), LEASE).await,
         Err(StoreError::NotFound {
             what: Entity::Worker,
             ..
@@ -841,12 +839,12 @@ async fn events_are_ordered(db: Arc<TestDb>) {
     assert_eq!(all[5].payload, json!({ "i": 4 }));
     assert_eq!(store.events_after(other.id, 0, 10).await.unwrap().len(), 2);
     assert!(matches!(
-        store.events_after(uuid::Uuid::new_v4(), 0, 10).await,
+        store.events_after(JobId::new(), 0, 10).await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
         store
-            .append_event(uuid::Uuid::new_v4(), "note", json!({}), at(1))
+            .append_event(JobId::new(), "note", json!({}), at(1))
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -982,7 +980,7 @@ async fn policy_updates_consume_rewards_exactly_once(db: Arc<TestDb>) {
     assert!(!store.set_sample_reward(ids[0], 0.99).await.unwrap());
     assert_eq!(store.get_sample(ids[0]).await.unwrap().reward, Some(0.0));
     assert!(matches!(
-        store.set_sample_reward(-5, 0.1).await,
+        store.set_sample_reward(SampleId::from(-5), 0.1).await,
         Err(StoreError::NotFound {
             what: Entity::PolicySample,
             ..
@@ -1330,7 +1328,7 @@ async fn bad_input_names_the_field(db: Arc<TestDb>) {
                     value: 0.5,
                 }],
                 sample_rewards: vec![SampleReward {
-                    sample_id: 424242,
+                    sample_id: SampleId::from(424_242),
                     reward: 0.5,
                 }],
             },
@@ -1689,7 +1687,7 @@ async fn batched_reports_each_get_their_answer(db: Arc<TestDb>) {
             retryable,
         },
     };
-    let missing = uuid::Uuid::new_v4();
+    let missing = TaskId::new();
     let items = vec![
         done(&ls[0], vec![0.1]),      // 0: already reported: duplicate, counted once
         done(&ls[1], vec![0.7, 0.9]), // 1: two observations of one key in one report
@@ -2302,7 +2300,7 @@ async fn report_paths_decide_alike(db: Arc<TestDb>) {
             item(&ls[4], ls[4].token, other, ok(json!({}))),
             item(&ls[0], ls[0].token, w, success.clone()),
             ReportItem {
-                task: uuid::Uuid::new_v4(),
+                task: TaskId::new(),
                 token: 1,
                 worker: w,
                 outcome: ok(json!({})),
@@ -2449,7 +2447,7 @@ async fn batch_reports_carry_sample_rewards(db: Arc<TestDb>) {
             token: ls[2].token,
             worker: w,
             outcome: with_samples(vec![SampleReward {
-                sample_id: ids[1] + 1000,
+                sample_id: SampleId::from(ids[1].get() + 1000),
                 reward: 0.1,
             }]),
         },
@@ -2611,7 +2609,13 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
         .unwrap();
     let a = lease(&store, w, at(1)).await;
     store
-        .report_progress(a.task.id, a.token, w, json!({"fraction": 0.5, "epoch": 1}), at(1))
+        .report_progress(
+            a.task.id,
+            a.token,
+            w,
+            json!({"fraction": 0.5, "epoch": 1}),
+            at(1),
+        )
         .await
         .unwrap();
     store
@@ -2641,7 +2645,10 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
         completion: Completion::Manual,
         ..job(0)
     };
-    let m = store.create_job(manual.clone(), vec![], at(5)).await.unwrap();
+    let m = store
+        .create_job(manual.clone(), vec![], at(5))
+        .await
+        .unwrap();
     store.add_tasks(m.id, tasks(2), at(5)).await.unwrap();
     let c = lease(&store, w, at(6)).await;
     store
@@ -2657,13 +2664,7 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
         .await
         .unwrap();
     store
-        .finish_job(
-            m.id,
-            JobOutcome::Succeeded {
-                result: json!({}),
-            },
-            at(8),
-        )
+        .finish_job(m.id, JobOutcome::Succeeded { result: json!({}) }, at(8))
         .await
         .unwrap();
     let cancelled = store.create_job(job(0), tasks(1), at(9)).await.unwrap();
@@ -2672,7 +2673,9 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
     for id in [j.id, m.id, cancelled.id] {
         for e in store.events_after(id, 0, 1000).await.unwrap() {
             match JobEvent::decode(&e.kind, &e.payload) {
-                Ok(JobEvent::Other(kind)) => panic!("store event kind {kind} unknown to nat-schema"),
+                Ok(JobEvent::Other(kind)) => {
+                    panic!("store event kind {kind} unknown to nat-schema")
+                }
                 Ok(_) => {
                     seen.insert(e.kind.clone());
                 }
