@@ -348,10 +348,7 @@ mod tests {
             (o.iterations, o.samples_per_iteration, o.max_staleness),
             (7, 5, 2)
         );
-        assert_eq!(
-            (o.learning_rate, o.entropy_weight),
-            (0.001, 0.01)
-        );
+        assert_eq!((o.learning_rate, o.entropy_weight), (0.001, 0.01));
         let fb = o.final_budget.as_ref().expect("final budget");
         assert_eq!(fb.preset, "small");
         assert_eq!(fb.overrides.and_then(|b| b.epochs), Some(3));
