@@ -252,13 +252,13 @@ impl HandOuts {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use uuid::Uuid;
+    use nat_store::WorkerId;
 
     fn assignment(token: i64) -> LeaseAssignment {
         LeaseAssignment {
-            task_id: Uuid::new_v4(),
+            task_id: TaskId::new(),
             token,
-            worker: Uuid::new_v4(),
+            worker: WorkerId::new(),
             expires_at: Utc::now(),
         }
     }
@@ -317,7 +317,7 @@ mod tests {
         assert!(h.reported(a.task_id, 3));
         assert!(!h.reported(a.task_id, 3), "once");
         assert!(!h.reported(b.task_id, 4), "an older token of the task");
-        assert!(!h.reported(Uuid::new_v4(), 5), "unknown task");
+        assert!(!h.reported(TaskId::new(), 5), "unknown task");
         assert_eq!(h.len(), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(

@@ -449,7 +449,7 @@ mod tests {
         let now = chrono::Utc::now();
         Lease {
             task: nat_store::Task {
-                id: uuid::Uuid::new_v4(),
+                id: nat_store::TaskId::new(),
                 job_id: job,
                 kind: "train_eval".into(),
                 payload: serde_json::json!({}),
@@ -486,7 +486,7 @@ mod tests {
 
     /// Answers `n` asked reservations of `p` with `n` leases of a new job, tokens 1..=n.
     fn fill_new_job(r: &Reservations, p: &Profile, n: usize) {
-        let job = uuid::Uuid::new_v4();
+        let job = JobId::new();
         r.fill(p, n, Some((1..=n as i64).map(|t| lease(job, t)).collect()));
     }
 
@@ -546,7 +546,7 @@ mod tests {
         demand(&r, &p, 5000, Duration::from_secs(1)).await;
         let n = r.want(&p, 256);
         assert!(n > 2);
-        let job = uuid::Uuid::new_v4();
+        let job = JobId::new();
         r.fill(&p, n, Some(vec![lease(job, 1)]));
         assert_eq!(r.want(&p, 256), 0, "dry: no refill");
         r.work_arrived();
@@ -626,7 +626,7 @@ mod tests {
             let r = Reservations::new(Duration::from_millis(20), 0.0, Duration::from_secs(5));
             let p = cpu();
             demand(&r, &p, 100, Duration::from_millis(200)).await;
-            let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+            let (a, b) = (JobId::new(), JobId::new());
             r.fill(
                 &p,
                 4,

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use nat_store::{Capabilities, JobId, Store, TaskId, WorkerId};
 use tokio::sync::{broadcast, watch, Notify};
-use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -181,11 +180,11 @@ impl Coordinator {
 }
 
 /// Parses an id field, naming it on error.
-pub fn parse_id(field: &str, value: &str) -> Result<Uuid, ApiError> {
+pub fn parse_id<T: FromStr>(field: &str, value: &str) -> Result<T, ApiError> {
     if value.is_empty() {
         return Err(ApiError::invalid(field, "is required"));
     }
-    Uuid::from_str(value.trim())
+    T::from_str(value.trim())
         .map_err(|_| ApiError::invalid(field, format!("{:?} is not a valid id", excerpt(value))))
 }
 

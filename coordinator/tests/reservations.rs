@@ -33,7 +33,8 @@ fn reserving() -> Config {
     }
 }
 
-fn uuid(s: &str) -> uuid::Uuid {
+/// A job, task or worker id from its wire text.
+fn uuid<T: std::str::FromStr<Err = nat_store::ParseIdError>>(s: &str) -> T {
     s.parse().expect("uuid")
 }
 

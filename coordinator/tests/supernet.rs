@@ -247,7 +247,7 @@ async fn check_learned(server: &TestServer, job_id: &str, seen: &Seen, rounds: u
         assert_eq!(ids.len(), pairs.len());
         for ((id, pair), reward) in ids.iter().zip(pairs).zip(rewards) {
             let sample = store
-                .get_sample(id.as_i64().expect("sample id"))
+                .get_sample(id.as_i64().expect("sample id").into())
                 .await
                 .expect("sample");
             assert_eq!(sample.job_id.to_string(), job_id);

@@ -9,7 +9,7 @@ use nat_schema::{
 };
 use nat_store::{
     HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
-    RewardObservation, TaskState,
+    RewardObservation, TaskId, TaskState, WorkerId,
 };
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
@@ -173,8 +173,8 @@ impl WorkerApi {
     }
 
     async fn report(&self, r: v1::ReportResultRequest) -> Result<bool, ApiError> {
-        let worker = parse_id("worker_id", &r.worker_id)?;
-        let task_id = parse_id("task_id", &r.task_id)?;
+        let worker: WorkerId = parse_id("worker_id", &r.worker_id)?;
+        let task_id: TaskId = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
         // For metrics: the task's kind as far as known without a read, and the accuracy.
         let mut kind = if self.c.leased_payload(task_id).is_some() {

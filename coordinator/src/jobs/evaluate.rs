@@ -140,7 +140,7 @@ mod tests {
     use super::*;
     use crate::jobs::Translator;
     use chrono::Utc;
-    use nat_store::Event;
+    use nat_store::{Event, JobId};
     use serde_json::json;
     use v1::job_event::Event as E;
 
@@ -152,7 +152,7 @@ mod tests {
             best: None,
         }));
         let done = Event {
-            job_id: uuid::Uuid::nil(),
+            job_id: JobId::nil(),
             seq: 1,
             kind: "task_succeeded".into(),
             payload: json!({"task_id": "t", "attempt": 1, "result": {"index": 0,

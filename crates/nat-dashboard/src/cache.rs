@@ -182,11 +182,7 @@ mod tests {
     #[test]
     fn the_least_recently_used_job_is_forgotten_first() {
         let cache = EventCache::new(2);
-        let (a, b, c) = (
-            uuid::Uuid::new_v4(),
-            uuid::Uuid::new_v4(),
-            uuid::Uuid::new_v4(),
-        );
+        let (a, b, c) = (JobId::new(), JobId::new(), JobId::new());
         cache.entry(a);
         cache.entry(b);
         cache.entry(a); // a is now more recent than b
@@ -199,7 +195,7 @@ mod tests {
     #[test]
     fn trained_accuracies_are_reused_only_while_the_done_count_is_the_same() {
         let cache = EventCache::new(2);
-        let job = uuid::Uuid::new_v4();
+        let job = JobId::new();
         let trained: Trained = Arc::new(HashMap::from([("h".to_string(), 0.5)]));
         // Not held yet: nothing is remembered.
         cache.set_trained(job, 3, trained.clone());

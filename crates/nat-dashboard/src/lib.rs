@@ -43,7 +43,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use nat_store::{Store, StoreError};
+use nat_store::{JobId, Store, StoreError};
 use serde_json::json;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
@@ -231,11 +231,13 @@ async fn api_jobs(
     ))
 }
 
-fn job_id(id: &str) -> Result<uuid::Uuid, DashboardError> {
-    uuid::Uuid::parse_str(id.trim()).map_err(|e| DashboardError::BadRequest {
-        field: "job_id",
-        reason: e.to_string(),
-    })
+fn job_id(id: &str) -> Result<JobId, DashboardError> {
+    uuid::Uuid::parse_str(id.trim())
+        .map(JobId::from)
+        .map_err(|e| DashboardError::BadRequest {
+            field: "job_id",
+            reason: e.to_string(),
+        })
 }
 
 async fn api_job(

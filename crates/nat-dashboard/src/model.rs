@@ -8,7 +8,7 @@ use nat_arch::{network_cost, CellKind, Genotype, NetworkSpec};
 use nat_schema::event::JobEvent;
 use nat_schema::result::{ArchMeasurement, OptimizeResult};
 use nat_schema::{DecodeError, JobSpec, TaskKind};
-use nat_store::{Event, Job, JobFilter, JobState, Store, TaskState, Worker, WorkerId};
+use nat_store::{Event, Job, JobFilter, JobId, JobState, Store, TaskState, Worker, WorkerId};
 use serde::Serialize;
 
 use crate::cache::{self, EventCache};
@@ -616,7 +616,7 @@ fn cost(g: &Genotype) -> Option<(f64, f64)> {
 /// naming the task and the field.
 async fn trained_accuracies(
     store: &dyn Store,
-    job: uuid::Uuid,
+    job: JobId,
 ) -> Result<HashMap<String, f64>, DashboardError> {
     let mut out: HashMap<String, f64> = HashMap::new();
     for task in store
@@ -657,7 +657,7 @@ async fn trained_accuracies(
 pub async fn job_genotypes(
     store: &dyn Store,
     cache: Option<&EventCache>,
-    id: uuid::Uuid,
+    id: JobId,
     input_index: u32,
 ) -> Result<(Option<Genotype>, Option<Genotype>), DashboardError> {
     let job = store.get_job(id).await?;
@@ -679,7 +679,7 @@ pub async fn job_genotypes(
 pub async fn job_diagram(
     store: &dyn Store,
     cache: Option<&EventCache>,
-    id: uuid::Uuid,
+    id: JobId,
     input_index: u32,
     dot: bool,
 ) -> Result<Option<String>, DashboardError> {
@@ -702,7 +702,7 @@ pub async fn job_diagram(
 /// The job page of `id`, for input `input_index`, reading the whole event log afresh.
 pub async fn job_detail(
     store: &dyn Store,
-    id: uuid::Uuid,
+    id: JobId,
     input_index: u32,
 ) -> Result<JobDetail, DashboardError> {
     job_detail_with(store, None, id, input_index, 0).await
@@ -714,7 +714,7 @@ pub async fn job_detail(
 pub async fn job_detail_with(
     store: &dyn Store,
     cache: Option<&EventCache>,
-    id: uuid::Uuid,
+    id: JobId,
     input_index: u32,
     after: i64,
 ) -> Result<JobDetail, DashboardError> {

@@ -169,7 +169,7 @@ async fn workers_show_health_device_current_task_and_throughput() {
     assert_eq!(status, 200);
     let workers = workers.as_array().expect("array");
     assert_eq!(workers.len(), 2);
-    let by_id = |id: uuid::Uuid| {
+    let by_id = |id: nat_store::WorkerId| {
         workers
             .iter()
             .find(|w| w["id"] == id.to_string())

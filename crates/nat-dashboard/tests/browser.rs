@@ -67,7 +67,7 @@ async fn in_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-fn job_url(addr: SocketAddr, job: uuid::Uuid) -> String {
+fn job_url(addr: SocketAddr, job: nat_store::JobId) -> String {
     format!("http://{addr}/jobs/{job}")
 }
 

@@ -248,7 +248,7 @@ impl PolicyDriver {
                     learnable.push(row.id);
                 }
                 Err(reason) => {
-                    tracing::warn!(policy_id = %self.policy_id, sample_id = row.id, error = %reason, "dropping unusable policy sample");
+                    tracing::warn!(policy_id = %self.policy_id, sample_id = row.id.get(), error = %reason, "dropping unusable policy sample");
                     invalid.push(row.id);
                 }
             }

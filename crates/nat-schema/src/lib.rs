@@ -23,12 +23,14 @@
 
 pub mod budget;
 pub mod event;
+pub mod ids;
 pub mod kinds;
 pub mod result;
 pub mod spec;
 pub mod task;
 
 pub use budget::{Budget, SupernetBudget};
+pub use ids::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
 pub use kinds::{EventKind, JobKind, Phase, Profile, RewardKind, TaskKind, UnknownName};
 pub use spec::{JobSpec, OptimizeJobSpec, OptimizeSettings};
 pub use task::{

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Phase;
+use crate::{Phase, SampleId};
 
 /// `jobs.result` of an optimize job.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ pub struct DriverProgress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingSample {
     /// The store's sample id.
-    pub sample_id: i64,
+    pub sample_id: SampleId,
     /// β (canonical JSON).
     pub beta: String,
     /// α (canonical JSON).

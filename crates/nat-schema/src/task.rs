@@ -3,7 +3,7 @@
 use nat_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::{Budget, FieldError};
+use crate::{Budget, FieldError, SampleId};
 
 /// `tasks.payload` of a `train_eval` task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -219,7 +219,7 @@ pub struct SupernetPayload {
     /// The learning round.
     pub iteration: u32,
     /// The policy sample of each pair (`sample_ids[i]` ↔ `pairs[i]`).
-    pub sample_ids: Vec<i64>,
+    pub sample_ids: Vec<SampleId>,
     /// The pairs to score.
     pub pairs: Vec<SupernetPair>,
     /// Dataset wire name.
@@ -330,7 +330,7 @@ impl SupernetResult {
     pub fn rewards<'a>(
         &'a self,
         payload: &'a SupernetPayload,
-    ) -> impl Iterator<Item = (i64, f64)> + 'a {
+    ) -> impl Iterator<Item = (SampleId, f64)> + 'a {
         payload
             .sample_ids
             .iter()

@@ -224,7 +224,7 @@ async fn job_and_task_lifecycle(db: Arc<TestDb>) {
     let all = store.list_jobs(JobFilter::default()).await.unwrap();
     assert_eq!(all.len(), 1);
     assert!(matches!(
-        store.get_job(uuid::Uuid::new_v4()).await,
+        store.get_job(JobId::new()).await,
         Err(StoreError::NotFound {
             what: Entity::Job,
             ..
@@ -321,7 +321,7 @@ async fn stale_and_foreign_tokens_change_nothing(db: Arc<TestDb>) {
     assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
     // Unknown task.
     let err = store
-        .report_result(uuid::Uuid::new_v4(), 1, w1, ok(json!({})), at(40))
+        .report_result(TaskId::new(), 1, w1, ok(json!({})), at(40))
         .await
         .unwrap_err();
     assert!(
@@ -681,7 +681,7 @@ async fn cancel_withdraws_and_stops(db: Arc<TestDb>) {
     assert_eq!(exp.cancelled, vec![gone.task.id]);
     assert_eq!(store.get_job(j2.id).await.unwrap().tasks_cancelled, 1);
     assert!(matches!(
-        store.cancel_job(uuid::Uuid::new_v4(), at(13)).await,
+        store.cancel_job(JobId::new(), at(13)).await,
         Err(StoreError::NotFound { .. })
     ));
 }
@@ -760,9 +760,7 @@ async fn heartbeat_extends_leases(db: Arc<TestDb>) {
     assert_eq!(lost, vec![w1]);
     assert_eq!(store.get_worker(w1).await.unwrap().state, WorkerState::Lost);
     assert!(matches!(
-        store
-            .heartbeat(uuid::Uuid::new_v4(), &[], at(46), LEASE)
-            .await,
+        store.heartbeat(WorkerId::new(), &[], at(46), LEASE).await,
         Err(StoreError::NotFound {
             what: Entity::Worker,
             ..
@@ -842,12 +840,12 @@ async fn events_are_ordered(db: Arc<TestDb>) {
     assert_eq!(all[5].payload, json!({ "i": 4 }));
     assert_eq!(store.events_after(other.id, 0, 10).await.unwrap().len(), 2);
     assert!(matches!(
-        store.events_after(uuid::Uuid::new_v4(), 0, 10).await,
+        store.events_after(JobId::new(), 0, 10).await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
         store
-            .append_event(uuid::Uuid::new_v4(), "note", json!({}), at(1))
+            .append_event(JobId::new(), "note", json!({}), at(1))
             .await,
         Err(StoreError::NotFound { .. })
     ));
@@ -983,7 +981,7 @@ async fn policy_updates_consume_rewards_exactly_once(db: Arc<TestDb>) {
     assert!(!store.set_sample_reward(ids[0], 0.99).await.unwrap());
     assert_eq!(store.get_sample(ids[0]).await.unwrap().reward, Some(0.0));
     assert!(matches!(
-        store.set_sample_reward(-5, 0.1).await,
+        store.set_sample_reward(SampleId::from(-5), 0.1).await,
         Err(StoreError::NotFound {
             what: Entity::PolicySample,
             ..
@@ -1331,7 +1329,7 @@ async fn bad_input_names_the_field(db: Arc<TestDb>) {
                     value: 0.5,
                 }],
                 sample_rewards: vec![SampleReward {
-                    sample_id: 424242,
+                    sample_id: SampleId::from(424_242),
                     reward: 0.5,
                 }],
             },
@@ -1690,7 +1688,7 @@ async fn batched_reports_each_get_their_answer(db: Arc<TestDb>) {
             retryable,
         },
     };
-    let missing = uuid::Uuid::new_v4();
+    let missing = TaskId::new();
     let items = vec![
         done(&ls[0], vec![0.1]),      // 0: already reported: duplicate, counted once
         done(&ls[1], vec![0.7, 0.9]), // 1: two observations of one key in one report
@@ -2303,7 +2301,7 @@ async fn report_paths_decide_alike(db: Arc<TestDb>) {
             item(&ls[4], ls[4].token, other, ok(json!({}))),
             item(&ls[0], ls[0].token, w, success.clone()),
             ReportItem {
-                task: uuid::Uuid::new_v4(),
+                task: TaskId::new(),
                 token: 1,
                 worker: w,
                 outcome: ok(json!({})),
@@ -2450,7 +2448,7 @@ async fn batch_reports_carry_sample_rewards(db: Arc<TestDb>) {
             token: ls[2].token,
             worker: w,
             outcome: with_samples(vec![SampleReward {
-                sample_id: ids[1] + 1000,
+                sample_id: SampleId::from(ids[1].get() + 1000),
                 reward: 0.1,
             }]),
         },

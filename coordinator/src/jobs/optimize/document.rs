@@ -200,13 +200,13 @@ mod tests {
     use super::*;
     use crate::jobs::Translator;
     use chrono::Utc;
-    use nat_store::Event;
+    use nat_store::{Event, JobId};
     use serde_json::{json, Value};
     use v1::job_event::Event as E;
 
     fn stored(seq: i64, kind: &str, payload: Value) -> Event {
         Event {
-            job_id: uuid::Uuid::nil(),
+            job_id: JobId::nil(),
             seq,
             kind: kind.into(),
             payload,

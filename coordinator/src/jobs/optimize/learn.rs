@@ -9,7 +9,7 @@ use nat_policy::driver::{PolicyDriver, StepOutcome};
 use nat_schema::event::{PolicyUpdate, Rewards};
 use nat_schema::result::{DriverProgress, PendingSample};
 use nat_schema::{EventKind, OptimizeJobSpec, RewardKind, SupernetPair, SupernetPayload, TaskKind};
-use nat_store::NewTask;
+use nat_store::{NewTask, SampleId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -74,7 +74,7 @@ impl Run {
             let mut rewards = Vec::new();
             for (p, reward) in progress.pending.iter().zip(measured) {
                 let Some(reward) = reward else {
-                    tracing::warn!(job = %self.job, sample = p.sample_id, "sample without a reward: its task failed");
+                    tracing::warn!(job = %self.job, sample = p.sample_id.get(), "sample without a reward: its task failed");
                     continue;
                 };
                 driver.record_reward(p.sample_id, reward).await?;
@@ -204,7 +204,7 @@ impl Run {
             match state {
                 Some((_, Tracked::Done(result))) => {
                     let payload = self.round_payload(spec, inputs, iteration, pending)?;
-                    let by_sample: HashMap<i64, f64> = result.rewards(&payload).collect();
+                    let by_sample: HashMap<SampleId, f64> = result.rewards(&payload).collect();
                     return Ok(pending
                         .iter()
                         .map(|p| by_sample.get(&p.sample_id).copied())

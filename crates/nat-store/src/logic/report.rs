@@ -227,11 +227,10 @@ pub(crate) fn check_lease(
 mod tests {
     use super::*;
     use serde_json::json;
-    use uuid::Uuid;
 
     fn row(state: TaskState, leased_by: Option<WorkerId>, reported: Option<i64>) -> LeaseRow {
         LeaseRow {
-            job_id: Uuid::new_v4(),
+            job_id: JobId::new(),
             state,
             attempt: 1,
             max_attempts: 2,
@@ -267,7 +266,7 @@ mod tests {
 
     #[test]
     fn decides_every_transition() {
-        let (task, w, now) = (Uuid::new_v4(), Uuid::new_v4(), Utc::now());
+        let (task, w, now) = (TaskId::new(), WorkerId::new(), Utc::now());
         let leased = row(TaskState::Leased, Some(w), None);
         let t = apply(decide_report(task, leased.clone(), 7, w, &ok(), now));
         assert_eq!((t.new_state, t.counts()), (TaskState::Done, (1, 0, 0)));
@@ -316,11 +315,11 @@ mod tests {
 
     #[test]
     fn refuses_stale_and_answers_duplicates() {
-        let (task, w, now) = (Uuid::new_v4(), Uuid::new_v4(), Utc::now());
+        let (task, w, now) = (TaskId::new(), WorkerId::new(), Utc::now());
         let leased = row(TaskState::Leased, Some(w), None);
         for (r, token, worker) in [
             (leased.clone(), 6, w),
-            (leased.clone(), 7, Uuid::new_v4()),
+            (leased.clone(), 7, WorkerId::new()),
             (row(TaskState::Ready, None, None), 7, w),
             (row(TaskState::Done, Some(w), Some(6)), 7, w),
         ] {

@@ -202,7 +202,7 @@ pub(crate) fn validate_policy_update(
     dropped: &[SampleId],
 ) -> Result<Vec<SampleId>> {
     validate_checkpoint(checkpoint)?;
-    let mut all: Vec<i64> = consumed.iter().chain(dropped).copied().collect();
+    let mut all: Vec<SampleId> = consumed.iter().chain(dropped).copied().collect();
     all.sort_unstable();
     let before = all.len();
     all.dedup();
@@ -241,6 +241,10 @@ pub(crate) fn parse<T: std::str::FromStr<Err = StoreError>>(field: &str, s: &str
 mod tests {
     use super::*;
 
+    fn ids(v: &[i64]) -> Vec<SampleId> {
+        v.iter().copied().map(SampleId::from).collect()
+    }
+
     #[test]
     fn lease_expiry_rejects_zero() {
         let now = Utc::now();
@@ -267,11 +271,11 @@ mod tests {
             meta: serde_json::json!({}),
         };
         assert_eq!(
-            validate_policy_update(&cp, &[3, 1], &[2]).ok(),
-            Some(vec![1, 2, 3])
+            validate_policy_update(&cp, &ids(&[3, 1]), &ids(&[2])).ok(),
+            Some(ids(&[1, 2, 3]))
         );
         assert!(matches!(
-            validate_policy_update(&cp, &[1], &[1]),
+            validate_policy_update(&cp, &ids(&[1]), &ids(&[1])),
             Err(StoreError::InvalidArgument { field, .. }) if field == "consumed"
         ));
     }

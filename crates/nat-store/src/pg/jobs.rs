@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
-use uuid::Uuid;
 
 use super::rows::*;
 use super::PgStore;
@@ -102,7 +101,7 @@ async fn insert_tasks(
     tasks: &[NewTask],
     now: DateTime<Utc>,
 ) -> Result<Vec<TaskId>> {
-    let ids: Vec<TaskId> = tasks.iter().map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<TaskId> = tasks.iter().map(|_| TaskId::new()).collect();
     // Batches keep each statement's parameter arrays moderate.
     for (chunk_no, chunk) in tasks.chunks(5000).enumerate() {
         let base = chunk_no * 5000;
@@ -196,7 +195,7 @@ impl JobStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Job> {
         validate_job(&job, &tasks)?;
-        let id = Uuid::new_v4();
+        let id = JobId::new();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \

@@ -9,7 +9,6 @@ use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 use sqlx::Row;
-use uuid::Uuid;
 
 use super::jobs::{lock_account, write_account};
 use super::rows::*;
@@ -57,7 +56,7 @@ async fn claim_group(
     out: &mut [Option<Lease>],
 ) -> Result<()> {
     // NULL for reservations (no worker yet).
-    let workers: Vec<Option<Uuid>> = members.iter().map(|&i| requests[i].worker).collect();
+    let workers: Vec<Option<WorkerId>> = members.iter().map(|&i| requests[i].worker).collect();
     let rows = sqlx::query(&LEASE_MANY_SQL)
         .bind(now)
         .bind(filter.gpu)
@@ -102,7 +101,7 @@ impl LeaseStore for PgStore {
              RETURNING id, name, capabilities, state, last_heartbeat_at, registered_at, \
                0::int8 AS tasks_in_hand",
         )
-        .bind(Uuid::new_v4())
+        .bind(WorkerId::new())
         .bind(name)
         .bind(Json(&capabilities))
         .bind(now)
@@ -140,7 +139,7 @@ impl LeaseStore for PgStore {
     }
 
     async fn mark_lost_workers(&self, cutoff: DateTime<Utc>) -> Result<Vec<WorkerId>> {
-        let ids: Vec<Uuid> = sqlx::query_scalar(
+        let ids: Vec<WorkerId> = sqlx::query_scalar(
             "UPDATE workers SET state = 'lost' WHERE state = 'active' AND last_heartbeat_at < $1 \
              RETURNING id",
         )
@@ -162,9 +161,9 @@ impl LeaseStore for PgStore {
         // Tasks first (lock order), then the worker row.
         // Only the leases the worker says it holds (task and token): a lease whose LeaseTask
         // response never reached the worker is not kept alive by its heartbeats and expires.
-        let held_ids: Vec<Uuid> = held.iter().map(|h| h.task_id).collect();
+        let held_ids: Vec<TaskId> = held.iter().map(|h| h.task_id).collect();
         let held_tokens: Vec<i64> = held.iter().map(|h| h.token).collect();
-        let extended: Vec<(Uuid, i64)> = sqlx::query_as(
+        let extended: Vec<(TaskId, i64)> = sqlx::query_as(
             "UPDATE tasks t SET lease_expires_at = $3, leased_by = $1, \
                next_claim_at = CASE WHEN t.attempt < t.max_attempts THEN $3 ELSE NULL END, \
                updated_at = $2 \
@@ -181,7 +180,7 @@ impl LeaseStore for PgStore {
         .bind(&held_tokens)
         .fetch_all(&mut *tx)
         .await?;
-        let cancelled: Vec<Uuid> = sqlx::query_scalar(
+        let cancelled: Vec<TaskId> = sqlx::query_scalar(
             "SELECT t.id FROM tasks t JOIN jobs j ON j.id = t.job_id \
              WHERE t.leased_by = $1 AND t.state = 'leased' AND j.state = 'cancelled'",
         )
@@ -335,9 +334,9 @@ impl LeaseStore for PgStore {
         if assignments.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = assignments.iter().map(|a| a.task_id).collect();
+        let ids: Vec<TaskId> = assignments.iter().map(|a| a.task_id).collect();
         let tokens: Vec<i64> = assignments.iter().map(|a| a.token).collect();
-        let workers: Vec<Uuid> = assignments.iter().map(|a| a.worker).collect();
+        let workers: Vec<WorkerId> = assignments.iter().map(|a| a.worker).collect();
         let expires: Vec<DateTime<Utc>> = assignments.iter().map(|a| a.expires_at).collect();
         let done = sqlx::query(
             // Best effort, never waiting: a row locked right now belongs to a report or a
@@ -370,7 +369,7 @@ impl LeaseStore for PgStore {
         if leases.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<Uuid> = leases.iter().map(|l| l.task_id).collect();
+        let ids: Vec<TaskId> = leases.iter().map(|l| l.task_id).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
         let done = sqlx::query(&format!(
             "{RELEASE_SQL} AND (t.id, t.lease_token) IN (SELECT * FROM UNNEST($2::uuid[], $3::int8[]))"

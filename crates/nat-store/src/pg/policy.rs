@@ -123,7 +123,7 @@ impl PolicyStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::with_capacity(samples.len());
         for s in &samples {
-            let id: i64 = sqlx::query_scalar(
+            let id: SampleId = sqlx::query_scalar(
                 "INSERT INTO policy_samples (job_id, policy_id, policy_version, log_prob, entropy, \
                    input_genotype, output_genotype, task_id, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",

@@ -9,7 +9,6 @@ use serde_json::Value;
 use sqlx::postgres::PgConnection;
 use sqlx::types::Json;
 use sqlx::Row;
-use uuid::Uuid;
 
 use super::jobs::write_account;
 use super::policy::upsert_reward;
@@ -72,7 +71,7 @@ async fn set_sample_rewards(tx: &mut PgConnection, rewards: &[SampleReward]) -> 
     if rewards.is_empty() {
         return Ok(());
     }
-    let ids: Vec<i64> = rewards.iter().map(|r| r.sample_id).collect();
+    let ids: Vec<SampleId> = rewards.iter().map(|r| r.sample_id).collect();
     let values: Vec<f64> = rewards.iter().map(|r| r.reward).collect();
     let found: i64 = sqlx::query_scalar("SELECT count(*) FROM policy_samples WHERE id = ANY($1)")
         .bind(&ids)
@@ -98,16 +97,17 @@ async fn set_sample_rewards(tx: &mut PgConnection, rewards: &[SampleReward]) -> 
     Ok(())
 }
 
-async fn find_missing_sample(tx: &mut PgConnection, ids: &[i64]) -> Result<i64> {
-    let present: Vec<i64> = sqlx::query_scalar("SELECT id FROM policy_samples WHERE id = ANY($1)")
-        .bind(ids)
-        .fetch_all(&mut *tx)
-        .await?;
+async fn find_missing_sample(tx: &mut PgConnection, ids: &[SampleId]) -> Result<SampleId> {
+    let present: Vec<SampleId> =
+        sqlx::query_scalar("SELECT id FROM policy_samples WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
     Ok(ids
         .iter()
         .copied()
         .find(|id| !present.contains(id))
-        .unwrap_or_default())
+        .unwrap_or(SampleId::from(0)))
 }
 
 /// True for a PostgreSQL deadlock (`40P01`) or serialization failure (`40001`): the statement
@@ -320,14 +320,14 @@ impl PgStore {
         now: DateTime<Utc>,
         results: &mut [Option<Result<ReportAck>>],
     ) -> Result<Vec<usize>> {
-        let ids: Vec<Uuid> = batch.iter().map(|&i| items[i].task).collect();
+        let ids: Vec<TaskId> = batch.iter().map(|&i| items[i].task).collect();
         let rows = sqlx::query(READ_LEASE_ROWS)
             .bind(&ids)
             .fetch_all(&self.pool)
             .await?;
         let mut by_id = HashMap::with_capacity(rows.len());
         for row in &rows {
-            let id: Uuid = row.try_get("id")?;
+            let id: TaskId = row.try_get("id")?;
             by_id.insert(id, row);
         }
         // Column arrays of the statement; `members[k]` is the item of array row k + 1.
@@ -511,11 +511,11 @@ impl PgStore {
         let Some(row) = row else {
             return Err(StoreError::not_found(Entity::Task, task));
         };
-        let job_id: Uuid = row.try_get("job_id")?;
+        let job_id: JobId = row.try_get("job_id")?;
         let state: String = row.try_get("state")?;
         let state: TaskState = parse("tasks.state", &state)?;
         let lease_token: i64 = row.try_get("lease_token")?;
-        let leased_by: Option<Uuid> = row.try_get("leased_by")?;
+        let leased_by: Option<WorkerId> = row.try_get("leased_by")?;
         check_lease(task, state, lease_token, leased_by, None, token, worker)?;
         let attempt: i32 = row.try_get("attempt")?;
         let mut acc = account_from_row(&row)?;

@@ -5,7 +5,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::sqlite::SqliteConnection;
-use uuid::Uuid;
 
 use super::rows::*;
 use super::SqliteStore;
@@ -86,7 +85,7 @@ async fn insert_tasks(
     let job = job.to_string();
     let mut ids = Vec::with_capacity(tasks.len());
     for (i, t) in tasks.iter().enumerate() {
-        let id = Uuid::new_v4();
+        let id = TaskId::new();
         sqlx::query(
             "INSERT INTO tasks (id, job_id, seq, kind, payload, requirements, needs_gpu, \
                min_gpu_memory_mb, min_cpu_cores, state, max_attempts, next_claim_at, created_at, updated_at) \
@@ -155,7 +154,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Job> {
         validate_job(&job, &tasks)?;
         let spec = json_text("spec", &job.spec)?;
-        let id = Uuid::new_v4();
+        let id = JobId::new();
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \

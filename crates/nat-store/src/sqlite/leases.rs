@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use uuid::Uuid;
 
 use super::jobs::{read_account, write_account};
 use super::rows::*;
@@ -103,7 +102,7 @@ impl LeaseStore for SqliteStore {
             "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at) \
              VALUES (?1, ?2, ?3, 'active', ?4, ?4) RETURNING {WORKER_COLS}, 0 AS tasks_in_hand"
         ))
-        .bind(Uuid::new_v4().to_string())
+        .bind(WorkerId::new().to_string())
         .bind(name)
         .bind(json_text("capabilities", &capabilities)?)
         .bind(ts(now))

@@ -156,7 +156,7 @@ impl PolicyStore for SqliteStore {
                 }
                 _ => StoreError::from(e),
             })?;
-            ids.push(id);
+            ids.push(SampleId::from(id));
         }
         tx.commit().await?;
         Ok(ids)
@@ -166,7 +166,7 @@ impl PolicyStore for SqliteStore {
         validate_sample_reward(reward)?;
         let mut tx = self.writer.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM policy_samples WHERE id = ?1")
-            .bind(sample)
+            .bind(sample.get())
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
@@ -174,7 +174,7 @@ impl PolicyStore for SqliteStore {
         }
         let changed =
             sqlx::query("UPDATE policy_samples SET reward = ?2 WHERE id = ?1 AND reward IS NULL")
-                .bind(sample)
+                .bind(sample.get())
                 .bind(reward)
                 .execute(&mut *tx)
                 .await?
@@ -187,7 +187,7 @@ impl PolicyStore for SqliteStore {
         let row = sqlx::query(&format!(
             "SELECT {SAMPLE_COLS} FROM policy_samples WHERE id = ?1"
         ))
-        .bind(sample)
+        .bind(sample.get())
         .fetch_optional(&self.reader)
         .await?;
         match row {
@@ -242,7 +242,7 @@ impl PolicyStore for SqliteStore {
                 "UPDATE policy_samples SET consumed_in_version = ?2, dropped = ?4 \
                  WHERE id = ?1 AND policy_id = ?3 AND reward IS NOT NULL AND consumed_in_version IS NULL",
             )
-            .bind(id)
+            .bind(id.get())
             .bind(checkpoint.version)
             .bind(&checkpoint.policy_id)
             .bind(dropped.contains(id))

@@ -31,14 +31,14 @@ static READ_LEASE_ROW: LazyLock<String> = LazyLock::new(|| {
 async fn set_sample_rewards(tx: &mut SqliteConnection, rewards: &[SampleReward]) -> Result<()> {
     for r in rewards {
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM policy_samples WHERE id = ?1")
-            .bind(r.sample_id)
+            .bind(r.sample_id.get())
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
             return Err(StoreError::not_found(Entity::PolicySample, r.sample_id));
         }
         sqlx::query("UPDATE policy_samples SET reward = ?2 WHERE id = ?1 AND reward IS NULL")
-            .bind(r.sample_id)
+            .bind(r.sample_id.get())
             .bind(r.reward)
             .execute(&mut *tx)
             .await?;

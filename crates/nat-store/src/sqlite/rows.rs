@@ -58,16 +58,19 @@ pub(super) fn get_opt_ts(row: &SqliteRow, field: &str) -> Result<Option<DateTime
     opt_ts(field, row.try_get(field)?)
 }
 
-pub(super) fn uuid_of(field: &str, s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s).map_err(|_| StoreError::corrupt(format!("{field}: bad uuid {s:?}")))
+/// An id (job, task or worker) from its stored text.
+pub(super) fn uuid_of<T: From<Uuid>>(field: &str, s: &str) -> Result<T> {
+    Uuid::parse_str(s)
+        .map(T::from)
+        .map_err(|_| StoreError::corrupt(format!("{field}: bad uuid {s:?}")))
 }
 
-pub(super) fn get_uuid(row: &SqliteRow, field: &str) -> Result<Uuid> {
+pub(super) fn get_uuid<T: From<Uuid>>(row: &SqliteRow, field: &str) -> Result<T> {
     let s: String = row.try_get(field)?;
     uuid_of(field, &s)
 }
 
-pub(super) fn get_opt_uuid(row: &SqliteRow, field: &str) -> Result<Option<Uuid>> {
+pub(super) fn get_opt_uuid<T: From<Uuid>>(row: &SqliteRow, field: &str) -> Result<Option<T>> {
     let s: Option<String> = row.try_get(field)?;
     s.map(|s| uuid_of(field, &s)).transpose()
 }
@@ -182,7 +185,7 @@ pub(super) fn checkpoint_from_row(row: &SqliteRow) -> Result<PolicyCheckpoint> {
 
 pub(super) fn sample_from_row(row: &SqliteRow) -> Result<PolicySample> {
     Ok(PolicySample {
-        id: row.try_get("id")?,
+        id: SampleId::from(row.try_get::<i64, _>("id")?),
         job_id: get_uuid(row, "job_id")?,
         policy_id: row.try_get("policy_id")?,
         policy_version: row.try_get("policy_version")?,

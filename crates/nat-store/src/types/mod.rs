@@ -12,21 +12,13 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::error::StoreError;
 
 mod policy;
 pub use policy::*;
 
-/// Id of a job (uuid v4).
-pub type JobId = Uuid;
-/// Id of a task (uuid v4).
-pub type TaskId = Uuid;
-/// Id of a registered worker (uuid v4).
-pub type WorkerId = Uuid;
-/// Id of a stored policy sample (database sequence, strictly increasing in insertion order).
-pub type SampleId = i64;
+pub use nat_schema::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
 
 /// Bounds enforced on input by the store (the coordinator validates first; these are the last
 /// line of defence so that nothing absurd becomes durable).
