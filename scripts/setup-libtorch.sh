@@ -9,7 +9,7 @@
 #
 # Environment: NAT_CACHE_DIR (default $HOME/.cache/nat-orchestrator), PYTHON (default python3).
 # Idempotent: does nothing but re-check the version and the symlink when torch 2.13.0 is installed.
-# Measured facts behind the choices: ../shared/reference/LIBTORCH-SETUP.md.
+# Measured facts behind the choices: docs/SETUP-NOTES.md.
 set -euo pipefail
 
 TORCH_VERSION="2.13.0"
