@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use nat_store::{LeaseAssignment, TaskId};
+use nat_store::{LeaseAssignment, TaskId, WorkerId};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -58,6 +58,9 @@ struct State {
     flush_to: u64,
     /// Lowest seq of the batch being written now.
     writing: Option<u64>,
+    /// The hand-outs of the batch being written now: until the write commits, the store still
+    /// has no worker for them, so [`HandOuts::holder`] answers from here.
+    in_write: HashMap<TaskId, LeaseAssignment>,
 }
 
 #[derive(Debug)]
@@ -159,6 +162,20 @@ impl HandOuts {
         mine
     }
 
+    /// The worker a reserved lease (`task`, `token`) was handed out to, while the store does not
+    /// know it yet (pending or being written); `None` once written, reported, or never handed
+    /// out here. The API refuses a report, progress or heartbeat of that lease from any other
+    /// worker: the store alone would take it from whoever holds the token.
+    pub fn holder(&self, task: TaskId, token: i64) -> Option<WorkerId> {
+        let s = self.state();
+        s.pending
+            .get(&task)
+            .map(|p| &p.assignment)
+            .or_else(|| s.in_write.get(&task))
+            .filter(|a| a.token == token)
+            .map(|a| a.worker)
+    }
+
     /// The next batch for the writer at `now`: every hand-out due within `window` (or waited
     /// for by a flush), at most `max`, in hand-out order; else when the next one falls due.
     /// A batch is being written until [`HandOuts::written`].
@@ -183,6 +200,7 @@ impl HandOuts {
         }
         if !batch.is_empty() {
             s.writing = lowest;
+            s.in_write = batch.iter().map(|a| (a.task_id, *a)).collect();
             return Next::Write(batch);
         }
         match s.order.front() {
@@ -194,7 +212,10 @@ impl HandOuts {
     /// The batch from [`HandOuts::next`] is written (or given up on: its workers' reports and
     /// heartbeats record them, or the leases expire and are re-queued).
     pub fn written(&self, n: usize) {
-        self.state().writing = None;
+        let mut s = self.state();
+        s.writing = None;
+        s.in_write.clear();
+        drop(s);
         self.written.fetch_add(n as u64, Ordering::Relaxed);
     }
 

@@ -16,8 +16,10 @@
 //! can run on any slot of that profile. LeaseTask pops the oldest reservation of its slot's
 //! profile, answers at once, and the worker it went to reaches the store afterwards: by its
 //! report, a heartbeat, or a batched [`nat_store::Store::assign_leases`] call a second later
-//! ([`crate::handout`]). Until then the reservation belongs to whoever holds its token: a
-//! report or heartbeat carrying it is accepted and records the worker. Durability is unchanged:
+//! ([`crate::handout`]). Until then the store would accept the token from any worker, so the
+//! API checks a report, progress or heartbeat of a pending hand-out against the worker it went
+//! to ([`crate::handout::HandOuts::holder`]): only that worker's is passed on, and it records
+//! the worker. Durability is unchanged:
 //! the task was durably leased before it was handed out.
 //!
 //! # How many

@@ -101,9 +101,55 @@ async fn reserved_leases_flow(db: &TestDb) {
         before + 1,
         "answered from a reservation"
     );
-    wait_assigned(&server, &t, &worker).await;
-    // Another worker cannot report it; its holder can, once.
+    // Before the store has the worker (the hand-out is written a second later), another
+    // worker holding the task id and token can neither report, send progress for nor
+    // heartbeat the lease: the coordinator knows whom it handed it to.
     let (mut other, other_id) = registered(&server, "other").await;
+    let task_id = uuid(&t.task_id);
+    assert_eq!(
+        server
+            .coordinator
+            .handouts
+            .holder(task_id, t.lease_token as i64),
+        Some(uuid(&worker)),
+        "the hand-out is still pending"
+    );
+    let s = other
+        .report_result(report_ok(&other_id, &t))
+        .await
+        .expect_err("foreign report of a pending hand-out");
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    let s = other
+        .report_progress(v1::ReportProgressRequest {
+            worker_id: other_id.clone(),
+            task_id: t.task_id.clone(),
+            lease_token: t.lease_token,
+            ..Default::default()
+        })
+        .await
+        .expect_err("foreign progress of a pending hand-out");
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+    let beat = other
+        .heartbeat(v1::HeartbeatRequest {
+            worker_id: other_id.clone(),
+            tasks: vec![v1::HeldTask {
+                task_id: t.task_id.clone(),
+                lease_token: t.lease_token,
+            }],
+        })
+        .await
+        .expect("heartbeat")
+        .into_inner();
+    assert!(beat.extended.is_empty(), "{beat:?}");
+    let stored = server
+        .coordinator
+        .store
+        .get_task(task_id)
+        .await
+        .expect("task");
+    assert_ne!(stored.leased_by, Some(uuid(&other_id)));
+    wait_assigned(&server, &t, &worker).await;
+    // Once recorded, the store refuses the other worker too; the holder reports, once.
     let s = other
         .report_result(report_ok(&other_id, &t))
         .await

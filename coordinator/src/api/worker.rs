@@ -172,10 +172,22 @@ impl WorkerApi {
         }
     }
 
+    /// Refuses a lease that was handed out from the reservations to another worker and is not
+    /// yet recorded in the store (the store would take it from anyone holding the token).
+    fn check_holder(&self, task: TaskId, token: i64, worker: WorkerId) -> Result<(), ApiError> {
+        match self.c.handouts.holder(task, token) {
+            Some(holder) if holder != worker => Err(ApiError::FailedPrecondition(format!(
+                "lease token {token} of task {task} is stale or held by another worker"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     async fn report(&self, r: v1::ReportResultRequest) -> Result<bool, ApiError> {
         let worker: WorkerId = parse_id("worker_id", &r.worker_id)?;
         let task_id: TaskId = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
+        self.check_holder(task_id, lease_token, worker)?;
         // For metrics: the task's kind as far as known without a read, and the accuracy.
         let mut kind = if self.c.leased_payload(task_id).is_some() {
             nat_telemetry::TaskKind::TrainEval
@@ -368,10 +380,17 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         }
         let mut held = Vec::with_capacity(r.tasks.len());
         for (i, t) in r.tasks.iter().enumerate() {
-            held.push(HeldLease {
+            let lease = HeldLease {
                 task_id: parse_id(&format!("tasks[{i}].task_id"), &t.task_id)?,
                 token: token(&format!("tasks[{i}].lease_token"), t.lease_token)?,
-            });
+            };
+            // A lease handed out to another worker is not extended (nor recorded for this one).
+            if self
+                .check_holder(lease.task_id, lease.token, worker)
+                .is_ok()
+            {
+                held.push(lease);
+            }
         }
         let ack = self
             .c
@@ -432,6 +451,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let task_id = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
         check_len("message", &r.message, 1000)?;
+        self.check_holder(task_id, lease_token, worker)?;
         for (name, v, hi) in [
             ("fraction", r.fraction, 1.0),
             ("train_accuracy", r.train_accuracy, 1.0),
