@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use nat_proto::v1;
 use nat_schema::event::{JobEvent, TaskSucceeded};
-use nat_schema::{JobKind, JobSpec, TaskKind, TrainEvalPayload, TrainEvalResult};
+use nat_schema::{EvalSplit, JobKind, JobSpec, TaskKind, TrainEvalPayload, TrainEvalResult};
 use nat_store::{Completion, Job, NewJob, NewTask};
 
 use super::{JobType, KindEvents, Submission};
@@ -46,6 +46,7 @@ impl JobType for Evaluate {
                     seed: spec.seed,
                     checkpointed: false,
                     checkpoint_key: String::new(),
+                    split: EvalSplit::Validation,
                 };
                 Ok(NewTask {
                     kind: TaskKind::TrainEval.as_str().into(),

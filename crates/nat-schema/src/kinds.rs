@@ -71,6 +71,53 @@ named_enum!(
 );
 
 named_enum!(
+    /// Where a `train_eval` task measures its accuracy.
+    #[derive(Default)]
+    EvalSplit, "evaluation split" {
+        /// Held out from the training files (`validation_fraction`): what learning and derive
+        /// measure on (stored payloads without a split meant this).
+        #[default]
+        Validation = "validation",
+        /// The test split, which no selection saw: the final evaluation.
+        Test = "test",
+    }
+);
+
+named_enum!(
+    /// The derive control of an optimize job.
+    #[derive(Default)]
+    Control, "control" {
+        /// No control.
+        #[default]
+        None = "none",
+        /// The same derive from K uniform samples of the space, evaluated on the same seeds.
+        Random = "random",
+    }
+);
+
+named_enum!(
+    /// The verdict of an optimize job's final evaluation, per input.
+    Verdict, "verdict" {
+        /// The paired 95 % interval of best − original is above 0 and the best costs no more.
+        Improved = "improved",
+        /// Neither improved nor worse (the interval holds 0, or the best costs more).
+        NoDifference = "no_difference",
+        /// The interval is below 0.
+        Worse = "worse",
+    }
+);
+
+named_enum!(
+    /// Which architecture an optimize job recommends.
+    RecommendedFrom, "recommendation" {
+        /// The best transformation (the verdict is `improved`).
+        Best = "best",
+        /// The input as it was.
+        Original = "original",
+    }
+);
+
+named_enum!(
     /// What a task asks a worker to do (`tasks.kind`).
     TaskKind, "task kind" {
         /// Train one architecture from scratch and evaluate it.

@@ -14,6 +14,8 @@
 //! - [`task`]: `tasks.payload` and `tasks.result` of each task kind.
 //! - [`event`]: the payload of every event kind, and [`event::JobEvent`] to read one.
 //! - [`result`]: `jobs.result` of an optimize job, including the driver's progress.
+//! - [`verdict`]: the final evaluation's statistics (paired difference, 95 % interval) and the
+//!   verdict rule.
 //!
 //! # Decoding
 //! A document that does not decode is an error naming the field ([`DecodeError`], through
@@ -28,10 +30,14 @@ pub mod kinds;
 pub mod result;
 pub mod spec;
 pub mod task;
+pub mod verdict;
 
 pub use budget::{Budget, SupernetBudget};
 pub use ids::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
-pub use kinds::{EventKind, JobKind, Phase, Profile, RewardKind, TaskKind, UnknownName};
+pub use kinds::{
+    Control, EvalSplit, EventKind, JobKind, Phase, Profile, RecommendedFrom, RewardKind, TaskKind,
+    UnknownName, Verdict,
+};
 pub use spec::{JobSpec, OptimizeJobSpec, OptimizeSettings};
 pub use task::{
     PairScore, SupernetPair, SupernetPayload, SupernetResult, SupernetSettings, TaskResult,

@@ -3,7 +3,7 @@
 use nat_arch::OpSet;
 use serde::{Deserialize, Serialize};
 
-use crate::{Budget, Profile, RewardKind, SupernetBudget};
+use crate::{Budget, Control, Profile, RewardKind, SupernetBudget};
 
 /// `jobs.spec` of an `evaluate` job, and the part of an `optimize` job's spec they share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +123,31 @@ pub struct OptimizeSettings {
     pub final_budget_preset: String,
     /// The final-check budget.
     pub final_budget: Budget,
+    /// Paired seeds of the final evaluation (specs stored before it: 3, the default).
+    #[serde(default = "default_final_seeds")]
+    pub final_seeds: u32,
+    /// A candidate whose params or multiply-adds exceed this times the original's is out of the
+    /// running (specs stored before it: 1.0, the default).
+    #[serde(default = "default_max_cost_ratio")]
+    pub max_cost_ratio: f64,
+    /// The derive control.
+    #[serde(default)]
+    pub control: Control,
+}
+
+/// Default [`OptimizeSettings::final_seeds`].
+pub const DEFAULT_FINAL_SEEDS: u32 = 3;
+/// Most [`OptimizeSettings::final_seeds`].
+pub const MAX_FINAL_SEEDS: u32 = 32;
+/// Default [`OptimizeSettings::max_cost_ratio`].
+pub const DEFAULT_MAX_COST_RATIO: f64 = 1.0;
+
+fn default_final_seeds() -> u32 {
+    DEFAULT_FINAL_SEEDS
+}
+
+fn default_max_cost_ratio() -> f64 {
+    DEFAULT_MAX_COST_RATIO
 }
 
 #[cfg(test)]
@@ -160,6 +185,9 @@ mod tests {
                 max_staleness: 0,
                 final_budget_preset: "smoke".into(),
                 final_budget: budget,
+                final_seeds: 3,
+                max_cost_ratio: 1.0,
+                control: Control::Random,
             },
         };
         let v = serde_json::to_value(&spec).expect("encodes");

@@ -3,7 +3,7 @@
 use nat_proto::v1;
 use serde::{Deserialize, Serialize};
 
-use crate::{Budget, FieldError, SampleId};
+use crate::{Budget, EvalSplit, FieldError, SampleId};
 
 /// `tasks.payload` of a `train_eval` task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,10 @@ pub struct TrainEvalPayload {
     /// Checkpoint key, stable across attempts.
     #[serde(default)]
     pub checkpoint_key: String,
+    /// The split the accuracy is measured on (payloads stored before splits were named measured
+    /// on the validation split).
+    #[serde(default)]
+    pub split: EvalSplit,
 }
 
 impl TrainEvalPayload {
@@ -38,6 +42,10 @@ impl TrainEvalPayload {
             seed: self.seed,
             checkpointed: self.checkpointed,
             checkpoint_key: self.checkpoint_key.clone(),
+            split: match self.split {
+                EvalSplit::Validation => v1::EvalSplit::Validation,
+                EvalSplit::Test => v1::EvalSplit::Test,
+            } as i32,
         }
     }
 }

@@ -5,7 +5,9 @@ use nat_arch::Genotype;
 use nat_policy::driver::PolicyDriver;
 use nat_proto::v1;
 use nat_schema::event::{JobEvent, NewBest, PolicyUpdate, TaskSucceeded};
-use nat_schema::result::{ArchMeasurement, DriverProgress, OptimizeResult, PolicyRef, Summary};
+use nat_schema::result::{
+    ArchMeasurement, DriverProgress, Learning, OptimizeResult, PolicyRef, Summary,
+};
 use nat_schema::{OptimizeJobSpec, TaskResult};
 use nat_store::Job;
 
@@ -22,6 +24,7 @@ pub(super) fn document(
     progress: &DriverProgress,
     driver: &PolicyDriver,
     outcomes: Outcomes,
+    learning: Option<Learning>,
 ) -> Result<OptimizeResult, Failure> {
     let version = driver.version()?;
     let best_accuracy = outcomes
@@ -43,6 +46,7 @@ pub(super) fn document(
         }),
         rewards: progress.rewards,
         driver: progress.clone(),
+        learning,
     })
 }
 
@@ -84,8 +88,17 @@ pub(super) fn result_parts(job: &Job, out: &mut v1::GetJobResultResponse) -> Res
             original: Some(arch(&o.original, o.input_index)?),
             best: Some(arch(&o.best, o.input_index)?),
             changed_edges: o.changed_edges.clone(),
+            verdict: o
+                .verdict
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default(),
+            recommended: o.recommended.as_ref().map(|r| r.to_proto()),
+            r#final: o.final_evaluation.as_ref().map(|f| f.to_proto()),
+            control: o.control.as_ref().map(|c| c.to_proto()),
+            input_darts: o.original.genotype_darts.clone(),
         });
     }
+    out.learning = doc.learning.as_ref().map(|l| l.to_proto());
     out.policy = doc.policy.map(|p| v1::PolicyRef {
         id: p.id,
         version: u64::try_from(p.version).unwrap_or(0),

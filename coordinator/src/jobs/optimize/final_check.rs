@@ -60,6 +60,11 @@ impl Run {
                 original: describe(orig)?,
                 best: describe(b)?,
                 changed_edges: changed_edges(orig, b),
+                verdict: None,
+                recommended: None,
+                final_evaluation: None,
+                control: None,
+                derive_accuracy: None,
             });
         }
         Ok(out)

@@ -254,7 +254,7 @@ impl Run {
         }
         if inputs.is_empty() {
             // A general policy learned on random architectures: nothing to derive.
-            let result = document::document(&spec, &progress, &driver, Vec::new())?;
+            let result = document::document(&spec, &progress, &driver, Vec::new(), None)?;
             return run.finish(result).await;
         }
         let best = run.derive(&spec, &inputs, &driver, &mut progress).await?;
@@ -263,7 +263,7 @@ impl Run {
                 .await?;
         }
         let outcomes = run.final_check(&spec, &inputs, &best).await?;
-        let result = document::document(&spec, &progress, &driver, outcomes)?;
+        let result = document::document(&spec, &progress, &driver, outcomes, None)?;
         run.finish(result).await
     }
 
@@ -321,7 +321,7 @@ impl Run {
         progress: &DriverProgress,
         driver: &PolicyDriver,
     ) -> Result<(), Failure> {
-        let doc = document::document(spec, progress, driver, Vec::new())?;
+        let doc = document::document(spec, progress, driver, Vec::new(), None)?;
         self.c
             .store
             .set_job_result(

@@ -338,6 +338,7 @@ impl Run {
                     } else {
                         String::new()
                     },
+                    split: nat_schema::EvalSplit::Validation,
                 };
                 Ok(NewTask {
                     kind: TaskKind::TrainEval.as_str().into(),

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use nat_arch::{Genotype, OpSet};
 use nat_policy::{ActionSpace, PolicyConfig};
 use nat_proto::v1;
+use nat_schema::spec::{DEFAULT_FINAL_SEEDS, DEFAULT_MAX_COST_RATIO, MAX_FINAL_SEEDS};
 use nat_schema::{
-    Budget, JobKind, OptimizeJobSpec, OptimizeSettings, Profile, RewardKind, SupernetBudget,
+    Budget, Control, JobKind, OptimizeJobSpec, OptimizeSettings, Profile, RewardKind,
+    SupernetBudget,
 };
 use nat_store::{Completion, Job, NewJob, StoreError};
 
@@ -148,6 +150,44 @@ pub(super) async fn submit(
             "must be at most 1000",
         ));
     }
+    let final_seeds = bounded(
+        "optimize.final_seeds",
+        o.final_seeds,
+        DEFAULT_FINAL_SEEDS,
+        MAX_FINAL_SEEDS,
+    )?;
+    let max_cost_ratio = if o.max_cost_ratio == 0.0 {
+        DEFAULT_MAX_COST_RATIO
+    } else if o.max_cost_ratio.is_finite() && (1.0..=10.0).contains(&o.max_cost_ratio) {
+        o.max_cost_ratio
+    } else {
+        return Err(ApiError::invalid(
+            "optimize.max_cost_ratio",
+            format!(
+                "must be in [1, 10] (0 = 1.0: no extra cost), got {}",
+                o.max_cost_ratio
+            ),
+        ));
+    };
+    let control = match o.control.trim() {
+        "" => Control::None,
+        other => other.parse::<Control>().map_err(|e| {
+            ApiError::invalid(
+                "optimize.control",
+                format!(
+                    "unknown control {:?} (expected {})",
+                    excerpt(other),
+                    e.expected
+                ),
+            )
+        })?,
+    };
+    if control == Control::Random && o.derive_argmax {
+        return Err(ApiError::invalid(
+            "optimize.control",
+            "the random control draws K candidates; it does not go with derive_argmax",
+        ));
+    }
     let (final_budget_preset, final_budget) = match o.final_budget.as_ref() {
         Some(b) => Budget::resolve(Some(b), "optimize.final_budget")?,
         None => (v.spec.budget_preset.clone(), v.spec.budget),
@@ -205,6 +245,9 @@ pub(super) async fn submit(
         max_staleness: o.max_staleness,
         final_budget_preset,
         final_budget,
+        final_seeds,
+        max_cost_ratio,
+        control,
     };
     let space = space(&settings);
     for (i, g) in v.genotypes.iter().enumerate() {
