@@ -36,16 +36,29 @@ fn synthetic(te: &v1::TrainEvalTask) -> v1::TrainEvalResult {
     }
 }
 
-/// Trained (canonical hash, budget) keys, with how often each was leased on a first attempt.
-type Trained = HashMap<(String, String), u32>;
+/// Trained (canonical hash, budget, seed, split) keys, with how often each was leased on a
+/// first attempt.
+type Trained = HashMap<(String, String, u64, i32), u32>;
 
 /// Leases and answers tasks until `job_id` is final, or `stop_after` tasks were answered.
 async fn work(
+    w: WorkerServiceClient<Channel>,
+    worker: String,
+    jobs: v1::job_service_client::JobServiceClient<Channel>,
+    job_id: String,
+    stop_after: Option<usize>,
+) -> Trained {
+    work_with(w, worker, jobs, job_id, stop_after, synthetic).await
+}
+
+/// [`work`] with the worker's answers computed by `answer`.
+async fn work_with(
     mut w: WorkerServiceClient<Channel>,
     worker: String,
     mut jobs: v1::job_service_client::JobServiceClient<Channel>,
     job_id: String,
     stop_after: Option<usize>,
+    answer: fn(&v1::TrainEvalTask) -> v1::TrainEvalResult,
 ) -> Trained {
     let mut trained = Trained::new();
     let mut answered = 0usize;
@@ -60,8 +73,10 @@ async fn work(
         };
         let g = nat_arch::Genotype::from_json_str(&te.genotype_json).expect("genotype");
         let budget = format!("{:?}", te.budget);
-        *trained.entry((g.canonical_hash(), budget)).or_default() += 1;
-        let outcome = v1::report_result_request::Outcome::TrainEval(synthetic(te));
+        *trained
+            .entry((g.canonical_hash(), budget, te.seed, te.split))
+            .or_default() += 1;
+        let outcome = v1::report_result_request::Outcome::TrainEval(answer(te));
         let r = w
             .report_result(common::report(&worker, &task, outcome))
             .await
@@ -109,10 +124,40 @@ async fn check_result(server: &TestServer, job_id: &str, rewards: u64) {
         assert_eq!(m.params, expected.params);
     }
     let policy = result.policy.as_ref().expect("policy");
-    // The best was chosen among derived candidates, and the edges it changed are listed.
+    // The best was chosen among derived candidates and the original, and the edges it changed
+    // are listed. The synthetic accuracy does not depend on the seed and rewards fewer
+    // params: a different best is cheaper, so strictly better on every seed (a zero-width
+    // interval above 0): improved; the original itself is no difference.
+    let fin = o.r#final.as_ref().expect("final evaluation");
+    assert_eq!(fin.seeds.len(), 3);
+    let recommended = o.recommended.as_ref().expect("recommendation");
     if best.canonical_hash != original.canonical_hash {
         assert!(!o.changed_edges.is_empty());
+        assert_eq!(o.verdict, "improved", "{o:?}");
+        assert_eq!(recommended.from, "best");
+        assert_eq!(recommended.genotype_json, best.genotype_json);
+    } else {
+        assert_eq!(o.verdict, "no_difference", "{o:?}");
+        assert_eq!(recommended.from, "original");
     }
+    let b = best.result.as_ref().expect("best");
+    let m = original.result.as_ref().expect("original");
+    assert!(b.params <= m.params && b.madds <= m.madds, "no extra cost");
+    let learning = result.learning.as_ref().expect("learning");
+    assert_eq!(learning.rewards, rewards);
+    assert_eq!(learning.curve.len() as u64, learning.policy_versions);
+    assert!(learning.policy_versions >= 1);
+    assert_eq!(learning.inputs.len(), 1);
+    let view = &learning.inputs[0];
+    for p in [
+        view.identity_probability_first,
+        view.identity_probability_last,
+        view.argmax_probability_first,
+        view.argmax_probability_last,
+    ] {
+        assert!(p > 0.0 && p <= 1.0, "{view:?}");
+    }
+    assert!(view.argmax_probability_last >= view.identity_probability_last - 1e-12);
     // The stored policy (listed, checked above) can transform an architecture at once.
     let mut policies = v1::policy_service_client::PolicyServiceClient::new(server.channel().await);
     let t = policies
@@ -254,6 +299,20 @@ async fn bad_input(db: &TestDb) {
         "{}",
         err.message()
     );
+    type Edit = fn(&mut v1::OptimizeSpec);
+    let cases: [(Edit, &str); 4] = [
+        (|o| o.final_seeds = 33, "optimize.final_seeds"),
+        (|o| o.max_cost_ratio = 0.5, "optimize.max_cost_ratio"),
+        (|o| o.max_cost_ratio = f64::NAN, "optimize.max_cost_ratio"),
+        (|o| o.control = "bogus".into(), "optimize.control"),
+    ];
+    for (edit, field) in cases {
+        let mut r = optimize_request(1, 1);
+        edit(r.optimize.as_mut().expect("spec"));
+        let err = jobs.submit_job(r).await.expect_err(field);
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains(field), "{}", err.message());
+    }
     server.stop().await;
 }
 both_backends!(optimize_rejects_bad_input, bad_input);
@@ -371,4 +430,137 @@ async fn loose_end_flow(db: &TestDb) {
 both_backends!(
     optimize_job_on_an_enas_cell_uses_the_loose_end_list,
     loose_end_flow
+);
+
+/// Selection is misled: on the validation split every transformation of DARTS_V2 looks better
+/// than the original (and the costlier, the better), but on the test split each is 10 points
+/// worse, with seed-dependent noise. The honest answer is `worse`, recommending the original.
+fn misleading(te: &v1::TrainEvalTask) -> v1::TrainEvalResult {
+    let mut r = synthetic(te);
+    let g = nat_arch::Genotype::from_json_str(&te.genotype_json).expect("genotype");
+    let original = g.canonical_hash()
+        == nat_arch::parse_any("darts-v2")
+            .expect("preset")
+            .canonical_hash();
+    let noise = (te.seed % 7) as f64 * 0.002;
+    r.accuracy = match (te.split == v1::EvalSplit::Test as i32, original) {
+        (false, true) => 0.90,
+        (false, false) => 0.95 + r.params as f64 / 1e8,
+        (true, true) => 0.90 + noise,
+        (true, false) => 0.80 + 2.0 * noise,
+    };
+    r
+}
+
+/// The policy proposes only cells that are worse where it counts: the final evaluation (fresh
+/// seeds, test split, nothing reused from selection) says `worse` and recommends the original;
+/// the random control is reported beside it; candidates costing more than the original never
+/// win; the final tasks' seeds are none of the learning and derive tasks' seeds; test-split
+/// accuracies never reach the reward-estimate cache.
+async fn honest_verdict_flow(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut request = optimize_request(2, 3);
+    request.optimize.as_mut().expect("spec").control = "random".into();
+    let submitted = submit(&mut jobs, request).await;
+    let (w, worker) = common::registered(&server, "sim").await;
+    let trained = work_with(
+        w,
+        worker,
+        server.jobs().await,
+        submitted.job_id.clone(),
+        None,
+        misleading,
+    )
+    .await;
+    assert_no_repeats(&trained);
+    let mut jobs = server.jobs().await;
+    let done = job(&mut jobs, &submitted.job_id).await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+    let result = job_result(&mut jobs, &submitted.job_id).await;
+    let o = &result.optimize[0];
+    let original = o.original.as_ref().expect("original");
+    let best = o.best.as_ref().expect("best");
+    assert_ne!(
+        best.canonical_hash, original.canonical_hash,
+        "a transformation won the (misleading) selection"
+    );
+    assert_eq!(o.verdict, "worse", "{o:?}");
+    let recommended = o.recommended.as_ref().expect("recommended");
+    assert_eq!(recommended.from, "original");
+    assert_eq!(recommended.genotype_json, original.genotype_json);
+    assert!(recommended.reason.contains("less accurate"), "{recommended:?}");
+    let fin = o.r#final.as_ref().expect("final");
+    let diff = fin.paired_difference.as_ref().expect("difference");
+    assert!(diff.ci_high < 0.0 && diff.mean < -0.05, "{diff:?}");
+    assert_eq!(diff.method, "paired_t");
+    let orig_acc = fin.original.as_ref().expect("original accuracies");
+    assert_eq!(orig_acc.accuracies.len(), 3);
+    assert!((orig_acc.mean - original.result.as_ref().expect("m").accuracy).abs() < 1e-12);
+    // No extra cost: the costlier candidates (which looked best) were out of the running.
+    let (b, m) = (
+        best.result.as_ref().expect("best"),
+        original.result.as_ref().expect("original"),
+    );
+    assert!(b.params <= m.params && b.madds <= m.madds, "{b:?} vs {m:?}");
+    let control = o.control.as_ref().expect("the random control");
+    assert_eq!(control.verdict, "worse", "{control:?}");
+    assert_eq!(
+        control.r#final.as_ref().expect("control accuracies").accuracies.len(),
+        3
+    );
+    assert!(control.policy_vs_control.is_some());
+
+    // Through the store: final tasks are new trainings, on the test split, with seeds that no
+    // learning or derive task used; selection tasks all ran on the job's seed.
+    let id: nat_store::JobId = submitted.job_id.parse().expect("uuid");
+    let tasks = server
+        .coordinator
+        .store
+        .list_tasks(id, None, 0, 0)
+        .await
+        .expect("tasks");
+    let payloads: Vec<nat_schema::TrainEvalPayload> = tasks
+        .iter()
+        .map(|t| nat_schema::decode("train_eval payload", &t.payload).expect("payload"))
+        .collect();
+    let (finals, selection): (Vec<_>, Vec<_>) = payloads
+        .iter()
+        .partition(|p| p.split == nat_schema::EvalSplit::Test);
+    let final_seeds: std::collections::HashSet<u64> = finals.iter().map(|p| p.seed).collect();
+    let selection_seeds: std::collections::HashSet<u64> =
+        selection.iter().map(|p| p.seed).collect();
+    assert_eq!(
+        final_seeds,
+        fin.seeds.iter().copied().collect(),
+        "final tasks use the reported seeds"
+    );
+    assert!(final_seeds.is_disjoint(&selection_seeds), "{final_seeds:?}");
+    assert_eq!(selection_seeds.len(), 1, "selection trains on the job seed");
+    let archs: std::collections::HashSet<&str> =
+        finals.iter().map(|p| p.arch_hash.as_str()).collect();
+    assert!(archs.contains(original.canonical_hash.as_str()));
+    assert!(archs.contains(best.canonical_hash.as_str()));
+    assert_eq!(finals.len(), archs.len() * 3, "each on every seed");
+    assert!(finals.iter().all(|p| p.checkpointed));
+    // Test-split accuracies never reached the reward-estimate cache.
+    let budget = nat_schema::Budget::preset("smoke").expect("smoke").key();
+    let estimate = |hash: &str| {
+        let key = nat_store::RewardKey {
+            arch_hash: hash.to_string(),
+            dataset: "digits".into(),
+            budget: budget.clone(),
+        };
+        let store = server.coordinator.store.clone();
+        async move { store.reward_estimate(&key).await.expect("estimate") }
+    };
+    let e = estimate(&original.canonical_hash).await.expect("original measured");
+    assert_eq!(e.mean, 0.90, "only validation measurements: {e:?}");
+    let e = estimate(&best.canonical_hash).await.expect("best measured");
+    assert!(e.mean >= 0.95, "only validation measurements: {e:?}");
+    server.stop().await;
+}
+both_backends!(
+    a_policy_proposing_only_worse_cells_ends_worse_recommending_the_original,
+    honest_verdict_flow
 );

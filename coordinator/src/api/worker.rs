@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use nat_proto::v1;
 use nat_schema::{
-    SupernetPayload, SupernetResult, TaskKind, TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
+    EvalSplit, SupernetPayload, SupernetResult, TaskKind, TrainEvalOutcome, TrainEvalPayload,
+    TrainEvalResult,
 };
 use nat_store::{
     HeldLease, Lease, LeaseAssignment, LeaseRequest, Outcome, ReportAck, ReportItem, RewardKey,
@@ -234,9 +235,11 @@ impl WorkerApi {
                     worker_id: worker.to_string(),
                     outcome: measured,
                 };
-                Outcome::Succeeded {
-                    result: encode("train_eval result", &stored)?,
-                    rewards: vec![RewardObservation {
+                // Only validation-split measurements feed the reward-estimate cache (keyed
+                // by architecture, dataset and budget): a final evaluation's test-split
+                // accuracy is never reused for selection, nor selection's for a verdict.
+                let rewards = match payload.split {
+                    EvalSplit::Validation => vec![RewardObservation {
                         key: RewardKey {
                             arch_hash: payload.arch_hash.clone(),
                             dataset: payload.dataset.clone(),
@@ -244,6 +247,11 @@ impl WorkerApi {
                         },
                         value: measured.accuracy,
                     }],
+                    EvalSplit::Test => Vec::new(),
+                };
+                Outcome::Succeeded {
+                    result: encode("train_eval result", &stored)?,
+                    rewards,
                     sample_rewards: Vec::new(),
                 }
             }

@@ -76,6 +76,29 @@ impl ActionSpace {
         }
     }
 
+    /// A transformation of `input` drawn uniformly from the space, edge by edge: each edge's op
+    /// becomes one of [`ActionSpace::allowed_targets`] with equal probability (uniform over the
+    /// distinct outcomes, not over actions: in NAT `same` and `skip` of a skip edge are one
+    /// outcome). The derive control of an optimize job draws its candidates this way.
+    pub fn uniform_transform<R: rand::Rng + ?Sized>(
+        self,
+        input: &nat_arch::Genotype,
+        rng: &mut R,
+    ) -> nat_arch::Genotype {
+        let mut alpha = input.clone();
+        for cell in [&mut alpha.normal, &mut alpha.reduce] {
+            for node in &mut cell.nodes {
+                for edge in &mut node.inputs {
+                    let targets = self.allowed_targets(edge.op);
+                    if !targets.is_empty() {
+                        edge.op = targets[rng.gen_range(0..targets.len())];
+                    }
+                }
+            }
+        }
+        alpha
+    }
+
     /// Which of the K actions are allowed for an edge carrying `input`.
     pub fn mask(self, input: Op) -> Vec<bool> {
         match self {
@@ -126,6 +149,40 @@ fn nat_pp_targets(input: Op) -> &'static [Op] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Uniform transformations are valid outputs of the space, keep the wiring, and reach every
+    /// allowed outcome of an edge about equally often.
+    #[test]
+    fn uniform_transforms_are_valid_and_cover_the_outcomes() {
+        use rand::SeedableRng;
+        let input = nat_arch::presets::get("darts-v2")
+            .expect("preset")
+            .genotype();
+        for space in [
+            ActionSpace::Nat(OpSet::NatFullyConcat),
+            ActionSpace::NatPlusPlus,
+        ] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+            let first = input.normal.nodes[0].inputs[0].op;
+            let targets = space.allowed_targets(first);
+            let mut counts = vec![0usize; targets.len()];
+            let n = 3000;
+            for _ in 0..n {
+                let alpha = space.uniform_transform(&input, &mut rng);
+                crate::input::validate_output(space, &input, &alpha, "alpha").expect("valid");
+                let op = alpha.normal.nodes[0].inputs[0].op;
+                let i = targets.iter().position(|t| *t == op).expect("allowed");
+                counts[i] += 1;
+            }
+            let expected = n as f64 / targets.len() as f64;
+            for c in counts {
+                assert!(
+                    (c as f64 - expected).abs() < 0.15 * expected,
+                    "{c} vs {expected}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn nat_actions_follow_the_released_code() {

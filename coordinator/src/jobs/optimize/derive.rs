@@ -1,35 +1,58 @@
 //! The derive phase: K transformations of every input sampled from the learned policy (or its
-//! argmax), each trained from scratch with the job's budget; the most accurate is kept.
+//! argmax), ranked together with the original by accuracy after a training from scratch with
+//! the job's budget (validation split, the job's seed); the most accurate is kept, the original
+//! when nothing beats it.
+//!
+//! "No extra cost" is a constraint: a candidate whose params or multiply-adds exceed
+//! `max_cost_ratio` times the original's is out of the running before it is trained (NAT's
+//! null → skip move can add a FactorizedReduce with weights at stride 2).
+//!
+//! With `control: random` the same derive runs on K candidates drawn uniformly from the space
+//! (plus the original): what selection alone finds, for the final evaluation to compare.
 
 use std::sync::Arc;
 
-use nat_arch::Genotype;
+use nat_arch::{Genotype, NetworkSpec};
 use nat_policy::driver::PolicyDriver;
 use nat_policy::PolicyLearner;
 use nat_schema::event::NewBest;
 use nat_schema::result::DriverProgress;
-use nat_schema::{EventKind, OptimizeJobSpec};
-use nat_store::RewardKey;
+use nat_schema::{Budget, Control, EventKind, OptimizeJobSpec};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::scoring::Score;
-use super::{Failure, Run};
+use super::scoring::{Measure, Score};
+use super::{submit, Failure, Run};
+
+/// What derive chose for one input.
+#[derive(Debug, Clone)]
+pub(super) struct DeriveChoice {
+    /// The most accurate eligible candidate (the original when nothing beat it).
+    pub best: Genotype,
+    /// Its derive accuracy (validation split, job seed): the selection measurement.
+    pub best_accuracy: f64,
+    /// The random control's pick, when the job runs the control.
+    pub control: Option<Genotype>,
+}
+
+/// Seed offset of the control's uniform draws.
+const CONTROL_SEED: u64 = 0xC047_2011;
 
 impl Run {
-    /// Derives candidates per input and returns the best of each.
+    /// Derives candidates per input and returns what was chosen for each.
     pub(super) async fn derive(
         &mut self,
         spec: &OptimizeJobSpec,
         inputs: &[Genotype],
         driver: &Arc<PolicyDriver>,
         progress: &mut DriverProgress,
-    ) -> Result<Vec<Genotype>, Failure> {
+    ) -> Result<Vec<DeriveChoice>, Failure> {
         let s = &spec.optimize;
+        let k = s.derive_samples as usize;
         if progress.candidates.len() != inputs.len() {
             let d = Arc::clone(driver);
             let inputs_owned = inputs.to_vec();
-            let (k, argmax, seed) = (s.derive_samples as usize, s.derive_argmax, spec.base.seed);
+            let (argmax, seed) = (s.derive_argmax, spec.base.seed);
             let samples = tokio::task::spawn_blocking(move || {
                 d.with_learner(|l: &PolicyLearner| {
                     if argmax {
@@ -48,61 +71,159 @@ impl Run {
                 .chunks(per_input)
                 .map(|c| c.iter().map(|s| s.alpha.to_json()).collect())
                 .collect();
+            progress.control_candidates = match s.control {
+                Control::None => Vec::new(),
+                Control::Random => {
+                    let space = submit::space(s);
+                    let mut rng = ChaCha8Rng::seed_from_u64(spec.base.seed ^ CONTROL_SEED);
+                    inputs
+                        .iter()
+                        .map(|b| {
+                            (0..k)
+                                .map(|_| space.uniform_transform(b, &mut rng).to_json())
+                                .collect()
+                        })
+                        .collect()
+                }
+            };
             self.save(spec, progress, driver).await?;
         }
-        let mut wanted = Vec::new();
-        let mut per_input = Vec::new();
-        for list in &progress.candidates {
-            let gs = list
-                .iter()
-                .map(|j| Genotype::from_json_str(j))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Failure::Fatal(format!("stored candidate: {e}")))?;
-            wanted.extend(gs.iter().cloned());
-            per_input.push(gs);
+        let policy = parse_lists(&progress.candidates)?;
+        let control = parse_lists(&progress.control_candidates)?;
+        let net = network_spec(spec, &spec.base.budget)?;
+        let seed = spec.base.seed;
+        let mut wanted: Vec<(Genotype, u64)> = Vec::new();
+        let mut eligible_policy = Vec::new();
+        let mut eligible_control = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            wanted.push((input.clone(), seed));
+            let limit = CostLimit::of(input, &net, s.max_cost_ratio)?;
+            let keep = |list: Option<&Vec<Genotype>>, what: &str| -> Vec<Genotype> {
+                let list = list.map(Vec::as_slice).unwrap_or_default();
+                let kept: Vec<Genotype> = list
+                    .iter()
+                    .filter(|g| limit.allows(g, &net))
+                    .cloned()
+                    .collect();
+                if kept.len() < list.len() {
+                    tracing::info!(
+                        job = %self.job,
+                        input = i,
+                        excluded = list.len() - kept.len(),
+                        of = list.len(),
+                        max_cost_ratio = s.max_cost_ratio,
+                        "{what} candidates out of the running: they cost more than the original allows"
+                    );
+                }
+                kept
+            };
+            let p = keep(policy.get(i), "policy");
+            let c = keep(control.get(i), "control");
+            wanted.extend(p.iter().chain(&c).map(|g| (g.clone(), seed)));
+            eligible_policy.push(p);
+            eligible_control.push(c);
         }
-        let scores = self.scores(spec, &wanted, &spec.base.budget, false).await?;
-        let mut best = Vec::new();
-        for (i, gs) in per_input.into_iter().enumerate() {
-            let mut top: Option<(Genotype, f64)> = None;
-            for g in gs {
-                if let Some(Score::Known(acc, _)) = scores.get(&g.canonical_hash()) {
-                    if top.as_ref().is_none_or(|(_, a)| acc > a) {
-                        top = Some((g, *acc));
+        let scores = self
+            .scores(spec, &wanted, Measure::selection(&spec.base.budget))
+            .await?;
+        let accuracy = |g: &Genotype| match scores.get(&(g.canonical_hash(), seed)) {
+            Some(Score::Known(a, _)) => Some(*a),
+            _ => None,
+        };
+        let mut out = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            // The original first: a candidate must be strictly more accurate to replace it.
+            let pick = |list: &[Genotype]| -> Option<(Genotype, f64)> {
+                let mut top = accuracy(input).map(|a| (input.clone(), a));
+                for g in list {
+                    if let Some(a) = accuracy(g) {
+                        if top.as_ref().is_none_or(|(_, t)| a > *t) {
+                            top = Some((g.clone(), a));
+                        }
                     }
                 }
-            }
-            let Some((g, acc)) = top else {
+                top
+            };
+            let Some((best, best_accuracy)) = pick(&eligible_policy[i]) else {
                 return Err(Failure::Fatal(format!(
-                    "input {i}: every derived candidate failed to train"
+                    "input {i}: the original and every derived candidate failed to train"
                 )));
             };
-            let mut event = NewBest {
-                input_index: u32::try_from(i).unwrap_or(u32::MAX),
-                genotype: g.to_json_value(),
-                accuracy: acc,
-                reward: None,
-                input_accuracy: None,
+            let control = if s.control == Control::Random {
+                pick(&eligible_control[i]).map(|(g, _)| g)
+            } else {
+                None
             };
-            // The reward of the best: its accuracy over the input's on the same (learn) budget,
-            // when the input's accuracy is known (always in proxy mode; in supernet mode only
-            // if some job trained the input from scratch on that budget).
-            if let Some(input) = inputs.get(i) {
-                let key = RewardKey {
-                    arch_hash: input.canonical_hash(),
-                    dataset: spec.base.dataset.clone(),
-                    budget: spec.base.budget.key(),
-                };
-                if let Some(estimate) = self.c.store.reward_estimate(&key).await? {
-                    if estimate.count > 0 && estimate.mean.is_finite() {
-                        event.reward = Some(acc - estimate.mean);
-                        event.input_accuracy = Some(estimate.mean);
-                    }
-                }
-            }
-            self.event(EventKind::NewBest, &event).await?;
-            best.push(g);
+            let input_accuracy = accuracy(input);
+            self.event(
+                EventKind::NewBest,
+                &NewBest {
+                    input_index: u32::try_from(i).unwrap_or(u32::MAX),
+                    genotype: best.to_json_value(),
+                    accuracy: best_accuracy,
+                    reward: input_accuracy.map(|a| best_accuracy - a),
+                    input_accuracy,
+                },
+            )
+            .await?;
+            out.push(DeriveChoice {
+                best,
+                best_accuracy,
+                control,
+            });
         }
-        Ok(best)
+        Ok(out)
+    }
+}
+
+/// Parses stored candidate lists.
+fn parse_lists(lists: &[Vec<String>]) -> Result<Vec<Vec<Genotype>>, Failure> {
+    lists
+        .iter()
+        .map(|list| {
+            list.iter()
+                .map(|j| Genotype::from_json_str(j))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Failure::Fatal(format!("stored candidate: {e}")))
+        })
+        .collect()
+}
+
+/// The network a budget trains on the job's dataset (for costs).
+pub(super) fn network_spec(
+    spec: &OptimizeJobSpec,
+    budget: &Budget,
+) -> Result<NetworkSpec, Failure> {
+    let dataset = nat_arch::Dataset::from_name(&spec.base.dataset)
+        .ok_or_else(|| Failure::Fatal(format!("unknown dataset {}", spec.base.dataset)))?;
+    Ok(NetworkSpec {
+        channels: u64::from(budget.init_channels),
+        layers: u64::from(budget.layers),
+        in_channels: dataset.channels() as u64,
+        image_size: dataset.image_size() as u64,
+        num_classes: dataset.num_classes() as u64,
+    })
+}
+
+/// The most params and multiply-adds a candidate of one input may have.
+struct CostLimit {
+    params: f64,
+    madds: f64,
+}
+
+impl CostLimit {
+    fn of(input: &Genotype, net: &NetworkSpec, ratio: f64) -> Result<CostLimit, Failure> {
+        let c = nat_arch::network_cost(input, net)
+            .map_err(|e| Failure::Fatal(format!("cost of the input: {e}")))?;
+        Ok(CostLimit {
+            params: c.params() as f64 * ratio,
+            madds: c.madds() as f64 * ratio,
+        })
+    }
+
+    /// Whether `g` is within the limit (a candidate whose cost cannot be computed is not).
+    fn allows(&self, g: &Genotype, net: &NetworkSpec) -> bool {
+        nat_arch::network_cost(g, net)
+            .is_ok_and(|c| c.params() as f64 <= self.params && c.madds() as f64 <= self.madds)
     }
 }

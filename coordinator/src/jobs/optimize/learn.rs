@@ -13,7 +13,7 @@ use nat_store::{NewTask, SampleId};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::scoring::{Score, Tracked};
+use super::scoring::{Measure, Score, Tracked};
 use super::{submit, Failure, Run, RANDOM_INPUT_NODES};
 use crate::jobs::submission::requirements_of;
 
@@ -158,18 +158,20 @@ impl Run {
         spec: &OptimizeJobSpec,
         pending: &[PendingSample],
     ) -> Result<Vec<Option<f64>>, Failure> {
-        let mut wanted: Vec<Genotype> = Vec::new();
+        let seed = spec.base.seed;
+        let mut wanted: Vec<(Genotype, u64)> = Vec::new();
         for p in pending {
             for json in [&p.beta, &p.alpha] {
-                wanted.push(
-                    Genotype::from_json_str(json)
-                        .map_err(|e| Failure::Fatal(format!("stored sample: {e}")))?,
-                );
+                let g = Genotype::from_json_str(json)
+                    .map_err(|e| Failure::Fatal(format!("stored sample: {e}")))?;
+                wanted.push((g, seed));
             }
         }
-        let scores = self.scores(spec, &wanted, &spec.base.budget, false).await?;
+        let scores = self
+            .scores(spec, &wanted, Measure::selection(&spec.base.budget))
+            .await?;
         let score = |json: &str| -> Result<Option<f64>, Failure> {
-            Ok(match scores.get(&hash_of(json)?) {
+            Ok(match scores.get(&(hash_of(json)?, seed)) {
                 Some(Score::Known(a, _)) => Some(*a),
                 _ => None,
             })

@@ -12,9 +12,15 @@
 //!    - `supernet` (spec §4.3, §4.6): one `supernet` task per round holding the round's M
 //!      (β, α) pairs and the job's stable `supernet_key`; the worker trains the shared weights
 //!      on random β between pairs and reports acc(β), acc(α) on the same minibatch per pair.
-//! 2. **derive** ([`derive`]): K transformations of every input (or the argmax), each trained
-//!    from scratch with the job's budget; the best is kept.
-//! 3. **final check** ([`final_check`]): original and best measured with the final budget.
+//! 2. **derive** ([`derive`]): K transformations of every input (or the argmax), ranked with
+//!    the original itself by a training from scratch with the job's budget (validation split);
+//!    candidates costing more than `max_cost_ratio` times the original are out of the running;
+//!    the most accurate is kept (the original when nothing beats it). With `control: random`
+//!    the same derive also runs on K uniform samples of the space.
+//! 3. **final evaluation** ([`final_check`]): original and best (and the control's pick)
+//!    trained from scratch with the final budget on `final_seeds` fresh seeds, measured on the
+//!    test split, paired by seed; the verdict and the recommendation
+//!    ([`nat_schema::verdict`]). [`learning`] adds whether the policy learned.
 //!
 //! [`submit`] validates a submission; [`scoring`] tracks the job's tasks and their results
 //! (O(1) per report: the driver reads only the job's new events); [`document`] builds the
@@ -30,6 +36,7 @@ mod derive;
 mod document;
 mod final_check;
 mod learn;
+mod learning;
 mod scoring;
 mod submit;
 
@@ -244,6 +251,7 @@ impl Run {
         );
         if progress.phase.is_none() {
             progress.policy_version = driver.version()?;
+            progress.policy_start = learning::policy_views(&driver, &inputs).await?;
             run.enter(Phase::Learn, &spec, &mut progress, &driver)
                 .await?;
         }
@@ -254,16 +262,18 @@ impl Run {
         }
         if inputs.is_empty() {
             // A general policy learned on random architectures: nothing to derive.
-            let result = document::document(&spec, &progress, &driver, Vec::new(), None)?;
+            let learning = run.learning(&inputs, &progress, &driver).await?;
+            let result = document::document(&spec, &progress, &driver, Vec::new(), Some(learning))?;
             return run.finish(result).await;
         }
-        let best = run.derive(&spec, &inputs, &driver, &mut progress).await?;
+        let chosen = run.derive(&spec, &inputs, &driver, &mut progress).await?;
         if progress.phase != Some(Phase::Final) {
             run.enter(Phase::Final, &spec, &mut progress, &driver)
                 .await?;
         }
-        let outcomes = run.final_check(&spec, &inputs, &best).await?;
-        let result = document::document(&spec, &progress, &driver, outcomes, None)?;
+        let outcomes = run.final_check(&spec, &inputs, &chosen).await?;
+        let learning = run.learning(&inputs, &progress, &driver).await?;
+        let result = document::document(&spec, &progress, &driver, outcomes, Some(learning))?;
         run.finish(result).await
     }
 

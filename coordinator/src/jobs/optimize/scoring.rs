@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use nat_arch::Genotype;
 use nat_schema::event::JobEvent;
 use nat_schema::{
-    Budget, OptimizeJobSpec, SupernetPayload, SupernetResult, TaskKind, TrainEvalOutcome,
-    TrainEvalPayload, TrainEvalResult,
+    Budget, EvalSplit, OptimizeJobSpec, SupernetPayload, SupernetResult, TaskKind,
+    TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
 };
 use nat_store::{JobId, NewTask, RewardKey, Store, Task, TaskId, TaskState};
 
@@ -43,8 +43,56 @@ pub(super) enum Tracked<T> {
     Failed(String),
 }
 
-/// A `train_eval` task's key: (canonical hash, budget key).
-type ArchKey = (String, String);
+/// What makes two `train_eval` measurements the same: architecture, budget, seed and split.
+/// The job has at most one task per key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ArchKey {
+    /// Canonical hash of the architecture.
+    pub hash: String,
+    /// [`Budget::key`] of the budget.
+    pub budget: String,
+    /// Training seed.
+    pub seed: u64,
+    /// Where the accuracy is measured.
+    pub split: EvalSplit,
+}
+
+impl ArchKey {
+    fn of(p: &TrainEvalPayload) -> ArchKey {
+        ArchKey {
+            hash: p.arch_hash.clone(),
+            budget: p.budget.key(),
+            seed: p.seed,
+            split: p.split,
+        }
+    }
+}
+
+/// How a set of architectures is measured: the budget, the split, and whether the tasks
+/// checkpoint (long final trainings). The seed comes with each architecture.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Measure<'a> {
+    pub budget: &'a Budget,
+    pub split: EvalSplit,
+    pub checkpointed: bool,
+}
+
+impl<'a> Measure<'a> {
+    /// The measurement of learning and derive: `budget`, the validation split, no checkpoints.
+    pub fn selection(budget: &'a Budget) -> Self {
+        Measure {
+            budget,
+            split: EvalSplit::Validation,
+            checkpointed: false,
+        }
+    }
+
+    /// Whether the reward-estimate cache may answer: only validation-split measurements are
+    /// cached (the final evaluation's test-split trainings neither read nor write it).
+    fn cached(&self) -> bool {
+        self.split == EvalSplit::Validation
+    }
+}
 
 /// The tasks of one job and their results, kept current from the event log.
 #[derive(Debug, Default)]
@@ -120,7 +168,7 @@ impl Tracker {
                     (TaskState::Failed | TaskState::Cancelled, _) => Tracked::Failed(last_reason()),
                     (TaskState::Ready | TaskState::Leased, _) => Tracked::Waiting,
                 };
-                let key = (p.arch_hash, p.budget.key());
+                let key = ArchKey::of(&p);
                 self.train_eval_ids.insert(task.id, key.clone());
                 self.changed.insert(key.clone());
                 self.train_eval.insert(key, state);
@@ -152,7 +200,7 @@ impl Tracker {
         match kind {
             TaskKind::TrainEval => {
                 let p: TrainEvalPayload = nat_schema::decode("train_eval payload", &task.payload)?;
-                let key = (p.arch_hash, p.budget.key());
+                let key = ArchKey::of(&p);
                 self.train_eval_ids.insert(id, key.clone());
                 self.train_eval.insert(key, Tracked::Waiting);
             }
@@ -238,50 +286,56 @@ fn parse_task(id: &str) -> Result<TaskId, Failure> {
 }
 
 impl Run {
-    /// Scores every genotype under `budget`: from this job's tasks, the reward-estimate cache,
-    /// or new `train_eval` tasks (one per distinct architecture), waiting until all are known.
-    /// Each wake-up costs the new events and the keys that changed, not the job's size.
+    /// Scores every (genotype, seed) as `measure` says: from this job's tasks, the
+    /// reward-estimate cache (validation split only), or new `train_eval` tasks (one per
+    /// distinct key), waiting until all are known. Each wake-up costs the new events and the
+    /// keys that changed, not the job's size. Keyed by (canonical hash, seed).
     pub(super) async fn scores(
         &mut self,
         spec: &OptimizeJobSpec,
-        genotypes: &[Genotype],
-        budget: &Budget,
-        checkpointed: bool,
-    ) -> Result<HashMap<String, Score>, Failure> {
-        let budget_key = budget.key();
-        let mut distinct: BTreeMap<String, &Genotype> = BTreeMap::new();
-        for g in genotypes {
-            distinct.entry(g.canonical_hash()).or_insert(g);
+        wanted: &[(Genotype, u64)],
+        measure: Measure<'_>,
+    ) -> Result<HashMap<(String, u64), Score>, Failure> {
+        let budget_key = measure.budget.key();
+        let mut distinct: BTreeMap<(String, u64), &Genotype> = BTreeMap::new();
+        for (g, seed) in wanted {
+            distinct.entry((g.canonical_hash(), *seed)).or_insert(g);
         }
-        let mut known: HashMap<String, Score> = HashMap::new();
+        let key_of = |hash: &str, seed: u64| ArchKey {
+            hash: hash.to_string(),
+            budget: budget_key.clone(),
+            seed,
+            split: measure.split,
+        };
+        let mut known: HashMap<(String, u64), Score> = HashMap::new();
         let mut missing = Vec::new();
         let mut waiting: HashSet<ArchKey> = HashSet::new();
-        for (hash, g) in &distinct {
-            let key = (hash.clone(), budget_key.clone());
+        for ((hash, seed), g) in &distinct {
+            let key = key_of(hash, *seed);
             if self.tracker.train_eval(&key).is_some() {
                 waiting.insert(key);
                 continue;
             }
-            let cached = RewardKey {
-                arch_hash: hash.clone(),
-                dataset: spec.base.dataset.clone(),
-                budget: budget_key.clone(),
-            };
-            match self.c.store.reward_estimate(&cached).await? {
-                Some(e) if e.count > 0 && e.mean.is_finite() => {
-                    nat_telemetry::record::reward_cache_lookup(nat_telemetry::CacheResult::Hit);
-                    known.insert(hash.clone(), Score::Known(e.mean, None));
+            if measure.cached() {
+                let cached = RewardKey {
+                    arch_hash: hash.clone(),
+                    dataset: spec.base.dataset.clone(),
+                    budget: budget_key.clone(),
+                };
+                if let Some(e) = self.c.store.reward_estimate(&cached).await? {
+                    if e.count > 0 && e.mean.is_finite() {
+                        nat_telemetry::record::reward_cache_lookup(nat_telemetry::CacheResult::Hit);
+                        known.insert((hash.clone(), *seed), Score::Known(e.mean, None));
+                        continue;
+                    }
                 }
-                _ => {
-                    nat_telemetry::record::reward_cache_lookup(nat_telemetry::CacheResult::Miss);
-                    missing.push(*g);
-                    waiting.insert(key);
-                }
+                nat_telemetry::record::reward_cache_lookup(nat_telemetry::CacheResult::Miss);
             }
+            missing.push((*g, *seed));
+            waiting.insert(key);
         }
         if !missing.is_empty() {
-            self.create_tasks(spec, &missing, budget, checkpointed)
-                .await?;
+            self.create_tasks(spec, &missing, measure).await?;
         }
         // The first pass looks at every key; later passes only at those that changed.
         let mut check: Vec<ArchKey> = waiting.iter().cloned().collect();
@@ -290,17 +344,15 @@ impl Run {
                 if !waiting.contains(&key) {
                     continue;
                 }
-                match self.tracker.train_eval(&key) {
+                let score = match self.tracker.train_eval(&key) {
                     Some(Tracked::Done(o)) if o.accuracy.is_finite() => {
-                        known.insert(key.0.clone(), Score::Known(o.accuracy, Some(*o)));
-                        waiting.remove(&key);
+                        Score::Known(o.accuracy, Some(*o))
                     }
-                    Some(Tracked::Done(_) | Tracked::Failed(_)) => {
-                        known.insert(key.0.clone(), Score::Failed);
-                        waiting.remove(&key);
-                    }
-                    Some(Tracked::Waiting) | None => {}
-                }
+                    Some(Tracked::Done(_) | Tracked::Failed(_)) => Score::Failed,
+                    Some(Tracked::Waiting) | None => continue,
+                };
+                known.insert((key.hash.clone(), key.seed), score);
+                waiting.remove(&key);
             }
             if waiting.is_empty() {
                 return Ok(known);
@@ -311,34 +363,33 @@ impl Run {
         }
     }
 
-    /// Queues one `train_eval` task per genotype under `budget` and tracks them.
+    /// Queues one `train_eval` task per (genotype, seed) as `measure` says and tracks them.
     async fn create_tasks(
         &mut self,
         spec: &OptimizeJobSpec,
-        genotypes: &[&Genotype],
-        budget: &Budget,
-        checkpointed: bool,
+        wanted: &[(&Genotype, u64)],
+        measure: Measure<'_>,
     ) -> Result<(), Failure> {
         let existing = self.tracker.task_count();
-        let tasks = genotypes
+        let tasks = wanted
             .iter()
             .enumerate()
-            .map(|(i, g)| {
+            .map(|(i, (g, seed))| {
                 let hash = g.canonical_hash();
                 let payload = TrainEvalPayload {
                     index: u32::try_from(existing + i).unwrap_or(u32::MAX),
                     genotype_json: g.to_json(),
                     arch_hash: hash.clone(),
                     dataset: spec.base.dataset.clone(),
-                    budget: *budget,
-                    seed: spec.base.seed,
-                    checkpointed,
-                    checkpoint_key: if checkpointed {
-                        format!("{}-{}", self.job, hash)
+                    budget: *measure.budget,
+                    seed: *seed,
+                    checkpointed: measure.checkpointed,
+                    checkpoint_key: if measure.checkpointed {
+                        format!("{}-{}-{}-{}", self.job, hash, seed, measure.split)
                     } else {
                         String::new()
                     },
-                    split: nat_schema::EvalSplit::Validation,
+                    split: measure.split,
                 };
                 Ok(NewTask {
                     kind: TaskKind::TrainEval.as_str().into(),
