@@ -4,8 +4,9 @@
 # Builds the three binaries, starts a coordinator on its default SQLite store and two CPU workers,
 # submits an `optimize` job on the DARTS_V2 cell (proxy reward: α and β trained from scratch on a short
 # budget, repeats answered from the reward cache) on Fashion-MNIST (the 8x8 digits when apt cannot
-# provide Fashion-MNIST), follows it live, prints the before/after table, then stops everything it
-# started. Everything lives in a temporary directory unless NAT_DEMO_DIR is set.
+# provide Fashion-MNIST), follows it live, prints the final evaluation (per-seed accuracies of the
+# original and NAT's best candidate, the paired difference with its 95 % interval, params and
+# multiply-adds), the verdict and the recommended architecture, then stops everything it started. Everything lives in a temporary directory unless NAT_DEMO_DIR is set.
 #
 #   NAT_DEMO_BUDGET=smoke make demo     # seconds instead of minutes
 set -euo pipefail
@@ -107,7 +108,7 @@ job=$("$bin/natctl" submit -f "$jobfile" | tail -n 1)
 echo "job $job"
 echo "dashboard: http://127.0.0.1:$http_port/jobs/$job   metrics: http://127.0.0.1:$http_port/metrics"
 
-say "progress (learn the policy -> derive the best of 10 samples -> train original and best from scratch)"
+say "progress (learn the policy -> derive: K samples plus the original, ranked on the validation split -> final evaluation: original and best trained from scratch on 3 fresh seeds, measured on the test split)"
 "$bin/natctl" watch "$job" || true
 
 say "result"
@@ -117,19 +118,68 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"job state: {r.get('state')}")
 o, b = r.get("original") or {}, r.get("best") or {}
+fin = r.get("final") or {}
+fo, fb = fin.get("original") or {}, fin.get("best") or {}
+seeds = fin.get("seeds") or []
+
 def pct(x):
     return "-" if x is None else f"{100 * x:.2f} %"
-rows = [("", "original", "NAT-optimised"),
-        ("top-1 accuracy", pct(o.get("accuracy")), pct(b.get("accuracy"))),
-        ("params", str(o.get("params", "-")), str(b.get("params", "-"))),
-        ("multiply-adds", str(o.get("madds", "-")), str(b.get("madds", "-")))]
+
+def pts(x):
+    return "?" if x is None else f"{100 * x:+.2f}"
+
+def seed_acc(s, k):
+    a = s.get("accuracies") or []
+    return a[k] if k < len(a) else None
+
+def mean_std(s, fallback):
+    if s.get("mean") is None:
+        return pct(fallback)
+    return f"{100 * s['mean']:.2f} ± {100 * (s.get('std') or 0.0):.2f} %"
+
+def cost(s, a, key):
+    v = s.get(key, a.get(key))
+    return "-" if v is None else str(v)
+
+if seeds:
+    print(f"top-1 accuracy on the test split; original and best each trained from scratch on {len(seeds)} seed(s)")
+else:
+    print("top-1 accuracy (no per-seed final evaluation in this result)")
+rows = [("", "original", "NAT's best candidate")]
+for k, seed in enumerate(seeds):
+    rows.append((f"seed {seed}", pct(seed_acc(fo, k)), pct(seed_acc(fb, k))))
+rows += [("mean ± std", mean_std(fo, o.get("accuracy")), mean_std(fb, b.get("accuracy"))),
+         ("params", cost(fo, o, "params"), cost(fb, b, "params")),
+         ("multiply-adds", cost(fo, o, "madds"), cost(fb, b, "madds"))]
 for a, c, d in rows:
-    print(f"{a:<16}{c:>16}{d:>16}")
-print("original:", o.get("genotype"))
-print("best:    ", b.get("genotype"))
+    print(f"{a:<16}{c:>22}{d:>24}")
+diff = fin.get("paired_difference")
+if diff:
+    lo, hi = diff.get("ci_low"), diff.get("ci_high")
+    interval = "no 95 % interval (one seed)" if lo is None and hi is None else f"95 % interval [{pts(lo)}, {pts(hi)}] points"
+    print(f"paired difference (best - original): {pts(diff.get('mean'))} points, {interval} ({diff.get('method')})")
+control = r.get("control")
+if control:
+    c = control.get("final") or {}
+    vs = control.get("vs_original") or {}
+    print(f"random control: {mean_std(c, None)}, control - original {pts(vs.get('mean'))} points, verdict {control.get('verdict')}")
+print("original:            ", o.get("genotype"))
+print("NAT's best candidate:", b.get("genotype"))
 changed = r.get("changed_edges") or []
 print("changed edges:", ", ".join(str(c) for c in changed) if changed else "none")
 p = r.get("policy") or {}
 print(f"policy {p.get('id')} version {p.get('version')}, learned from {r.get('rewards')} rewards")
+rec = r.get("recommended") or {}
+reason = (rec.get("reason") or "").strip()
+which = {"best": "NAT's best candidate", "original": "the original"}.get(rec.get("from"), "-")
+if reason.startswith("recommended:"):
+    sentence = reason
+elif reason:
+    sentence = f"recommended: {which}, because {reason}"
+else:
+    sentence = f"recommended: {which}"
+print()
+print(f"verdict: {r.get('verdict') or '-'} — {sentence}")
+print(f"RECOMMENDED architecture ({which}): {rec.get('genotype') or '-'}")
 PY
 say "done; stopping the coordinator and workers"

@@ -48,12 +48,15 @@ pub enum ClientCommand {
     },
     /// List registered workers.
     Workers,
-    /// Show a job's result: a table, or JSON with --json.
+    /// Show a job's result: a table (for an optimize job the verdict, the recommendation, the
+    /// final evaluation per seed and whether the policy learned), or JSON with --json.
     Result {
         /// Job id.
         job: String,
         /// Print JSON (`state`, and per architecture `genotype` (DARTS), `params`, `madds`,
-        /// `accuracy`, …).
+        /// `accuracy`, …; for an optimize job also `original`, `best`, `verdict`, `recommended`,
+        /// `final` (per-seed accuracies, paired difference with its 95 % interval), `control`,
+        /// `learning`, per input under `optimize`).
         #[arg(long)]
         json: bool,
     },
@@ -76,6 +79,18 @@ pub struct SubmitArgs {
     /// Reward of optimize jobs: proxy | supernet.
     #[arg(long)]
     reward: Option<String>,
+    /// Optimize jobs: seeds of the final evaluation (original and best trained from scratch on
+    /// each), 1..=32; default 3.
+    #[arg(long)]
+    final_seeds: Option<u32>,
+    /// Optimize jobs: candidates costing more params or multiply-adds than this times the
+    /// original's are out of the running, [1, 10]; default 1 (no extra cost).
+    #[arg(long)]
+    max_cost_ratio: Option<f64>,
+    /// Optimize jobs: none | random (also derive from K uniform samples and evaluate that pick
+    /// on the same seeds).
+    #[arg(long)]
+    control: Option<String>,
     /// Budget preset: smoke | small | paper.
     #[arg(long)]
     budget: Option<String>,
@@ -228,7 +243,7 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&result_json(&r)?)?);
             } else {
-                print_result(&r);
+                print!("{}", result_text(&r));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -304,13 +319,19 @@ fn submit_request(a: &SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
             sn.resolve(&preset)?;
         }
     }
-    let optimize = match (&file.optimize, kind, a.reward.as_deref()) {
-        (Some(o), _, reward) => Some(jobfile::optimize(o, reward)?),
-        (None, v1::JobKind::Optimize, reward) => {
-            Some(jobfile::optimize(&Default::default(), reward)?)
-        }
-        (None, _, Some(_)) => bail!("--reward only applies to optimize jobs"),
-        (None, _, None) => None,
+    let flags = jobfile::OptimizeFlags {
+        reward: a.reward.as_deref(),
+        final_seeds: a.final_seeds,
+        max_cost_ratio: a.max_cost_ratio,
+        control: a.control.as_deref(),
+    };
+    let optimize = match (&file.optimize, kind) {
+        (Some(o), _) => Some(jobfile::optimize(o, flags)?),
+        (None, v1::JobKind::Optimize) => Some(jobfile::optimize(&Default::default(), flags)?),
+        (None, _) if flags.any() => bail!(
+            "--reward, --final-seeds, --max-cost-ratio and --control only apply to optimize jobs"
+        ),
+        (None, _) => None,
     };
     Ok(v1::SubmitJobRequest {
         kind: kind as i32,
@@ -439,17 +460,25 @@ fn result_json(r: &v1::GetJobResultResponse) -> anyhow::Result<serde_json::Value
     Ok(out)
 }
 
-fn print_result(r: &v1::GetJobResultResponse) {
-    println!(
+/// `natctl result JOB` without `--json`: the architectures table, then for an optimize job
+/// the verdict, the recommendation, the final evaluation and the learning per input.
+pub(crate) fn result_text(r: &v1::GetJobResultResponse) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "job {} ({}) {}",
         r.job_id,
         kind_name(r.kind),
         state_name(r.state)
     );
-    println!(
-        "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  HASH",
-        "#", "STATE", "ACCURACY", "PARAMS", "MADDS"
-    );
+    if !(r.architectures.is_empty() && r.kind == v1::JobKind::Optimize as i32) {
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  HASH",
+            "#", "STATE", "ACCURACY", "PARAMS", "MADDS"
+        );
+    }
     for a in &r.architectures {
         let (acc, params, madds) = match &a.result {
             Some(m) => (
@@ -459,7 +488,8 @@ fn print_result(r: &v1::GetJobResultResponse) {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  {}",
             a.index,
             task_state_name(a.state),
@@ -469,7 +499,9 @@ fn print_result(r: &v1::GetJobResultResponse) {
             a.canonical_hash.get(..12).unwrap_or(&a.canonical_hash)
         );
         if !a.error.is_empty() {
-            println!("     error: {}", a.error);
+            let _ = writeln!(out, "     error: {}", a.error);
         }
     }
+    out.push_str(&crate::report::optimize_text(r));
+    out
 }

@@ -29,6 +29,9 @@
 //!   derive_argmax: false    # derive with the policy's argmax instead of K samples
 //!   derive_samples: 10      # K transformations per input when deriving
 //!   random_inputs: false    # learn on random architectures (then `architectures` may be empty)
+//!   final_seeds: 3          # seeds of the final evaluation (original and best from scratch), 1..=32
+//!   max_cost_ratio: 1.0     # candidates costing more than this times the original are out, [1, 10]
+//!   control: none           # none | random: also derive from K uniform samples, evaluated alike
 //!   supernet:               # reward: supernet only; unset/0 = the budget preset's value
 //!     init_channels: 16
 //!     layers: 8
@@ -51,7 +54,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use nat_proto::v1;
-use nat_schema::{Budget, JobKind, RewardKind, SupernetBudget};
+use nat_schema::{
+    spec::{DEFAULT_FINAL_SEEDS, MAX_FINAL_SEEDS},
+    Budget, Control, JobKind, RewardKind, SupernetBudget,
+};
 use serde::Deserialize;
 
 /// The whole job file.
@@ -161,6 +167,9 @@ pub struct OptimizeFile {
     pub derive_argmax: Option<bool>,
     pub derive_samples: Option<u32>,
     pub random_inputs: Option<bool>,
+    pub final_seeds: Option<u32>,
+    pub max_cost_ratio: Option<f64>,
+    pub control: Option<String>,
     pub supernet: Option<SupernetFile>,
 }
 
@@ -290,11 +299,88 @@ pub fn requirements(r: &RequirementsFile) -> anyhow::Result<v1::TaskRequirements
     })
 }
 
-pub fn optimize(o: &OptimizeFile, reward_flag: Option<&str>) -> anyhow::Result<v1::OptimizeSpec> {
-    let reward = match reward_flag.or(o.reward.as_deref()) {
+/// Largest `optimize.max_cost_ratio` (the coordinator's bound).
+pub const MAX_COST_RATIO: f64 = 10.0;
+
+/// `optimize.final_seeds`: 1..=32 (unset: the coordinator's default, 3).
+pub fn check_final_seeds(n: u32) -> anyhow::Result<u32> {
+    if !(1..=MAX_FINAL_SEEDS).contains(&n) {
+        bail!(
+            "optimize.final_seeds: must be in 1..={MAX_FINAL_SEEDS} (default {DEFAULT_FINAL_SEEDS}), got {n}"
+        );
+    }
+    Ok(n)
+}
+
+/// `optimize.max_cost_ratio`: a number in [1, 10] (unset: 1.0, no extra cost).
+pub fn check_max_cost_ratio(x: f64) -> anyhow::Result<f64> {
+    if !(x.is_finite() && (1.0..=MAX_COST_RATIO).contains(&x)) {
+        bail!("optimize.max_cost_ratio: must be a number in [1, {MAX_COST_RATIO}] (1 = no extra cost), got {x}");
+    }
+    Ok(x)
+}
+
+/// `optimize.control`: `none` or `random`, as the wire name.
+pub fn parse_control(s: &str) -> anyhow::Result<Control> {
+    s.trim()
+        .to_ascii_lowercase()
+        .parse::<Control>()
+        .map_err(|e| anyhow::anyhow!("optimize.control: {e}"))
+}
+
+/// Flags of `natctl submit` that override keys of `optimize:`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OptimizeFlags<'a> {
+    /// `--reward`.
+    pub reward: Option<&'a str>,
+    /// `--final-seeds`.
+    pub final_seeds: Option<u32>,
+    /// `--max-cost-ratio`.
+    pub max_cost_ratio: Option<f64>,
+    /// `--control`.
+    pub control: Option<&'a str>,
+}
+
+impl OptimizeFlags<'_> {
+    /// Whether any flag is given.
+    pub fn any(&self) -> bool {
+        self.reward.is_some()
+            || self.final_seeds.is_some()
+            || self.max_cost_ratio.is_some()
+            || self.control.is_some()
+    }
+}
+
+/// The wire `OptimizeSpec` of `optimize:` with `flags` overriding its keys. A bad value is an
+/// error naming the key.
+pub fn optimize(o: &OptimizeFile, flags: OptimizeFlags<'_>) -> anyhow::Result<v1::OptimizeSpec> {
+    let reward = match flags.reward.or(o.reward.as_deref()) {
         Some(r) => parse_reward(r)? as i32,
         None => 0,
     };
+    let final_seeds = flags
+        .final_seeds
+        .or(o.final_seeds)
+        .map(check_final_seeds)
+        .transpose()?
+        .unwrap_or(0);
+    let max_cost_ratio = flags
+        .max_cost_ratio
+        .or(o.max_cost_ratio)
+        .map(check_max_cost_ratio)
+        .transpose()?
+        .unwrap_or(0.0);
+    let control = flags
+        .control
+        .or(o.control.as_deref())
+        .map(parse_control)
+        .transpose()?;
+    let derive_argmax = o.derive_argmax.unwrap_or(false);
+    if control == Some(Control::Random) && derive_argmax {
+        bail!(
+            "optimize.control: the random control draws K candidates; it does not go with derive_argmax"
+        );
+    }
     Ok(v1::OptimizeSpec {
         space: match &o.space {
             Some(s) => parse_space(s)? as i32,
@@ -310,9 +396,12 @@ pub fn optimize(o: &OptimizeFile, reward_flag: Option<&str>) -> anyhow::Result<v
         supernet: o.supernet.as_ref().map(SupernetFile::to_proto),
         policy_profile: o.policy_profile.clone().unwrap_or_default(),
         policy_id: o.policy_id.clone().unwrap_or_default(),
-        derive_argmax: o.derive_argmax.unwrap_or(false),
+        derive_argmax,
         derive_samples: o.derive_samples.unwrap_or(0),
         random_inputs: o.random_inputs.unwrap_or(false),
+        final_seeds,
+        max_cost_ratio,
+        control: control.map(|c| c.as_str().to_string()).unwrap_or_default(),
     })
 }
 
@@ -338,10 +427,14 @@ mod tests {
     #[test]
     fn every_optimize_key_reaches_the_request() {
         let f: JobFile = serde_yaml::from_str(
-            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
+            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  final_seeds: 5\n  max_cost_ratio: 1.5\n  control: none\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
         )
         .expect("valid");
-        let o = optimize(f.optimize.as_ref().expect("optimize"), None).expect("converts");
+        let o = optimize(
+            f.optimize.as_ref().expect("optimize"),
+            OptimizeFlags::default(),
+        )
+        .expect("converts");
         assert_eq!(o.space, v1::SearchSpace::NatPlusPlus as i32);
         assert_eq!(o.reward, v1::RewardMode::Supernet as i32);
         assert_eq!(
@@ -356,6 +449,8 @@ mod tests {
         assert_eq!(o.policy_id, "shared");
         assert!(o.derive_argmax && o.random_inputs);
         assert_eq!(o.derive_samples, 12);
+        assert_eq!((o.final_seeds, o.max_cost_ratio), (5, 1.5));
+        assert_eq!(o.control, "none");
         let sn = o.supernet.as_ref().expect("supernet");
         assert_eq!(
             *sn,
@@ -377,10 +472,14 @@ mod tests {
             }
         );
         // The --reward flag wins over the file.
-        let o = optimize(f.optimize.as_ref().expect("optimize"), Some("proxy")).expect("ok");
+        let flags = OptimizeFlags {
+            reward: Some("proxy"),
+            ..OptimizeFlags::default()
+        };
+        let o = optimize(f.optimize.as_ref().expect("optimize"), flags).expect("ok");
         assert_eq!(o.reward, v1::RewardMode::Proxy as i32);
         // Unset keys take the coordinator's defaults.
-        let d = optimize(&OptimizeFile::default(), None).expect("defaults");
+        let d = optimize(&OptimizeFile::default(), OptimizeFlags::default()).expect("defaults");
         assert_eq!(d, v1::OptimizeSpec::default());
     }
 
@@ -468,5 +567,67 @@ mod tests {
         let err = serde_yaml::from_str::<JobFile>("optimize:\n  derive_argmax: maybe\n")
             .expect_err("not a bool");
         assert!(err.to_string().contains("derive_argmax"), "{err}");
+    }
+
+    #[test]
+    fn verdict_settings_reach_the_request_and_bad_values_name_the_key() {
+        let f: JobFile = serde_yaml::from_str(
+            "optimize:\n  final_seeds: 4\n  max_cost_ratio: 1.25\n  control: Random\n",
+        )
+        .expect("valid");
+        let o = f.optimize.as_ref().expect("optimize");
+        let spec = optimize(o, OptimizeFlags::default()).expect("converts");
+        assert_eq!(
+            (spec.final_seeds, spec.max_cost_ratio, spec.control.as_str()),
+            (4, 1.25, "random")
+        );
+        // Flags win over the file.
+        let flags = OptimizeFlags {
+            final_seeds: Some(7),
+            max_cost_ratio: Some(2.0),
+            control: Some("none"),
+            ..OptimizeFlags::default()
+        };
+        let spec = optimize(o, flags).expect("converts");
+        assert_eq!(
+            (spec.final_seeds, spec.max_cost_ratio, spec.control.as_str()),
+            (7, 2.0, "none")
+        );
+        // Unset: the coordinator's defaults (3 seeds, ratio 1, no control).
+        let spec = optimize(&OptimizeFile::default(), OptimizeFlags::default()).expect("ok");
+        assert_eq!(
+            (spec.final_seeds, spec.max_cost_ratio, spec.control.as_str()),
+            (0, 0.0, "")
+        );
+        for (yaml, field, says) in [
+            ("final_seeds: 0", "optimize.final_seeds", "1..=32"),
+            ("final_seeds: 33", "optimize.final_seeds", "got 33"),
+            ("max_cost_ratio: 0.5", "optimize.max_cost_ratio", "[1, 10]"),
+            ("max_cost_ratio: .nan", "optimize.max_cost_ratio", "got NaN"),
+            ("max_cost_ratio: 11", "optimize.max_cost_ratio", "got 11"),
+            ("control: placebo", "optimize.control", "\"placebo\""),
+            (
+                "control: random\n  derive_argmax: true",
+                "optimize.control",
+                "derive_argmax",
+            ),
+        ] {
+            let f: JobFile =
+                serde_yaml::from_str(&format!("optimize:\n  {yaml}\n")).expect("parses");
+            let err = optimize(
+                f.optimize.as_ref().expect("optimize"),
+                OptimizeFlags::default(),
+            )
+            .expect_err(yaml);
+            let msg = format!("{err:#}");
+            assert!(
+                msg.starts_with(&format!("{field}: ")) && msg.contains(says),
+                "{yaml}: {msg}"
+            );
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+        }
+        let err = serde_yaml::from_str::<JobFile>("optimize:\n  final_seeds: three\n")
+            .expect_err("not a number");
+        assert!(err.to_string().contains("final_seeds"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ mod arch;
 mod client;
 mod jobfile;
 mod policy; // optimize (h8)
+mod report;
 mod watch;
 
 #[derive(Debug, Parser)]

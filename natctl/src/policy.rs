@@ -186,6 +186,218 @@ struct OutcomeJson {
     original: Option<ArchJson>,
     best: Option<ArchJson>,
     changed_edges: Vec<String>,
+    /// `improved` | `no_difference` | `worse` (`null` for results written before verdicts).
+    verdict: Option<String>,
+    recommended: Option<RecommendedJson>,
+    #[serde(rename = "final")]
+    final_evaluation: Option<FinalJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<ControlJson>,
+}
+
+/// What an optimize job recommends for one input.
+#[derive(Debug, Clone, Serialize)]
+struct RecommendedJson {
+    /// DARTS string.
+    genotype: String,
+    genotype_json: Value,
+    /// `best` | `original`.
+    from: String,
+    /// One sentence saying why.
+    reason: String,
+}
+
+/// Per-seed accuracies of one architecture.
+#[derive(Debug, Clone, Serialize)]
+struct SeedsJson {
+    accuracies: Vec<Option<f64>>,
+    mean: Option<f64>,
+    std: Option<f64>,
+    params: u64,
+    madds: u64,
+}
+
+/// A paired difference with its 95 % interval (an unknown end is `null`).
+#[derive(Debug, Clone, Serialize)]
+struct DifferenceJson {
+    mean: Option<f64>,
+    ci_low: Option<f64>,
+    ci_high: Option<f64>,
+    method: String,
+}
+
+/// The final evaluation of one input.
+#[derive(Debug, Clone, Serialize)]
+struct FinalJson {
+    seeds: Vec<u64>,
+    original: Option<SeedsJson>,
+    best: Option<SeedsJson>,
+    paired_difference: Option<DifferenceJson>,
+}
+
+/// The random control of one input.
+#[derive(Debug, Clone, Serialize)]
+struct ControlJson {
+    /// DARTS string.
+    genotype: String,
+    genotype_json: Value,
+    #[serde(rename = "final")]
+    final_accuracies: Option<SeedsJson>,
+    vs_original: Option<DifferenceJson>,
+    policy_vs_control: Option<DifferenceJson>,
+    verdict: Option<String>,
+}
+
+/// Whether the policy learned.
+#[derive(Debug, Clone, Serialize)]
+struct LearningJson {
+    rewards: u64,
+    policy_versions: u64,
+    curve: Vec<PointJson>,
+    inputs: Vec<InputLearningJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    supernet: Option<SupernetJson>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PointJson {
+    version: u64,
+    mean_reward: Option<f64>,
+    reward_moving_average: Option<f64>,
+    entropy: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct InputLearningJson {
+    input_index: u32,
+    identity_probability_first: Option<f64>,
+    identity_probability_last: Option<f64>,
+    argmax_probability_first: Option<f64>,
+    argmax_probability_last: Option<f64>,
+    /// DARTS strings (`null` when unknown).
+    argmax_first: Option<String>,
+    argmax_last: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct SupernetJson {
+    version: u64,
+    rounds: u32,
+    shards_per_round: u32,
+    workers_seen: u32,
+}
+
+/// A wire number as JSON: NaN and ±∞ (unknown) become `null`.
+pub(crate) fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+fn nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn seeds_json(s: &v1::SeedAccuracies) -> SeedsJson {
+    SeedsJson {
+        accuracies: s.accuracies.iter().copied().map(finite).collect(),
+        mean: finite(s.mean),
+        std: finite(s.std),
+        params: s.params,
+        madds: s.madds,
+    }
+}
+
+fn difference_json(d: &v1::PairedDifference) -> DifferenceJson {
+    DifferenceJson {
+        mean: finite(d.mean),
+        ci_low: finite(d.ci_low),
+        ci_high: finite(d.ci_high),
+        method: d.method.clone(),
+    }
+}
+
+fn outcome_json(i: usize, o: &v1::OptimizeOutcome) -> anyhow::Result<OutcomeJson> {
+    let recommended = o
+        .recommended
+        .as_ref()
+        .map(|r| {
+            Ok::<_, anyhow::Error>(RecommendedJson {
+                genotype: r.genotype_darts.clone(),
+                genotype_json: genotype_json(
+                    &r.genotype_json,
+                    &format!("optimize[{i}].recommended.genotype_json"),
+                )?,
+                from: r.from.clone(),
+                reason: r.reason.clone(),
+            })
+        })
+        .transpose()?;
+    let control = o
+        .control
+        .as_ref()
+        .map(|c| {
+            Ok::<_, anyhow::Error>(ControlJson {
+                genotype: c.genotype_darts.clone(),
+                genotype_json: genotype_json(
+                    &c.genotype_json,
+                    &format!("optimize[{i}].control.genotype_json"),
+                )?,
+                final_accuracies: c.r#final.as_ref().map(seeds_json),
+                vs_original: c.vs_original.as_ref().map(difference_json),
+                policy_vs_control: c.policy_vs_control.as_ref().map(difference_json),
+                verdict: nonempty(&c.verdict),
+            })
+        })
+        .transpose()?;
+    Ok(OutcomeJson {
+        original: arch_json(o.original.as_ref(), &format!("optimize[{i}].original"))?,
+        best: arch_json(o.best.as_ref(), &format!("optimize[{i}].best"))?,
+        changed_edges: o.changed_edges.clone(),
+        verdict: nonempty(&o.verdict),
+        recommended,
+        final_evaluation: o.r#final.as_ref().map(|f| FinalJson {
+            seeds: f.seeds.clone(),
+            original: f.original.as_ref().map(seeds_json),
+            best: f.best.as_ref().map(seeds_json),
+            paired_difference: f.paired_difference.as_ref().map(difference_json),
+        }),
+        control,
+    })
+}
+
+fn learning_json(l: &v1::Learning) -> LearningJson {
+    LearningJson {
+        rewards: l.rewards,
+        policy_versions: l.policy_versions,
+        curve: l
+            .curve
+            .iter()
+            .map(|p| PointJson {
+                version: p.version,
+                mean_reward: finite(p.mean_reward),
+                reward_moving_average: finite(p.reward_moving_average),
+                entropy: finite(p.entropy),
+            })
+            .collect(),
+        inputs: l
+            .inputs
+            .iter()
+            .map(|i| InputLearningJson {
+                input_index: i.input_index,
+                identity_probability_first: finite(i.identity_probability_first),
+                identity_probability_last: finite(i.identity_probability_last),
+                argmax_probability_first: finite(i.argmax_probability_first),
+                argmax_probability_last: finite(i.argmax_probability_last),
+                argmax_first: nonempty(&i.argmax_first_darts),
+                argmax_last: nonempty(&i.argmax_last_darts),
+            })
+            .collect(),
+        supernet: l.supernet.as_ref().map(|s| SupernetJson {
+            version: s.version,
+            rounds: s.rounds,
+            shards_per_round: s.shards_per_round,
+            workers_seen: s.workers_seen,
+        }),
+    }
 }
 
 fn arch_json(a: Option<&v1::ArchitectureResult>, field: &str) -> anyhow::Result<Option<ArchJson>> {
@@ -203,9 +415,15 @@ fn arch_json(a: Option<&v1::ArchitectureResult>, field: &str) -> anyhow::Result<
     }))
 }
 
-/// The optimize fields of `natctl result JOB --json`: `original` and `best` (each `genotype`
-/// DARTS string, `genotype_json`, `accuracy`, `params`, `madds`) and `changed_edges` of the
-/// first input, all inputs under `optimize`, `policy` {`id`, `version`} and `rewards`. A
+/// The optimize fields of `natctl result JOB --json`. Of the first input: `original` and `best`
+/// (each `genotype` DARTS string, `genotype_json`, `accuracy` (the mean over the final seeds),
+/// `params`, `madds`), `changed_edges`, `verdict` (`improved` | `no_difference` | `worse`),
+/// `recommended` {`genotype`, `genotype_json`, `from` (`best` | `original`), `reason`},
+/// `final` {`seeds`, `original` and `best` {`accuracies`, `mean`, `std`, `params`, `madds`},
+/// `paired_difference` {`mean`, `ci_low`, `ci_high`, `method`}} and, when the job ran it,
+/// `control`. Every input under `optimize` with the same fields; `policy` {`id`, `version`},
+/// `rewards` and `learning` {`rewards`, `policy_versions`, `curve`, `inputs`, `supernet`}. An
+/// unknown number (an interval end with one seed, a probability not recorded) is `null`. A
 /// genotype JSON text that is not JSON is an error naming the field.
 pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Vec<(&'static str, Value)>> {
     if r.kind != v1::JobKind::Optimize as i32 {
@@ -215,16 +433,10 @@ pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Vec<(&'stat
         .optimize
         .iter()
         .enumerate()
-        .map(|(i, o)| {
-            Ok(OutcomeJson {
-                original: arch_json(o.original.as_ref(), &format!("optimize[{i}].original"))?,
-                best: arch_json(o.best.as_ref(), &format!("optimize[{i}].best"))?,
-                changed_edges: o.changed_edges.clone(),
-            })
-        })
+        .map(|(i, o)| outcome_json(i, o))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = outcomes.first();
-    Ok(vec![
+    let mut fields = vec![
         (
             "original",
             serde_json::to_value(first.and_then(|o| o.original.as_ref()))?,
@@ -237,13 +449,35 @@ pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Vec<(&'stat
             "changed_edges",
             serde_json::to_value(first.map(|o| &o.changed_edges))?,
         ),
+        (
+            "verdict",
+            serde_json::to_value(first.and_then(|o| o.verdict.as_ref()))?,
+        ),
+        (
+            "recommended",
+            serde_json::to_value(first.and_then(|o| o.recommended.as_ref()))?,
+        ),
+        (
+            "final",
+            serde_json::to_value(first.and_then(|o| o.final_evaluation.as_ref()))?,
+        ),
+    ];
+    if let Some(c) = first.and_then(|o| o.control.as_ref()) {
+        fields.push(("control", serde_json::to_value(c)?));
+    }
+    fields.extend([
         ("optimize", serde_json::to_value(&outcomes)?),
         (
             "policy",
             serde_json::to_value(r.policy.as_ref().map(policy_ref).transpose()?)?,
         ),
         ("rewards", json!(r.rewards)),
-    ])
+        (
+            "learning",
+            serde_json::to_value(r.learning.as_ref().map(learning_json))?,
+        ),
+    ]);
+    Ok(fields)
 }
 
 #[cfg(test)]
@@ -273,6 +507,7 @@ mod tests {
                 original: Some(measured("a", 0.5)),
                 best: Some(measured("b", 0.75)),
                 changed_edges: vec!["normal node 2".into()],
+                ..Default::default()
             }],
             policy: Some(v1::PolicyRef {
                 id: "job-1".into(),
@@ -305,6 +540,138 @@ mod tests {
         let err = optimize_json(&broken).expect_err("not JSON");
         assert!(
             err.to_string().contains("optimize[0].best.genotype_json"),
+            "{err}"
+        );
+    }
+
+    fn fields(r: &v1::GetJobResultResponse) -> serde_json::Map<String, Value> {
+        optimize_json(r)
+            .expect("valid")
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    #[test]
+    fn verdict_recommendation_final_and_learning_are_in_the_json() {
+        let r = crate::report::example::result(&[101, 102, 103], true);
+        let f = fields(&r);
+        // The fields of existing clients are still there, as they were.
+        for key in [
+            "original",
+            "best",
+            "changed_edges",
+            "optimize",
+            "policy",
+            "rewards",
+        ] {
+            assert!(f.contains_key(key), "{key}");
+        }
+        assert!((f["original"]["accuracy"].as_f64().expect("mean") - 0.911_666).abs() < 1e-5);
+        assert_eq!(f["best"]["params"], json!(3_160_000));
+        assert_eq!(f["rewards"], json!(24));
+        // The verdict and what to use.
+        assert_eq!(f["verdict"], json!("worse"));
+        assert_eq!(f["recommended"]["from"], json!("original"));
+        assert_eq!(f["recommended"]["genotype"], f["original"]["genotype"]);
+        assert!(f["recommended"]["genotype_json"].is_object());
+        let reason = f["recommended"]["reason"].as_str().expect("reason");
+        assert!(
+            reason.starts_with("recommended: the original, because the best is less accurate"),
+            "{reason}"
+        );
+        // The final evaluation, per seed.
+        let fin = &f["final"];
+        assert_eq!(fin["seeds"], json!([101, 102, 103]));
+        assert_eq!(fin["original"]["accuracies"], json!([0.912, 0.905, 0.918]));
+        assert_eq!(fin["best"]["accuracies"], json!([0.901, 0.897, 0.906]));
+        assert_eq!(fin["original"]["params"], json!(3_349_342));
+        assert_eq!(fin["best"]["madds"], json!(498_000_000));
+        assert!(fin["best"]["std"].as_f64().is_some_and(|s| s > 0.0));
+        let d = &fin["paired_difference"];
+        assert_eq!(d["method"], json!("paired_t"));
+        let (mean, low, high) = (
+            d["mean"].as_f64().expect("mean"),
+            d["ci_low"].as_f64().expect("low"),
+            d["ci_high"].as_f64().expect("high"),
+        );
+        assert!(low < mean && mean < high && high < 0.0, "{d}");
+        // The control, when the job ran it.
+        assert_eq!(f["control"]["verdict"], json!("no_difference"));
+        assert_eq!(
+            f["control"]["final"]["accuracies"],
+            json!([0.910, 0.907, 0.915])
+        );
+        assert!(f["control"]["vs_original"]["ci_low"].is_number());
+        assert!(f["control"]["policy_vs_control"]["mean"].is_number());
+        // The same per input under `optimize`.
+        assert_eq!(f["optimize"][0]["verdict"], f["verdict"]);
+        assert_eq!(f["optimize"][0]["final"], f["final"]);
+        assert_eq!(f["optimize"][0]["control"], f["control"]);
+        // Whether the policy learned.
+        let l = &f["learning"];
+        assert_eq!(
+            (l["rewards"].clone(), l["policy_versions"].clone()),
+            (json!(24), json!(6))
+        );
+        assert_eq!(l["curve"].as_array().map(Vec::len), Some(6));
+        assert_eq!(l["curve"][0]["version"], json!(1));
+        assert!(l["curve"][0]["reward_moving_average"].is_number());
+        assert_eq!(l["curve"][2]["entropy"], Value::Null, "NaN entropy is null");
+        assert_eq!(l["inputs"][0]["identity_probability_first"], json!(0.0123));
+        assert_eq!(l["inputs"][0]["argmax_probability_last"], json!(0.0412));
+        assert!(l["inputs"][0]["argmax_last"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Genotype(")));
+        assert_eq!(l["supernet"]["shards_per_round"], json!(4));
+        // The whole document is JSON (no NaN or infinity anywhere).
+        let text = serde_json::to_string(&Value::Object(f)).expect("serialises");
+        assert!(!text.contains("NaN") && !text.contains("inf"), "{text}");
+    }
+
+    #[test]
+    fn unknown_interval_ends_and_absent_parts_are_null() {
+        let mut r = crate::report::example::result(&[7], false);
+        if let Some(l) = r.learning.as_mut() {
+            l.inputs[0].argmax_probability_first = f64::NAN;
+            l.inputs[0].argmax_first_darts.clear();
+            l.supernet = None;
+        }
+        let f = fields(&r);
+        let d = &f["final"]["paired_difference"];
+        assert_eq!(d["ci_low"], Value::Null, "-inf is null");
+        assert_eq!(d["ci_high"], Value::Null, "+inf is null");
+        assert!(d["mean"].is_number());
+        assert_eq!(f["final"]["original"]["std"], json!(0.0));
+        assert!(!f.contains_key("control"), "no control without one");
+        assert!(f["optimize"][0].get("control").is_none());
+        assert_eq!(
+            f["learning"]["inputs"][0]["argmax_probability_first"],
+            Value::Null
+        );
+        assert_eq!(f["learning"]["inputs"][0]["argmax_first"], Value::Null);
+        assert!(f["learning"].get("supernet").is_none());
+        // A result written before verdicts: the new fields are null, the old ones unchanged.
+        let mut old = r.clone();
+        old.learning = None;
+        if let Some(o) = old.optimize.first_mut() {
+            o.verdict.clear();
+            o.recommended = None;
+            o.r#final = None;
+        }
+        let f = fields(&old);
+        for key in ["verdict", "recommended", "final", "learning"] {
+            assert_eq!(f[key], Value::Null, "{key}");
+        }
+        assert!(f["original"]["accuracy"].is_number());
+        // A recommended genotype that is not JSON names the field.
+        if let Some(rec) = r.optimize[0].recommended.as_mut() {
+            rec.genotype_json = "{oops".into();
+        }
+        let err = optimize_json(&r).expect_err("not JSON");
+        assert!(
+            err.to_string()
+                .contains("optimize[0].recommended.genotype_json"),
             "{err}"
         );
     }

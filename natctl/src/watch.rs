@@ -14,10 +14,13 @@
 //! [14] policy v2 round 1/3: mean reward +0.0123, baseline +0.0012, entropy 3.4210, used 4, stale 0
 //! [40] new best (input 0): accuracy 0.9345, reward +0.0211, genotype Genotype(normal=[…], …)
 //! [41] job succeeded
+//! verdict: worse — recommended: the original, because the best is less accurate on 3 seeds (…)
 //! job 6f1e… succeeded
 //! ```
 //!
-//! The last line always names the job's final state. Exit status: 0 when the job succeeded, 1
+//! When an optimize job succeeds, its verdict and recommendation (one line per input, `input N:`
+//! in front when there are several) come before the last line, which always names the job's
+//! final state. Exit status: 0 when the job succeeded, 1
 //! otherwise (the error line on stderr names the state and the reason).
 
 use std::io::IsTerminal;
@@ -326,8 +329,21 @@ pub async fn watch(
         summary.state = j.state;
         summary.reason = j.error;
     }
+    let succeeded = v1::JobState::try_from(summary.state) == Ok(v1::JobState::Succeeded);
+    if succeeded && v1::JobKind::try_from(job.kind) == Ok(v1::JobKind::Optimize) {
+        let result = jobs
+            .get_job_result(v1::GetJobResultRequest {
+                job_id: id.to_string(),
+            })
+            .await
+            .map_err(|s| status_error("result", s))?
+            .into_inner();
+        for l in crate::report::verdict_lines(&result) {
+            println!("{l}");
+        }
+    }
     println!("job {} {}", id, state_name(summary.state));
-    if v1::JobState::try_from(summary.state) == Ok(v1::JobState::Succeeded) {
+    if succeeded {
         return Ok(ExitCode::SUCCESS);
     }
     let reason = if summary.reason.is_empty() {

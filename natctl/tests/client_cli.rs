@@ -196,6 +196,30 @@ async fn bad_input_is_one_clear_line() {
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("architectures[1]"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // Optimize settings are checked before anything is sent, naming the key.
+    for (flags, says) in [
+        (
+            &["--kind", "optimize", "--final-seeds", "40"][..],
+            "error: optimize.final_seeds: ",
+        ),
+        (
+            &["--kind", "optimize", "--max-cost-ratio", "0.5"][..],
+            "error: optimize.max_cost_ratio: ",
+        ),
+        (
+            &["--kind", "optimize", "--control", "placebo"][..],
+            "error: optimize.control: ",
+        ),
+        (&["--control", "random"][..], "only apply to optimize jobs"),
+    ] {
+        let mut args = vec!["submit", "--arch", "darts-v2", "--dataset", "digits"];
+        args.extend_from_slice(flags);
+        let out = natctl("http://127.0.0.1:1", &args).await;
+        assert!(!out.status.success(), "{flags:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
     // Unknown job id.
     let out = natctl(
         &server.url,
@@ -345,9 +369,40 @@ async fn watch_an_optimize_job_line_by_line() {
     assert!(watch.status.success(), "{watch:?}");
     let text = stdout(&watch);
     let lines: Vec<&str> = text.lines().collect();
+    // One `[SEQ] …` line per event, then the verdict lines, then the final state.
+    let events_end = lines
+        .iter()
+        .position(|l| !l.starts_with('['))
+        .unwrap_or(lines.len());
     assert!(
-        lines[..lines.len() - 1].iter().all(|l| l.starts_with('[')),
+        lines[events_end..lines.len() - 1]
+            .iter()
+            .all(|l| l.starts_with("verdict: ")),
         "one `[SEQ] …` line per event, then the verdict:\n{text}"
+    );
+    // The verdict watch printed is the result's.
+    let result = natctl(&server.url, &["result", &job_id, "--json"]).await;
+    assert!(result.status.success(), "{result:?}");
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).expect("JSON");
+    let verdict = v["verdict"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a verdict: {v}"));
+    assert!(
+        lines[events_end..]
+            .iter()
+            .any(|l| l.starts_with(&format!("verdict: {verdict} — recommended: "))),
+        "{text}"
+    );
+    assert!(v["recommended"]["reason"].is_string(), "{v}");
+    assert_eq!(v["final"]["seeds"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(v["final"]["paired_difference"]["method"], "paired_t", "{v}");
+    assert!(v["learning"]["curve"].is_array(), "{v}");
+    let table = stdout(&natctl(&server.url, &["result", &job_id]).await);
+    assert!(table.contains(&format!("VERDICT: {verdict}")), "{table}");
+    assert!(table.contains("mean ± std"), "{table}");
+    assert!(
+        table.contains("paired difference, best − original: "),
+        "{table}"
     );
     for phase in ["learn", "derive", "final"] {
         assert!(

@@ -314,6 +314,25 @@
     $('#cells-note').textContent = d.has_best ? '' : 'no transformation found yet';
   }
 
+  // NAT's answer (verdict, recommendation, final evaluation, control) and whether the policy
+  // learned: HTML and SVG rendered and escaped by the server (nat_dashboard::answer).
+  var shownAnswer = null;
+
+  function renderAnswer(d) {
+    var a = d.answer, l = d.learning;
+    var key = (a ? a.html : '') + '|' + (l ? l.curve_svg + l.html : '');
+    if (key === shownAnswer) return;
+    shownAnswer = key;
+    var card = $('#answer-card');
+    card.hidden = !(a && a.html);
+    $('#answer-input').textContent = '#' + d.input_index;
+    $('#answer').innerHTML = a && a.html ? a.html : '';
+    var lcard = $('#learning-card');
+    lcard.hidden = !l;
+    $('#learning-chart-box').innerHTML = l ? l.curve_svg : '';
+    $('#learning').innerHTML = l ? l.html : '';
+  }
+
   function renderCompare(rows) {
     replaceChildren($('#compare-table tbody'), rows.map(function (r) {
       var f = r.format === 'percent' ? pct : r.format === 'count' ? count : function (x) { return isNum(x) ? String(x) : '–'; };
@@ -391,6 +410,7 @@
         sel.value = String(d.input_index);
       }
     }
+    renderAnswer(d);
     renderCells(d);
     renderCompare(d.table);
     renderEvents(seen.events);

@@ -37,6 +37,7 @@ async fn run() {
                 seed: 0,
                 checkpointed: false,
                 checkpoint_key: String::new(),
+                split: nat_schema::EvalSplit::Validation,
             };
             NewTask {
                 kind: "train_eval".into(),
@@ -73,6 +74,9 @@ async fn run() {
             max_staleness: 0,
             final_budget_preset: "smoke".into(),
             final_budget: budget,
+            final_seeds: 3,
+            max_cost_ratio: 1.0,
+            control: nat_schema::Control::None,
         },
     };
     let job = store

@@ -3,9 +3,12 @@
 //! [`router`] returns an axum router with:
 //! - `GET /` — jobs (state, progress, best reward and accuracy, elapsed) and workers (health,
 //!   device, current task, throughput);
-//! - `GET /jobs/{id}` — a job: reward and baseline per policy version, best-so-far accuracy over
-//!   time, the input and best cells as SVG diagrams with the changed edges highlighted, the
-//!   before/after table, the latest events;
+//! - `GET /jobs/{id}` — a job: for a finished optimize job NAT's answer first (the verdict, the
+//!   recommendation with its reason, the final evaluation per seed with mean ± std, the paired
+//!   difference and its 95 % interval, params and multiply-adds, the random control) and whether
+//!   the policy learned (reward moving average and entropy per policy version); reward and
+//!   baseline per policy version, best-so-far accuracy over time, the input and best cells as SVG
+//!   diagrams with the changed edges highlighted, the before/after table, the latest events;
 //! - `GET /api/jobs`, `GET /api/jobs/{id}?input=N&after=SEQ`, `GET /api/workers` — the same data
 //!   as JSON; with `after` the job's chart points and events are only those of events after
 //!   sequence number `SEQ` (the response's `last_seq` is the next request's `after`), so the page
@@ -23,11 +26,14 @@
 //! - [`schema`]: decoding the stored documents (specs, results, payloads, events) with
 //!   `nat-schema`'s types; a document that does not fit is an error naming the field.
 //! - [`model`]: the views, built from the store.
+//! - [`answer`]: NAT's answer and the learning curve of an optimize job, rendered on the server
+//!   (HTML and SVG, text escaped).
 //! - [`diagram`]: the job page's per-cell SVG pictures (input and best side by side, changed
 //!   edges highlighted on both, ids and data attributes for the script and tests). The
 //!   downloadable whole-genotype pictures use `nat_arch::render`.
 //! - [`gauges`]: the store-derived Prometheus gauges (`nat_jobs`, `nat_tasks`, `nat_workers`).
 
+pub mod answer;
 pub mod cache;
 pub mod diagram;
 pub mod gauges;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use nat_arch::{network_cost, CellKind, Genotype, NetworkSpec};
 use nat_schema::event::JobEvent;
-use nat_schema::result::{ArchMeasurement, OptimizeResult};
+use nat_schema::result::{ArchMeasurement, Learning, OptimizeOutcome, OptimizeResult};
 use nat_schema::{DecodeError, JobSpec, TaskKind};
 use nat_store::{Event, Job, JobFilter, JobId, JobState, Store, TaskState, Worker, WorkerId};
 use serde::Serialize;
@@ -144,6 +144,30 @@ pub struct CompareRow {
     pub format: &'static str,
 }
 
+/// NAT's answer for the input shown: the outcome's verdict, recommendation, final evaluation
+/// and control as stored, and their server-rendered HTML.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    /// The input's outcome (`verdict`, `recommended`, `final`, `control`, `original`, `best`, …).
+    #[serde(flatten)]
+    pub outcome: OptimizeOutcome,
+    /// The verdict, the recommendation, the final evaluation table and the control as HTML
+    /// (escaped; empty for results written before verdicts).
+    pub html: String,
+}
+
+/// Whether the policy learned.
+#[derive(Debug, Clone, Serialize)]
+pub struct LearningView {
+    /// As stored: `rewards`, `policy_versions`, `curve`, `inputs`, `supernet`.
+    #[serde(flatten)]
+    pub learning: Learning,
+    /// Reward (moving average) and entropy against the policy version, as an SVG.
+    pub curve_svg: String,
+    /// The numbers for the input shown, as HTML (escaped).
+    pub html: String,
+}
+
 /// Everything the job page shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobDetail {
@@ -174,6 +198,10 @@ pub struct JobDetail {
     pub events: Vec<EventLine>,
     /// Events were left unread (more than [`MAX_EVENTS`] new ones); the next request continues.
     pub events_truncated: bool,
+    /// NAT's answer for the input shown, once the final evaluation is done (optimize jobs).
+    pub answer: Option<Answer>,
+    /// Whether the policy learned, once the job is done (optimize jobs).
+    pub learning: Option<LearningView>,
 }
 
 /// A worker row.
@@ -809,6 +837,23 @@ pub async fn job_detail_with(
         },
     ];
 
+    let answer = docs
+        .result
+        .as_ref()
+        .and_then(|r| r.optimize.iter().find(|o| o.input_index == input_index))
+        .map(|o| Answer {
+            outcome: o.clone(),
+            html: crate::answer::answer_html(o),
+        });
+    let learning = docs
+        .result
+        .as_ref()
+        .and_then(|r| r.learning.as_ref())
+        .map(|l| LearningView {
+            learning: l.clone(),
+            curve_svg: crate::answer::learning_svg(&l.curve),
+            html: crate::answer::learning_html(l, input_index),
+        });
     let job_row = row(&job, Ok(&docs), Some(&digest), Utc::now());
     let events: Vec<EventLine> = digest
         .last
@@ -845,6 +890,8 @@ pub async fn job_detail_with(
         table,
         events,
         events_truncated: truncated,
+        answer,
+        learning,
     })
 }
 

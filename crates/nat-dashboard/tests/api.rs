@@ -583,3 +583,80 @@ async fn undecodable_documents_are_errors_naming_the_field() {
         .filter(|j| j["id"] != bad.id.to_string())
         .all(|j| j.get("document_error").is_none()));
 }
+
+#[tokio::test]
+async fn a_finished_optimize_job_shows_the_verdict_final_evaluation_and_learning() {
+    let fx = populate().await;
+    let addr = serve(fx.store.clone()).await;
+    let path = format!("/api/jobs/{}", fx.optimize);
+    // While the job runs there is no answer yet.
+    let (status, d) = get_json(addr, &path).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["answer"], Value::Null);
+    assert_eq!(d["learning"], Value::Null);
+
+    fx.store
+        .set_job_result(
+            fx.optimize,
+            finished_result(&fx.input, &fx.best),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("result");
+    let (status, d) = get_json(addr, &path).await;
+    assert_eq!(status, 200, "{d}");
+    let a = &d["answer"];
+    assert_eq!(a["verdict"], "worse");
+    assert_eq!(a["recommended"]["from"], "original");
+    assert_eq!(a["final"]["seeds"], json!([101, 102, 103]));
+    assert_eq!(
+        a["final"]["best"]["accuracies"],
+        json!([0.901, 0.897, 0.906])
+    );
+    assert!(a["final"]["paired_difference"]["ci_high"]
+        .as_f64()
+        .is_some_and(|h| h < 0.0));
+    assert_eq!(a["control"]["verdict"], "no_difference");
+    let html = a["html"].as_str().expect("html");
+    for expected in [
+        r#"data-verdict="worse""#,
+        r#"<p id="recommendation" class="recommendation" data-from="original">recommended: the original, because the best is less accurate on 3 seeds"#,
+        r#"<table id="final-table""#,
+        r#"<td class="num best">90.10%</td>"#,
+        r#"<td class="num original">91.17% ± 0.65</td>"#,
+        "Paired difference, best − original: <strong>-1.03 pt, 95 % interval [-1.55, -0.52] pt (paired_t)</strong>",
+        r#"<div id="control" class="control" data-verdict="no_difference">"#,
+    ] {
+        assert!(html.contains(expected), "{expected}\nmissing from\n{html}");
+    }
+    let l = &d["learning"];
+    assert_eq!(l["policy_versions"], 6);
+    assert_eq!(l["curve"].as_array().map(Vec::len), Some(6));
+    assert_eq!(l["curve"][1]["entropy"], Value::Null);
+    let svg = l["curve_svg"].as_str().expect("svg");
+    assert!(svg.contains(r#"id="learning-chart""#), "{svg}");
+    assert!(
+        svg.contains(r#"class="series reward-ma""#) && svg.contains(r#"class="series entropy""#)
+    );
+    let facts = l["html"].as_str().expect("html");
+    assert!(
+        facts.contains("<div><dt>p(identity)</dt><dd>0.0123 → 0.0087</dd></div>"),
+        "{facts}"
+    );
+    // The before/after table takes the final evaluation's means.
+    let table = d["table"].as_array().expect("table");
+    assert!(
+        (f(&table[0]["before"]) - 0.911_666_666).abs() < 1e-6,
+        "{}",
+        table[0]
+    );
+    assert!(
+        (f(&table[0]["after"]) - 0.901_333_333).abs() < 1e-6,
+        "{}",
+        table[0]
+    );
+    // Another input of the job has no answer.
+    let (status, d) = get_json(addr, &format!("{path}?input=1")).await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["answer"], Value::Null);
+}

@@ -1,7 +1,8 @@
 //! Opens the job page of a running job in a real headless Chromium (Debian's `chromium`,
 //! installed by `scripts/ensure-chromium.sh`), checks that the reward chart and both cell
 //! diagrams are in the DOM after the script ran, and saves a screenshot under the test's output
-//! directory (`$CARGO_TARGET_TMPDIR/nat-dashboard/job.png`, and `index.png` of the front page).
+//! directory (`$CARGO_TARGET_TMPDIR/nat-dashboard/job.png`, `index.png` of the front page, and
+//! `answer.png` of the job page once the job has its verdict, final evaluation and learning curve).
 //!
 //! If Chromium cannot be installed or started, the test fails with the reason.
 
@@ -221,4 +222,61 @@ async fn job_page_renders_chart_and_cell_diagrams_in_chromium() {
     let bytes = std::fs::read(&index_png).expect("index screenshot");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     eprintln!("screenshot: {}", index_png.display());
+
+    // Once the job is done: NAT's answer (verdict, recommendation, final evaluation, control)
+    // and the learning curve, above the charts.
+    fx.store
+        .set_job_result(
+            fx.optimize,
+            finished_result(&fx.input, &fx.best),
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("result");
+    let dom = {
+        let (binary, profile, url) = (binary.clone(), profile.path().to_path_buf(), url.clone());
+        in_blocking(move || run_chromium(&binary, &profile, &url, &["--dump-dom".into()])).await
+    };
+    assert!(!dom.contains("refresh failed"), "{dom}");
+    assert!(
+        dom.contains(r#"<section class="card answer" id="answer-card">"#),
+        "the answer card is shown:\n{dom}"
+    );
+    for needle in [
+        r#"data-verdict="worse""#,
+        "recommended: the original, because the best is less accurate on 3 seeds",
+        r#"id="final-table""#,
+        "91.17% ± 0.65",
+        "Paired difference, best − original",
+        r#"id="control""#,
+        r#"id="learning-chart""#,
+        r#"class="series entropy""#,
+        r#"id="learning-facts""#,
+    ] {
+        assert!(dom.contains(needle), "{needle} missing:\n{dom}");
+    }
+    let answer_png = out_dir.join("answer.png");
+    let _ = std::fs::remove_file(&answer_png);
+    {
+        let (binary, profile, png) = (
+            binary.clone(),
+            profile.path().to_path_buf(),
+            answer_png.clone(),
+        );
+        in_blocking(move || {
+            run_chromium(
+                &binary,
+                &profile,
+                &url,
+                &[
+                    format!("--screenshot={}", png.display()),
+                    "--window-size=1440,1500".into(),
+                ],
+            )
+        })
+        .await;
+    }
+    let bytes = std::fs::read(&answer_png).expect("answer screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    eprintln!("screenshot: {}", answer_png.display());
 }

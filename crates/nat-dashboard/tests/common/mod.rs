@@ -51,6 +51,7 @@ pub fn train_eval(index: u32, g: &Genotype) -> NewTask {
         seed: 1,
         checkpointed: false,
         checkpoint_key: String::new(),
+        split: nat_schema::EvalSplit::Validation,
     };
     NewTask {
         kind: "train_eval".into(),
@@ -94,6 +95,9 @@ pub fn optimize_spec(name: &str, dataset: &str, archs: &[&Genotype]) -> Value {
             max_staleness: 0,
             final_budget_preset: "smoke".into(),
             final_budget: smoke(),
+            final_seeds: 3,
+            max_cost_ratio: 1.0,
+            control: nat_schema::Control::None,
         },
     };
     serde_json::to_value(spec).expect("spec json")
@@ -311,6 +315,99 @@ pub async fn populate() -> Fixture {
         rewards,
         _dir: dir,
     }
+}
+
+/// `jobs.result` of a finished optimize job, as the coordinator writes it: DARTS_V2 (`input`)
+/// against its NAT transformation (`best`) trained from scratch on seeds 101..=103, the best
+/// worse on every seed, a random control, and the learning curve (version 3 without entropy).
+pub fn finished_result(input: &Genotype, best: &Genotype) -> Value {
+    use nat_schema::result::*;
+    use nat_schema::verdict::{decide, PairedDifference, SeedAccuracies};
+    let original = SeedAccuracies::new(vec![0.912, 0.905, 0.918], 3_349_342, 532_665_460);
+    let best_acc = SeedAccuracies::new(vec![0.901, 0.897, 0.906], 3_160_000, 498_000_000);
+    let control = SeedAccuracies::new(vec![0.910, 0.907, 0.915], 3_200_000, 510_000_000);
+    let diff = PairedDifference::of(&original.accuracies, &best_acc.accuracies).expect("pairs");
+    let decision = decide(&original, &best_acc, &diff, false);
+    let vs_original = PairedDifference::of(&original.accuracies, &control.accuracies).expect("d");
+    let measured = |g: &Genotype, a: &SeedAccuracies| ArchMeasurement {
+        genotype: g.to_json_value(),
+        genotype_darts: g.to_darts_string(),
+        canonical_hash: g.canonical_hash(),
+        accuracy: a.mean,
+        params: a.params,
+        madds: a.madds,
+    };
+    let view = |version, g: &Genotype, identity, argmax| PolicyView {
+        version,
+        identity_probability: identity,
+        argmax_darts: g.to_darts_string(),
+        argmax_probability: argmax,
+    };
+    let doc = OptimizeResult {
+        summary: Summary {
+            best_accuracy: Some(best_acc.mean),
+            best_reward: Some(0.021),
+            policy_version: 7,
+            iterations_done: 6,
+            iterations_total: 6,
+        },
+        optimize: vec![OptimizeOutcome {
+            input_index: 0,
+            original: measured(input, &original),
+            best: measured(best, &best_acc),
+            changed_edges: vec![
+                "normal node 2 input 0 (from 0): sep_conv_3x3 -> skip_connect".into(),
+            ],
+            verdict: Some(decision.verdict),
+            recommended: Some(Recommendation {
+                from: decision.recommended,
+                genotype: input.to_json_value(),
+                genotype_darts: input.to_darts_string(),
+                reason: decision.reason,
+            }),
+            final_evaluation: Some(FinalEvaluation {
+                seeds: vec![101, 102, 103],
+                original: original.clone(),
+                best: best_acc.clone(),
+                paired_difference: diff,
+            }),
+            control: Some(ControlOutcome {
+                genotype: best.to_json_value(),
+                genotype_darts: best.to_darts_string(),
+                final_accuracies: control.clone(),
+                policy_vs_control: PairedDifference::of(&control.accuracies, &best_acc.accuracies)
+                    .expect("d"),
+                verdict: decide(&original, &control, &vs_original, false).verdict,
+                vs_original,
+            }),
+            derive_accuracy: Some(0.957),
+        }],
+        policy: Some(PolicyRef {
+            id: "job-policy".into(),
+            version: 7,
+        }),
+        rewards: 18,
+        driver: DriverProgress::default(),
+        learning: Some(Learning {
+            rewards: 18,
+            policy_versions: 6,
+            curve: (2..=7)
+                .map(|v| LearningPoint {
+                    version: v,
+                    mean_reward: -0.02 + 0.006 * v as f64,
+                    reward_moving_average: -0.002 + 0.0006 * v as f64,
+                    entropy: (v != 3).then_some(3.5 - 0.05 * v as f64),
+                })
+                .collect(),
+            inputs: vec![InputLearning {
+                input_index: 0,
+                first: Some(view(1, input, 0.0123, 0.0123)),
+                last: view(7, best, 0.0087, 0.0412),
+            }],
+            supernet: None,
+        }),
+    };
+    serde_json::to_value(doc).expect("result json")
 }
 
 /// Serves the dashboard on a loopback port.
