@@ -4,6 +4,11 @@
 //! slot's device (loaded once, reused by later tasks) and the supernet sessions (one per
 //! `supernet_key`). Every problem with the payload becomes an [`Outcome::Failed`] whose reason
 //! names the field; nothing here panics on task input.
+//!
+//! A `train_eval` task's `split` picks what its accuracy is measured on: the validation split
+//! (learning, derive) or the test split (the final evaluation), which nat-train keeps disjoint from
+//! the train and validation splits (a dataset without test files has a fixed part of its training
+//! files held out as its test split; see `nat_train::data`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +17,8 @@ use std::rc::Rc;
 use nat_arch::{Dataset, Genotype, OpSet};
 use nat_proto::v1;
 use nat_train::{
-    Budget, CheckpointConfig, DatasetSplits, SupernetSession, SupernetSettings, TrainError,
-    TrainEvalReport, TrainSpec,
+    Budget, CheckpointConfig, DatasetSplits, EvalSplit, SupernetSession, SupernetSettings,
+    TrainError, TrainEvalReport, TrainSpec,
 };
 use tch::Device;
 
@@ -21,7 +26,8 @@ use crate::config::SlotDevice;
 use crate::slot::{Progress, TaskContext, TaskRunner};
 
 /// Seed of the train/validation split. Fixed for every task so that accuracies of different
-/// architectures are measured on the same held-out examples.
+/// architectures are measured on the same held-out examples. (The test split does not depend on
+/// it: nat-train holds out a dataset's test part with its own fixed seed.)
 pub const SPLIT_SEED: u64 = 0x4E41_5453;
 
 /// At most this many (dataset, validation fraction) splits stay loaded per slot.
@@ -138,6 +144,7 @@ impl TorchRunner {
             device = %self.config.device,
             train = splits.train.len(),
             validation = splits.validation.len(),
+            test = splits.test.len(),
             seconds = started.elapsed().as_secs_f64(),
             "dataset loaded"
         );
@@ -169,6 +176,10 @@ impl TorchRunner {
         if let Err(error) = nat_train::train::validate_budget(&budget) {
             return Outcome::rejected(format!("train_eval.budget: {error}"));
         }
+        let split = match eval_split_from_proto(payload.split) {
+            Ok(split) => split,
+            Err(reason) => return Outcome::rejected(reason),
+        };
         let data = match self.dataset(
             "train_eval.dataset",
             &payload.dataset,
@@ -181,6 +192,7 @@ impl TorchRunner {
             genotype: &genotype,
             budget: &budget,
             seed: payload.seed,
+            split,
         };
         let mut on_progress = |progress: &nat_train::Progress| {
             context.report(Progress {
@@ -397,6 +409,19 @@ impl TaskRunner for TorchRunner {
     }
 }
 
+/// The nat-train split of a `TrainEvalTask.split`; an unknown value is an error naming the field.
+pub fn eval_split_from_proto(value: i32) -> Result<EvalSplit, String> {
+    match v1::EvalSplit::try_from(value) {
+        Ok(v1::EvalSplit::Validation) => Ok(EvalSplit::Validation),
+        Ok(v1::EvalSplit::Test) => Ok(EvalSplit::Test),
+        Err(_) => Err(format!(
+            "train_eval.split: unknown evaluation split {value} (expected {} = validation or {} = test)",
+            v1::EvalSplit::Validation as i32,
+            v1::EvalSplit::Test as i32
+        )),
+    }
+}
+
 /// The plain supernet settings of proto settings.
 pub fn supernet_settings_from_proto(settings: &v1::SupernetSettings) -> SupernetSettings {
     SupernetSettings {
@@ -510,6 +535,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn eval_splits_map_and_unknown_values_are_rejected() {
+        assert_eq!(
+            eval_split_from_proto(v1::EvalSplit::Validation as i32),
+            Ok(EvalSplit::Validation)
+        );
+        assert_eq!(
+            eval_split_from_proto(v1::EvalSplit::Test as i32),
+            Ok(EvalSplit::Test)
+        );
+        for bad in [2, -1, i32::MAX] {
+            let reason = eval_split_from_proto(bad).unwrap_err();
+            assert!(
+                reason.contains("train_eval.split") && reason.contains(&bad.to_string()),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

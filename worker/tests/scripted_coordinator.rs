@@ -148,7 +148,8 @@ impl WorkerService for Scripted {
         if refused {
             return Err(Status::failed_precondition("lease_token: stale lease"));
         }
-        Ok(Response::new(v1::ReportResultResponse { duplicate: false }))
+        // Not a duplicate, not discarded (every field's default).
+        Ok(Response::new(v1::ReportResultResponse::default()))
     }
 }
 
@@ -206,8 +207,17 @@ fn train_task(
             seed: 1,
             checkpointed: false,
             checkpoint_key: String::new(),
+            split: v1::EvalSplit::Validation as i32,
         })),
     }
+}
+
+/// `task` (a `train_eval` task) evaluated on the split `split` (a raw `EvalSplit` value).
+fn with_split(mut task: v1::Task, split: i32) -> v1::Task {
+    if let Some(v1::task::Payload::TrainEval(payload)) = &mut task.payload {
+        payload.split = split;
+    }
+    task
 }
 
 fn result_of<'a>(state: &'a State, task_id: &str) -> Option<&'a Outcome> {
@@ -268,6 +278,10 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
             payload: None,
             ..train_task("no-payload", "", "digits", budget(1, 64))
         });
+        s.tasks.push_back(with_split(
+            train_task("bad-split", &small_genotype_json(), "digits", budget(1, 64)),
+            7,
+        ));
         s.tasks.push_back(train_task(
             "diverges",
             &small_genotype_json(),
@@ -279,6 +293,15 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
             &small_genotype_json(),
             "digits",
             budget(1, 256),
+        ));
+        s.tasks.push_back(with_split(
+            train_task(
+                "good-test-split",
+                &small_genotype_json(),
+                "digits",
+                budget(1, 64),
+            ),
+            v1::EvalSplit::Test as i32,
         ));
     });
     let address = serve(scripted.clone()).await;
@@ -293,8 +316,8 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
         &["--data-dir", data.to_str().unwrap()],
     );
 
-    wait_until(Duration::from_secs(120), "seven results", || {
-        scripted.with(|s| s.results.len() >= 7)
+    wait_until(Duration::from_secs(120), "nine results", || {
+        scripted.with(|s| s.results.len() >= 9)
     })
     .await;
     assert!(worker.is_running(), "the worker must survive bad tasks");
@@ -327,6 +350,12 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
         let (reason, retryable) = failure(s, "no-payload");
         assert!(reason.contains("payload"), "{reason}");
         assert!(!retryable);
+        let (reason, retryable) = failure(s, "bad-split");
+        assert!(
+            reason.contains("train_eval.split") && reason.contains('7'),
+            "{reason}"
+        );
+        assert!(!retryable);
 
         let (reason, retryable) = failure(s, "diverges");
         assert!(reason.contains("non-finite"), "{reason}");
@@ -339,6 +368,13 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
                 assert!(result.loss.is_finite() && result.images_per_second > 0.0);
             }
             other => panic!("good: expected a train_eval result, got {other:?}"),
+        }
+        match result_of(s, "good-test-split") {
+            Some(Outcome::TrainEval(result)) => {
+                assert!((0.0..=1.0).contains(&result.accuracy), "{result:?}");
+                assert!(result.loss.is_finite(), "{result:?}");
+            }
+            other => panic!("good-test-split: expected a train_eval result, got {other:?}"),
         }
         assert!(s
             .results

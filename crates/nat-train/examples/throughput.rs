@@ -101,6 +101,7 @@ fn main() -> Result<()> {
             genotype: &genotype,
             budget: &budget,
             seed: 0,
+            split: nat_train::EvalSplit::Validation,
         };
         let report = nat_train::train_eval(&spec, &data, device, &stop, &mut |_| {})?;
         println!(

@@ -1,5 +1,6 @@
-//! Datasets: loading the standard on-disk formats under a data dir, a deterministic seeded
-//! train/validation split, per-channel normalisation, tensors kept on the device when they fit.
+//! Datasets: loading the standard on-disk formats under a data dir, a deterministic partition into
+//! disjoint train, validation and test splits, per-channel normalisation, tensors kept on the
+//! device when they fit.
 //!
 //! Layout under the data dir (what `scripts/fetch-data.sh` writes):
 //! - `cifar10/data_batch_1.bin` … `data_batch_5.bin` (required), `test_batch.bin` (optional):
@@ -7,7 +8,31 @@
 //! - `mnist/`, `fashion-mnist/`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte` (required),
 //!   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (optional), each raw or with `.gz`.
 //! - `digits/digits.csv.gz`: scikit-learn's file, 64 values 0..=16 and the label per row (no test
-//!   split).
+//!   file).
+//!
+//! # Splits
+//!
+//! Every loaded dataset has three disjoint splits ([`load`], [`partition`]):
+//! - **test**: the dataset's test files (`t10k-*` of MNIST and Fashion-MNIST, CIFAR-10's
+//!   `test_batch.bin`). A dataset without test files — the 8×8 digits always, the others when
+//!   those files are absent — has [`HELD_OUT_TEST_FRACTION`] (20 %) of its training files held
+//!   out as its test split, chosen by a shuffle seeded with the fixed [`HELD_OUT_TEST_SEED`]
+//!   *before* the validation split is taken. That choice depends on neither the caller's
+//!   `split_seed` nor `validation_fraction`, so every task on every worker sees the same test
+//!   examples.
+//! - **validation**: `round(validation_fraction · N)` (at least one) of the N training-file
+//!   examples that are not test examples, chosen by a shuffle seeded with `split_seed`.
+//!   `validation_fraction == 0` makes the validation split the test split itself (the same
+//!   tensors; for the digits, the held-out test part) — then a selection on "validation" does see
+//!   the test examples.
+//! - **train**: the rest of the training files. The normalisation statistics come from it alone.
+//!
+//! Learning and derive tasks measure on the validation split, the final evaluation on the test
+//! split ([`EvalSplit`]), which no selection saw (with `validation_fraction > 0`). Holding the test
+//! part out changes the digits' sizes: of its 1,797 images, 359 are test, and `validation_fraction`
+//! 0.2 leaves 288 validation and 1,150 train images (before there was no test split, and 359
+//! validation and 1,438 train images). Datasets with test files keep their train and validation
+//! splits exactly as before.
 
 pub mod formats;
 
@@ -22,6 +47,62 @@ use tch::{Device, Kind, Tensor};
 pub use formats::RawImages;
 
 use crate::error::DataError;
+
+/// Share of the training files held out as the test split of a dataset without test files.
+pub const HELD_OUT_TEST_FRACTION: f64 = 0.2;
+
+/// Seed of the shuffle that holds out the test split of a dataset without test files. Fixed (not
+/// the caller's `split_seed`) so that the test examples are the same for every task; distinct
+/// from the validation split seeds in use (the worker's `SPLIT_SEED`, the tests' small seeds).
+pub const HELD_OUT_TEST_SEED: u64 = 0x4E41_545F_5445_5354; // "NAT_TEST"
+
+/// The split a `train_eval` / `final_eval` call reports its accuracy and loss on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EvalSplit {
+    /// [`DatasetSplits::validation`]: what learning and derive tasks measure on.
+    #[default]
+    Validation,
+    /// [`DatasetSplits::test`]: what the final evaluation measures on; no selection saw it.
+    Test,
+}
+
+impl EvalSplit {
+    /// `validation` or `test`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EvalSplit::Validation => "validation",
+            EvalSplit::Test => "test",
+        }
+    }
+}
+
+impl std::fmt::Display for EvalSplit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a dataset's test split comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestSource {
+    /// The dataset's test files.
+    Files,
+    /// [`HELD_OUT_TEST_FRACTION`] of the training files, held out with [`HELD_OUT_TEST_SEED`].
+    HeldOut,
+}
+
+/// Which examples of the training files are in which split: positions in the training files, in
+/// the order of the split's tensors. The three lists are disjoint and together cover the training
+/// files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub train: Vec<usize>,
+    /// Empty when `validation_fraction` is 0: the validation split is then the test split.
+    pub validation: Vec<usize>,
+    /// The held-out test examples; empty when the test split is the dataset's test files.
+    pub test: Vec<usize>,
+    pub test_source: TestSource,
+}
 
 /// Images (`N × C × H × W`, float, normalised) and labels (`N`, int64) of one split.
 #[derive(Debug)]
@@ -53,6 +134,14 @@ impl Split {
         Ok((images, labels))
     }
 
+    /// The same tensors (shared storage).
+    pub fn shallow_clone(&self) -> Split {
+        Split {
+            images: self.images.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+        }
+    }
+
     /// The contiguous examples `start .. start + len`, moved to `device`.
     pub fn slice(
         &self,
@@ -66,8 +155,7 @@ impl Split {
     }
 }
 
-/// A loaded dataset: train and validation splits of the dataset's training files, and its test
-/// split when the dataset has one.
+/// A loaded dataset: its disjoint train, validation and test splits (see the module docs).
 #[derive(Debug)]
 pub struct DatasetSplits {
     pub dataset: Dataset,
@@ -75,7 +163,11 @@ pub struct DatasetSplits {
     /// Held out from the training files (`validation_fraction`); the test split when the fraction
     /// is 0.
     pub validation: Split,
-    pub test: Option<Split>,
+    /// The dataset's test files, or the part of its training files held out for testing when it
+    /// has none ([`Partition::test_source`]).
+    pub test: Split,
+    /// Which training-file examples went to which split.
+    pub partition: Partition,
     pub channels: i64,
     pub image_size: i64,
     pub num_classes: i64,
@@ -85,6 +177,16 @@ pub struct DatasetSplits {
     pub std: Vec<f64>,
     /// Where the tensors live: the requested device, or the CPU when they did not fit there.
     pub storage_device: Device,
+}
+
+impl DatasetSplits {
+    /// The split that `which` evaluates on.
+    pub fn eval_split(&self, which: EvalSplit) -> &Split {
+        match which {
+            EvalSplit::Validation => &self.validation,
+            EvalSplit::Test => &self.test,
+        }
+    }
 }
 
 /// The files a dataset needs under `data_dir` (train files first).
@@ -149,11 +251,73 @@ pub fn read_raw(
     }
 }
 
-/// Loads `dataset` from `data_dir` and splits its training files into train and validation:
-/// a seeded shuffle (`split_seed`), then the last `round(validation_fraction · N)` examples (at
-/// least one) are the validation split. `validation_fraction == 0` uses the test split for
-/// validation (an error when the dataset has none). The same arguments always give the same split;
-/// keep `split_seed` fixed across tasks so accuracies are comparable.
+/// Splits `count` training-file examples into train, validation and (when `has_test_files` is
+/// false) held-out test examples, as the module docs describe: first the held-out test part
+/// ([`HELD_OUT_TEST_FRACTION`], seed [`HELD_OUT_TEST_SEED`]), then of the rest a seeded shuffle
+/// (`split_seed`) whose last `round(validation_fraction · N)` examples (at least one) are the
+/// validation split. `validation_fraction == 0` gives no validation examples (the validation split
+/// is then the test split). The same arguments always give the same partition.
+pub fn partition(
+    count: usize,
+    has_test_files: bool,
+    validation_fraction: f64,
+    split_seed: u64,
+) -> Result<Partition, DataError> {
+    if !(0.0..1.0).contains(&validation_fraction) {
+        return Err(DataError::InvalidRequest {
+            field: "validation_fraction",
+            reason: format!("{validation_fraction} is outside [0, 1)"),
+        });
+    }
+    let (mut order, test, test_source) = if has_test_files {
+        ((0..count).collect(), Vec::new(), TestSource::Files)
+    } else {
+        let held_out = ((HELD_OUT_TEST_FRACTION * count as f64).round() as usize).max(1);
+        // The held-out test split needs at least 2 examples, and so does the train split.
+        if held_out < 2 || held_out + 2 > count {
+            return Err(DataError::InvalidRequest {
+                field: "dataset",
+                reason: format!(
+                    "{count} training examples and no test files: too few to hold out a test split"
+                ),
+            });
+        }
+        let mut all: Vec<usize> = (0..count).collect();
+        all.shuffle(&mut ChaCha8Rng::seed_from_u64(HELD_OUT_TEST_SEED));
+        let test = all.split_off(count - held_out);
+        // Back to file order, so that the validation split below depends only on which examples
+        // remain and on `split_seed`.
+        all.sort_unstable();
+        (all, test, TestSource::HeldOut)
+    };
+    let remaining = order.len();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(split_seed));
+    let validation_count = if validation_fraction > 0.0 {
+        ((validation_fraction * remaining as f64).round() as usize).max(1)
+    } else {
+        0
+    };
+    if validation_count >= remaining {
+        return Err(DataError::InvalidRequest {
+            field: "validation_fraction",
+            reason: format!(
+                "{validation_fraction} of {remaining} examples leaves no training example"
+            ),
+        });
+    }
+    let validation = order.split_off(remaining - validation_count);
+    Ok(Partition {
+        train: order,
+        validation,
+        test,
+        test_source,
+    })
+}
+
+/// Loads `dataset` from `data_dir` and partitions it into train, validation and test splits
+/// ([`partition`]; the module docs give the rules). The same arguments always give the same
+/// splits; keep `split_seed` fixed across tasks so accuracies are comparable. The test split does
+/// not depend on `validation_fraction` or `split_seed`.
 ///
 /// Tensors are moved to `device`; if that fails (out of memory) they stay on the CPU and batches
 /// are moved one at a time ([`DatasetSplits::storage_device`]).
@@ -189,31 +353,13 @@ pub fn load(
         }
     }
 
-    let mut order: Vec<usize> = (0..raw_train.count).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(split_seed));
-    let validation_count = if validation_fraction > 0.0 {
-        ((validation_fraction * raw_train.count as f64).round() as usize).max(1)
-    } else {
-        0
-    };
-    if validation_count >= raw_train.count {
-        return Err(DataError::InvalidRequest {
-            field: "validation_fraction",
-            reason: format!(
-                "{validation_fraction} of {} examples leaves no training example",
-                raw_train.count
-            ),
-        });
-    }
-    let (train_order, validation_order) = order.split_at(raw_train.count - validation_count);
-    if validation_count == 0 && raw_test.is_none() {
-        return Err(DataError::InvalidRequest {
-            field: "validation_fraction",
-            reason: format!("0 needs a test split and {dataset} has none"),
-        });
-    }
-
-    let (mean, std) = channel_stats(&raw_train, train_order, channels, side * side);
+    let parts = partition(
+        raw_train.count,
+        raw_test.is_some(),
+        validation_fraction,
+        split_seed,
+    )?;
+    let (mean, std) = channel_stats(&raw_train, &parts.train, channels, side * side);
     let torch_err = |source| DataError::Torch { dataset, source };
     let all_train = to_tensors(&raw_train, channels, side, &mean, &std).map_err(torch_err)?;
     let pick = |order: &[usize]| -> Result<Split, tch::TchError> {
@@ -224,22 +370,16 @@ pub fn load(
             labels: all_train.labels.f_index_select(0, &index)?,
         })
     };
-    let train = pick(train_order).map_err(torch_err)?;
-    let test = raw_test
-        .as_ref()
-        .map(|raw| to_tensors(raw, channels, side, &mean, &std))
-        .transpose()
-        .map_err(torch_err)?;
-    let validation = if validation_count > 0 {
-        pick(validation_order).map_err(torch_err)?
+    let train = pick(&parts.train).map_err(torch_err)?;
+    let test = match &raw_test {
+        Some(raw) => to_tensors(raw, channels, side, &mean, &std),
+        None => pick(&parts.test),
+    }
+    .map_err(torch_err)?;
+    let validation = if parts.validation.is_empty() {
+        test.shallow_clone()
     } else {
-        match &test {
-            Some(test) => Split {
-                images: test.images.shallow_clone(),
-                labels: test.labels.shallow_clone(),
-            },
-            None => unreachable_split(),
-        }
+        pick(&parts.validation).map_err(torch_err)?
     };
     drop(all_train);
 
@@ -248,6 +388,7 @@ pub fn load(
         train,
         validation,
         test,
+        partition: parts,
         channels: channels as i64,
         image_size: side as i64,
         num_classes: dataset.num_classes() as i64,
@@ -275,21 +416,14 @@ pub fn load(
         dataset = %dataset,
         train = splits.train.len(),
         validation = splits.validation.len(),
-        test = splits.test.as_ref().map(Split::len),
+        test = splits.test.len(),
+        test_source = ?splits.partition.test_source,
         "dataset loaded"
     );
     Ok(splits)
 }
 
-// Only reached when validation_count == 0 and there is no test split, which returns an error above.
-fn unreachable_split() -> Split {
-    Split {
-        images: Tensor::new(),
-        labels: Tensor::new(),
-    }
-}
-
-type MovedSplits = (Split, Split, Option<Split>);
+type MovedSplits = (Split, Split, Split);
 
 fn move_splits(splits: &DatasetSplits, device: Device) -> Result<MovedSplits, tch::TchError> {
     let move_one = |s: &Split| -> Result<Split, tch::TchError> {
@@ -298,12 +432,14 @@ fn move_splits(splits: &DatasetSplits, device: Device) -> Result<MovedSplits, tc
             labels: s.labels.f_to_device(device)?,
         })
     };
-    let test = splits.test.as_ref().map(move_one).transpose()?;
-    Ok((
-        move_one(&splits.train)?,
-        move_one(&splits.validation)?,
-        test,
-    ))
+    let test = move_one(&splits.test)?;
+    // The validation split that is the test split stays one copy on the device too.
+    let validation = if splits.partition.validation.is_empty() {
+        test.shallow_clone()
+    } else {
+        move_one(&splits.validation)?
+    };
+    Ok((move_one(&splits.train)?, validation, test))
 }
 
 /// Mean and standard deviation per channel of the selected images, pixels scaled to 0..1.
@@ -401,7 +537,30 @@ mod tests {
         let splits = load(root.path(), Dataset::Cifar10, Device::Cpu, 0.2, 7).expect("load");
         assert_eq!((splits.train.len(), splits.validation.len()), (8, 2));
         assert_eq!(splits.train.images.size(), vec![8, 3, 32, 32]);
-        assert_eq!(splits.test.as_ref().map(Split::len), Some(4));
+        assert_eq!(splits.test.len(), 4);
+        assert_eq!(splits.partition.test_source, TestSource::Files);
+        assert!(splits.partition.test.is_empty());
+
+        // Without test_batch.bin, 20 % of the training files are held out as the test split
+        // before the validation split is taken: 10 = 2 test + 2 validation + 6 train.
+        std::fs::rename(dir.join("test_batch.bin"), dir.join("test_batch.bin.off")).expect("mv");
+        let held = load(root.path(), Dataset::Cifar10, Device::Cpu, 0.2, 7).expect("load");
+        assert_eq!(
+            (held.train.len(), held.validation.len(), held.test.len()),
+            (6, 2, 2)
+        );
+        assert_eq!(held.partition.test_source, TestSource::HeldOut);
+        // The test tensors are the records the partition names (data_batch_b's labels are
+        // [b, b + 1], so record i has label i / 2 + 1 + i % 2).
+        let labels: Vec<i64> = Vec::<i64>::try_from(&held.test.labels).expect("labels");
+        let expected: Vec<i64> = held
+            .partition
+            .test
+            .iter()
+            .map(|&i| (i / 2 + 1 + i % 2) as i64 % 10)
+            .collect();
+        assert_eq!(labels, expected);
+        std::fs::rename(dir.join("test_batch.bin.off"), dir.join("test_batch.bin")).expect("mv");
 
         // A truncated batch is a clear error naming the file.
         std::fs::write(dir.join("data_batch_3.bin"), vec![0u8; 3000]).expect("write");
@@ -415,6 +574,55 @@ mod tests {
         std::fs::remove_file(dir.join("data_batch_5.bin")).expect("rm");
         let err = read_raw(root.path(), Dataset::Cifar10).expect_err("missing");
         assert!(matches!(err, DataError::Missing { .. }), "{err}");
+    }
+
+    fn assert_disjoint_cover(p: &Partition, count: usize) {
+        let mut all: Vec<usize> = p
+            .train
+            .iter()
+            .chain(&p.validation)
+            .chain(&p.test)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..count).collect::<Vec<_>>(), "disjoint and covering");
+    }
+
+    #[test]
+    fn partition_holds_out_a_fixed_test_split_before_the_validation_split() {
+        // Without test files: 20 % test (fixed seed), then validation from the rest.
+        let a = partition(1797, false, 0.2, 1).expect("digits-sized");
+        assert_eq!(a.test_source, TestSource::HeldOut);
+        assert_eq!(
+            (a.train.len(), a.validation.len(), a.test.len()),
+            (1150, 288, 359)
+        );
+        assert_disjoint_cover(&a, 1797);
+        // The test split depends on neither the validation seed nor the fraction.
+        let b = partition(1797, false, 0.1, 2).expect("other seed");
+        assert_disjoint_cover(&b, 1797);
+        assert_eq!(a.test, b.test);
+        assert_ne!(a.validation, b.validation);
+        assert_eq!(partition(1797, false, 0.2, 1).expect("again"), a);
+        // Fraction 0: no validation examples (the validation split is the test split).
+        let c = partition(1797, false, 0.0, 1).expect("fraction 0");
+        assert!(c.validation.is_empty());
+        assert_eq!((c.train.len(), &c.test), (1438, &a.test));
+        assert_disjoint_cover(&c, 1797);
+
+        // With test files nothing is held out, and the split is the one of before (a seeded
+        // shuffle of all training examples, the last 20 % validation).
+        let d = partition(100, true, 0.2, 3).expect("with test files");
+        assert_eq!(d.test_source, TestSource::Files);
+        assert!(d.test.is_empty());
+        let mut order: Vec<usize> = (0..100).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(3));
+        assert_eq!((&d.train[..], &d.validation[..]), order.split_at(80));
+
+        for (count, files, fraction) in [(3, false, 0.2), (10, false, 0.95), (10, true, 0.95)] {
+            let err = partition(count, files, fraction, 0).expect_err("too few");
+            assert!(matches!(err, DataError::InvalidRequest { .. }), "{err}");
+        }
     }
 
     #[test]

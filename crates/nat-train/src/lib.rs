@@ -2,11 +2,14 @@
 //!
 //! # Layout
 //! - [`data`]: CIFAR-10 binary, MNIST / Fashion-MNIST IDX and scikit-learn digits loaders, a
-//!   deterministic seeded train/validation split, normalisation, tensors kept on the device.
+//!   deterministic partition into disjoint train, validation and test splits (a dataset without
+//!   test files, such as the digits, has a fixed 20 % of its training files held out as its test
+//!   split), normalisation, tensors kept on the device.
 //! - [`model`]: every op of the NAT, NAT++ and NAONet sets, the evaluation [`model::Network`] of a
 //!   genotype (DARTS `NetworkCIFAR` skeleton, input-size aware) and the weight-sharing
 //!   [`model::Supernet`].
-//! - [`train`]: [`train::train_eval`], [`train::final_eval`] (checkpoints + resume) and
+//! - [`train`]: [`train::train_eval`], [`train::final_eval`] (checkpoints + resume; each
+//!   evaluates on the validation or the test split, [`EvalSplit`]) and
 //!   [`train::SupernetSession`] (reward = acc(α) − acc(β) on the same minibatch).
 //! - [`error`]: [`DataError`], [`ModelError`], [`TrainError`] (with `is_retryable`).
 //!
@@ -24,7 +27,7 @@ pub mod error;
 pub mod model;
 pub mod train;
 
-pub use data::{load as load_dataset, DatasetSplits, Split};
+pub use data::{load as load_dataset, DatasetSplits, EvalSplit, Partition, Split, TestSource};
 pub use error::{DataError, ModelError, TrainError};
 pub use model::{Network, NetworkConfig, Supernet, SupernetConfig};
 pub use train::{

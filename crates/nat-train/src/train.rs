@@ -1,5 +1,6 @@
-//! Training: `train_eval` (train from scratch for a [`Budget`] and evaluate), `final_eval` (the
-//! same with periodic checkpoints and resume), and supernet sessions (§4.3 rewards).
+//! Training: `train_eval` (train from scratch for a [`Budget`] and evaluate on the validation or
+//! the test split), `final_eval` (the same with periodic checkpoints and resume), and supernet
+//! sessions (§4.3 rewards, on the validation split).
 
 mod augment;
 mod budget;

@@ -1,5 +1,6 @@
 //! train_eval / final_eval on real data: accuracy clearly above chance, reproducibility,
-//! checkpoint resume, cancellation and divergence handling.
+//! checkpoint resume, cancellation and divergence handling, disjoint train / validation / test
+//! splits and evaluation on the split the spec names.
 
 mod common;
 
@@ -7,8 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use nat_arch::Dataset;
-use nat_train::data::{load, Split};
-use nat_train::{final_eval, train_eval, CheckpointConfig, DatasetSplits, TrainError, TrainSpec};
+use nat_train::data::{load, read_raw, Split, HELD_OUT_TEST_FRACTION};
+use nat_train::{
+    final_eval, train_eval, CheckpointConfig, DatasetSplits, EvalSplit, TestSource, TrainError,
+    TrainSpec,
+};
 use tch::{Device, Kind, Tensor};
 
 fn digits() -> DatasetSplits {
@@ -23,8 +27,13 @@ fn digits_split_is_deterministic_and_normalised() {
     let _serial = common::serial();
     let a = digits();
     let b = digits();
-    assert_eq!((a.train.len(), a.validation.len()), (1438, 359));
-    assert!(a.test.is_none());
+    // 1,797 images: 359 held out as the test split, then 20 % of the 1,438 left for validation.
+    assert_eq!(
+        (a.train.len(), a.validation.len(), a.test.len()),
+        (1150, 288, 359)
+    );
+    assert_eq!(a.partition.test_source, TestSource::HeldOut);
+    assert!(a.test.images.equal(&b.test.images));
     assert!(a.train.labels.equal(&b.train.labels));
     assert!(a.validation.images.equal(&b.validation.images));
     let mean = a.train.images.mean(Kind::Float).double_value(&[]);
@@ -37,6 +46,10 @@ fn digits_split_is_deterministic_and_normalised() {
     assert!(
         !a.validation.labels.equal(&c.validation.labels),
         "another seed, another split"
+    );
+    assert_eq!(
+        c.partition.test, a.partition.test,
+        "the test split is fixed"
     );
 }
 
@@ -54,6 +67,7 @@ fn digits_child_network_learns_well_above_chance() {
             genotype: &genotype,
             budget: &budget,
             seed: 1,
+            split: EvalSplit::Validation,
         },
         &data,
         Device::Cpu,
@@ -68,7 +82,10 @@ fn digits_child_network_learns_well_above_chance() {
         report.accuracy
     );
     assert_eq!(report.epochs_completed, 4);
-    assert_eq!(report.validation_examples, 359);
+    assert_eq!(
+        (report.split, report.eval_examples),
+        (EvalSplit::Validation, 288)
+    );
     assert!(report.params > 0 && report.madds > 0 && report.images_per_second > 0.0);
     let spec = nat_arch::NetworkSpec::for_dataset(Dataset::Digits, 8, 3);
     let cost = nat_arch::network_cost(&genotype, &spec).expect("cost");
@@ -95,6 +112,7 @@ fn same_seed_same_result_and_all_regularisers_run() {
         genotype: &genotype,
         budget: &budget,
         seed: 9,
+        split: EvalSplit::Validation,
     };
     let stop = AtomicBool::new(false);
     let a = train_eval(&spec, &data, Device::Cpu, &stop, &mut |_| {}).expect("a");
@@ -120,6 +138,7 @@ fn final_eval_resumes_from_its_checkpoint_with_the_same_result() {
         genotype: &genotype,
         budget: &budget,
         seed: 5,
+        split: EvalSplit::Test,
     };
     let never = AtomicBool::new(false);
 
@@ -136,6 +155,11 @@ fn final_eval_resumes_from_its_checkpoint_with_the_same_result() {
         &mut |_| {},
     )
     .expect("uninterrupted");
+    // A final evaluation measures on the whole test split.
+    assert_eq!(
+        (straight.split, straight.eval_examples),
+        (EvalSplit::Test, 359)
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let checkpoint = CheckpointConfig {
@@ -181,6 +205,7 @@ fn cancellation_bad_budgets_and_nan_data_are_typed_errors() {
         genotype: &genotype,
         budget: &budget,
         seed: 0,
+        split: EvalSplit::Validation,
     };
     let stopped = AtomicBool::new(true);
     let err = train_eval(&spec, &data, Device::Cpu, &stopped, &mut |_| {}).expect_err("stop");
@@ -231,6 +256,7 @@ fn wall_clock_budget_stops_training_and_still_evaluates() {
             genotype: &genotype,
             budget: &budget,
             seed: 0,
+            split: EvalSplit::Validation,
         },
         &data,
         Device::Cpu,
@@ -239,7 +265,7 @@ fn wall_clock_budget_stops_training_and_still_evaluates() {
     )
     .expect("time-limited run");
     assert!(report.time_limited && report.epochs_completed < 1000);
-    assert_eq!(report.validation_examples, 100);
+    assert_eq!(report.eval_examples, 100);
     assert!(report.wall_seconds < 30.0, "{}", report.wall_seconds);
 }
 
@@ -270,6 +296,8 @@ fn grey_28x28_dataset_learns_well_above_chance() {
         10_000,
         "fraction 0 validates on the test split"
     );
+    assert_eq!(data.partition.test_source, TestSource::Files);
+    assert_eq!(data.train.len() as usize, data.partition.train.len());
     let genotype = common::preset("darts-v2");
     let mut budget = common::budget(3, 4, 3);
     budget.learning_rate = 0.1;
@@ -282,6 +310,7 @@ fn grey_28x28_dataset_learns_well_above_chance() {
             genotype: &genotype,
             budget: &budget,
             seed: 3,
+            split: EvalSplit::Validation,
         },
         &data,
         Device::Cpu,
@@ -298,5 +327,138 @@ fn grey_28x28_dataset_learns_well_above_chance() {
         report.accuracy > 0.5,
         "accuracy {} (chance is 0.1)",
         report.accuracy
+    );
+}
+
+/// The images (normalised as `data` normalises) and labels of the digits' training-file examples
+/// at `positions`, built from the raw file independently of the loader's tensors.
+fn raw_examples(data: &DatasetSplits, positions: &[usize]) -> (Tensor, Tensor) {
+    let (raw, test) = read_raw(&common::data_dir(), Dataset::Digits).expect("digits");
+    assert!(test.is_none(), "the digits have no test file");
+    let scale = f64::from(raw.max_value);
+    let mut pixels = Vec::with_capacity(positions.len() * 64);
+    let mut labels = Vec::with_capacity(positions.len());
+    for &i in positions {
+        pixels.extend(
+            raw.pixels[i * 64..(i + 1) * 64]
+                .iter()
+                .map(|&p| ((f64::from(p) / scale - data.mean[0]) / data.std[0]) as f32),
+        );
+        labels.push(i64::from(raw.labels[i]));
+    }
+    let n = positions.len() as i64;
+    (
+        Tensor::from_slice(&pixels).view([n, 1, 8, 8]),
+        Tensor::from_slice(&labels),
+    )
+}
+
+#[test]
+fn digits_train_validation_and_test_splits_are_disjoint_and_cover_the_training_files() {
+    let _serial = common::serial();
+    let data = digits();
+    let (raw, _) = read_raw(&common::data_dir(), Dataset::Digits).expect("digits");
+    let parts = &data.partition;
+    assert_eq!(raw.count, 1797);
+    assert_eq!(
+        parts.test.len(),
+        (HELD_OUT_TEST_FRACTION * 1797.0).round() as usize
+    );
+    // Sizes add up, and every training-file example is in exactly one split.
+    assert_eq!(
+        (data.train.len() + data.validation.len() + data.test.len()) as usize,
+        raw.count
+    );
+    let mut seen = vec![0u8; raw.count];
+    for &i in parts
+        .train
+        .iter()
+        .chain(&parts.validation)
+        .chain(&parts.test)
+    {
+        seen[i] += 1;
+    }
+    assert!(seen.iter().all(|&n| n == 1), "disjoint and covering");
+    // The tensors hold exactly the examples the partition names: in particular no test example
+    // is in the train or validation tensors.
+    for (split, positions) in [
+        (&data.train, &parts.train),
+        (&data.validation, &parts.validation),
+        (&data.test, &parts.test),
+    ] {
+        assert_eq!(split.len() as usize, positions.len());
+        let (images, labels) = raw_examples(&data, positions);
+        assert!(split.labels.equal(&labels));
+        assert!(split.images.allclose(&images, 1e-5, 1e-5, false));
+    }
+
+    // validation_fraction 0: the validation split is the (same, held-out) test split, and the
+    // train split is everything else.
+    let zero = load(&common::data_dir(), Dataset::Digits, Device::Cpu, 0.0, 0).expect("fraction 0");
+    assert_eq!(zero.partition.test, parts.test);
+    assert!(zero.partition.validation.is_empty());
+    assert_eq!(
+        (zero.train.len(), zero.validation.len(), zero.test.len()),
+        (1438, 359, 359)
+    );
+    assert!(zero.validation.labels.equal(&zero.test.labels));
+    assert!(zero.validation.images.equal(&zero.test.images));
+}
+
+#[test]
+fn a_test_split_task_is_evaluated_on_the_test_split_only() {
+    let _serial = common::serial();
+    let data = digits();
+    let genotype = common::preset("resnet-block");
+    let mut budget = common::budget(1, 4, 3);
+    budget.max_train_examples = 256;
+    let never = AtomicBool::new(false);
+    let run = |split: EvalSplit, budget: &nat_train::Budget, data: &DatasetSplits| {
+        let spec = TrainSpec {
+            genotype: &genotype,
+            budget,
+            seed: 4,
+            split,
+        };
+        train_eval(&spec, data, Device::Cpu, &never, &mut |_| {}).expect("train_eval")
+    };
+
+    let validation = run(EvalSplit::Validation, &budget, &data);
+    let test = run(EvalSplit::Test, &budget, &data);
+    assert_eq!(
+        (validation.split, validation.eval_examples),
+        (EvalSplit::Validation, 288)
+    );
+    assert_eq!((test.split, test.eval_examples), (EvalSplit::Test, 359));
+    // The same training (the split only changes what is evaluated), other examples measured.
+    assert_eq!(test.last_train_loss, validation.last_train_loss);
+    assert_ne!(test.loss, validation.loss);
+
+    // A direct evaluation of the same network on data.test (given as the validation split)
+    // reports exactly the test-split task's accuracy and loss.
+    let on_test = DatasetSplits {
+        validation: data.test.shallow_clone(),
+        ..digits()
+    };
+    let direct = run(EvalSplit::Validation, &budget, &on_test);
+    assert_eq!((direct.accuracy, direct.loss), (test.accuracy, test.loss));
+    assert_eq!(direct.eval_examples, 359);
+
+    // max_eval_examples caps the test split as it caps the validation split: its first examples.
+    let mut capped_budget = budget;
+    capped_budget.max_eval_examples = 100;
+    let capped = run(EvalSplit::Test, &capped_budget, &data);
+    assert_eq!((capped.split, capped.eval_examples), (EvalSplit::Test, 100));
+    let first_100 = DatasetSplits {
+        validation: Split {
+            images: data.test.images.narrow(0, 0, 100),
+            labels: data.test.labels.narrow(0, 0, 100),
+        },
+        ..digits()
+    };
+    let direct = run(EvalSplit::Validation, &budget, &first_100);
+    assert_eq!(
+        (direct.accuracy, direct.loss),
+        (capped.accuracy, capped.loss)
     );
 }

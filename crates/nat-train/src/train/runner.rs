@@ -1,5 +1,8 @@
 //! `train_eval` and `final_eval`: train a genotype's evaluation network from scratch for a budget
-//! and report top-1 accuracy on the validation split.
+//! on the train split and report top-1 accuracy on the split the spec names ([`EvalSplit`]): the
+//! validation split (learning, derive) or the test split (the final evaluation). Training is the
+//! same whichever split is evaluated; `max_eval_examples` caps either split the same way (its
+//! first examples).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +19,7 @@ use super::augment;
 use super::budget::Budget;
 use super::checkpoint::{self, CheckpointState};
 use super::sgd::Sgd;
-use crate::data::{DatasetSplits, Split};
+use crate::data::{DatasetSplits, EvalSplit, Split};
 use crate::error::TrainError;
 use crate::model::{count_params, Network, NetworkConfig};
 
@@ -27,6 +30,8 @@ pub struct TrainSpec<'a> {
     pub budget: &'a Budget,
     /// Seeds weight init, shuffling, augmentation and drop-path.
     pub seed: u64,
+    /// The split the accuracy and loss are measured on.
+    pub split: EvalSplit,
 }
 
 /// Periodic progress of a training run.
@@ -46,9 +51,9 @@ pub struct Progress {
 /// Result of `train_eval` / `final_eval`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainEvalReport {
-    /// Top-1 accuracy on the validation split (fraction 0..1).
+    /// Top-1 accuracy on the evaluated split (`split`; fraction 0..1).
     pub accuracy: f64,
-    /// Mean cross-entropy on the validation split.
+    /// Mean cross-entropy on the evaluated split.
     pub loss: f64,
     /// Trainable parameters without the auxiliary head.
     pub params: u64,
@@ -65,7 +70,10 @@ pub struct TrainEvalReport {
     pub resumed_epochs: u32,
     pub last_train_loss: f64,
     pub last_train_accuracy: f64,
-    pub validation_examples: i64,
+    /// The split `accuracy` and `loss` were measured on (the spec's).
+    pub split: EvalSplit,
+    /// How many examples of that split were evaluated (`max_eval_examples` caps it).
+    pub eval_examples: i64,
 }
 
 /// Where and how often `final_eval` checkpoints.
@@ -77,7 +85,8 @@ pub struct CheckpointConfig {
     pub every_epochs: u32,
 }
 
-/// Trains `spec.genotype` from scratch on `data` for `spec.budget` and evaluates it.
+/// Trains `spec.genotype` from scratch on `data.train` for `spec.budget` and evaluates it on
+/// `spec.split` (`data.validation` or `data.test`).
 ///
 /// `stop` is checked between steps: when raised the call returns [`TrainError::Cancelled`].
 /// `on_progress` is called every 50 steps and after each epoch. The RNGs are re-seeded from
@@ -112,10 +121,13 @@ pub fn final_eval(
     run(spec, data, device, stop, on_progress, Some(checkpoint))
 }
 
+/// Identifies what a checkpoint trained. The evaluated split is not part of it (training does not
+/// depend on it). v2: the digits (and datasets without test files) hold out a test split, so
+/// their train split differs from v1's and a v1 checkpoint is not resumed.
 fn fingerprint(spec: &TrainSpec<'_>, dataset: Dataset) -> String {
     let genotype = serde_json::to_string(spec.genotype).unwrap_or_default();
     let budget = serde_json::to_string(spec.budget).unwrap_or_default();
-    format!("v1|{dataset}|{}|{genotype}|{budget}", spec.seed)
+    format!("v2|{dataset}|{}|{genotype}|{budget}", spec.seed)
 }
 
 /// splitmix64: decorrelated per-epoch seeds.
@@ -151,7 +163,8 @@ fn run(
     let budget = spec.budget;
     super::budget::validate(budget)?;
     check_nonempty(&data.train, "train")?;
-    check_nonempty(&data.validation, "validation")?;
+    let eval_split = data.eval_split(spec.split);
+    check_nonempty(eval_split, spec.split.name())?;
     tch::manual_seed(mix(spec.seed, u64::MAX) as i64);
     let mut vs = VarStore::new(device);
     let config = NetworkConfig {
@@ -309,9 +322,9 @@ fn run(
     }
     state.train_seconds = previous_seconds + train_started.elapsed().as_secs_f64();
 
-    let (accuracy, loss, validation_examples) = evaluate(
+    let (accuracy, loss, eval_examples) = evaluate(
         &net,
-        &data.validation,
+        eval_split,
         budget.max_eval_examples,
         batch.max(256),
         device,
@@ -329,7 +342,8 @@ fn run(
         resumed_epochs,
         last_train_loss: state.last_train_loss,
         last_train_accuracy: state.last_train_accuracy,
-        validation_examples,
+        split: spec.split,
+        eval_examples,
     })
 }
 
