@@ -173,6 +173,16 @@ pub fn architecture_result(task: &Task) -> Result<v1::ArchitectureResult, ApiErr
     })
 }
 
+/// Whether the accepted report of `task`'s latest lease was discarded: the report found the
+/// job ended and cancelled the task, so neither a result nor a failure of that attempt was
+/// recorded (`ReportResultResponse.discarded`). A task that failed an attempt, went back to
+/// the queue and was cancelled with its job keeps that failure: its report was not discarded.
+pub fn report_discarded(task: &Task) -> bool {
+    task.state == TaskState::Cancelled
+        && task.result.is_none()
+        && !task.failures.iter().any(|f| f.attempt == task.attempt)
+}
+
 /// The edges whose op differs between `a` and `b`, as text.
 pub fn changed_edges(a: &nat_arch::Genotype, b: &nat_arch::Genotype) -> Vec<String> {
     nat_arch::edge_changes(a, b)

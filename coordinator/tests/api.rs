@@ -439,6 +439,112 @@ async fn cancellation(db: &TestDb) {
 }
 both_backends!(cancel_withdraws_and_stops, cancellation);
 
+/// The genotype JSON of a leased train_eval task.
+fn genotype_of(task: &v1::Task) -> &str {
+    match &task.payload {
+        Some(v1::task::Payload::TrainEval(te)) => &te.genotype_json,
+        other => panic!("train_eval payload expected: {other:?}"),
+    }
+}
+
+async fn late_report(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut w = server.workers().await;
+    let worker = register(&mut w, "sim").await;
+    let id = common::submit(&mut jobs, evaluate_request(&ARCHS, "digits"))
+        .await
+        .job_id;
+    let first = lease(&mut w, &worker, 0).await.expect("task");
+    let late = lease(&mut w, &worker, 0).await.expect("task");
+    // An ordinary report is neither a duplicate nor discarded.
+    let r = w
+        .report_result(report_ok(&worker, &first))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(!r.duplicate && !r.discarded, "{r:?}");
+    common::cancel(&mut jobs, &id).await;
+
+    // The late success is accepted, but the worker is told that it was discarded; its
+    // retry (a lost answer) is a duplicate, still discarded.
+    for duplicate in [false, true] {
+        let r = w
+            .report_result(report_ok(&worker, &late))
+            .await
+            .expect("report")
+            .into_inner();
+        assert_eq!((r.duplicate, r.discarded), (duplicate, true), "{r:?}");
+    }
+    let j = job(&mut jobs, &id).await;
+    assert_eq!(j.state, v1::JobState::Cancelled as i32);
+    assert_eq!(
+        (j.tasks_succeeded, j.tasks_failed, j.tasks_cancelled),
+        (1, 0, 2),
+        "the late task counted once, as cancelled"
+    );
+    // GetJobResult shows a result only for the succeeded task.
+    let result = common::job_result(&mut jobs, &id).await;
+    assert_eq!(result.architectures.len(), 3);
+    for a in &result.architectures {
+        if a.genotype_json == genotype_of(&first) {
+            assert_eq!(a.state, v1::TaskState::Succeeded as i32);
+            assert!(a.result.is_some(), "{a:?}");
+        } else {
+            assert_eq!(a.state, v1::TaskState::Cancelled as i32, "{a:?}");
+            assert!(a.result.is_none(), "no result on a cancelled task: {a:?}");
+            assert!(a.error.is_empty(), "{a:?}");
+        }
+    }
+    // The discarded measurement fed no reward estimate.
+    let late_arch = result
+        .architectures
+        .iter()
+        .find(|a| a.genotype_json == genotype_of(&late))
+        .expect("the late task's architecture");
+    let estimate = server
+        .coordinator
+        .store
+        .reward_estimate(&nat_store::RewardKey {
+            arch_hash: late_arch.canonical_hash.clone(),
+            dataset: "digits".into(),
+            budget: nat_schema::budget::Budget::preset("smoke")
+                .expect("smoke")
+                .key(),
+        })
+        .await
+        .expect("read");
+    assert!(estimate.is_none(), "{estimate:?}");
+
+    // A late failure is discarded too: cancelled, no error recorded.
+    let id2 = common::submit(&mut jobs, evaluate_request(&["enas"], "digits"))
+        .await
+        .job_id;
+    let held = lease(&mut w, &worker, 0).await.expect("task");
+    common::cancel(&mut jobs, &id2).await;
+    let r = w
+        .report_result(common::report(
+            &worker,
+            &held,
+            v1::report_result_request::Outcome::Failure(v1::TaskFailure {
+                reason: "oom".into(),
+                retryable: false,
+            }),
+        ))
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!((r.duplicate, r.discarded), (false, true), "{r:?}");
+    let result = common::job_result(&mut jobs, &id2).await;
+    let a = &result.architectures[0];
+    assert_eq!(a.state, v1::TaskState::Cancelled as i32);
+    assert!(a.result.is_none() && a.error.is_empty(), "{a:?}");
+    let j2 = job(&mut jobs, &id2).await;
+    assert_eq!((j2.tasks_failed, j2.tasks_cancelled), (0, 1));
+    server.stop().await;
+}
+both_backends!(late_report_on_a_cancelled_job_is_discarded, late_report);
+
 async fn fairness(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;

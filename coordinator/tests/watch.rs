@@ -86,9 +86,9 @@ async fn watch_flow(db: &TestDb) {
         v1::JobState::Succeeded as i32
     );
 
-    // Sequence numbers never go back (a progress event repeats the sequence it follows).
+    // Sequence numbers strictly increase, derived events (progress) included.
     for pair in events.windows(2) {
-        assert!(pair[0].sequence <= pair[1].sequence, "{pair:?}");
+        assert!(pair[0].sequence < pair[1].sequence, "{pair:?}");
     }
     let phases: Vec<&str> = of!(events, PhaseChanged)
         .iter()
@@ -185,9 +185,138 @@ async fn watch_flow(db: &TestDb) {
             .count()
     };
     assert_eq!(count(&rest), count(&events));
+    // The live stream is the stream replayed from the log, and a watcher resuming at any
+    // position gets exactly the rest of it.
+    assert_resumes_exactly(&server, &id, &events).await;
     server.stop().await;
 }
 both_backends!(
     optimize_watch_streams_phases_policy_updates_and_the_best,
     watch_flow
+);
+
+/// `full` (the whole stream of the ended job `job_id`) is what a watcher from the start gets,
+/// its numbers strictly increase, and a watcher resuming after any of its events, or between
+/// two of their numbers, gets exactly the events after that position.
+async fn assert_resumes_exactly(server: &TestServer, job_id: &str, full: &[v1::JobEvent]) {
+    for pair in full.windows(2) {
+        assert!(pair[0].sequence < pair[1].sequence, "{pair:?}");
+    }
+    assert_eq!(
+        collect(server.jobs().await, job_id.to_string(), 0).await,
+        full,
+        "the replayed stream is the live one"
+    );
+    for (k, e) in full.iter().enumerate() {
+        let rest = collect(server.jobs().await, job_id.to_string(), e.sequence).await;
+        assert_eq!(rest, &full[k + 1..], "resumed after #{k} {e:?}");
+    }
+    // Positions that no event has (between two numbers) resume after the last event below.
+    for (k, e) in full.iter().enumerate() {
+        let after = e.sequence + 1;
+        if full.get(k + 1).is_some_and(|n| n.sequence == after) {
+            continue;
+        }
+        let rest = collect(server.jobs().await, job_id.to_string(), after).await;
+        assert_eq!(rest, &full[k + 1..], "resumed at {after}");
+    }
+}
+
+/// Leases the next task of the only job and reports `outcome` for it.
+async fn report_next(
+    w: &mut v1::worker_service_client::WorkerServiceClient<Channel>,
+    worker: &str,
+    outcome: impl FnOnce(&v1::Task) -> v1::report_result_request::Outcome,
+) -> v1::Task {
+    let task = common::lease(w, worker, 0).await.expect("a task");
+    let o = outcome(&task);
+    let r = w
+        .report_result(common::report(worker, &task, o))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(!r.duplicate && !r.discarded, "{r:?}");
+    task
+}
+
+async fn evaluate_resume(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let (mut w, worker) = common::registered(&server, "scripted").await;
+    let request = common::evaluate_request(
+        &["darts-v2", "enas", "resnet-block", "darts-v2.nat"],
+        "digits",
+    );
+    let id = common::submit(&mut jobs, request).await.job_id;
+    let live = tokio::spawn(collect(server.jobs().await, id.clone(), 0));
+    let ok = |t: &v1::Task| v1::report_result_request::Outcome::TrainEval(common::fake_result(t));
+    let failure = |retryable: bool| {
+        move |_: &v1::Task| {
+            v1::report_result_request::Outcome::Failure(v1::TaskFailure {
+                reason: "boom".into(),
+                retryable,
+            })
+        }
+    };
+    // A success, a retry then its success, a failure for good, a success.
+    report_next(&mut w, &worker, ok).await;
+    let retried = report_next(&mut w, &worker, failure(true)).await;
+    let mut failed_for_good = false;
+    for _ in 0..3 {
+        let t = report_next(&mut w, &worker, |t| {
+            if t.task_id == retried.task_id || failed_for_good {
+                ok(t)
+            } else {
+                failure(false)(t)
+            }
+        })
+        .await;
+        failed_for_good |= t.task_id != retried.task_id;
+    }
+    assert!(
+        common::lease(&mut w, &worker, 0).await.is_none(),
+        "no task left"
+    );
+    let full = tokio::time::timeout(Duration::from_secs(60), live)
+        .await
+        .expect("the live stream ends")
+        .expect("watcher");
+    assert!(!common::in_progress(job(&mut jobs, &id).await.state));
+
+    // A stored event becomes several numbered events: the first completion, its new best and
+    // the progress; a watcher that saw the completion still gets the new best.
+    let k = full
+        .iter()
+        .position(|e| matches!(e.event, Some(E::TaskCompleted(_))))
+        .expect("a completion");
+    assert!(
+        matches!(full[k + 1].event, Some(E::NewBest(_))),
+        "{:?}",
+        &full[k..]
+    );
+    assert!(
+        matches!(full[k + 2].event, Some(E::Progress(_))),
+        "{:?}",
+        &full[k..]
+    );
+    assert_eq!(
+        full[k].sequence / 256,
+        full[k + 1].sequence / 256,
+        "one stored event"
+    );
+    let rest = collect(server.jobs().await, id.clone(), full[k].sequence).await;
+    assert!(matches!(rest[0].event, Some(E::NewBest(_))), "{rest:?}");
+    // Progress follows every task that ended, counted from the log.
+    let progress: Vec<(u32, u32)> = of!(full, Progress)
+        .iter()
+        .map(|p| (p.tasks_done, p.tasks_total))
+        .collect();
+    assert_eq!(progress, [(1, 4), (2, 4), (3, 4), (4, 4)]);
+    assert_eq!(of!(full, TaskFailed).len(), 2, "a retry and a failure");
+    assert_resumes_exactly(&server, &id, &full).await;
+    server.stop().await;
+}
+both_backends!(
+    evaluate_watch_resumes_at_every_position_without_loss_or_repeat,
+    evaluate_resume
 );

@@ -1,6 +1,13 @@
 //! `WatchJob`'s streamer: a job's stored log after the client's position, then new events as
 //! they are committed, translated by `crate::jobs::Translator` (shared events plus the job
 //! kind's own).
+//!
+//! The client's position is a wire sequence number (`crate::jobs::watch::SEQUENCE_STRIDE`
+//! times the stored event's number plus the index of the wire event among that stored event's
+//! ones). The streamer always translates the log from its start — the translation's state (the
+//! best so far, the learning round, the task counts) follows the log — and sends the wire
+//! events numbered above the client's position: nothing lost, nothing repeated, also when the
+//! position is inside one stored event's wire events.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +19,9 @@ use nat_store::Event;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
-use crate::convert::{self, decode};
+use crate::convert::decode;
 use crate::error::ApiError;
+use crate::jobs::watch::{wire_sequence, SEQUENCE_STRIDE};
 use crate::jobs::Translator;
 use crate::state::Coordinator;
 
@@ -23,11 +31,15 @@ const EVENT_PAGE: u32 = 500;
 /// by another coordinator process, or a missed signal).
 const WATCH_POLL: Duration = Duration::from_secs(2);
 
-/// Streams one job's events: the log after `after`, then new events as they are committed.
+/// Streams one job's events: the wire events numbered above `after`, then new events as they
+/// are committed.
 pub(crate) struct Watcher {
     c: Arc<Coordinator>,
     job: nat_store::JobId,
-    after: i64,
+    /// The client's position: the wire sequence number of the last event it saw (0: none).
+    after: u64,
+    /// The number of the last stored event translated.
+    read: i64,
     translator: Translator,
     tx: mpsc::Sender<Result<v1::JobEvent, Status>>,
 }
@@ -43,7 +55,8 @@ impl Watcher {
         Watcher {
             c,
             job,
-            after,
+            after: u64::try_from(after).unwrap_or(0),
+            read: 0,
             translator,
             tx,
         }
@@ -97,60 +110,39 @@ impl Watcher {
         Ok(payload.genotype_json)
     }
 
-    /// Sends every stored event after `self.after`. Returns true once the job's final event was
-    /// sent.
+    /// Translates every stored event after `self.read` and sends the wire events numbered
+    /// above `self.after`. Returns true once the job's final event was sent.
     async fn drain(&mut self) -> Result<bool, Status> {
         loop {
             let events = self
                 .c
                 .store
-                .events_after(self.job, self.after, EVENT_PAGE)
+                .events_after(self.job, self.read, EVENT_PAGE)
                 .await
                 .map_err(ApiError::from)?;
             let n = events.len();
-            let mut task_ended = false;
             for event in events {
-                self.after = event.seq;
-                let kind = event.kind.parse::<EventKind>().ok();
-                let terminal = kind == Some(EventKind::JobFinished);
-                task_ended |= matches!(
-                    kind,
-                    Some(EventKind::TaskSucceeded | EventKind::TaskFailed | EventKind::TaskRetry)
-                );
-                let genotype = if self.translator.needs_task_genotype(&event) {
-                    Some(self.task_genotype(&event).await?)
-                } else {
-                    None
-                };
-                for out in self.translator.translate(&event, genotype)? {
+                self.read = event.seq;
+                let terminal = event.kind.parse::<EventKind>().ok() == Some(EventKind::JobFinished);
+                // A stored event the client has seen all of is translated for the state only:
+                // its task's genotype is not read.
+                let last_of_event = wire_sequence(event.seq, 0).saturating_add(SEQUENCE_STRIDE - 1);
+                let genotype =
+                    if last_of_event > self.after && self.translator.needs_task_genotype(&event) {
+                        Some(self.task_genotype(&event).await?)
+                    } else {
+                        None
+                    };
+                for out in self.translator.watch_events(&event, genotype)? {
+                    if out.sequence <= self.after {
+                        continue;
+                    }
+                    self.after = out.sequence;
                     if self.tx.send(Ok(out)).await.is_err() {
                         return Ok(true);
                     }
                 }
                 if terminal {
-                    return Ok(true);
-                }
-            }
-            if task_ended {
-                let job = self
-                    .c
-                    .store
-                    .get_job(self.job)
-                    .await
-                    .map_err(ApiError::from)?;
-                let done = job.tasks_done + job.tasks_failed + job.tasks_cancelled;
-                self.translator.done = u32::try_from(done).unwrap_or(u32::MAX);
-                let progress = v1::JobEvent {
-                    sequence: self.after as u64,
-                    job_id: self.job.to_string(),
-                    at_unix_ms: convert::unix_ms(job.updated_at),
-                    event: Some(v1::job_event::Event::Progress(v1::JobProgress {
-                        tasks_total: job.tasks_total as u32,
-                        tasks_done: done as u32,
-                        tasks_running: 0,
-                    })),
-                };
-                if self.tx.send(Ok(progress)).await.is_err() {
                     return Ok(true);
                 }
             }

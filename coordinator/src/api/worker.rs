@@ -184,7 +184,12 @@ impl WorkerApi {
         }
     }
 
-    async fn report(&self, r: v1::ReportResultRequest) -> Result<bool, ApiError> {
+    /// Applies a report; the answer says whether it was a duplicate and whether its outcome
+    /// was discarded (the task's job had ended: the task ends cancelled).
+    async fn report(
+        &self,
+        r: v1::ReportResultRequest,
+    ) -> Result<v1::ReportResultResponse, ApiError> {
         let worker: WorkerId = parse_id("worker_id", &r.worker_id)?;
         let task_id: TaskId = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
@@ -299,9 +304,20 @@ impl WorkerApi {
                     self.c.wake_workers(1);
                 }
                 self.c.job_changed(job_id);
-                Ok(false)
+                Ok(v1::ReportResultResponse {
+                    duplicate: false,
+                    // A report ends its task cancelled only when the job had ended.
+                    discarded: task_state == TaskState::Cancelled,
+                })
             }
-            ReportAck::Duplicate => Ok(true),
+            ReportAck::Duplicate => {
+                // Rare (a retry after a lost answer): read the task to answer as the first time.
+                let task = self.c.store.get_task(task_id).await?;
+                Ok(v1::ReportResultResponse {
+                    duplicate: true,
+                    discarded: convert::report_discarded(&task),
+                })
+            }
         }
     }
 }
@@ -530,15 +546,13 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         span_ids(&r.worker_id, &r.task_id, "");
         let result = self.report(r).await;
         let outcome = match &result {
-            Ok(false) => ReportOutcome::Accepted,
-            Ok(true) => ReportOutcome::Duplicate,
+            Ok(r) if r.duplicate => ReportOutcome::Duplicate,
+            Ok(_) => ReportOutcome::Accepted,
             Err(ApiError::FailedPrecondition(_)) => ReportOutcome::Rejected,
             Err(_) => ReportOutcome::Error,
         };
         record::report_result_rpc(outcome, t0.elapsed());
-        Ok(Response::new(v1::ReportResultResponse {
-            duplicate: result?,
-        }))
+        Ok(Response::new(result?))
     }
 }
 

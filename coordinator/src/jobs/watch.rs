@@ -6,6 +6,15 @@
 //! derived bests — is its [`KindEvents`]. Each stored event is decoded through
 //! `nat_schema::event::JobEvent`; one that does not decode ends the stream with an error naming
 //! the field.
+//!
+//! **Sequence numbers.** One stored event may become several wire events (a task's completion,
+//! the new best it made, the job's progress). The `i`-th wire event (from 0) of the stored event
+//! numbered `seq` carries the sequence `seq * SEQUENCE_STRIDE + i` ([`SEQUENCE_STRIDE`] = 256),
+//! so the numbers a watcher sees strictly increase, and `after_sequence = N` (the last number
+//! a client saw) resumes exactly after that wire event, also inside one stored event's wire
+//! events. The wire events of a stored event depend only on the log up to it (the translation
+//! keeps its state from the log, never from the store's current rows), so a resumed stream is
+//! exactly the rest of the full one.
 
 use nat_proto::v1;
 use nat_schema::event::{JobEvent, TaskSucceeded};
@@ -35,18 +44,39 @@ pub trait KindEvents: Send + Sync {
     fn own_event(&mut self, event: &JobEvent) -> Vec<v1::job_event::Event>;
 }
 
-/// Maps stored events to wire events, keeping the little state the mapping needs.
+/// The stride of wire sequence numbers: the `i`-th wire event of the stored event `seq` is
+/// numbered `seq * SEQUENCE_STRIDE + i` (see the module documentation). A stored event may
+/// become at most this many wire events.
+pub const SEQUENCE_STRIDE: u64 = 256;
+
+/// The wire sequence number of the `index`-th wire event of stored event `seq`.
+pub fn wire_sequence(seq: i64, index: usize) -> u64 {
+    u64::try_from(seq)
+        .unwrap_or(0)
+        .saturating_mul(SEQUENCE_STRIDE)
+        .saturating_add(index as u64)
+}
+
+/// Maps stored events to wire events, keeping the little state the mapping needs. The state
+/// follows the log only (never the store's current rows), so the wire events of a stored
+/// event are the same whenever the log is translated from its start.
 pub struct Translator {
     kind: Box<dyn KindEvents>,
-    /// Tasks ended (succeeded, failed, cancelled) as of the latest progress sent, so that the
-    /// progress of a `tasks_added` event does not drop to zero.
+    /// Tasks ended (succeeded or failed) in the log so far: the progress of a `tasks_added`
+    /// event does not drop to zero.
     pub done: u32,
+    /// Tasks of the job in the log so far (`job_created`, then `tasks_added`).
+    total: u32,
 }
 
 impl Translator {
     /// A translator for one job, with its kind's part.
     pub fn new(kind: Box<dyn KindEvents>) -> Translator {
-        Translator { kind, done: 0 }
+        Translator {
+            kind,
+            done: 0,
+            total: 0,
+        }
     }
 
     /// Whether translating `e` needs its task's genotype (see [`KindEvents`]).
@@ -54,8 +84,35 @@ impl Translator {
         e.kind == nat_schema::EventKind::TaskSucceeded.as_str() && self.kind.needs_task_genotype()
     }
 
+    /// Every wire event `WatchJob` sends for stored event `e`, in order and numbered
+    /// ([`wire_sequence`]): those of [`Translator::translate`], then the job's progress when
+    /// `e` ended a task (succeeded or failed for good).
+    pub fn watch_events(
+        &mut self,
+        e: &Event,
+        task_genotype: Option<String>,
+    ) -> Result<Vec<v1::JobEvent>, ApiError> {
+        let mut out = self.translate(e, task_genotype)?;
+        let ended = e.kind == nat_schema::EventKind::TaskSucceeded.as_str()
+            || e.kind == nat_schema::EventKind::TaskFailed.as_str();
+        if ended {
+            out.push(wire(
+                e,
+                out.len(),
+                v1::job_event::Event::Progress(v1::JobProgress {
+                    tasks_total: self.total.max(self.done),
+                    tasks_done: self.done,
+                    tasks_running: 0,
+                }),
+            ));
+        }
+        check_stride(e, out.len())?;
+        Ok(out)
+    }
+
     /// The wire events of one stored event, in order (a task's completion before the new best
-    /// it caused).
+    /// it caused), numbered from `e.seq * SEQUENCE_STRIDE`; without the progress
+    /// [`Translator::watch_events`] adds.
     pub fn translate(
         &mut self,
         e: &Event,
@@ -64,10 +121,13 @@ impl Translator {
         use v1::job_event::Event as E;
         let decoded = JobEvent::decode(&e.kind, &e.payload)?;
         let events = match &decoded {
-            JobEvent::JobCreated(_) => vec![E::StateChanged(v1::JobStateChanged {
-                state: v1::JobState::Queued as i32,
-                reason: "created".into(),
-            })],
+            JobEvent::JobCreated(c) => {
+                self.total = u32::try_from(c.tasks).unwrap_or(u32::MAX);
+                vec![E::StateChanged(v1::JobStateChanged {
+                    state: v1::JobState::Queued as i32,
+                    reason: "created".into(),
+                })]
+            }
             JobEvent::JobFinished(f) => {
                 let state = f
                     .state
@@ -79,7 +139,10 @@ impl Translator {
                     reason: f.error.clone().unwrap_or_default(),
                 })]
             }
-            JobEvent::TaskSucceeded(s) => self.kind.task_succeeded(s, task_genotype)?,
+            JobEvent::TaskSucceeded(s) => {
+                self.done = self.done.saturating_add(1);
+                self.kind.task_succeeded(s, task_genotype)?
+            }
             JobEvent::TaskRetry(r) => vec![E::TaskFailed(v1::TaskFailed {
                 task_id: r.task_id.clone(),
                 reason: r.reason.clone().unwrap_or_default(),
@@ -87,33 +150,58 @@ impl Translator {
                 will_retry: true,
                 attempt: r.attempt,
             })],
-            JobEvent::TaskFailed(f) => vec![E::TaskFailed(v1::TaskFailed {
-                task_id: f.task_id.clone(),
-                reason: f.reasons.join("; "),
-                retryable: false,
-                will_retry: false,
-                attempt: f.attempt,
-            })],
+            JobEvent::TaskFailed(f) => {
+                self.done = self.done.saturating_add(1);
+                vec![E::TaskFailed(v1::TaskFailed {
+                    task_id: f.task_id.clone(),
+                    reason: f.reasons.join("; "),
+                    retryable: false,
+                    will_retry: false,
+                    attempt: f.attempt,
+                })]
+            }
             JobEvent::TaskProgress(p) => vec![E::TaskProgress(v1::TaskProgress {
                 task_id: p.task_id.clone(),
                 fraction: p.progress.fraction,
                 message: p.progress.message.clone(),
             })],
-            JobEvent::TasksAdded(a) => vec![E::Progress(v1::JobProgress {
-                tasks_total: u32::try_from(a.tasks_total).unwrap_or(u32::MAX),
-                tasks_done: self.done,
-                tasks_running: 0,
-            })],
+            JobEvent::TasksAdded(a) => {
+                self.total = u32::try_from(a.tasks_total).unwrap_or(u32::MAX);
+                vec![E::Progress(v1::JobProgress {
+                    tasks_total: self.total,
+                    tasks_done: self.done,
+                    tasks_running: 0,
+                })]
+            }
             other => self.kind.own_event(other),
         };
-        Ok(events.into_iter().map(|event| wire(e, event)).collect())
+        check_stride(e, events.len())?;
+        Ok(events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| wire(e, i, event))
+            .collect())
     }
 }
 
-/// A wire event at the position of stored event `e`.
-pub fn wire(e: &Event, event: v1::job_event::Event) -> v1::JobEvent {
+/// An error when stored event `e` became more wire events than its sequence numbers allow.
+fn check_stride(e: &Event, n: usize) -> Result<(), ApiError> {
+    if n as u64 > SEQUENCE_STRIDE {
+        return Err(ApiError::Internal(nat_store::StoreError::backend(
+            std::io::Error::other(format!(
+                "event {} of job {} becomes {n} wire events, more than the {SEQUENCE_STRIDE} \
+                 its sequence numbers allow",
+                e.seq, e.job_id
+            )),
+        )));
+    }
+    Ok(())
+}
+
+/// The `index`-th wire event (from 0) of stored event `e`, numbered [`wire_sequence`].
+pub fn wire(e: &Event, index: usize, event: v1::job_event::Event) -> v1::JobEvent {
     v1::JobEvent {
-        sequence: e.seq as u64,
+        sequence: wire_sequence(e.seq, index),
         job_id: e.job_id.to_string(),
         at_unix_ms: convert::unix_ms(e.created_at),
         event: Some(event),

@@ -686,6 +686,99 @@ async fn cancel_withdraws_and_stops(db: Arc<TestDb>) {
     ));
 }
 
+contract!(late_reports_on_an_ended_job_are_discarded);
+/// A report on a task whose job has ended is accepted and cancels the task, but its outcome is
+/// discarded: no result, no failure, no reward estimate, no event; the task is counted once
+/// (cancelled); its duplicate changes nothing. Alike on the single and the batch report paths.
+async fn late_reports_on_an_ended_job_are_discarded(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let w = worker(&store, "w").await;
+    for batch in [false, true] {
+        let base = if batch { 100 } else { 0 };
+        let j = store.create_job(job(0), tasks(3), at(base)).await.unwrap();
+        let (a, b) = (
+            lease(&store, w, at(base + 1)).await,
+            lease(&store, w, at(base + 1)).await,
+        );
+        store.cancel_job(j.id, at(base + 2)).await.unwrap();
+        let rkey = key(&format!("late-{batch}"));
+        let success = Outcome::Succeeded {
+            result: json!({ "acc": 0.9 }),
+            rewards: vec![RewardObservation {
+                key: rkey.clone(),
+                value: 0.9,
+            }],
+            sample_rewards: vec![],
+        };
+        let items = vec![
+            ReportItem {
+                task: a.task.id,
+                token: a.token,
+                worker: w,
+                outcome: success.clone(),
+            },
+            ReportItem {
+                task: b.task.id,
+                token: b.token,
+                worker: w,
+                outcome: fail(false),
+            },
+        ];
+        let now = at(base + 3);
+        let answers: Vec<Result<ReportAck>> = if batch {
+            store.report_results(items.clone(), now).await.unwrap()
+        } else {
+            let mut out = Vec::new();
+            for i in items.clone() {
+                out.push(
+                    store
+                        .report_result(i.task, i.token, i.worker, i.outcome, now)
+                        .await,
+                );
+            }
+            out
+        };
+        let answers: Vec<String> = answers.iter().map(answer).collect();
+        assert_eq!(
+            answers,
+            [
+                "accepted cancelled cancelled",
+                "accepted cancelled cancelled"
+            ],
+            "batch: {batch}"
+        );
+        for l in [&a, &b] {
+            let t = store.get_task(l.task.id).await.unwrap();
+            assert_eq!(t.state, TaskState::Cancelled);
+            assert_eq!(t.result, None, "a discarded success keeps no result");
+            assert!(t.failures.is_empty(), "a discarded failure is not recorded");
+        }
+        let jn = store.get_job(j.id).await.unwrap();
+        assert_eq!(
+            (jn.tasks_done, jn.tasks_failed, jn.tasks_cancelled),
+            (0, 0, 3),
+            "each task counted once, as cancelled"
+        );
+        assert_eq!(store.reward_estimate(&rkey).await.unwrap(), None);
+        let events = store.events_after(j.id, 0, 100).await.unwrap();
+        // The same reports again are duplicates and change nothing.
+        for i in items {
+            let again = store
+                .report_result(i.task, i.token, i.worker, i.outcome, at(base + 4))
+                .await
+                .unwrap();
+            assert_eq!(again, ReportAck::Duplicate);
+        }
+        let jn2 = store.get_job(j.id).await.unwrap();
+        assert_eq!(
+            (jn2.tasks_done, jn2.tasks_failed, jn2.tasks_cancelled),
+            (0, 0, 3)
+        );
+        assert_eq!(store.events_after(j.id, 0, 100).await.unwrap(), events);
+        assert_eq!(store.reward_estimate(&rkey).await.unwrap(), None);
+    }
+}
+
 contract!(heartbeat_extends_leases);
 async fn heartbeat_extends_leases(db: Arc<TestDb>) {
     let store = db.open().await;
@@ -2380,6 +2473,11 @@ async fn report_paths_decide_alike(db: Arc<TestDb>) {
     );
     assert_eq!(seen[0].3, (1, 1, 0));
     assert_eq!(seen[0].4, 1);
+    assert_eq!(
+        seen[0].1.last().map(String::as_str),
+        Some("cancelled attempt 1 failures 0 result None"),
+        "the late report's result is discarded"
+    );
     assert_eq!(
         seen[1], seen[0],
         "one-item batches differ from report_result"

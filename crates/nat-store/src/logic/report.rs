@@ -104,7 +104,8 @@ pub(crate) fn final_counts(state: TaskState) -> (i64, i64, i64) {
 /// - a token that is not the task's current one, a foreign worker, or a task that is no longer
 ///   leased (and whose last accepted report was not this one) is stale: `FailedPrecondition`;
 /// - the report that was already accepted (same token, from its worker) is a duplicate;
-/// - otherwise the task ends `cancelled` if its job is final, else `done` for a success,
+/// - otherwise the task ends `cancelled` if its job is final (the report's outcome is
+///   discarded: no result, no failure, no reward, no event), else `done` for a success,
 ///   `ready` (requeued) for a retryable failure with attempts left, `failed` otherwise.
 ///
 /// An unassigned reservation (no worker yet) accepts the report of any worker holding its
@@ -162,11 +163,10 @@ fn transition(
     now: DateTime<Utc>,
 ) -> (TaskState, Option<FailureRecord>, Option<Value>) {
     if job_state.is_final() {
-        let result = match outcome {
-            Outcome::Succeeded { result, .. } => Some(result.clone()),
-            Outcome::Failed { .. } => None,
-        };
-        return (TaskState::Cancelled, None, result);
+        // The job ended without this task: the report is discarded. The task ends cancelled
+        // (counted once, by this report) with neither a result nor a failure, and folds no
+        // reward ([`Transition::rewards`]).
+        return (TaskState::Cancelled, None, None);
     }
     match outcome {
         Outcome::Succeeded { result, .. } => (TaskState::Done, None, Some(result.clone())),
@@ -301,12 +301,17 @@ mod tests {
             job_state: JobState::Cancelled,
             ..leased.clone()
         };
-        let t = apply(decide_report(task, cancelled, 7, w, &ok(), now));
+        let t = apply(decide_report(task, cancelled.clone(), 7, w, &ok(), now));
         assert_eq!(
             (t.new_state, t.event.is_none()),
             (TaskState::Cancelled, true)
         );
+        assert_eq!(t.counts(), (0, 0, 1));
         assert!(t.rewards(&ok()).is_empty());
+        assert!(t.result.is_none(), "a discarded report keeps no result");
+        let t = apply(decide_report(task, cancelled, 7, w, &failed(false), now));
+        assert_eq!(t.new_state, TaskState::Cancelled);
+        assert!(t.failure.is_none() && t.failures.is_empty() && t.result.is_none());
         // A reservation takes the report of whoever holds its token.
         let reserved = row(TaskState::Leased, None, None);
         let t = apply(decide_report(task, reserved, 7, w, &ok(), now));
