@@ -489,7 +489,10 @@ async fn honest_verdict_flow(db: &TestDb) {
     let recommended = o.recommended.as_ref().expect("recommended");
     assert_eq!(recommended.from, "original");
     assert_eq!(recommended.genotype_json, original.genotype_json);
-    assert!(recommended.reason.contains("less accurate"), "{recommended:?}");
+    assert!(
+        recommended.reason.contains("less accurate"),
+        "{recommended:?}"
+    );
     let fin = o.r#final.as_ref().expect("final");
     let diff = fin.paired_difference.as_ref().expect("difference");
     assert!(diff.ci_high < 0.0 && diff.mean < -0.05, "{diff:?}");
@@ -506,7 +509,12 @@ async fn honest_verdict_flow(db: &TestDb) {
     let control = o.control.as_ref().expect("the random control");
     assert_eq!(control.verdict, "worse", "{control:?}");
     assert_eq!(
-        control.r#final.as_ref().expect("control accuracies").accuracies.len(),
+        control
+            .r#final
+            .as_ref()
+            .expect("control accuracies")
+            .accuracies
+            .len(),
         3
     );
     assert!(control.policy_vs_control.is_some());
@@ -554,7 +562,9 @@ async fn honest_verdict_flow(db: &TestDb) {
         let store = server.coordinator.store.clone();
         async move { store.reward_estimate(&key).await.expect("estimate") }
     };
-    let e = estimate(&original.canonical_hash).await.expect("original measured");
+    let e = estimate(&original.canonical_hash)
+        .await
+        .expect("original measured");
     assert_eq!(e.mean, 0.90, "only validation measurements: {e:?}");
     let e = estimate(&best.canonical_hash).await.expect("best measured");
     assert!(e.mean >= 0.95, "only validation measurements: {e:?}");

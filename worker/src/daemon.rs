@@ -764,11 +764,16 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
         }
         match response {
             Ok(response) => {
-                tracing::info!(
-                    task_id,
-                    duplicate = response.get_ref().duplicate,
-                    "result reported"
-                );
+                let r = response.get_ref();
+                if r.discarded {
+                    tracing::warn!(
+                        task_id,
+                        duplicate = r.duplicate,
+                        "result discarded: the task's job had already ended"
+                    );
+                } else {
+                    tracing::info!(task_id, duplicate = r.duplicate, "result reported");
+                }
                 return true;
             }
             Err(status) if status.code() == Code::NotFound && mentions_worker(&status) => {

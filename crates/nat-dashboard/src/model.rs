@@ -639,8 +639,8 @@ fn cost(g: &Genotype) -> Option<(f64, f64)> {
     Some((c.params() as f64, c.madds() as f64))
 }
 
-/// Best accuracy measured by the job's successful `train_eval` tasks, per canonical hash of the
-/// trained genotype (`payload.arch_hash`). A payload or result that does not decode is an error
+/// Best accuracy measured by the job's successful validation-split `train_eval` tasks, per
+/// canonical hash of the trained genotype (`payload.arch_hash`). A payload or result that does not decode is an error
 /// naming the task and the field.
 async fn trained_accuracies(
     store: &dyn Store,
@@ -669,6 +669,11 @@ async fn trained_accuracies(
             continue;
         };
         let payload = schema::train_eval_payload(&task.payload).map_err(document)?;
+        // Selection's measurements only: a final evaluation's test-split accuracy is reported
+        // with the verdict, not mixed into the accuracies of sampled architectures.
+        if payload.split != nat_schema::EvalSplit::Validation {
+            continue;
+        }
         let accuracy = schema::task_result_of(kind.as_str(), result)
             .map_err(document)?
             .accuracy();
