@@ -107,7 +107,8 @@ pub fn with_max_connections(database_url: &str, max_connections: u32) -> String 
 }
 
 /// Serves gRPC (JobService, WorkerService, health, reflection) on `grpc` and, when given, HTTP
-/// (`/healthz`) on `http`, and runs the lease-expiry loop, until `shutdown` resolves. Then it
+/// (`/healthz` liveness, `/readyz` readiness: the database answers; metrics; the dashboard) on
+/// `http`, and runs the lease-expiry loop, until `shutdown` resolves. Then it
 /// stops accepting, ends long-polls and watch streams, and waits for in-flight calls.
 pub async fn serve(
     c: Arc<Coordinator>,
@@ -125,9 +126,14 @@ pub async fn serve(
     health
         .set_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
         .await;
+    // Reflection in both versions: grpcurl speaks v1, Python's grpcio-reflection v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nat_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
+        .map_err(ServeError::Reflection)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nat_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
         .map_err(ServeError::Reflection)?;
     let kinds = Arc::new(jobs::Registry::standard());
     let jobs = JobServiceServer::new(api::job::JobApi::new(c.clone(), kinds.clone()))
@@ -178,6 +184,7 @@ pub async fn serve(
         })
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(jobs)
         .add_service(workers)
         .add_service(policies)
@@ -191,6 +198,13 @@ pub async fn serve(
             }
             let app = axum::Router::new()
                 .route("/healthz", axum::routing::get(healthz))
+                .route(
+                    "/readyz",
+                    axum::routing::get({
+                        let store = c.store.clone();
+                        move || readyz(store.clone())
+                    }),
+                )
                 .merge(nat_telemetry::metrics_router(metrics.clone()))
                 .merge(nat_dashboard::router_with(
                     c.store.clone(),
@@ -205,6 +219,7 @@ pub async fn serve(
         None => None,
     };
     let expiry_task = tokio::spawn(expiry_loop(c.clone()));
+    let readiness_task = tokio::spawn(readiness_loop(c.clone(), health.clone()));
     let gauges = nat_dashboard::gauges::spawn_refresher(c.store.clone(), GAUGE_INTERVAL);
 
     tokio::pin!(shutdown);
@@ -222,6 +237,7 @@ pub async fn serve(
         None => grpc_task.await,
     };
     let _ = expiry_task.await;
+    let _ = readiness_task.await;
     // Hand-outs of reservations are written in the background: write the pending ones now,
     // then give back the reservations nobody took — including those of a claim that was in
     // flight when the shutdown began (no new claim starts once the pool is closed).
@@ -269,8 +285,86 @@ fn nodelay(
     })
 }
 
+/// Liveness: the process serves HTTP.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// How long a readiness check waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the gRPC health status follows the database.
+const READY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the database answers within [`READY_TIMEOUT`]; the reason when not (no database
+/// text: [`nat_store::StoreError`] never carries it).
+async fn database_ready(store: &dyn nat_store::Store) -> Result<(), String> {
+    match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "the {} database does not answer: {e}",
+            store.backend()
+        )),
+        Err(_) => Err(format!(
+            "the {} database did not answer within {} s",
+            store.backend(),
+            READY_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Readiness: 200 when the database answers, 503 with the reason otherwise.
+async fn readyz(store: Arc<dyn nat_store::Store>) -> (axum::http::StatusCode, String) {
+    match database_ready(&*store).await {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            format!("ready: the {} database answers\n", store.backend()),
+        ),
+        Err(reason) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}
+
+/// Keeps the gRPC health status of the API services in step with the database: NOT_SERVING
+/// while it does not answer, SERVING again once it does. Ends at shutdown (which sets
+/// NOT_SERVING itself).
+async fn readiness_loop(c: Arc<Coordinator>, health: tonic_health::server::HealthReporter) {
+    let mut shutdown = c.shutdown_signal();
+    let mut tick = tokio::time::interval(READY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        let ready = database_ready(&*c.store).await;
+        if ready.is_ok() == serving {
+            continue;
+        }
+        serving = ready.is_ok();
+        match ready {
+            Ok(()) => {
+                tracing::info!("the database answers again: gRPC health SERVING");
+                health
+                    .set_serving::<JobServiceServer<api::job::JobApi>>()
+                    .await;
+                health
+                    .set_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
+                    .await;
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "gRPC health NOT_SERVING");
+                health
+                    .set_not_serving::<JobServiceServer<api::job::JobApi>>()
+                    .await;
+                health
+                    .set_not_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
+                    .await;
+            }
+        }
+    }
 }
 
 /// Collects expired leases and lost workers every `expiry_interval` until shutdown.

@@ -182,8 +182,100 @@ async fn health_serving_and_reflection_lists_both_services() {
         names.contains(&"nat.v1.WorkerService".to_string()),
         "{names:?}"
     );
+    // The v1alpha protocol too (Python's grpcio-reflection speaks it).
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(server.channel().await);
+        let req = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream = reflection
+            .server_reflection_info(tokio_stream::once(req))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner();
+        let reply = stream.next().await.expect("a reply").expect("ok");
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("list services response expected");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"nat.v1.JobService".to_string()),
+            "{names:?}"
+        );
+    }
     server.stop().await;
     db.cleanup().await;
+}
+
+/// `/readyz` and the gRPC health status follow the database: ready while PostgreSQL answers;
+/// once the database is gone, `/readyz` answers 503 with the reason and the API services turn
+/// NOT_SERVING, while `/healthz` (liveness) stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(common::Backend::Postgres).await;
+    let mut p = spawn(
+        &[],
+        &[
+            ("NAT_LISTEN", "127.0.0.1:0"),
+            ("NAT_HTTP_LISTEN", "127.0.0.1:0"),
+            ("NAT_DATABASE_URL", &db.url),
+        ],
+        dir.path(),
+    );
+    let reply = http_get(&p.http, "/readyz").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains("ready: the postgres database answers"),
+        "{reply}"
+    );
+    let ch = common::connect(&format!("http://{}", p.grpc)).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
+    let status = |s: &str| tonic_health::pb::HealthCheckRequest { service: s.into() };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let s = health
+        .check(status("nat.v1.JobService"))
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(s.status, serving);
+
+    // The database goes away (its connections are terminated).
+    db.cleanup().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let reply = loop {
+        let reply = http_get(&p.http, "/readyz").await;
+        if reply.starts_with("HTTP/1.1 503") {
+            break reply;
+        }
+        assert!(Instant::now() < deadline, "still ready: {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        reply.contains("not ready: the postgres database"),
+        "{reply}"
+    );
+    assert!(!reply.contains("FATAL"), "no database text: {reply}");
+    loop {
+        let s = health
+            .check(status("nat.v1.WorkerService"))
+            .await
+            .expect("health")
+            .into_inner();
+        if s.status != serving {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gRPC health still SERVING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reply = http_get(&p.http, "/healthz").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "liveness: {reply}");
+    p.child.kill().expect("kill");
+    let _ = p.child.wait();
 }
 
 /// A simulated worker that survives coordinator restarts: retries every call, re-registers on

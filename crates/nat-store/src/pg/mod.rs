@@ -96,9 +96,15 @@ fn split_max_connections(url: &str) -> Result<(String, Option<u32>)> {
     Ok((url, max))
 }
 
+#[async_trait::async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         NAME
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
 

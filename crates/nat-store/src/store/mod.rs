@@ -31,7 +31,12 @@ use crate::error::StoreError;
 ///   races. In all these cases nothing was changed.
 ///
 /// Every method of the four traits is callable on `dyn Store` (with the traits in scope).
+#[async_trait::async_trait]
 pub trait Store: JobStore + LeaseStore + EventStore + PolicyStore + Send + Sync + 'static {
     /// Which backend this is: `"postgres"` or `"sqlite"`.
     fn backend(&self) -> &'static str;
+
+    /// One round trip to the database (`SELECT 1`): `Ok` when it answers. Readiness checks
+    /// call it; bound it with a timeout (a pool waiting for a connection can take long).
+    async fn ping(&self) -> crate::error::Result<()>;
 }
