@@ -21,7 +21,14 @@ fn points(x: f64) -> String {
 
 /// A probability (`?` when unknown).
 fn prob(x: f64) -> String {
-    finite(x).map_or("?".to_string(), |x| format!("{x:.4}"))
+    // A whole cell's transformation is a product over its edges: often far below 0.001.
+    finite(x).map_or("?".to_string(), |x| {
+        if x == 0.0 || x >= 1e-3 {
+            format!("{x:.4}")
+        } else {
+            format!("{x:.2e}")
+        }
+    })
 }
 
 /// `-1.10 points, 95 % interval [-2.05, -0.15] (paired_t)`; an unknown end is `?` and with both
@@ -545,5 +552,12 @@ mod tests {
             text.contains("  accuracy: original 91.17 %, best 90.13 %"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn small_probabilities_keep_their_digits() {
+        assert_eq!(prob(0.0123), "0.0123");
+        assert_eq!(prob(2.5e-8), "2.50e-8");
+        assert_eq!(prob(f64::NAN), "?");
     }
 }

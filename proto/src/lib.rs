@@ -47,6 +47,7 @@ mod tests {
                 seed: 7,
                 checkpointed: false,
                 checkpoint_key: String::new(),
+                split: v1::EvalSplit::Test as i32,
             })),
         };
         let bytes = task.encode_to_vec();

@@ -29,8 +29,10 @@ fn points(x: Option<f64>) -> String {
 }
 
 fn prob(x: Option<f64>) -> String {
+    // A whole cell's transformation is a product over its edges: often far below 0.001.
     match x.filter(|x| x.is_finite()) {
-        Some(x) => format!("{x:.4}"),
+        Some(x) if x == 0.0 || x >= 1e-3 => format!("{x:.4}"),
+        Some(x) => format!("{x:.2e}"),
         None => "?".to_string(),
     }
 }
@@ -681,5 +683,12 @@ mod tests {
         }
         // Another input has no probabilities of its own.
         assert!(!learning_html(&learning(), 1).contains("p(identity)"));
+    }
+
+    #[test]
+    fn small_probabilities_keep_their_digits() {
+        assert_eq!(prob(Some(0.0087)), "0.0087");
+        assert_eq!(prob(Some(2.5e-8)), "2.50e-8");
+        assert_eq!(prob(None), "?");
     }
 }

@@ -19,26 +19,21 @@ use super::scoring::{Measure, Score};
 use super::{Failure, Outcomes, Run};
 use crate::convert::changed_edges;
 
-/// The seeds of a job's final evaluation: `n` distinct seeds derived from the job's seed, none
-/// equal to it (learning and derive train with the job's seed).
+/// The seeds of a job's final evaluation: `n` distinct seeds derived from the job's seed
+/// (`seed × 1000 + 1`, `+ 2`, …: readable, deterministic so a restarted driver finds its tasks
+/// again), none equal to it (learning and derive train with the job's seed).
 pub(super) fn final_seeds(job_seed: u64, n: u32) -> Vec<u64> {
+    let base = job_seed.wrapping_mul(1000);
     let mut seeds = Vec::with_capacity(n as usize);
-    let mut state = job_seed ^ 0xF1A1_5EED_0000_0000;
+    let mut j = 1u64;
     while seeds.len() < n as usize {
-        state = splitmix64(state);
-        if state != job_seed && !seeds.contains(&state) {
-            seeds.push(state);
+        let s = base.wrapping_add(j);
+        if s != job_seed && !seeds.contains(&s) {
+            seeds.push(s);
         }
+        j += 1;
     }
     seeds
-}
-
-/// SplitMix64's output function over an incremented state.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl Run {
@@ -175,6 +170,8 @@ mod tests {
 
     #[test]
     fn final_seeds_are_distinct_and_never_the_job_seed() {
+        assert_eq!(final_seeds(1, 3), vec![1001, 1002, 1003]);
+        assert_eq!(final_seeds(0, 2), vec![1, 2]);
         for job_seed in [0, 1, 42, u64::MAX] {
             let seeds = final_seeds(job_seed, 32);
             assert_eq!(seeds.len(), 32);
