@@ -120,12 +120,7 @@ pub async fn serve(
     // Process-wide and idempotent: several servers in one process share the recorder.
     let metrics = nat_telemetry::install_prometheus().map_err(ServeError::Metrics)?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<JobServiceServer<api::job::JobApi>>()
-        .await;
-    health
-        .set_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
-        .await;
+    set_api_health(&health, true).await;
     // Reflection in both versions: grpcurl speaks v1, Python's grpcio-reflection v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nat_proto::FILE_DESCRIPTOR_SET)
@@ -345,25 +340,29 @@ async fn readiness_loop(c: Arc<Coordinator>, health: tonic_health::server::Healt
         }
         serving = ready.is_ok();
         match ready {
-            Ok(()) => {
-                tracing::info!("the database answers again: gRPC health SERVING");
-                health
-                    .set_serving::<JobServiceServer<api::job::JobApi>>()
-                    .await;
-                health
-                    .set_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
-                    .await;
-            }
-            Err(reason) => {
-                tracing::warn!(%reason, "gRPC health NOT_SERVING");
-                health
-                    .set_not_serving::<JobServiceServer<api::job::JobApi>>()
-                    .await;
-                health
-                    .set_not_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
-                    .await;
-            }
+            Ok(()) => tracing::info!("the database answers again: gRPC health SERVING"),
+            Err(reason) => tracing::warn!(%reason, "gRPC health NOT_SERVING"),
         }
+        set_api_health(&health, serving).await;
+    }
+}
+
+/// Sets the gRPC health status of the API services (JobService, WorkerService).
+async fn set_api_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    if serving {
+        health
+            .set_serving::<JobServiceServer<api::job::JobApi>>()
+            .await;
+        health
+            .set_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
+            .await;
+    } else {
+        health
+            .set_not_serving::<JobServiceServer<api::job::JobApi>>()
+            .await;
+        health
+            .set_not_serving::<WorkerServiceServer<api::worker::WorkerApi>>()
+            .await;
     }
 }
 
