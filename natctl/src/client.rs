@@ -123,9 +123,33 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to the coordinator at {url}"))
 }
 
-/// A gRPC status as one readable line.
+/// A gRPC status as one readable line, with the code's canonical name (`NOT_FOUND`).
 pub(crate) fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow!("{what}: {} ({:?})", s.message(), s.code())
+    anyhow!("{what}: {} ({})", s.message(), code_name(s.code()))
+}
+
+/// The canonical name of a gRPC status code, as the gRPC specification spells it.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
 }
 
 async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
@@ -504,4 +528,20 @@ pub(crate) fn result_text(r: &v1::GetJobResultResponse) -> String {
     }
     out.push_str(&crate::report::optimize_text(r));
     out
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_their_canonical_names() {
+        assert_eq!(code_name(tonic::Code::NotFound), "NOT_FOUND");
+        assert_eq!(
+            code_name(tonic::Code::FailedPrecondition),
+            "FAILED_PRECONDITION"
+        );
+        let e = status_error("cancel", tonic::Status::not_found("no job x"));
+        assert_eq!(e.to_string(), "cancel: no job x (NOT_FOUND)");
+    }
 }

@@ -79,7 +79,7 @@ async fn run_async(cmd: PolicyCommand, url: &str) -> anyhow::Result<ExitCode> {
             let policies = client
                 .list_policies(v1::ListPoliciesRequest {})
                 .await
-                .map_err(|s| anyhow!("list policies: {} ({:?})", s.message(), s.code()))?
+                .map_err(|s| crate::client::status_error("list policies", s))?
                 .into_inner()
                 .policies;
             if json {
@@ -116,7 +116,7 @@ async fn run_async(cmd: PolicyCommand, url: &str) -> anyhow::Result<ExitCode> {
                     seed: a.seed,
                 })
                 .await
-                .map_err(|s| anyhow!("transform: {} ({:?})", s.message(), s.code()))?
+                .map_err(|s| crate::client::status_error("transform", s))?
                 .into_inner();
             if a.json {
                 println!(

@@ -195,6 +195,10 @@ async fn bad_input_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: "), "{err}");
     assert!(err.contains("architectures[1]"), "{err}");
+    assert!(
+        err.contains("(INVALID_ARGUMENT)"),
+        "canonical code name: {err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     // Optimize settings are checked before anything is sent, naming the key.
     for (flags, says) in [
@@ -251,7 +255,7 @@ async fn bad_input_is_one_clear_line() {
     assert!(stdout(&out).contains("cancelled"), "{out:?}");
     let out = natctl(&server.url, &["cancel", &id]).await;
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("FailedPrecondition"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(FAILED_PRECONDITION)"));
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
