@@ -22,6 +22,9 @@ pub enum ClientCommand {
         /// Most jobs shown.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only jobs in this state (queued, running, succeeded, failed, cancelled); repeatable.
+        #[arg(long = "state")]
+        states: Vec<String>,
     },
     /// Show one job.
     Status {
@@ -175,12 +178,13 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
     let mut jobs = JobServiceClient::new(connect(url).await?);
     match cmd {
         ClientCommand::Submit(_) => unreachable_submit(),
-        ClientCommand::Jobs { limit } => {
+        ClientCommand::Jobs { limit, states } => {
+            let states = states
+                .iter()
+                .map(|s| parse_state(s).map(|st| st as i32))
+                .collect::<anyhow::Result<Vec<i32>>>()?;
             let list = jobs
-                .list_jobs(v1::ListJobsRequest {
-                    states: vec![],
-                    limit,
-                })
+                .list_jobs(v1::ListJobsRequest { states, limit })
                 .await
                 .map_err(|s| status_error("jobs", s))?
                 .into_inner()
@@ -397,6 +401,20 @@ pub(crate) fn genotype_json(text: &str, field: &str) -> anyhow::Result<serde_jso
     serde_json::from_str(text).with_context(|| format!("{field}: not JSON: {text:.80}"))
 }
 
+/// A job state by its name as natctl prints it (`running`), for `jobs --state`.
+fn parse_state(name: &str) -> anyhow::Result<v1::JobState> {
+    const NAMES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+    let lower = name.trim().to_ascii_lowercase();
+    if !NAMES.contains(&lower.as_str()) {
+        return Err(anyhow!(
+            "--state: unknown job state {name:?} (expected one of {})",
+            NAMES.join(", ")
+        ));
+    }
+    v1::JobState::from_str_name(&format!("JOB_STATE_{}", lower.to_ascii_uppercase()))
+        .ok_or_else(|| anyhow!("--state: unknown job state {name:?}"))
+}
+
 pub(crate) fn state_name(state: i32) -> &'static str {
     match v1::JobState::try_from(state) {
         Ok(v1::JobState::Queued) => "queued",
@@ -531,8 +549,29 @@ pub(crate) fn result_text(r: &v1::GetJobResultResponse) -> String {
 }
 
 #[cfg(test)]
-mod code_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn job_states_parse_by_their_printed_names() {
+        for st in [
+            v1::JobState::Queued,
+            v1::JobState::Running,
+            v1::JobState::Succeeded,
+            v1::JobState::Failed,
+            v1::JobState::Cancelled,
+        ] {
+            assert_eq!(parse_state(state_name(st as i32)).expect("parses"), st);
+        }
+        assert_eq!(
+            parse_state("RUNNING").expect("any case"),
+            v1::JobState::Running
+        );
+        let e = parse_state("unspecified")
+            .expect_err("not a state")
+            .to_string();
+        assert!(e.starts_with("--state: unknown job state"), "{e}");
+    }
 
     #[test]
     fn codes_have_their_canonical_names() {

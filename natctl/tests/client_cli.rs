@@ -256,6 +256,23 @@ async fn bad_input_is_one_clear_line() {
     let out = natctl(&server.url, &["cancel", &id]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("(FAILED_PRECONDITION)"));
+    // `jobs --state` filters on the server.
+    let out = natctl(&server.url, &["jobs", "--state", "cancelled"]).await;
+    assert!(stdout(&out).contains(&id), "{out:?}");
+    let out = natctl(
+        &server.url,
+        &["jobs", "--state", "running", "--state", "queued"],
+    )
+    .await;
+    assert!(out.status.success());
+    assert!(!stdout(&out).contains(&id), "{out:?}");
+    let out = natctl(&server.url, &["jobs", "--state", "done"]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: --state: unknown job state"),
+        "{err}"
+    );
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
