@@ -196,13 +196,11 @@ pub(super) fn network_spec(
 ) -> Result<NetworkSpec, Failure> {
     let dataset = nat_arch::Dataset::from_name(&spec.base.dataset)
         .ok_or_else(|| Failure::Fatal(format!("unknown dataset {}", spec.base.dataset)))?;
-    Ok(NetworkSpec {
-        channels: u64::from(budget.init_channels),
-        layers: u64::from(budget.layers),
-        in_channels: dataset.channels() as u64,
-        image_size: dataset.image_size() as u64,
-        num_classes: dataset.num_classes() as u64,
-    })
+    Ok(NetworkSpec::for_dataset(
+        dataset,
+        u64::from(budget.init_channels),
+        u64::from(budget.layers),
+    ))
 }
 
 /// The most params and multiply-adds a candidate of one input may have.
