@@ -42,7 +42,7 @@ pub mod transition;
 pub mod validate;
 
 pub use cost::{network_cost, op_cost, CostError, NetworkCost, NetworkSpec, OpCost};
-pub use dataset::Dataset;
+pub use dataset::{Dataset, DatasetShape};
 pub use error::{ArchError, Format};
 pub use genotype::{Cell, CellKind, Edge, Genotype, Node};
 pub use op::{Op, OpClass, OpSet};
