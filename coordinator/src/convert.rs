@@ -126,6 +126,7 @@ pub fn job_to_proto(job: &Job, running: Option<u64>) -> Result<v1::Job, ApiError
     });
     out.name = spec.name;
     out.dataset = spec.dataset;
+    out.dataset_shape = Some(nat_schema::dataset::shape_to_proto(spec.dataset_shape));
     out.seed = spec.seed;
     out.budget_preset = spec.budget_preset;
     out.budget = Some(spec.budget.to_proto());
@@ -222,5 +223,10 @@ pub fn capabilities_to_proto(c: &Capabilities) -> v1::WorkerCapabilities {
         version: c.version.clone(),
         hostname: String::new(),
         datasets: c.datasets.clone(),
+        dataset_infos: c
+            .dataset_infos
+            .iter()
+            .map(nat_schema::DatasetInfo::to_proto)
+            .collect(),
     }
 }

@@ -164,8 +164,9 @@ async fn validation(db: &TestDb) {
     expect_invalid(jobs.submit_job(bad.clone()).await, "architectures[1]");
     bad = evaluate_request(&["{\"normal\": "], "digits");
     expect_invalid(jobs.submit_job(bad).await, "architectures[0]");
+    // Not built in and not a folder name (user datasets: tests/datasets.rs).
     expect_invalid(
-        jobs.submit_job(evaluate_request(&["darts-v2"], "imagenet"))
+        jobs.submit_job(evaluate_request(&["darts-v2"], "ImageNet/1k"))
             .await,
         "dataset",
     );

@@ -391,6 +391,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
                     version: "bench".into(),
                     hostname: "bench".into(),
                     datasets: vec![],
+                    dataset_infos: vec![],
                 }),
             })
             .await

@@ -463,6 +463,7 @@ async fn drive(
                     version: "bench".into(),
                     hostname: "bench".into(),
                     datasets: vec![],
+                    dataset_infos: vec![],
                 }),
             })
             .await

@@ -35,7 +35,13 @@ impl JobApi {
         let kind = convert::schema_job_kind(wire_kind)
             .and_then(|k| self.kinds.get(k))
             .ok_or_else(|| ApiError::invalid("kind", "is required (evaluate or optimize)"))?;
-        let submission = Submission::validate(&r, kind.allows_no_architectures(&r))?;
+        // A user dataset's shape may be learned from the registered workers.
+        let workers = if nat_arch::Dataset::from_name(r.dataset.trim()).is_some() {
+            Vec::new()
+        } else {
+            self.c.store.list_workers().await?
+        };
+        let submission = Submission::validate(&r, kind.allows_no_architectures(&r), &workers)?;
         let job = kind.submit(&self.c, &r, submission).await?;
         nat_telemetry::record::job_submitted(nat_telemetry::JobKind::from_kind(&job.kind));
         self.c.job_changed(job.id);
@@ -54,7 +60,23 @@ impl JobApi {
                 .await?
                 .len() as u64
         };
-        convert::job_to_proto(&job, Some(running))
+        let mut out = convert::job_to_proto(&job, Some(running))?;
+        if is_waiting(&out, true) {
+            let workers = self.c.store.list_workers().await?;
+            out.waiting_reason = self.waiting_reason(&out, &workers);
+        }
+        Ok(out)
+    }
+
+    /// Why the waiting tasks of `job` are not leased ("" when a worker may run them).
+    fn waiting_reason(&self, job: &v1::Job, workers: &[nat_store::Worker]) -> String {
+        crate::jobs::dataset::waiting_reason(
+            &job.dataset,
+            workers,
+            self.c.clock.now(),
+            self.c.config.lease_duration,
+        )
+        .unwrap_or_default()
     }
 
     async fn result(&self, job_id: &str) -> Result<v1::GetJobResultResponse, ApiError> {
@@ -90,6 +112,21 @@ impl JobApi {
         self.kinds.of(&job)?.result(&job, &mut out)?;
         Ok(out)
     }
+}
+
+/// Whether `job` has tasks waiting for a worker: not finished, with tasks neither finished nor
+/// (when `running_known`) leased.
+fn is_waiting(job: &v1::Job, running_known: bool) -> bool {
+    let active = matches!(
+        v1::JobState::try_from(job.state),
+        Ok(v1::JobState::Queued | v1::JobState::Running)
+    );
+    let waiting = if running_known {
+        job.tasks_pending > job.tasks_running
+    } else {
+        job.tasks_pending > 0
+    };
+    active && waiting
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::JobEvent, Status>> + Send>>;
@@ -159,12 +196,18 @@ impl v1::job_service_server::JobService for JobApi {
             jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
             jobs.truncate(limit as usize);
         }
-        Ok(Response::new(v1::ListJobsResponse {
-            jobs: jobs
-                .iter()
-                .map(|j| convert::job_to_proto(j, None))
-                .collect::<Result<_, _>>()?,
-        }))
+        let mut jobs: Vec<v1::Job> = jobs
+            .iter()
+            .map(|j| convert::job_to_proto(j, None))
+            .collect::<Result<_, _>>()?;
+        // One read of the workers for the whole page, only when a job waits.
+        if jobs.iter().any(|j| is_waiting(j, false)) {
+            let workers = self.c.store.list_workers().await.map_err(ApiError::from)?;
+            for job in jobs.iter_mut().filter(|j| is_waiting(j, false)) {
+                job.waiting_reason = self.waiting_reason(job, &workers);
+            }
+        }
+        Ok(Response::new(v1::ListJobsResponse { jobs }))
     }
 
     type WatchJobStream = EventStream;

@@ -10,7 +10,7 @@ use crate::state::check_len;
 
 /// Most devices a worker may declare.
 const MAX_DEVICES: usize = 64;
-/// Most datasets a worker may declare.
+/// Most datasets (and dataset infos) a worker may declare.
 const MAX_DATASETS: usize = 64;
 
 /// The datasets of a registration, validated and trimmed (empty = unknown).
@@ -33,6 +33,47 @@ pub fn datasets_from_proto(caps: Option<&v1::WorkerCapabilities>) -> Result<Vec<
             return Err(ApiError::invalid(field, "is empty"));
         }
         out.push(d.to_string());
+    }
+    Ok(out)
+}
+
+/// The dataset infos of a registration, validated: each a valid name (built in or
+/// `[a-z0-9][a-z0-9._-]{0,63}`) that is also in `datasets`, at most once, with a valid shape.
+/// Errors name `capabilities.dataset_infos[i].<field>`.
+pub fn dataset_infos_from_proto(
+    caps: Option<&v1::WorkerCapabilities>,
+    datasets: &[String],
+) -> Result<Vec<nat_schema::DatasetInfo>, ApiError> {
+    let Some(caps) = caps else {
+        return Ok(Vec::new());
+    };
+    if caps.dataset_infos.len() > MAX_DATASETS {
+        return Err(ApiError::invalid(
+            "capabilities.dataset_infos",
+            format!("at most {MAX_DATASETS} dataset infos"),
+        ));
+    }
+    let mut out: Vec<nat_schema::DatasetInfo> = Vec::with_capacity(caps.dataset_infos.len());
+    for (i, info) in caps.dataset_infos.iter().enumerate() {
+        let field = format!("capabilities.dataset_infos[{i}]");
+        let info = nat_schema::DatasetInfo::from_proto(&field, info)?;
+        if !datasets.contains(&info.name) {
+            return Err(ApiError::invalid(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is not in capabilities.datasets (an info describes a dataset the \
+                     worker lists)",
+                    info.name
+                ),
+            ));
+        }
+        if out.iter().any(|o| o.name == info.name) {
+            return Err(ApiError::invalid(
+                format!("{field}.name"),
+                format!("{:?} is described twice", info.name),
+            ));
+        }
+        out.push(info);
     }
     Ok(out)
 }

@@ -22,7 +22,8 @@ use crate::reserve::Profile;
 use crate::state::{check_len, parse_id, Coordinator};
 
 use super::validate::{
-    capabilities_from_proto, datasets_from_proto, lease_expiry, slot_capabilities, token,
+    capabilities_from_proto, dataset_infos_from_proto, datasets_from_proto, lease_expiry,
+    slot_capabilities, token,
 };
 
 /// Most tasks listed in one heartbeat.
@@ -365,6 +366,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         check_len("name", &r.name, 200)?;
         let mut caps = capabilities_from_proto(r.capabilities.as_ref())?;
         caps.datasets = datasets_from_proto(r.capabilities.as_ref())?;
+        caps.dataset_infos = dataset_infos_from_proto(r.capabilities.as_ref(), &caps.datasets)?;
         let name = if r.name.trim().is_empty() {
             r.capabilities
                 .as_ref()

@@ -42,6 +42,7 @@ impl JobType for Evaluate {
                     genotype_json: json.clone(),
                     arch_hash: g.canonical_hash(),
                     dataset: spec.dataset.clone(),
+                    dataset_shape: Some(spec.dataset_shape),
                     budget: spec.budget,
                     seed: spec.seed,
                     checkpointed: false,

@@ -6,10 +6,13 @@
 //! - [`evaluate`]: one `train_eval` task per given architecture; the store finishes the job
 //!   when the last task ends.
 //! - [`optimize`]: NAT — learn a policy, derive, final check; driven by one task per job.
+//! - [`dataset`]: a job's dataset name and shape (built in, given, or learned from the
+//!   workers), and why its tasks wait for a worker.
 //!
 //! A new kind is a module here plus one line in [`Registry::standard`] (and its name in
 //! `nat_schema::JobKind` and `nat.v1.JobKind`).
 
+pub mod dataset;
 pub mod evaluate;
 pub mod optimize;
 mod submission;

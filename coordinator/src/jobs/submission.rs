@@ -1,13 +1,13 @@
-//! The part of `SubmitJob` every job kind shares: name, priority, dataset, budget,
-//! architectures and device requirements, validated at the edge into a [`Submission`].
+//! The part of `SubmitJob` every job kind shares: name, priority, dataset and its shape,
+//! budget, architectures and device requirements, validated at the edge into a [`Submission`].
 
 use nat_arch::Genotype;
 use nat_proto::v1;
 use nat_schema::{Budget, JobSpec};
-use nat_store::Requirements;
+use nat_store::{Requirements, Worker};
 
 use crate::error::ApiError;
-use crate::state::{check_len, excerpt};
+use crate::state::check_len;
 
 /// Most architectures in one job.
 pub const MAX_ARCHITECTURES: usize = 1024;
@@ -32,10 +32,13 @@ pub struct Submission {
 
 impl Submission {
     /// Validates the shared fields of `r`. `architectures_optional`: the kind accepts a job
-    /// without architectures (an optimize job on random inputs).
+    /// without architectures (an optimize job on random inputs). `workers`: the registered
+    /// workers, where a user dataset's shape is learned when `r` gives none (see
+    /// [`super::dataset::resolve`]; a built-in dataset needs none).
     pub fn validate(
         r: &v1::SubmitJobRequest,
         architectures_optional: bool,
+        workers: &[Worker],
     ) -> Result<Submission, ApiError> {
         check_len("name", &r.name, MAX_NAME_LEN)?;
         let priorities = nat_store::limits::MIN_PRIORITY..=nat_store::limits::MAX_PRIORITY;
@@ -50,18 +53,6 @@ impl Submission {
                 ),
             ));
         }
-        let dataset_name = r.dataset.trim();
-        let dataset = nat_arch::Dataset::from_name(dataset_name).ok_or_else(|| {
-            let names: Vec<&str> = nat_arch::Dataset::ALL.iter().map(|d| d.name()).collect();
-            ApiError::invalid(
-                "dataset",
-                format!(
-                    "unknown dataset {:?} (expected one of {})",
-                    excerpt(dataset_name),
-                    names.join(", ")
-                ),
-            )
-        })?;
         let (budget_preset, budget) = Budget::resolve(r.budget.as_ref(), "budget")?;
         if r.architectures.is_empty() && !architectures_optional {
             return Err(ApiError::invalid(
@@ -105,9 +96,13 @@ impl Submission {
                 (device, req.min_device_memory_bytes)
             }
         };
+        // Last: the shape may depend on the workers (FAILED_PRECONDITION), after every check
+        // of the request alone.
+        let (dataset, dataset_shape) = super::dataset::resolve(r, workers)?;
         let spec = JobSpec {
             name: r.name.trim().to_string(),
-            dataset: dataset.name().to_string(),
+            dataset,
+            dataset_shape,
             seed: r.seed,
             budget_preset,
             budget,

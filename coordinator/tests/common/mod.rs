@@ -187,6 +187,7 @@ pub fn evaluate_request(archs: &[&str], dataset: &str) -> v1::SubmitJobRequest {
         name: "test".into(),
         optimize: None,
         requirements: None,
+        dataset_shape: None,
     }
 }
 
@@ -204,6 +205,7 @@ pub fn cpu_capabilities() -> v1::WorkerCapabilities {
         version: "test".into(),
         hostname: "localhost".into(),
         datasets: vec![],
+        dataset_infos: vec![],
     }
 }
 

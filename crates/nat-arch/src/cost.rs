@@ -46,7 +46,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, DatasetShape};
 use crate::genotype::{Cell, Genotype};
 use crate::op::Op;
 
@@ -207,14 +207,20 @@ impl NetworkSpec {
         NetworkSpec::for_dataset(Dataset::Cifar10, 36, 20)
     }
 
-    /// Input shape and classes taken from `dataset`.
+    /// Input shape and classes taken from a built-in `dataset` ([`NetworkSpec::for_shape`] of
+    /// its shape).
     pub fn for_dataset(dataset: Dataset, channels: u64, layers: u64) -> NetworkSpec {
+        NetworkSpec::for_shape(dataset.shape(), channels, layers)
+    }
+
+    /// Input shape and classes taken from a dataset's `shape` (a built-in's or a user's own).
+    pub fn for_shape(shape: DatasetShape, channels: u64, layers: u64) -> NetworkSpec {
         NetworkSpec {
             channels,
             layers,
-            in_channels: dataset.channels() as u64,
-            image_size: dataset.image_size() as u64,
-            num_classes: dataset.num_classes() as u64,
+            in_channels: u64::from(shape.channels),
+            image_size: u64::from(shape.image_size),
+            num_classes: u64::from(shape.classes),
         }
     }
 
@@ -569,5 +575,45 @@ mod tests {
             network_cost(&g, &NetworkSpec::for_dataset(Dataset::Digits, 8, 5)).expect("cost");
         let sizes: Vec<u64> = cost.cells.iter().map(|c| c.input_size).collect();
         assert_eq!(sizes, vec![8, 8, 4, 4, 2]);
+    }
+
+    #[test]
+    fn a_user_shape_sets_input_and_classifier() {
+        let g = presets::get("darts-v2").expect("preset").genotype();
+        let shape = DatasetShape {
+            channels: 3,
+            image_size: 64,
+            classes: 37,
+        };
+        let spec = NetworkSpec::for_shape(shape, 8, 5);
+        assert_eq!(
+            (spec.in_channels, spec.image_size, spec.num_classes),
+            (3, 64, 37)
+        );
+        // A built-in's spec is the spec of its shape.
+        for d in Dataset::ALL {
+            assert_eq!(
+                NetworkSpec::for_dataset(d, 8, 5),
+                NetworkSpec::for_shape(d.shape(), 8, 5)
+            );
+        }
+        // More classes: a bigger classifier; bigger images: more multiply-adds, same params.
+        let base =
+            network_cost(&g, &NetworkSpec::for_dataset(Dataset::Cifar10, 8, 5)).expect("cost");
+        let user = network_cost(&g, &spec).expect("cost");
+        assert!(
+            user.params() > base.params(),
+            "{} vs {}",
+            user.params(),
+            base.params()
+        );
+        assert!(user.madds() > base.madds());
+        let wide = DatasetShape {
+            classes: 10,
+            ..shape
+        };
+        let wide = network_cost(&g, &NetworkSpec::for_shape(wide, 8, 5)).expect("cost");
+        assert_eq!(wide.params(), base.params());
+        assert!(wide.madds() > base.madds());
     }
 }

@@ -368,8 +368,9 @@
     var j = d.job;
     document.title = (j.name || shortId(j.id)) + ' · NAT orchestrator';
     replaceChildren($('#job-title'), [j.name || 'Job ' + shortId(j.id), ' ', badge(j.state)]);
-    $('#job-subtitle').textContent = j.kind + (j.dataset ? ' on ' + j.dataset : '') + ' · ' + j.id +
-      (j.error ? ' · ' + j.error : '');
+    $('#job-subtitle').textContent = j.kind + (j.dataset ? ' on ' + j.dataset : '') +
+      (j.dataset_shape ? ' (' + j.dataset_shape + ')' : '') + ' · ' + j.id +
+      (j.error ? ' · ' + j.error : '') + (d.waiting_reason ? ' · waiting: ' + d.waiting_reason : '');
     replaceChildren($('#job-tiles'), [
       tile('Progress', Math.round(j.progress * 100) + '%'),
       tile('Tasks done', j.tasks.done + '/' + j.tasks.total),

@@ -33,6 +33,7 @@ async fn run() {
                 genotype_json: g.to_json(),
                 arch_hash: g.canonical_hash(),
                 dataset: "cifar10".into(),
+                dataset_shape: Some(nat_arch::Dataset::Cifar10.shape()),
                 budget,
                 seed: 0,
                 checkpointed: false,
@@ -51,6 +52,7 @@ async fn run() {
         base: nat_schema::JobSpec {
             name: "bench".into(),
             dataset: "cifar10".into(),
+            dataset_shape: nat_arch::Dataset::Cifar10.shape(),
             seed: 0,
             budget_preset: "smoke".into(),
             budget,

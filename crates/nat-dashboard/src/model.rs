@@ -51,6 +51,9 @@ pub struct JobRow {
     pub name: String,
     /// Dataset from the spec.
     pub dataset: String,
+    /// Its shape, e.g. `3x32x32, 10 classes` (absent when the spec does not decode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_shape: Option<String>,
     /// State.
     pub state: JobState,
     /// Task counters.
@@ -175,6 +178,10 @@ pub struct JobDetail {
     pub job: JobRow,
     /// Tasks leased right now.
     pub tasks_running: u64,
+    /// Why the job's waiting tasks are not leased (no worker connected, or none has the
+    /// dataset), as `GetJob` says it; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_reason: Option<String>,
     /// The request's `after`: `rewards`, `accuracy` and `events` hold only what events with a
     /// larger sequence number say (0 = everything).
     pub after: i64,
@@ -497,6 +504,7 @@ fn row(
         kind: job.kind.clone(),
         name: spec.map(|s| s.name.clone()).unwrap_or_default(),
         dataset: spec.map(|s| s.dataset.clone()).unwrap_or_default(),
+        dataset_shape: spec.map(|s| s.dataset_shape.to_string()),
         state: job.state,
         tasks: TaskCounts {
             total: job.tasks_total,
@@ -860,6 +868,12 @@ pub async fn job_detail_with(
             html: crate::answer::learning_html(l, input_index),
         });
     let job_row = row(&job, Ok(&docs), Some(&digest), Utc::now());
+    let finished = job.tasks_done + job.tasks_failed + job.tasks_cancelled;
+    let waiting_reason = if !job.state.is_final() && job.tasks_total > finished + running {
+        waiting_reason(&docs.spec.dataset, &store.list_workers().await?)
+    } else {
+        None
+    };
     let events: Vec<EventLine> = digest
         .last
         .iter()
@@ -876,6 +890,7 @@ pub async fn job_detail_with(
     Ok(JobDetail {
         job: job_row,
         tasks_running: running,
+        waiting_reason,
         after,
         last_seq,
         rewards: digest
@@ -898,6 +913,24 @@ pub async fn job_detail_with(
         answer,
         learning,
     })
+}
+
+/// A worker heard from within this long counts as connected for [`waiting_reason`] (the
+/// coordinator's default lease duration).
+const CONNECTED_WITHIN: chrono::Duration = chrono::Duration::seconds(60);
+
+/// [`nat_schema::dataset::waiting_reason`] over the workers heard from lately.
+fn waiting_reason(dataset: &str, workers: &[Worker]) -> Option<String> {
+    let now = Utc::now();
+    let live: Vec<&[String]> = workers
+        .iter()
+        .filter(|w| {
+            w.state == nat_store::WorkerState::Active
+                && now.signed_duration_since(w.last_heartbeat_at) <= CONNECTED_WITHIN
+        })
+        .map(|w| w.capabilities.datasets.as_slice())
+        .collect();
+    nat_schema::dataset::waiting_reason(dataset, &live)
 }
 
 /// Workers with their current tasks and latest throughput. Tasks are found among the

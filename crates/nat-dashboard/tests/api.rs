@@ -141,6 +141,54 @@ async fn job_without_a_best_shows_the_input_twice_and_no_changes() {
     }
 }
 
+/// A job on a user dataset shows its shape, and why its tasks wait: no worker, then no worker
+/// with the dataset, then nothing once one has it.
+#[tokio::test]
+async fn job_page_shows_the_dataset_shape_and_why_tasks_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("nat.db").display());
+    let store = nat_store::connect(&url).await.expect("sqlite store");
+    let g = darts();
+    let job = store
+        .create_job(
+            nat_store::NewJob {
+                kind: "evaluate".into(),
+                spec: serde_json::to_value(evaluate_spec("cats", "my-cats", &[&g]))
+                    .expect("spec json"),
+                priority: 0,
+                completion: nat_store::Completion::AllTasks,
+            },
+            vec![train_eval(0, &g)],
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("job");
+    let addr = serve(store.clone()).await;
+    let page = format!("/api/jobs/{}", job.id);
+    let (status, d) = get_json(addr, &page).await;
+    assert_eq!(status, 200);
+    assert_eq!(d["job"]["dataset_shape"], "3x64x64, 2 classes");
+    assert_eq!(d["waiting_reason"], "no worker is connected");
+    let mut digits = caps(0, &["cpu"], None, 1);
+    digits.datasets = vec!["digits".into()];
+    store
+        .register_worker("digits-box", digits.clone(), chrono::Utc::now())
+        .await
+        .expect("worker");
+    let (_, d) = get_json(addr, &page).await;
+    assert_eq!(
+        d["waiting_reason"],
+        "no registered worker has dataset \"my-cats\" (1 worker connected: digits)"
+    );
+    digits.datasets.push("my-cats".into());
+    store
+        .register_worker("cats-box", digits, chrono::Utc::now())
+        .await
+        .expect("worker");
+    let (_, d) = get_json(addr, &page).await;
+    assert!(d.get("waiting_reason").is_none(), "{}", d["waiting_reason"]);
+}
+
 #[tokio::test]
 async fn bad_job_requests_name_the_field() {
     let fx = populate().await;

@@ -10,6 +10,8 @@
 //!   kinds as enums (their wire names in one place).
 //! - [`budget`]: the training budget ([`Budget`]) and the supernet's ([`SupernetBudget`]): the
 //!   presets, overrides from the wire, validation, the reward-estimate key.
+//! - [`dataset`]: dataset names, the wire form of a [`DatasetShape`], what a worker reports
+//!   of a dataset it has ([`DatasetInfo`]).
 //! - [`spec`]: `jobs.spec` of each job kind ([`JobSpec`], [`OptimizeJobSpec`]).
 //! - [`task`]: `tasks.payload` and `tasks.result` of each task kind.
 //! - [`event`]: the payload of every event kind, and [`event::JobEvent`] to read one.
@@ -24,6 +26,7 @@
 //! defaults.
 
 pub mod budget;
+pub mod dataset;
 pub mod event;
 pub mod ids;
 pub mod kinds;
@@ -33,11 +36,13 @@ pub mod task;
 pub mod verdict;
 
 pub use budget::{Budget, SupernetBudget};
+pub use dataset::DatasetInfo;
 pub use ids::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
 pub use kinds::{
     Control, EvalSplit, EventKind, JobKind, Phase, Profile, RecommendedFrom, RewardKind, TaskKind,
     UnknownName, Verdict,
 };
+pub use nat_arch::DatasetShape;
 pub use spec::{JobSpec, OptimizeJobSpec, OptimizeSettings};
 pub use task::{
     PairScore, SupernetPair, SupernetPayload, SupernetResult, SupernetSettings, TaskResult,

@@ -1,17 +1,24 @@
 //! `jobs.spec` of each job kind: what the coordinator resolved and validated at submission.
 
-use nat_arch::OpSet;
+use nat_arch::{DatasetShape, OpSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{Budget, Control, Profile, RewardKind, SupernetBudget};
 
 /// `jobs.spec` of an `evaluate` job, and the part of an `optimize` job's spec they share.
+///
+/// Read through [`JobSpecDoc`]: a spec stored before shapes were has the built-in dataset's
+/// shape; one on a dataset that is not built in must have its own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "JobSpecDoc")]
 pub struct JobSpec {
     /// Free-text label.
     pub name: String,
-    /// Dataset wire name.
+    /// Dataset name: built in, or a user dataset's folder name on the workers.
     pub dataset: String,
+    /// The dataset's shape, resolved at submission (built in, given, or learned from the
+    /// workers that report the dataset).
+    pub dataset_shape: DatasetShape,
     /// Seed of every task.
     pub seed: u64,
     /// Preset the budget was resolved from.
@@ -26,6 +33,41 @@ pub struct JobSpec {
     /// Minimum GPU memory in bytes (0 = none).
     #[serde(default)]
     pub min_device_memory_bytes: u64,
+}
+
+/// The stored form of [`JobSpec`], with the shape optional.
+#[derive(Deserialize)]
+struct JobSpecDoc {
+    name: String,
+    dataset: String,
+    #[serde(default)]
+    dataset_shape: Option<DatasetShape>,
+    seed: u64,
+    budget_preset: String,
+    budget: Budget,
+    architectures: Vec<String>,
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    min_device_memory_bytes: u64,
+}
+
+impl TryFrom<JobSpecDoc> for JobSpec {
+    type Error = String;
+
+    fn try_from(d: JobSpecDoc) -> Result<Self, String> {
+        Ok(JobSpec {
+            dataset_shape: crate::dataset::stored_shape(&d.dataset, d.dataset_shape)?,
+            name: d.name,
+            dataset: d.dataset,
+            seed: d.seed,
+            budget_preset: d.budget_preset,
+            budget: d.budget,
+            architectures: d.architectures,
+            device: d.device,
+            min_device_memory_bytes: d.min_device_memory_bytes,
+        })
+    }
 }
 
 impl JobSpec {
@@ -45,7 +87,7 @@ impl JobSpec {
 /// Read through [`OptimizeJobSpecDoc`] (the shared fields spelled out) rather than through
 /// `#[serde(flatten)]`, which would lose the path of a shared field that does not fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "OptimizeJobSpecDoc")]
+#[serde(try_from = "OptimizeJobSpecDoc")]
 pub struct OptimizeJobSpec {
     /// Name, dataset, seed, budget, architectures, device, as for `evaluate`.
     #[serde(flatten)]
@@ -59,6 +101,8 @@ pub struct OptimizeJobSpec {
 struct OptimizeJobSpecDoc {
     name: String,
     dataset: String,
+    #[serde(default)]
+    dataset_shape: Option<DatasetShape>,
     seed: u64,
     budget_preset: String,
     budget: Budget,
@@ -70,10 +114,13 @@ struct OptimizeJobSpecDoc {
     optimize: OptimizeSettings,
 }
 
-impl From<OptimizeJobSpecDoc> for OptimizeJobSpec {
-    fn from(d: OptimizeJobSpecDoc) -> Self {
-        OptimizeJobSpec {
+impl TryFrom<OptimizeJobSpecDoc> for OptimizeJobSpec {
+    type Error = String;
+
+    fn try_from(d: OptimizeJobSpecDoc) -> Result<Self, String> {
+        Ok(OptimizeJobSpec {
             base: JobSpec {
+                dataset_shape: crate::dataset::stored_shape(&d.dataset, d.dataset_shape)?,
                 name: d.name,
                 dataset: d.dataset,
                 seed: d.seed,
@@ -84,7 +131,7 @@ impl From<OptimizeJobSpecDoc> for OptimizeJobSpec {
                 min_device_memory_bytes: d.min_device_memory_bytes,
             },
             optimize: d.optimize,
-        }
+        })
     }
 }
 
@@ -162,6 +209,7 @@ mod tests {
             base: JobSpec {
                 name: "n".into(),
                 dataset: "digits".into(),
+                dataset_shape: nat_arch::Dataset::Digits.shape(),
                 seed: 3,
                 budget_preset: "smoke".into(),
                 budget,
@@ -207,5 +255,106 @@ mod tests {
         bad["optimize"]["reward"] = serde_json::json!("exact");
         let e = decode::<OptimizeJobSpec>("optimize job spec", &bad).expect_err("unknown");
         assert_eq!(e.field, "optimize.reward");
+    }
+
+    fn evaluate_spec(dataset: &str, shape: DatasetShape) -> JobSpec {
+        JobSpec {
+            name: "n".into(),
+            dataset: dataset.into(),
+            dataset_shape: shape,
+            seed: 1,
+            budget_preset: "smoke".into(),
+            budget: Budget::preset("smoke").expect("smoke"),
+            architectures: vec!["darts-v2".into()],
+            device: String::new(),
+            min_device_memory_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn dataset_shapes_round_trip_and_old_specs_read_the_built_in_shape() {
+        let cats = DatasetShape {
+            channels: 3,
+            image_size: 64,
+            classes: 2,
+        };
+        let spec = evaluate_spec("my-cats", cats);
+        let v = serde_json::to_value(&spec).expect("encodes");
+        assert_eq!(
+            v["dataset_shape"],
+            serde_json::json!({"channels": 3, "image_size": 64, "classes": 2})
+        );
+        assert_eq!(decode::<JobSpec>("job spec", &v), Ok(spec));
+
+        // Stored before shapes: a built-in dataset reads its shape.
+        for d in nat_arch::Dataset::ALL {
+            let mut old = serde_json::to_value(evaluate_spec(d.name(), d.shape())).expect("json");
+            if let Some(o) = old.as_object_mut() {
+                o.remove("dataset_shape");
+            }
+            let read: JobSpec = decode("job spec", &old).expect("old spec");
+            assert_eq!(read.dataset_shape, d.shape(), "{d}");
+        }
+
+        // A user dataset without a shape, or a shape out of bounds: errors that name it.
+        let mut no_shape = v.clone();
+        if let Some(o) = no_shape.as_object_mut() {
+            o.remove("dataset_shape");
+        }
+        let e = decode::<JobSpec>("job spec", &no_shape).expect_err("no shape");
+        assert!(e.reason.contains("dataset_shape"), "{e}");
+        assert!(e.reason.contains("my-cats"), "{e}");
+        let mut bad = v.clone();
+        bad["dataset_shape"]["channels"] = serde_json::json!(4);
+        let e = decode::<JobSpec>("job spec", &bad).expect_err("4 channels");
+        assert!(e.reason.contains("dataset_shape.channels"), "{e}");
+        let mut bad = v;
+        bad["dataset_shape"]["classes"] = serde_json::json!("two");
+        let e = decode::<JobSpec>("job spec", &bad).expect_err("a string");
+        assert_eq!(e.field, "dataset_shape.classes");
+    }
+
+    #[test]
+    fn optimize_specs_read_the_shape_like_evaluate_specs() {
+        let mut v = serde_json::to_value(evaluate_spec(
+            "my-cats",
+            DatasetShape {
+                channels: 1,
+                image_size: 16,
+                classes: 5,
+            },
+        ))
+        .expect("json");
+        let settings = OptimizeSettings {
+            reward: RewardKind::Proxy,
+            supernet: None,
+            op_set: OpSet::NatFullyConcat,
+            profile: Profile::Default,
+            policy_id: String::new(),
+            iterations: 1,
+            samples_per_iteration: 1,
+            derive_samples: 1,
+            derive_argmax: false,
+            random_inputs: false,
+            learning_rate: 0.0,
+            entropy_weight: 0.0,
+            max_staleness: 0,
+            final_budget_preset: "smoke".into(),
+            final_budget: Budget::preset("smoke").expect("smoke"),
+            final_seeds: 3,
+            max_cost_ratio: 1.0,
+            control: Control::None,
+        };
+        v["optimize"] = serde_json::to_value(&settings).expect("json");
+        let spec: OptimizeJobSpec = decode("optimize job spec", &v).expect("decodes");
+        assert_eq!(spec.base.dataset_shape.image_size, 16);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("dataset_shape");
+        }
+        let e = decode::<OptimizeJobSpec>("optimize job spec", &v).expect_err("no shape");
+        assert!(e.reason.contains("dataset_shape"), "{e}");
+        v["dataset"] = serde_json::json!("cifar10");
+        let spec: OptimizeJobSpec = decode("optimize job spec", &v).expect("old spec");
+        assert_eq!(spec.base.dataset_shape, nat_arch::Dataset::Cifar10.shape());
     }
 }

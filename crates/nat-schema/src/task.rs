@@ -1,8 +1,10 @@
 //! `tasks.payload` and `tasks.result` of each task kind, and their wire forms.
 
+use nat_arch::DatasetShape;
 use nat_proto::v1;
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::shape_to_proto;
 use crate::{Budget, EvalSplit, FieldError, SampleId};
 
 /// `tasks.payload` of a `train_eval` task.
@@ -14,8 +16,11 @@ pub struct TrainEvalPayload {
     pub genotype_json: String,
     /// `Genotype::canonical_hash` of it.
     pub arch_hash: String,
-    /// Dataset wire name.
+    /// Dataset name.
     pub dataset: String,
+    /// The job's dataset shape (payloads stored before shapes have none: the built-in's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_shape: Option<DatasetShape>,
     /// Resolved budget.
     pub budget: Budget,
     /// Seed.
@@ -46,8 +51,17 @@ impl TrainEvalPayload {
                 EvalSplit::Validation => v1::EvalSplit::Validation,
                 EvalSplit::Test => v1::EvalSplit::Test,
             } as i32,
+            dataset_shape: wire_shape(&self.dataset, self.dataset_shape),
         }
     }
+}
+
+/// The shape a task carries on the wire: its own, else (stored before shapes) the built-in
+/// dataset's, else none.
+fn wire_shape(dataset: &str, shape: Option<DatasetShape>) -> Option<v1::DatasetShape> {
+    shape
+        .or_else(|| nat_arch::Dataset::from_name(dataset).map(nat_arch::Dataset::shape))
+        .map(shape_to_proto)
 }
 
 /// The measurements of a `train_eval` task (the worker's `TrainEvalResult`).
@@ -230,8 +244,11 @@ pub struct SupernetPayload {
     pub sample_ids: Vec<SampleId>,
     /// The pairs to score.
     pub pairs: Vec<SupernetPair>,
-    /// Dataset wire name.
+    /// Dataset name.
     pub dataset: String,
+    /// The job's dataset shape (payloads stored before shapes have none: the built-in's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_shape: Option<DatasetShape>,
     /// The supernet's settings.
     pub settings: SupernetSettings,
     /// Seed of the job.
@@ -256,6 +273,7 @@ impl SupernetPayload {
             settings: Some(self.settings.to_proto()),
             seed: self.seed,
             supernet_key: self.supernet_key.clone(),
+            dataset_shape: wire_shape(&self.dataset, self.dataset_shape),
         }
     }
 }
@@ -403,5 +421,81 @@ mod tests {
         }
         let e = decode::<TrainEvalResult>("train_eval result", &missing).expect_err("no madds");
         assert!(e.reason.contains("madds"), "{e}");
+    }
+
+    #[test]
+    fn payloads_carry_the_dataset_shape_to_the_wire() {
+        let cats = DatasetShape {
+            channels: 3,
+            image_size: 48,
+            classes: 2,
+        };
+        let wire_cats = Some(v1::DatasetShape {
+            channels: 3,
+            image_size: 48,
+            classes: 2,
+        });
+        let p = TrainEvalPayload {
+            index: 0,
+            genotype_json: "{}".into(),
+            arch_hash: "h".into(),
+            dataset: "my-cats".into(),
+            dataset_shape: Some(cats),
+            budget: Budget::preset("smoke").expect("smoke"),
+            seed: 1,
+            checkpointed: false,
+            checkpoint_key: String::new(),
+            split: EvalSplit::Validation,
+        };
+        let v = serde_json::to_value(&p).expect("encodes");
+        let read: TrainEvalPayload = decode("train_eval payload", &v).expect("decodes");
+        assert_eq!(read, p);
+        assert_eq!(read.to_proto().dataset_shape, wire_cats);
+        let mut bad = v.clone();
+        bad["dataset_shape"]["image_size"] = json!(-1);
+        let e = decode::<TrainEvalPayload>("train_eval payload", &bad).expect_err("negative");
+        assert_eq!(e.field, "dataset_shape.image_size");
+        // Stored before shapes: a built-in dataset's payload sends the built-in's shape.
+        let mut old = v;
+        old["dataset"] = json!("mnist");
+        if let Some(o) = old.as_object_mut() {
+            o.remove("dataset_shape");
+        }
+        let read: TrainEvalPayload = decode("train_eval payload", &old).expect("old payload");
+        assert_eq!(read.dataset_shape, None);
+        assert_eq!(
+            read.to_proto().dataset_shape,
+            Some(shape_to_proto(nat_arch::Dataset::Mnist.shape()))
+        );
+
+        let s = SupernetPayload {
+            iteration: 0,
+            sample_ids: Vec::new(),
+            pairs: Vec::new(),
+            dataset: "my-cats".into(),
+            dataset_shape: Some(cats),
+            settings: SupernetSettings {
+                init_channels: 4,
+                layers: 2,
+                batch_size: 8,
+                train_steps_between_pairs: 1,
+                learning_rate: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                grad_clip: 5.0,
+                max_train_examples: 0,
+                validation_fraction: 0.2,
+                eval_batches: 1,
+                max_wall_seconds: 0.0,
+                op_set: "nat-fully-concat".into(),
+                num_nodes: 4,
+            },
+            seed: 2,
+            supernet_key: "job-x".into(),
+        };
+        let v = serde_json::to_value(&s).expect("encodes");
+        let read: SupernetPayload = decode("supernet payload", &v).expect("decodes");
+        assert_eq!(read.to_proto().dataset_shape, wire_cats);
+        assert_eq!(read, s);
     }
 }

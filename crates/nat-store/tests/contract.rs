@@ -70,7 +70,18 @@ fn gpu(mem: u64) -> Capabilities {
         slots: 1,
         devices: vec!["cpu".into(), "cuda:0".into()],
         version: "test".into(),
-        datasets: vec!["cifar10".into()],
+        datasets: vec!["cifar10".into(), "my-cats".into()],
+        dataset_infos: vec![nat_schema::DatasetInfo {
+            name: "my-cats".into(),
+            shape: nat_schema::DatasetShape {
+                channels: 3,
+                image_size: 64,
+                classes: 2,
+            },
+            train_examples: 120,
+            test_examples: 0,
+            format: "image-folder".into(),
+        }],
     }
 }
 
@@ -1700,11 +1711,15 @@ async fn concurrent_batched_leases_take_every_task(db: Arc<TestDb>) {
         .await
         .unwrap()
         .id;
-    // Capabilities, the declared datasets included, are stored with the worker.
+    // Capabilities, the declared datasets and their shapes included, are stored with the
+    // worker.
     assert_eq!(
         store.get_worker(gw).await.unwrap().capabilities,
         gpu(16_000)
     );
+    let listed = store.list_workers().await.unwrap();
+    let listed = listed.iter().find(|w| w.id == gw).unwrap();
+    assert_eq!(listed.capabilities.dataset_infos, gpu(16_000).dataset_infos);
     let cpu_slot = LeaseRequest {
         worker: Some(workers[2]),
         capabilities: cpu(),

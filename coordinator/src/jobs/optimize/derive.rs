@@ -90,7 +90,7 @@ impl Run {
         }
         let policy = parse_lists(&progress.candidates)?;
         let control = parse_lists(&progress.control_candidates)?;
-        let net = network_spec(spec, &spec.base.budget)?;
+        let net = network_spec(spec, &spec.base.budget);
         let seed = spec.base.seed;
         let mut wanted: Vec<(Genotype, u64)> = Vec::new();
         let mut eligible_policy = Vec::new();
@@ -189,18 +189,13 @@ fn parse_lists(lists: &[Vec<String>]) -> Result<Vec<Vec<Genotype>>, Failure> {
         .collect()
 }
 
-/// The network a budget trains on the job's dataset (for costs).
-pub(super) fn network_spec(
-    spec: &OptimizeJobSpec,
-    budget: &Budget,
-) -> Result<NetworkSpec, Failure> {
-    let dataset = nat_arch::Dataset::from_name(&spec.base.dataset)
-        .ok_or_else(|| Failure::Fatal(format!("unknown dataset {}", spec.base.dataset)))?;
-    Ok(NetworkSpec::for_dataset(
-        dataset,
+/// The network a budget trains on the job's dataset, of the job's resolved shape (for costs).
+pub(super) fn network_spec(spec: &OptimizeJobSpec, budget: &Budget) -> NetworkSpec {
+    NetworkSpec::for_shape(
+        spec.base.dataset_shape,
         u64::from(budget.init_channels),
         u64::from(budget.layers),
-    ))
+    )
 }
 
 /// The most params and multiply-adds a candidate of one input may have.

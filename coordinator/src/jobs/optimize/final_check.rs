@@ -61,7 +61,7 @@ impl Run {
             checkpointed: true,
         };
         let scores = self.scores(spec, &wanted, measure).await?;
-        let net = network_spec(spec, &budget)?;
+        let net = network_spec(spec, &budget);
         let per_seed = |g: &Genotype| -> Result<SeedAccuracies, Failure> {
             let hash = g.canonical_hash();
             let mut accuracies = Vec::with_capacity(seeds.len());

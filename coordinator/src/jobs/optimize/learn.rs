@@ -254,6 +254,7 @@ impl Run {
                 })
                 .collect(),
             dataset: spec.base.dataset.clone(),
+            dataset_shape: Some(spec.base.dataset_shape),
             settings: settings.task_settings(
                 submit::op_set_name(s.op_set),
                 u32::try_from(num_nodes).unwrap_or(u32::MAX),

@@ -381,6 +381,7 @@ impl Run {
                     genotype_json: g.to_json(),
                     arch_hash: hash.clone(),
                     dataset: spec.base.dataset.clone(),
+                    dataset_shape: Some(spec.base.dataset_shape),
                     budget: *measure.budget,
                     seed: *seed,
                     checkpointed: measure.checkpointed,

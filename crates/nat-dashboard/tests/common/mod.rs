@@ -47,6 +47,7 @@ pub fn train_eval(index: u32, g: &Genotype) -> NewTask {
         genotype_json: g.to_json(),
         arch_hash: g.canonical_hash(),
         dataset: "digits".into(),
+        dataset_shape: Some(nat_arch::Dataset::Digits.shape()),
         budget: smoke(),
         seed: 1,
         checkpointed: false,
@@ -66,6 +67,14 @@ pub fn evaluate_spec(name: &str, dataset: &str, archs: &[&Genotype]) -> nat_sche
     nat_schema::JobSpec {
         name: name.into(),
         dataset: dataset.into(),
+        // A user dataset gets a shape of its own.
+        dataset_shape: nat_arch::Dataset::from_name(dataset)
+            .map(nat_arch::Dataset::shape)
+            .unwrap_or(nat_arch::DatasetShape {
+                channels: 3,
+                image_size: 64,
+                classes: 2,
+            }),
         seed: 1,
         budget_preset: "smoke".into(),
         budget: smoke(),
@@ -130,6 +139,7 @@ pub fn caps(gpus: u32, devices: &[&str], model: Option<&str>, slots: u32) -> Cap
         devices: devices.iter().map(|d| d.to_string()).collect(),
         version: "0.1.0".into(),
         datasets: Vec::new(),
+        dataset_infos: Vec::new(),
     }
 }
 

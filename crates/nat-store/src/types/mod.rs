@@ -184,6 +184,9 @@ pub struct Capabilities {
     /// it); empty = unknown, any dataset. Stored with the worker, so the matching survives a
     /// coordinator restart.
     pub datasets: Vec<String>,
+    /// Shapes and sizes the worker reported for (some of) `datasets`, by name: where a job on a
+    /// user dataset learns its shape. Stored with the worker (rows written before it: none).
+    pub dataset_infos: Vec<nat_schema::DatasetInfo>,
 }
 
 impl Capabilities {
