@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use nat_proto::v1;
-use nat_schema::{DecodeError, JobKind, JobSpec, TrainEvalPayload, TrainEvalResult};
+use nat_schema::{
+    DecodeError, JobKind, JobSpec, OptimizeJobSpec, TrainEvalPayload, TrainEvalResult,
+};
 use nat_store::{Capabilities, Job, JobState, Task, TaskState};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -124,6 +126,10 @@ pub fn job_to_proto(job: &Job, running: Option<u64>) -> Result<v1::Job, ApiError
         },
         min_device_memory_bytes: spec.min_device_memory_bytes,
     });
+    if stored_job_kind(job) == Some(JobKind::Optimize) {
+        let optimize: OptimizeJobSpec = decode("optimize job spec", &job.spec)?;
+        out.optimize = Some(optimize.optimize.to_proto());
+    }
     out.name = spec.name;
     out.dataset = spec.dataset;
     out.dataset_shape = Some(nat_schema::dataset::shape_to_proto(spec.dataset_shape));

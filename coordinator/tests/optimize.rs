@@ -317,6 +317,69 @@ async fn bad_input(db: &TestDb) {
 }
 both_backends!(optimize_rejects_bad_input, bad_input);
 
+/// GetJob shows an optimize job's resolved settings, and submitting them again gives a job with
+/// the same settings.
+async fn settings_round_trip(db: &TestDb) {
+    let server = TestServer::start(db, test_config(), false).await;
+    let mut jobs = server.jobs().await;
+    let mut r = optimize_request(2, 3);
+    {
+        let o = r.optimize.as_mut().expect("spec");
+        o.final_seeds = 4;
+        o.max_cost_ratio = 1.5;
+        o.control = "random".into();
+        o.reward = v1::RewardMode::Supernet as i32;
+        o.final_budget = Some(v1::BudgetSpec {
+            preset: "smoke".into(),
+            overrides: Some(v1::BudgetOverrides {
+                epochs: Some(3),
+                ..Default::default()
+            }),
+        });
+    }
+    let first = submit(&mut jobs, r.clone()).await;
+    let shown = job(&mut jobs, &first.job_id)
+        .await
+        .optimize
+        .expect("GetJob fills optimize");
+    assert_eq!(shown.iterations, 2);
+    assert_eq!(shown.samples_per_iteration, 3);
+    assert_eq!(shown.derive_samples, 6);
+    assert_eq!(shown.final_seeds, 4);
+    assert_eq!(shown.max_cost_ratio, 1.5);
+    assert_eq!(shown.control, "random");
+    assert_eq!(shown.reward, v1::RewardMode::Supernet as i32);
+    assert_eq!(shown.space, v1::SearchSpace::Nat as i32);
+    assert_eq!(shown.policy_profile, "default");
+    assert!(shown.supernet.is_some(), "supernet settings resolved");
+    let final_budget = shown.final_budget.clone().expect("final budget");
+    assert_eq!(final_budget.preset, "smoke");
+    assert_eq!(
+        final_budget.overrides.as_ref().and_then(|o| o.epochs),
+        Some(3)
+    );
+    let listed = jobs
+        .list_jobs(v1::ListJobsRequest::default())
+        .await
+        .expect("ListJobs")
+        .into_inner();
+    assert!(listed
+        .jobs
+        .iter()
+        .any(|j| j.job_id == first.job_id && j.optimize.as_ref() == Some(&shown)));
+    r.optimize = Some(shown.clone());
+    let second = submit(&mut jobs, r).await;
+    let again = job(&mut jobs, &second.job_id)
+        .await
+        .optimize
+        .expect("optimize");
+    assert_eq!(again, shown);
+    let evaluate = submit(&mut jobs, common::evaluate_request(&["darts-v2"], "digits")).await;
+    assert_eq!(job(&mut jobs, &evaluate.job_id).await.optimize, None);
+    server.stop().await;
+}
+both_backends!(optimize_job_shows_its_settings, settings_round_trip);
+
 async fn stored_policy_flow(db: &TestDb) {
     let server = TestServer::start(db, test_config(), false).await;
     let mut jobs = server.jobs().await;

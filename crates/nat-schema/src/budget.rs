@@ -269,6 +269,33 @@ impl Budget {
         }
     }
 
+    /// A `BudgetSpec` that resolves to exactly this budget: `preset` with every field set as
+    /// an override.
+    pub fn to_spec_proto(&self, preset: &str) -> v1::BudgetSpec {
+        v1::BudgetSpec {
+            preset: preset.to_string(),
+            overrides: Some(v1::BudgetOverrides {
+                epochs: Some(self.epochs),
+                batch_size: Some(self.batch_size),
+                learning_rate: Some(self.learning_rate),
+                lr_min: Some(self.lr_min),
+                momentum: Some(self.momentum),
+                weight_decay: Some(self.weight_decay),
+                grad_clip: Some(self.grad_clip),
+                init_channels: Some(self.init_channels),
+                layers: Some(self.layers),
+                max_train_examples: Some(self.max_train_examples),
+                max_eval_examples: Some(self.max_eval_examples),
+                validation_fraction: Some(self.validation_fraction),
+                cutout: Some(self.cutout),
+                label_smoothing: Some(self.label_smoothing),
+                auxiliary_weight: Some(self.auxiliary_weight),
+                drop_path_prob: Some(self.drop_path_prob),
+                max_wall_seconds: Some(self.max_wall_seconds),
+            }),
+        }
+    }
+
     /// The wire form.
     pub fn to_proto(&self) -> v1::TrainingBudget {
         v1::TrainingBudget {
@@ -460,6 +487,26 @@ impl SupernetBudget {
             false,
         )?;
         Ok(())
+    }
+
+    /// The wire form (`op_set` named, `num_nodes` 0: the job's cells decide it).
+    pub fn to_proto(&self, op_set: &str) -> v1::SupernetSettings {
+        v1::SupernetSettings {
+            init_channels: self.init_channels,
+            layers: self.layers,
+            batch_size: self.batch_size,
+            train_steps_between_pairs: self.train_steps_between_pairs,
+            learning_rate: self.learning_rate,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            grad_clip: self.grad_clip,
+            max_train_examples: self.max_train_examples,
+            validation_fraction: self.validation_fraction,
+            eval_batches: self.eval_batches,
+            max_wall_seconds: self.max_wall_seconds,
+            op_set: op_set.to_string(),
+            num_nodes: 0,
+        }
     }
 
     /// The settings a `supernet` task carries: these, for the supernet of `op_set` (serde

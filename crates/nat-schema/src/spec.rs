@@ -1,6 +1,7 @@
 //! `jobs.spec` of each job kind: what the coordinator resolved and validated at submission.
 
 use nat_arch::{DatasetShape, OpSet};
+use nat_proto::v1;
 use serde::{Deserialize, Serialize};
 
 use crate::{Budget, Control, Profile, RewardKind, SupernetBudget};
@@ -180,6 +181,44 @@ pub struct OptimizeSettings {
     /// The derive control.
     #[serde(default)]
     pub control: Control,
+}
+
+impl OptimizeSettings {
+    /// The wire form of the resolved settings: submitting it again gives the same job settings
+    /// (budgets spelled out field by field; `policy_id` empty for a job's own fresh policy).
+    pub fn to_proto(&self) -> v1::OptimizeSpec {
+        let space = if self.op_set == OpSet::NatPlusPlus {
+            v1::SearchSpace::NatPlusPlus
+        } else {
+            v1::SearchSpace::Nat
+        };
+        let reward = match self.reward {
+            RewardKind::Proxy => v1::RewardMode::Proxy,
+            RewardKind::Supernet => v1::RewardMode::Supernet,
+        };
+        v1::OptimizeSpec {
+            space: space as i32,
+            reward: reward as i32,
+            iterations: self.iterations,
+            samples_per_iteration: self.samples_per_iteration,
+            max_staleness: self.max_staleness,
+            learning_rate: self.learning_rate,
+            entropy_weight: self.entropy_weight,
+            final_budget: Some(self.final_budget.to_spec_proto(&self.final_budget_preset)),
+            supernet: self
+                .supernet
+                .as_ref()
+                .map(|s| s.to_proto(self.op_set.name())),
+            policy_profile: self.profile.as_str().to_string(),
+            policy_id: self.policy_id.clone(),
+            derive_argmax: self.derive_argmax,
+            derive_samples: self.derive_samples,
+            random_inputs: self.random_inputs,
+            final_seeds: self.final_seeds,
+            max_cost_ratio: self.max_cost_ratio,
+            control: self.control.as_str().to_string(),
+        }
+    }
 }
 
 /// Default [`OptimizeSettings::final_seeds`].
