@@ -48,6 +48,11 @@ mod tests {
                 checkpointed: false,
                 checkpoint_key: String::new(),
                 split: v1::EvalSplit::Test as i32,
+                dataset_shape: Some(v1::DatasetShape {
+                    channels: 1,
+                    image_size: 8,
+                    classes: 10,
+                }),
             })),
         };
         let bytes = task.encode_to_vec();

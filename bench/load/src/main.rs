@@ -425,6 +425,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
             name: "load".into(),
             optimize: None,
             requirements: None,
+            dataset_shape: None,
         })
         .await
         .context("submit")?;

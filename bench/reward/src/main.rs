@@ -511,6 +511,7 @@ async fn drive(
                 ..Default::default()
             }),
             requirements: None,
+            dataset_shape: None,
         })
         .await
         .context("submit the optimize job")?

@@ -1,14 +1,7 @@
-//! Datasets: loading the standard on-disk formats under a data dir, a deterministic partition into
-//! disjoint train, validation and test splits, per-channel normalisation, tensors kept on the
-//! device when they fit.
-//!
-//! Layout under the data dir (what `scripts/fetch-data.sh` writes):
-//! - `cifar10/data_batch_1.bin` … `data_batch_5.bin` (required), `test_batch.bin` (optional):
-//!   CIFAR-10 binary records of 3,073 bytes (label, then 1,024 R, 1,024 G, 1,024 B bytes).
-//! - `mnist/`, `fashion-mnist/`: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte` (required),
-//!   `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte` (optional), each raw or with `.gz`.
-//! - `digits/digits.csv.gz`: scikit-learn's file, 64 values 0..=16 and the label per row (no test
-//!   file).
+//! Datasets: any dataset under a data dir (the built-in layouts, image folders, packed npz /
+//! safetensors files; `nat-data` finds and decodes them, see docs/DATASETS.md) turned into a
+//! deterministic partition of disjoint train, validation and test splits, per-channel
+//! normalisation, tensors kept on the device when they fit.
 //!
 //! # Splits
 //!
@@ -25,7 +18,8 @@
 //!   `validation_fraction == 0` makes the validation split the test split itself (the same
 //!   tensors; for the digits, the held-out test part) — then a selection on "validation" does see
 //!   the test examples.
-//! - **train**: the rest of the training files. The normalisation statistics come from it alone.
+//! - **train**: the rest of the training files. The normalisation statistics come from it alone,
+//!   unless the dataset's `dataset.toml` gives `mean` and `std`.
 //!
 //! Learning and derive tasks measure on the validation split, the final evaluation on the test
 //! split ([`EvalSplit`]), which no selection saw (with `validation_fraction > 0`). Holding the test
@@ -34,17 +28,16 @@
 //! validation and 1,438 train images). Datasets with test files keep their train and validation
 //! splits exactly as before.
 
-pub mod formats;
+use std::path::Path;
 
-use std::path::{Path, PathBuf};
-
-use nat_arch::Dataset;
+use nat_arch::{Dataset, DatasetShape};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-pub use formats::RawImages;
+pub use nat_data::builtin::dataset_dir;
+pub use nat_data::RawImages;
 
 use crate::error::DataError;
 
@@ -158,7 +151,12 @@ impl Split {
 /// A loaded dataset: its disjoint train, validation and test splits (see the module docs).
 #[derive(Debug)]
 pub struct DatasetSplits {
-    pub dataset: Dataset,
+    /// The dataset's name (its folder under the data dir).
+    pub name: String,
+    /// Which built-in dataset this is, if it is one.
+    pub builtin: Option<Dataset>,
+    /// Channels, side and classes, as the files show them.
+    pub shape: DatasetShape,
     pub train: Split,
     /// Held out from the training files (`validation_fraction`); the test split when the fraction
     /// is 0.
@@ -189,66 +187,12 @@ impl DatasetSplits {
     }
 }
 
-/// The files a dataset needs under `data_dir` (train files first).
-pub fn dataset_dir(data_dir: &Path, dataset: Dataset) -> PathBuf {
-    data_dir.join(dataset.name())
-}
-
-/// Reads a dataset's raw training images and, when present, its test images.
+/// Reads a built-in dataset's raw training images and, when present, its test images.
 pub fn read_raw(
     data_dir: &Path,
     dataset: Dataset,
 ) -> Result<(RawImages, Option<RawImages>), DataError> {
-    let dir = dataset_dir(data_dir, dataset);
-    if !dir.is_dir() {
-        return Err(DataError::Missing { dataset, path: dir });
-    }
-    match dataset {
-        Dataset::Digits => Ok((formats::read_digits_csv(&dir.join("digits.csv.gz"))?, None)),
-        Dataset::Cifar10 => {
-            let train: Vec<PathBuf> = (1..=5)
-                .map(|i| dir.join(format!("data_batch_{i}.bin")))
-                .collect();
-            let raw_train = formats::read_cifar10_batches(&train)?;
-            let test_path = dir.join("test_batch.bin");
-            let raw_test = if test_path.exists() {
-                Some(formats::read_cifar10_batches(&[test_path])?)
-            } else {
-                None
-            };
-            Ok((raw_train, raw_test))
-        }
-        Dataset::Mnist | Dataset::FashionMnist => {
-            let side = dataset.image_size();
-            let find = |stem: &str| -> Option<PathBuf> {
-                [dir.join(stem), dir.join(format!("{stem}.gz"))]
-                    .into_iter()
-                    .find(|p| p.exists())
-            };
-            let required = |stem: &str| -> Result<PathBuf, DataError> {
-                find(stem).ok_or_else(|| DataError::Missing {
-                    dataset,
-                    path: dir.join(format!("{stem}[.gz]")),
-                })
-            };
-            let train = formats::read_idx_pair(
-                dataset,
-                &required("train-images-idx3-ubyte")?,
-                &required("train-labels-idx1-ubyte")?,
-                side,
-            )?;
-            let test = match (
-                find("t10k-images-idx3-ubyte"),
-                find("t10k-labels-idx1-ubyte"),
-            ) {
-                (Some(images), Some(labels)) => {
-                    Some(formats::read_idx_pair(dataset, &images, &labels, side)?)
-                }
-                _ => None,
-            };
-            Ok((train, test))
-        }
-    }
+    Ok(nat_data::builtin::read_builtin(data_dir, dataset)?)
 }
 
 /// Splits `count` training-file examples into train, validation and (when `has_test_files` is
@@ -328,30 +272,36 @@ pub fn load(
     validation_fraction: f64,
     split_seed: u64,
 ) -> Result<DatasetSplits, DataError> {
+    load_named(
+        data_dir,
+        dataset.name(),
+        device,
+        validation_fraction,
+        split_seed,
+    )
+}
+
+/// Like [`load`], for any dataset under `data_dir` by name: a built-in one, an image folder or a
+/// packed file (`nat_data::load` finds and decodes it). The splits follow the same rules; the
+/// normalisation uses `dataset.toml`'s `mean` and `std` when it gives them.
+pub fn load_named(
+    data_dir: &Path,
+    name: &str,
+    device: Device,
+    validation_fraction: f64,
+    split_seed: u64,
+) -> Result<DatasetSplits, DataError> {
     if !(0.0..1.0).contains(&validation_fraction) {
         return Err(DataError::InvalidRequest {
             field: "validation_fraction",
             reason: format!("{validation_fraction} is outside [0, 1)"),
         });
     }
-    let (raw_train, raw_test) = read_raw(data_dir, dataset)?;
-    let channels = dataset.channels();
-    let side = dataset.image_size();
-    let per_image = channels * side * side;
-    for raw in std::iter::once(&raw_train).chain(raw_test.as_ref()) {
-        if raw.pixels.len() != raw.count * per_image || raw.labels.len() != raw.count {
-            return Err(DataError::Malformed {
-                dataset,
-                path: dataset_dir(data_dir, dataset),
-                reason: format!(
-                    "{} pixels and {} labels for {} images of {per_image} values",
-                    raw.pixels.len(),
-                    raw.labels.len(),
-                    raw.count
-                ),
-            });
-        }
-    }
+    let loaded = nat_data::load(data_dir, name)?;
+    let shape = loaded.shape;
+    let channels = shape.channels as usize;
+    let side = shape.image_size as usize;
+    let (raw_train, raw_test) = (loaded.train, loaded.test);
 
     let parts = partition(
         raw_train.count,
@@ -359,8 +309,14 @@ pub fn load(
         validation_fraction,
         split_seed,
     )?;
-    let (mean, std) = channel_stats(&raw_train, &parts.train, channels, side * side);
-    let torch_err = |source| DataError::Torch { dataset, source };
+    let (mean, std) = match loaded.normalization {
+        Some(given) => given,
+        None => channel_stats(&raw_train, &parts.train, channels, side * side),
+    };
+    let torch_err = |source| DataError::Torch {
+        dataset: name.to_owned(),
+        source,
+    };
     let all_train = to_tensors(&raw_train, channels, side, &mean, &std).map_err(torch_err)?;
     let pick = |order: &[usize]| -> Result<Split, tch::TchError> {
         let index: Vec<i64> = order.iter().map(|&i| i as i64).collect();
@@ -384,14 +340,16 @@ pub fn load(
     drop(all_train);
 
     let mut splits = DatasetSplits {
-        dataset,
+        name: name.to_owned(),
+        builtin: loaded.builtin,
+        shape,
         train,
         validation,
         test,
         partition: parts,
         channels: channels as i64,
         image_size: side as i64,
-        num_classes: dataset.num_classes() as i64,
+        num_classes: i64::from(shape.classes),
         mean,
         std,
         storage_device: Device::Cpu,
@@ -405,7 +363,7 @@ pub fn load(
                 splits.storage_device = device;
             }
             Err(error) => tracing::warn!(
-                dataset = %dataset,
+                dataset = name,
                 ?device,
                 %error,
                 "dataset does not fit on the device, keeping it in host memory"
@@ -413,7 +371,7 @@ pub fn load(
         }
     }
     tracing::debug!(
-        dataset = %dataset,
+        dataset = name,
         train = splits.train.len(),
         validation = splits.validation.len(),
         test = splits.test.len(),
@@ -493,7 +451,7 @@ fn to_tensors(
     let _ = images.f_div_scalar_(f64::from(raw.max_value.max(1)))?;
     let _ = images.f_sub_(&mean_t)?;
     let _ = images.f_div_(&std_t)?;
-    let labels = Tensor::f_from_slice(&raw.labels)?.f_to_kind(Kind::Int64)?;
+    let labels = Tensor::f_from_slice(&raw.labels)?;
     Ok(Split { images, labels })
 }
 
@@ -573,7 +531,10 @@ mod tests {
         write_cifar(&dir, "data_batch_3.bin", &[1, 2]);
         std::fs::remove_file(dir.join("data_batch_5.bin")).expect("rm");
         let err = read_raw(root.path(), Dataset::Cifar10).expect_err("missing");
-        assert!(matches!(err, DataError::Missing { .. }), "{err}");
+        assert!(
+            matches!(err, DataError::Files(nat_data::DataError::Missing { .. })),
+            "{err}"
+        );
     }
 
     fn assert_disjoint_cover(p: &Partition, count: usize) {
@@ -629,7 +590,10 @@ mod tests {
     fn missing_dataset_and_bad_fraction_are_typed_errors() {
         let root = tempfile::tempdir().expect("tempdir");
         let err = load(root.path(), Dataset::Mnist, Device::Cpu, 0.1, 0).expect_err("missing");
-        assert!(matches!(err, DataError::Missing { .. }));
+        assert!(matches!(
+            err,
+            DataError::Files(nat_data::DataError::Missing { .. })
+        ));
         assert!(err.to_string().contains("mnist"), "{err}");
         let err = load(root.path(), Dataset::Mnist, Device::Cpu, 1.5, 0).expect_err("fraction");
         assert!(err.to_string().contains("validation_fraction"), "{err}");

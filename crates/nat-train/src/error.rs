@@ -2,37 +2,21 @@
 
 use std::path::PathBuf;
 
-use nat_arch::Dataset;
 use tch::TchError;
 
 /// A dataset could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    /// A required file is not there.
-    #[error("dataset {dataset}: {} is missing (expected under the data dir; run scripts/fetch-data.sh)", path.display())]
-    Missing { dataset: Dataset, path: PathBuf },
-    /// A file exists but does not have the dataset's format.
-    #[error("dataset {dataset}: {} is malformed: {reason}", path.display())]
-    Malformed {
-        dataset: Dataset,
-        path: PathBuf,
-        reason: String,
-    },
-    /// Reading a file failed.
-    #[error("dataset {dataset}: cannot read {}: {source}", path.display())]
-    Io {
-        dataset: Dataset,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Its files are missing, unreadable or malformed (nat-data names the dataset and file).
+    #[error(transparent)]
+    Files(#[from] nat_data::DataError),
     /// A parameter of the load request is out of range.
     #[error("invalid data request: {field}: {reason}")]
     InvalidRequest { field: &'static str, reason: String },
     /// libtorch failed while building the tensors.
     #[error("dataset {dataset}: libtorch error while preparing tensors: {source}")]
     Torch {
-        dataset: Dataset,
+        dataset: String,
         #[source]
         source: TchError,
     },
@@ -92,7 +76,7 @@ impl TrainError {
                 true
             }
             TrainError::Model(ModelError::Torch(_)) => true,
-            TrainError::Data(DataError::Io { .. }) => true,
+            TrainError::Data(DataError::Files(nat_data::DataError::Io { .. })) => true,
             TrainError::InvalidBudget { .. }
             | TrainError::Data(_)
             | TrainError::Model(_)

@@ -1,8 +1,8 @@
 //! nat-train: the worker-side libtorch (tch) library of nat-orchestrator.
 //!
 //! # Layout
-//! - [`data`]: CIFAR-10 binary, MNIST / Fashion-MNIST IDX and scikit-learn digits loaders, a
-//!   deterministic partition into disjoint train, validation and test splits (a dataset without
+//! - [`data`]: any dataset of the data dir (built-in, image folder, packed npz / safetensors, all
+//!   decoded by `nat-data`) as tensors: a deterministic partition into disjoint train, validation and test splits (a dataset without
 //!   test files, such as the digits, has a fixed 20 % of its training files held out as its test
 //!   split), normalisation, tensors kept on the device.
 //! - [`model`]: every op of the NAT, NAT++ and NAONet sets, the evaluation [`model::Network`] of a
@@ -27,7 +27,10 @@ pub mod error;
 pub mod model;
 pub mod train;
 
-pub use data::{load as load_dataset, DatasetSplits, EvalSplit, Partition, Split, TestSource};
+pub use data::{
+    load as load_dataset, load_named as load_named_dataset, DatasetSplits, EvalSplit, Partition,
+    Split, TestSource,
+};
 pub use error::{DataError, ModelError, TrainError};
 pub use model::{Network, NetworkConfig, Supernet, SupernetConfig};
 pub use train::{

@@ -320,7 +320,7 @@ fn grey_28x28_dataset_learns_well_above_chance() {
     .expect("train");
     println!(
         "{} report: {report:?} in {:?}",
-        data.dataset,
+        data.name,
         started.elapsed()
     );
     assert!(
@@ -344,7 +344,7 @@ fn raw_examples(data: &DatasetSplits, positions: &[usize]) -> (Tensor, Tensor) {
                 .iter()
                 .map(|&p| ((f64::from(p) / scale - data.mean[0]) / data.std[0]) as f32),
         );
-        labels.push(i64::from(raw.labels[i]));
+        labels.push(raw.labels[i]);
     }
     let n = positions.len() as i64;
     (

@@ -1,7 +1,7 @@
 //! The CIFAR-style evaluation network built from a genotype (NAT-SPEC §1.3–1.4, DARTS
 //! `NetworkCIFAR`).
 
-use nat_arch::{Cell, CellKind, Dataset, Genotype};
+use nat_arch::{Cell, CellKind, Dataset, DatasetShape, Genotype};
 use tch::nn::Path;
 use tch::{Kind, TchError, Tensor};
 
@@ -31,12 +31,22 @@ pub struct NetworkConfig {
 impl NetworkConfig {
     /// The input shape of `dataset` with the given width and depth.
     pub fn for_dataset(dataset: Dataset, init_channels: i64, layers: i64, auxiliary: bool) -> Self {
+        Self::for_shape(dataset.shape(), init_channels, layers, auxiliary)
+    }
+
+    /// A network for inputs of `shape` with the given width and depth.
+    pub fn for_shape(
+        shape: DatasetShape,
+        init_channels: i64,
+        layers: i64,
+        auxiliary: bool,
+    ) -> Self {
         NetworkConfig {
             init_channels,
             layers,
-            in_channels: dataset.channels() as i64,
-            image_size: dataset.image_size() as i64,
-            num_classes: dataset.num_classes() as i64,
+            in_channels: i64::from(shape.channels),
+            image_size: i64::from(shape.image_size),
+            num_classes: i64::from(shape.classes),
             auxiliary,
         }
     }

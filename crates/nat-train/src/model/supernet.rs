@@ -2,7 +2,7 @@
 //! of every op of the op set (BN affine = false, pools followed by an affine-free BN); a forward
 //! pass runs only the ops a (normal, reduce) architecture chooses.
 
-use nat_arch::{Cell, CellKind, Dataset, OpSet};
+use nat_arch::{Cell, CellKind, Dataset, DatasetShape, OpSet};
 use tch::nn::Path;
 use tch::Tensor;
 
@@ -55,14 +55,25 @@ impl SupernetConfig {
         num_nodes: usize,
         op_set: OpSet,
     ) -> Self {
+        Self::for_shape(dataset.shape(), init_channels, layers, num_nodes, op_set)
+    }
+
+    /// Inputs of `shape`, the concat mode of `op_set`.
+    pub fn for_shape(
+        shape: DatasetShape,
+        init_channels: i64,
+        layers: i64,
+        num_nodes: usize,
+        op_set: OpSet,
+    ) -> Self {
         SupernetConfig {
             init_channels,
             layers,
             num_nodes,
             op_set,
-            in_channels: dataset.channels() as i64,
-            image_size: dataset.image_size() as i64,
-            num_classes: dataset.num_classes() as i64,
+            in_channels: i64::from(shape.channels),
+            image_size: i64::from(shape.image_size),
+            num_classes: i64::from(shape.classes),
             concat: SupernetConcat::for_op_set(op_set),
         }
     }

@@ -124,7 +124,7 @@ pub fn final_eval(
 /// Identifies what a checkpoint trained. The evaluated split is not part of it (training does not
 /// depend on it). v2: the digits (and datasets without test files) hold out a test split, so
 /// their train split differs from v1's and a v1 checkpoint is not resumed.
-fn fingerprint(spec: &TrainSpec<'_>, dataset: Dataset) -> String {
+fn fingerprint(spec: &TrainSpec<'_>, dataset: &str) -> String {
     let genotype = serde_json::to_string(spec.genotype).unwrap_or_default();
     let budget = serde_json::to_string(spec.budget).unwrap_or_default();
     format!("v2|{dataset}|{}|{genotype}|{budget}", spec.seed)
@@ -197,7 +197,7 @@ fn run(
     let steps_per_epoch = (full + i64::from(rest >= 2)) as u64;
     let total_steps = steps_per_epoch * u64::from(budget.epochs);
 
-    let key = fingerprint(spec, data.dataset);
+    let key = fingerprint(spec, &data.name);
     let mut state = CheckpointState {
         fingerprint: key.clone(),
         epochs_done: 0,
@@ -215,7 +215,7 @@ fn run(
         }
     }
     let previous_seconds = state.train_seconds;
-    let augment_crop = data.dataset == Dataset::Cifar10;
+    let augment_crop = data.builtin == Some(Dataset::Cifar10);
     let mut time_limited = false;
     let train_started = Instant::now();
 
