@@ -4,31 +4,34 @@
 //! a DARTS/NAT `Genotype(...)` string or the one-line text form, `-` for standard input, or such
 //! a string inline. Errors are one line on stderr and a non-zero exit (see `main.rs`).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use nat_arch::{
-    cost::{network_cost, op_cost, NetworkSpec},
-    edge_changes, parse_any, presets, render, Dataset, Genotype, OpSet, Space,
+    cost::{network_cost, op_cost, NetworkCost, NetworkSpec},
+    edge_changes, parse_any, presets, render, Dataset, EdgeChange, Genotype, OpSet, Space,
 };
-use serde_json::json;
+use serde::Serialize;
+
+use crate::output::{emit, render as render_table, table, with_newline, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum ArchCommand {
     /// List the preset architectures, one a line (name, kind, description).
     List {
-        /// Print only the names.
+        /// Print only the names (table output).
         #[arg(long)]
         names: bool,
     },
-    /// Print an architecture in another format.
+    /// Print an architecture in another format (`-o json|yaml`: every format at once, see
+    /// docs/CLI.md).
     Show {
         /// Preset name, file (JSON, DARTS string or text form), `-` for stdin, or an inline string.
         arch: String,
-        /// Output format.
+        /// Output format (with the default table output).
         #[arg(long, value_enum, default_value_t = ShowFormat::Json)]
         format: ShowFormat,
     },
@@ -50,7 +53,8 @@ pub enum ArchCommand {
         /// Transition space to check the moves against (nat or nat++).
         #[arg(long, value_parser = parse_space)]
         space: Option<Space>,
-        /// Output: the changed edges as text, or a picture of B with them highlighted.
+        /// Output: the changed edges as text, or a picture of B with them highlighted
+        /// (`-o json|yaml` prints the changes as a document instead).
         #[arg(long, value_enum, default_value_t = DiffFormat::Text)]
         format: DiffFormat,
     },
@@ -76,8 +80,8 @@ pub enum ArchCommand {
         /// Take image size, input channels and classes from a dataset (digits, mnist, fashion-mnist, cifar10).
         #[arg(long)]
         dataset: Option<String>,
-        /// Print JSON (with a per-cell breakdown).
-        #[arg(long)]
+        /// Same as `-o json`.
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// Each op's parameters and multiply-adds at stride 1, and the moves the space allows from it.
@@ -91,8 +95,8 @@ pub enum ArchCommand {
         /// Input image side in pixels.
         #[arg(long, default_value_t = 32)]
         image: u64,
-        /// Print JSON.
-        #[arg(long)]
+        /// Same as `-o json`.
+        #[arg(long, hide = true)]
         json: bool,
     },
 }
@@ -123,29 +127,12 @@ pub enum DiffFormat {
     Svg,
     /// Graphviz DOT of B with the changed edges highlighted.
     Dot,
-    /// JSON list of changes.
+    /// JSON list of changes (the `changes` of `-o json`).
     Json,
 }
 
 fn parse_space(s: &str) -> Result<Space, String> {
     s.parse()
-}
-
-/// Writes to stdout; a closed pipe (`natctl arch list | head -1`) is not an error.
-fn emit(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(e).context("writing to standard output"),
-    }
-}
-
-fn with_newline(mut s: String) -> String {
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    s
 }
 
 /// Resolves a preset name, file, `-` or inline string to a validated genotype.
@@ -176,17 +163,99 @@ fn load(arg: &str) -> anyhow::Result<Genotype> {
     bail!("`{arg}` is neither a preset name (see `natctl arch list`) nor an existing file")
 }
 
-pub fn run(cmd: ArchCommand) -> anyhow::Result<ExitCode> {
+/// One preset (each item of `arch list -o json`).
+#[derive(Debug, Serialize)]
+struct PresetView {
+    name: &'static str,
+    /// `input` | `output`.
+    kind: &'static str,
+    /// The transition space of an output (`null` for an input).
+    space: Option<String>,
+    description: &'static str,
+}
+
+/// `arch show -o json`: one architecture in every format.
+#[derive(Debug, Serialize)]
+struct ShowView {
+    arch: String,
+    hash: String,
+    num_nodes: usize,
+    darts: String,
+    nat: String,
+    text: String,
+    /// Canonical JSON.
+    genotype: serde_json::Value,
+}
+
+/// `arch validate -o json` (an invalid architecture is an error, exit 1).
+#[derive(Debug, Serialize)]
+struct ValidateView {
+    arch: String,
+    valid: bool,
+    num_nodes: usize,
+    normal_concat: Vec<usize>,
+    reduce_concat: Vec<usize>,
+    hash: String,
+    /// The op list checked with --op-set (`null` when none).
+    op_set: Option<String>,
+}
+
+/// `arch diff -o json`.
+#[derive(Debug, Serialize)]
+struct DiffView {
+    a: String,
+    b: String,
+    /// The space the moves were checked against (`null` without --space).
+    space: Option<String>,
+    changes: Vec<EdgeChange>,
+}
+
+/// `arch cost -o json`.
+#[derive(Debug, Serialize)]
+struct CostView {
+    arch: String,
+    spec: NetworkSpec,
+    params: u64,
+    madds: u64,
+    /// Per cell and part.
+    breakdown: NetworkCost,
+}
+
+/// `arch ops -o json`.
+#[derive(Debug, Serialize)]
+struct OpsView {
+    space: &'static str,
+    op_set: &'static str,
+    channels: u64,
+    image: u64,
+    ops: Vec<OpView>,
+}
+
+/// One op of `arch ops -o json`.
+#[derive(Debug, Serialize)]
+struct OpView {
+    op: &'static str,
+    /// Conv weights, BN excluded (the chart's figure).
+    params: u64,
+    /// Conv multiply-adds + pool window reads + identity copies (the chart's figure).
+    madds: u64,
+    params_with_bn: u64,
+    conv_madds: u64,
+    /// Ops this one may become, in the official order.
+    allowed: Vec<&'static str>,
+}
+
+pub fn run(cmd: ArchCommand, output: Output) -> anyhow::Result<ExitCode> {
     match cmd {
-        ArchCommand::List { names } => list(names)?,
-        ArchCommand::Show { arch, format } => show(&arch, format)?,
-        ArchCommand::Validate { arch, op_set } => validate(&arch, op_set.as_deref())?,
+        ArchCommand::List { names } => list(names, output)?,
+        ArchCommand::Show { arch, format } => show(&arch, format, output)?,
+        ArchCommand::Validate { arch, op_set } => validate(&arch, op_set.as_deref(), output)?,
         ArchCommand::Diff {
             a,
             b,
             space,
             format,
-        } => diff(&a, &b, space, format)?,
+        } => diff(&a, &b, space, format, output)?,
         ArchCommand::Cost {
             arch,
             channels,
@@ -216,37 +285,64 @@ pub fn run(cmd: ArchCommand) -> anyhow::Result<ExitCode> {
                 num_classes: classes.unwrap_or(base.num_classes),
                 ..base
             };
-            cost(&arch, &spec, json)?;
+            cost(&arch, &spec, output.or_json(json))?;
         }
         ArchCommand::Ops {
             space,
             channels,
             image,
             json,
-        } => ops(space, channels, image, json)?,
+        } => ops(space, channels, image, output.or_json(json))?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(names: bool) -> anyhow::Result<()> {
-    let mut out = String::new();
-    for p in presets::all() {
+fn list(names: bool, output: Output) -> anyhow::Result<()> {
+    let views: Vec<PresetView> = presets::all()
+        .iter()
+        .map(|p| {
+            let (kind, space) = match p.kind {
+                presets::PresetKind::Input => ("input", None),
+                presets::PresetKind::Output { space, .. } => ("output", Some(space.to_string())),
+            };
+            PresetView {
+                name: p.name,
+                kind,
+                space,
+                description: p.description,
+            }
+        })
+        .collect();
+    output.print(&views, |views| {
         if names {
-            out.push_str(p.name);
-            out.push('\n');
-            continue;
+            return views.iter().map(|p| format!("{}\n", p.name)).collect();
         }
-        let kind = match p.kind {
-            presets::PresetKind::Input => "input".to_string(),
-            presets::PresetKind::Output { space, .. } => format!("{space} output"),
-        };
-        out.push_str(&format!("{:<24} {:<12} {}\n", p.name, kind, p.description));
-    }
-    emit(&out)
+        let mut t = table(&[]);
+        for p in views {
+            let kind = match &p.space {
+                Some(space) => format!("{space} output"),
+                None => p.kind.to_string(),
+            };
+            t.add_row(vec![p.name.to_string(), kind, p.description.to_string()]);
+        }
+        render_table(t, &[])
+    })
 }
 
-fn show(arch: &str, format: ShowFormat) -> anyhow::Result<()> {
+fn show(arch: &str, format: ShowFormat, output: Output) -> anyhow::Result<()> {
     let g = load(arch)?;
+    if output != Output::Table {
+        let view = ShowView {
+            arch: arch.to_string(),
+            hash: g.canonical_hash(),
+            num_nodes: g.num_nodes(),
+            darts: g.to_darts_string(),
+            nat: g.to_nat_string(),
+            text: g.to_text(),
+            genotype: g.to_json_value(),
+        };
+        return output.print(&view, |_| String::new());
+    }
     let text = match format {
         ShowFormat::Json => g.to_json_pretty(),
         ShowFormat::Darts => g.to_darts_string(),
@@ -259,7 +355,7 @@ fn show(arch: &str, format: ShowFormat) -> anyhow::Result<()> {
     emit(&with_newline(text))
 }
 
-fn validate(arch: &str, op_set: Option<&str>) -> anyhow::Result<()> {
+fn validate(arch: &str, op_set: Option<&str>, output: Output) -> anyhow::Result<()> {
     let g = load(arch)?;
     if let Some(name) = op_set {
         let set = OpSet::from_name(name).with_context(|| {
@@ -271,16 +367,30 @@ fn validate(arch: &str, op_set: Option<&str>) -> anyhow::Result<()> {
         })?;
         g.validate_ops(set).with_context(|| arch.to_string())?;
     }
-    emit(&format!(
-        "valid: B={} nodes, concat normal {:?} reduce {:?}, hash {}\n",
-        g.num_nodes(),
-        g.normal.concat,
-        g.reduce.concat,
-        g.canonical_hash()
-    ))
+    let view = ValidateView {
+        arch: arch.to_string(),
+        valid: true,
+        num_nodes: g.num_nodes(),
+        normal_concat: g.normal.concat.clone(),
+        reduce_concat: g.reduce.concat.clone(),
+        hash: g.canonical_hash(),
+        op_set: op_set.map(str::to_string),
+    };
+    output.print(&view, |v| {
+        format!(
+            "valid: B={} nodes, concat normal {:?} reduce {:?}, hash {}",
+            v.num_nodes, v.normal_concat, v.reduce_concat, v.hash
+        )
+    })
 }
 
-fn diff(a: &str, b: &str, space: Option<Space>, format: DiffFormat) -> anyhow::Result<()> {
+fn diff(
+    a: &str,
+    b: &str,
+    space: Option<Space>,
+    format: DiffFormat,
+    output: Output,
+) -> anyhow::Result<()> {
     let ga = load(a)?;
     let gb = load(b)?;
     let changes = match space {
@@ -288,6 +398,15 @@ fn diff(a: &str, b: &str, space: Option<Space>, format: DiffFormat) -> anyhow::R
         None => edge_changes(&ga, &gb),
     }
     .with_context(|| format!("{a} -> {b}"))?;
+    if output != Output::Table {
+        let view = DiffView {
+            a: a.to_string(),
+            b: b.to_string(),
+            space: space.map(|s| s.to_string()),
+            changes,
+        };
+        return output.print(&view, |_| String::new());
+    }
     let text = match format {
         DiffFormat::Text => {
             let mut out = String::new();
@@ -311,37 +430,44 @@ fn diff(a: &str, b: &str, space: Option<Space>, format: DiffFormat) -> anyhow::R
     emit(&text)
 }
 
-fn cost(arch: &str, spec: &NetworkSpec, as_json: bool) -> anyhow::Result<()> {
+fn cost(arch: &str, spec: &NetworkSpec, output: Output) -> anyhow::Result<()> {
     let g = load(arch)?;
     let c = network_cost(&g, spec).with_context(|| arch.to_string())?;
-    if as_json {
-        let v = json!({
-            "arch": arch,
-            "spec": spec,
-            "params": c.params(),
-            "madds": c.madds(),
-            "breakdown": c,
-        });
-        return emit(&with_newline(serde_json::to_string_pretty(&v)?));
-    }
-    emit(&format!(
-        "{arch}: C={} L={} input {}x{}x{} classes {} (auxiliary head excluded)\n\
-         params {} ({:.3} M)\n\
-         multiply-adds {} ({:.1} M)\n",
-        spec.channels,
-        spec.layers,
-        spec.in_channels,
-        spec.image_size,
-        spec.image_size,
-        spec.num_classes,
-        c.params(),
-        c.params() as f64 / 1e6,
-        c.madds(),
-        c.madds() as f64 / 1e6
-    ))
+    let view = CostView {
+        arch: arch.to_string(),
+        spec: *spec,
+        params: c.params(),
+        madds: c.madds(),
+        breakdown: c,
+    };
+    output.print(&view, |v| {
+        let s = &v.spec;
+        let mut t = table(&[]);
+        t.add_row(vec![
+            "params".to_string(),
+            v.params.to_string(),
+            format!("{:.3} M", v.params as f64 / 1e6),
+        ]);
+        t.add_row(vec![
+            "multiply-adds".to_string(),
+            v.madds.to_string(),
+            format!("{:.1} M", v.madds as f64 / 1e6),
+        ]);
+        format!(
+            "{}: C={} L={} input {}x{}x{} classes {} (auxiliary head excluded)\n{}",
+            v.arch,
+            s.channels,
+            s.layers,
+            s.in_channels,
+            s.image_size,
+            s.image_size,
+            s.num_classes,
+            render_table(t, &[1, 2])
+        )
+    })
 }
 
-fn ops(space: Space, channels: u64, image: u64, as_json: bool) -> anyhow::Result<()> {
+fn ops(space: Space, channels: u64, image: u64, output: Output) -> anyhow::Result<()> {
     if channels == 0 || channels > 1 << 16 {
         bail!("--channels {channels}: must be between 1 and 65536");
     }
@@ -349,57 +475,42 @@ fn ops(space: Space, channels: u64, image: u64, as_json: bool) -> anyhow::Result
         bail!("--image {image}: must be between 1 and 16384");
     }
     let set = space.op_set();
-    let rows: Vec<_> = set
-        .ops()
-        .iter()
-        .map(|&op| {
-            (
-                op,
-                op_cost(op, channels, image, image, 1),
-                space.allowed_targets(op),
-            )
-        })
-        .collect();
-    if as_json {
-        let v: Vec<_> = rows
+    let view = OpsView {
+        space: space.name(),
+        op_set: set.name(),
+        channels,
+        image,
+        ops: set
+            .ops()
             .iter()
-            .map(|(op, c, allowed)| {
-                json!({
-                    "op": op.name(),
-                    "params": c.chart_params(),
-                    "madds": c.chart_madds(),
-                    "params_with_bn": c.params(),
-                    "conv_madds": c.conv_madds,
-                    "allowed": allowed.iter().map(|o| o.name()).collect::<Vec<_>>(),
-                })
+            .map(|&op| {
+                let c = op_cost(op, channels, image, image, 1);
+                OpView {
+                    op: op.name(),
+                    params: c.chart_params(),
+                    madds: c.chart_madds(),
+                    params_with_bn: c.params(),
+                    conv_madds: c.conv_madds,
+                    allowed: space.allowed_targets(op).iter().map(|o| o.name()).collect(),
+                }
             })
-            .collect();
-        return emit(&with_newline(serde_json::to_string_pretty(&json!({
-            "space": space.name(),
-            "op_set": set.name(),
-            "channels": channels,
-            "image": image,
-            "ops": v,
-        }))?));
-    }
-    let mut out = format!(
-        "{space} ({} ops, list {set}); C={channels} in and out, {image}x{image} input, stride 1\n\
-         params = conv weights (BN excluded), MAdds = conv multiply-adds + pool window reads + identity copies\n\
-         {:<14} {:>10} {:>10}  allowed moves (in the official order)\n",
-        set.len(),
-        "op",
-        "params",
-        "MAdds"
-    );
-    for (op, c, allowed) in rows {
-        let names: Vec<_> = allowed.iter().map(|o| o.name()).collect();
-        out.push_str(&format!(
-            "{:<14} {:>9.1}K {:>9.1}M  {}\n",
-            op.name(),
-            c.chart_params() as f64 / 1e3,
-            c.chart_madds() as f64 / 1e6,
-            names.join(", ")
-        ));
-    }
-    emit(&out)
+            .collect(),
+    };
+    output.print(&view, |v| {
+        let mut t = table(&["op", "params", "MAdds", "allowed moves (in the official order)"]);
+        for o in &v.ops {
+            t.add_row(vec![
+                o.op.to_string(),
+                format!("{:.1}K", o.params as f64 / 1e3),
+                format!("{:.1}M", o.madds as f64 / 1e6),
+                o.allowed.join(", "),
+            ]);
+        }
+        format!(
+            "{space} ({} ops, list {set}); C={channels} in and out, {image}x{image} input, stride 1\n\
+             params = conv weights (BN excluded), MAdds = conv multiply-adds + pool window reads + identity copies\n{}",
+            v.ops.len(),
+            render_table(t, &[1, 2])
+        )
+    })
 }

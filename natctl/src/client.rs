@@ -1,22 +1,27 @@
 //! Commands that talk to a coordinator over gRPC (`--coordinator URL` / `NAT_COORDINATOR`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
-use clap::{Args, Subcommand};
+use anyhow::{anyhow, Context};
+use clap::Subcommand;
 use nat_proto::v1;
 use nat_proto::v1::job_service_client::JobServiceClient;
-use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::jobfile::{self, BudgetFile, JobFile};
+use crate::jobfile;
+use crate::output::Output;
+use crate::result::{result_text, ResultView};
+use crate::submit::SubmitArgs;
+use crate::view::{jobs_table, workers_table, JobView, WorkerView};
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Submit a job; prints the job id as the last line.
-    Submit(SubmitArgs),
+    /// Submit a job; prints it, its id as the last line (--follow: then watch it).
+    ///
+    /// `-o json` prints the created job. With --follow natctl then watches the job as `natctl
+    /// watch` does and exits 0 when it succeeds, 1 otherwise.
+    Submit(Box<SubmitArgs>),
     /// List jobs (newest first).
     Jobs {
         /// Most jobs shown.
@@ -26,14 +31,17 @@ pub enum ClientCommand {
         #[arg(long = "state")]
         states: Vec<String>,
     },
-    /// Show one job.
+    /// Show one job: its state, dataset and shape, budget, task counts, why it waits or failed.
     Status {
         /// Job id.
         job: String,
     },
-    /// Follow a job's events until it ends: progress bars on a terminal (tasks, policy
-    /// updates, best reward and accuracy), one line per event otherwise. Exit 0 when the job
-    /// succeeds; otherwise 1 and an error naming the final state.
+    /// Follow a job's events until it ends; exit 0 when it succeeds, else 1.
+    ///
+    /// Progress bars on a terminal (tasks, policy updates, best reward and accuracy), one line
+    /// per event otherwise; with `-o json` one JSON object per event per line (JSON Lines), with
+    /// `-o yaml` one YAML document per event. Exit 0 when the job succeeds; otherwise 1 and an
+    /// error naming the final state.
     Watch {
         /// Job id.
         job: String,
@@ -41,7 +49,7 @@ pub enum ClientCommand {
         #[arg(long)]
         plain: bool,
     },
-    /// Cancel a job: queued tasks are withdrawn, running ones told to stop.
+    /// Cancel a job: queued tasks are withdrawn, running ones told to stop; prints the job.
     Cancel {
         /// Job id.
         job: String,
@@ -49,74 +57,34 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// List registered workers.
+    /// List registered workers: devices, slots, and the datasets each has (with their shapes).
     Workers,
-    /// Show a job's result: a table (for an optimize job the verdict, the recommendation, the
-    /// final evaluation per seed and whether the policy learned), or JSON with --json.
+    /// Show a job's result: per architecture, or an optimize job's verdict and evaluation.
+    ///
+    /// A table (for an optimize job the verdict, the recommendation, the
+    /// final evaluation per seed and whether the policy learned), or with `-o json` the
+    /// document described in docs/CLI.md (`state`, per architecture `genotype` (DARTS),
+    /// `params`, `madds`, `accuracy`, …; for an optimize job also `original`, `best`,
+    /// `verdict`, `recommended`, `final`, `control`, `learning`, per input under `optimize`).
     Result {
         /// Job id.
         job: String,
-        /// Print JSON (`state`, and per architecture `genotype` (DARTS), `params`, `madds`,
-        /// `accuracy`, …; for an optimize job also `original`, `best`, `verdict`, `recommended`,
-        /// `final` (per-seed accuracies, paired difference with its 95 % interval), `control`,
-        /// `learning`, per input under `optimize`).
-        #[arg(long)]
+        /// Same as `-o json`.
+        #[arg(long, hide = true)]
         json: bool,
     },
 }
 
-#[derive(Debug, Args)]
-pub struct SubmitArgs {
-    /// Job file (YAML); flags given as well override its fields.
-    #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
-    /// evaluate | optimize.
-    #[arg(long)]
-    kind: Option<String>,
-    /// Architecture: a preset name, a file (JSON or DARTS), or inline JSON / DARTS. Repeatable.
-    #[arg(long = "arch")]
-    archs: Vec<String>,
-    /// digits | mnist | fashion-mnist | cifar10.
-    #[arg(long)]
-    dataset: Option<String>,
-    /// Reward of optimize jobs: proxy | supernet.
-    #[arg(long)]
-    reward: Option<String>,
-    /// Optimize jobs: seeds of the final evaluation (original and best trained from scratch on
-    /// each), 1..=32; default 3.
-    #[arg(long)]
-    final_seeds: Option<u32>,
-    /// Optimize jobs: candidates costing more params or multiply-adds than this times the
-    /// original's are out of the running, [1, 10]; default 1 (no extra cost).
-    #[arg(long)]
-    max_cost_ratio: Option<f64>,
-    /// Optimize jobs: none | random (also derive from K uniform samples and evaluate that pick
-    /// on the same seeds).
-    #[arg(long)]
-    control: Option<String>,
-    /// Budget preset: smoke | small | paper.
-    #[arg(long)]
-    budget: Option<String>,
-    /// Seed.
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Priority (higher first), -1000..=1000.
-    #[arg(long, allow_hyphen_values = true)]
-    priority: Option<i32>,
-    /// Label.
-    #[arg(long)]
-    name: Option<String>,
-}
-
-pub fn run(cmd: ClientCommand, coordinator: &str) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: ClientCommand, coordinator: &str, output: Output) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cmd, coordinator))
+    rt.block_on(run_async(cmd, coordinator, output))
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
+/// A channel to the coordinator at `url`.
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Channel> {
     let endpoint = Channel::from_shared(url.to_string())
         .map_err(|_| anyhow!("--coordinator: {url:?} is not a valid URL"))?
         .connect_timeout(Duration::from_secs(5));
@@ -155,29 +123,14 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
+async fn run_async(cmd: ClientCommand, url: &str, output: Output) -> anyhow::Result<ExitCode> {
     // Build the request before connecting so that bad input fails without a coordinator.
     if let ClientCommand::Submit(args) = &cmd {
-        let req = submit_request(args)?;
-        let mut jobs = JobServiceClient::new(connect(url).await?);
-        let job = jobs
-            .submit_job(req)
-            .await
-            .map_err(|s| status_error("submit", s))?
-            .into_inner()
-            .job
-            .ok_or_else(|| anyhow!("the coordinator answered without a job"))?;
-        println!(
-            "submitted {} job with {} task(s)",
-            kind_name(job.kind),
-            job.tasks_total
-        );
-        println!("{}", job.job_id);
-        return Ok(ExitCode::SUCCESS);
+        return crate::submit::submit(args, url, output).await;
     }
     let mut jobs = JobServiceClient::new(connect(url).await?);
     match cmd {
-        ClientCommand::Submit(_) => unreachable_submit(),
+        ClientCommand::Submit(_) => Err(anyhow!("internal: submit handled above")),
         ClientCommand::Jobs { limit, states } => {
             let states = states
                 .iter()
@@ -188,30 +141,21 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|s| status_error("jobs", s))?
                 .into_inner()
-                .jobs;
-            println!(
-                "{:<36}  {:<8}  {:<9}  {:>9}  NAME",
-                "JOB", "KIND", "STATE", "PROGRESS"
-            );
-            for j in list {
-                let done = j.tasks_succeeded + j.tasks_failed + j.tasks_cancelled;
-                println!(
-                    "{:<36}  {:<8}  {:<9}  {:>9}  {}",
-                    j.job_id,
-                    kind_name(j.kind),
-                    state_name(j.state),
-                    format!("{done}/{}", j.tasks_total),
-                    j.name
-                );
-            }
+                .jobs
+                .iter()
+                .map(JobView::of)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            output.print(&list, |l| jobs_table(l))?;
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Status { job } => {
-            let j = get_job(&mut jobs, &job).await?;
-            print_status(&j);
+            let j = JobView::of(&get_job(&mut jobs, &job).await?)?;
+            output.print(&j, JobView::detail_table)?;
             Ok(ExitCode::SUCCESS)
         }
-        ClientCommand::Watch { job, plain } => crate::watch::watch(&mut jobs, &job, plain).await,
+        ClientCommand::Watch { job, plain } => {
+            crate::watch::watch(&mut jobs, &job, plain, output).await
+        }
         ClientCommand::Cancel { job, reason } => {
             let j = jobs
                 .cancel_job(v1::CancelJobRequest {
@@ -223,43 +167,21 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
                 .into_inner()
                 .job
                 .ok_or_else(|| anyhow!("the coordinator answered without a job"))?;
-            println!("{} {}", j.job_id, state_name(j.state));
+            let j = JobView::of(&j)?;
+            output.print(&j, |j| format!("{} {}", j.job_id, j.state))?;
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Workers => {
-            let list = jobs
+            let list: Vec<WorkerView> = jobs
                 .list_workers(v1::ListWorkersRequest {})
                 .await
                 .map_err(|s| status_error("workers", s))?
                 .into_inner()
-                .workers;
-            println!(
-                "{:<36}  {:<20}  {:<5}  {:>5}  {:>5}  DEVICES",
-                "WORKER", "NAME", "ALIVE", "SLOTS", "CORES"
-            );
-            for w in list {
-                let caps = w.capabilities.unwrap_or_default();
-                let devices: Vec<String> = caps
-                    .devices
-                    .iter()
-                    .map(|d| {
-                        if d.model.is_empty() {
-                            d.name.clone()
-                        } else {
-                            format!("{} ({})", d.name, d.model)
-                        }
-                    })
-                    .collect();
-                println!(
-                    "{:<36}  {:<20}  {:<5}  {:>5}  {:>5}  {}",
-                    w.worker_id,
-                    w.name,
-                    if w.alive { "yes" } else { "no" },
-                    caps.slots,
-                    caps.cpu_cores,
-                    devices.join(", ")
-                );
-            }
+                .workers
+                .iter()
+                .map(WorkerView::of)
+                .collect();
+            output.print(&list, |l| workers_table(l))?;
             Ok(ExitCode::SUCCESS)
         }
         ClientCommand::Result { job, json } => {
@@ -268,110 +190,11 @@ async fn run_async(cmd: ClientCommand, url: &str) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|s| status_error("result", s))?
                 .into_inner();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&result_json(&r)?)?);
-            } else {
-                print!("{}", result_text(&r));
-            }
+            let view = ResultView::of(&r)?;
+            output.or_json(json).print(&view, |_| result_text(&r))?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-fn unreachable_submit() -> anyhow::Result<ExitCode> {
-    bail!("internal: submit handled above")
-}
-
-/// Resolves `--arch` values: an existing file is read, anything else is sent as given (the
-/// coordinator accepts preset names, JSON and DARTS strings and validates them).
-fn resolve_arch(value: &str) -> anyhow::Result<String> {
-    let path = std::path::Path::new(value);
-    if path.is_file() {
-        return std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read architecture file {value}"));
-    }
-    Ok(value.to_string())
-}
-
-fn submit_request(a: &SubmitArgs) -> anyhow::Result<v1::SubmitJobRequest> {
-    let file = match &a.file {
-        Some(path) => JobFile::load(path)?,
-        None => JobFile::default(),
-    };
-    let kind = match a.kind.as_deref().or(file.kind.as_deref()) {
-        Some(k) => jobfile::parse_kind(k)?,
-        None => v1::JobKind::Evaluate,
-    };
-    let arch_values: Vec<String> = if a.archs.is_empty() {
-        file.architectures.clone()
-    } else {
-        a.archs.clone()
-    };
-    // An optimize job that learns on random architectures may have no input.
-    let random_inputs = file
-        .optimize
-        .as_ref()
-        .is_some_and(|o| o.random_inputs == Some(true));
-    if arch_values.is_empty() && !(kind == v1::JobKind::Optimize && random_inputs) {
-        bail!("architectures: give at least one with --arch or in the job file");
-    }
-    let architectures = arch_values
-        .iter()
-        .map(|v| resolve_arch(v))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let dataset = a
-        .dataset
-        .clone()
-        .or(file.dataset.clone())
-        .ok_or_else(|| anyhow!("dataset: give --dataset or `dataset:` in the job file"))?;
-    let budget_file = file.budget.clone().unwrap_or_else(BudgetFile::default);
-    // Resolved here as the coordinator will (nat_schema::Budget), so that a bad value fails
-    // before anything is sent, naming the field.
-    let (preset, _) = budget_file.resolve(a.budget.as_deref(), "budget")?;
-    let budget = budget_file.to_proto(a.budget.as_deref());
-    let requirements = file
-        .requirements
-        .as_ref()
-        .map(jobfile::requirements)
-        .transpose()?;
-    if let Some(o) = &file.optimize {
-        if let Some(b) = &o.final_budget {
-            b.resolve(None, "optimize.final_budget")?;
-        }
-        let reward = a.reward.as_deref().or(o.reward.as_deref());
-        let supernet = reward
-            .map(jobfile::parse_reward)
-            .transpose()?
-            .is_some_and(|r| r == v1::RewardMode::Supernet);
-        if let (true, Some(sn)) = (supernet, &o.supernet) {
-            sn.resolve(&preset)?;
-        }
-    }
-    let flags = jobfile::OptimizeFlags {
-        reward: a.reward.as_deref(),
-        final_seeds: a.final_seeds,
-        max_cost_ratio: a.max_cost_ratio,
-        control: a.control.as_deref(),
-    };
-    let optimize = match (&file.optimize, kind) {
-        (Some(o), _) => Some(jobfile::optimize(o, flags)?),
-        (None, v1::JobKind::Optimize) => Some(jobfile::optimize(&Default::default(), flags)?),
-        (None, _) if flags.any() => bail!(
-            "--reward, --final-seeds, --max-cost-ratio and --control only apply to optimize jobs"
-        ),
-        (None, _) => None,
-    };
-    Ok(v1::SubmitJobRequest {
-        kind: kind as i32,
-        architectures,
-        dataset,
-        budget: Some(budget),
-        seed: a.seed.or(file.seed).unwrap_or(0),
-        priority: a.priority.or(file.priority).unwrap_or(0),
-        name: a.name.clone().or(file.name.clone()).unwrap_or_default(),
-        optimize,
-        requirements,
-    })
 }
 
 pub(crate) async fn get_job(
@@ -426,7 +249,7 @@ pub(crate) fn state_name(state: i32) -> &'static str {
     }
 }
 
-fn task_state_name(state: i32) -> &'static str {
+pub(crate) fn task_state_name(state: i32) -> &'static str {
     match v1::TaskState::try_from(state) {
         Ok(v1::TaskState::Queued) => "queued",
         Ok(v1::TaskState::Leased) => "running",
@@ -435,117 +258,6 @@ fn task_state_name(state: i32) -> &'static str {
         Ok(v1::TaskState::Cancelled) => "cancelled",
         _ => "unknown",
     }
-}
-
-fn print_status(j: &v1::Job) {
-    println!("job:       {}", j.job_id);
-    if !j.name.is_empty() {
-        println!("name:      {}", j.name);
-    }
-    println!("kind:      {}", kind_name(j.kind));
-    println!("state:     {}", state_name(j.state));
-    println!("dataset:   {}", j.dataset);
-    println!("budget:    {}", j.budget_preset);
-    println!("priority:  {}", j.priority);
-    println!(
-        "tasks:     {} total, {} succeeded, {} failed, {} cancelled, {} running, {} pending",
-        j.tasks_total,
-        j.tasks_succeeded,
-        j.tasks_failed,
-        j.tasks_cancelled,
-        j.tasks_running,
-        j.tasks_pending
-    );
-    if !j.error.is_empty() {
-        println!("error:     {}", j.error);
-    }
-}
-
-fn result_json(r: &v1::GetJobResultResponse) -> anyhow::Result<serde_json::Value> {
-    let architectures: Vec<_> = r
-        .architectures
-        .iter()
-        .map(|a| {
-            let m = a.result;
-            Ok(json!({
-                "index": a.index,
-                "genotype": a.genotype_darts,
-                "genotype_json": genotype_json(
-                    &a.genotype_json,
-                    &format!("architectures[{}].genotype_json", a.index),
-                )?,
-                "hash": a.canonical_hash,
-                "state": task_state_name(a.state),
-                "attempts": a.attempts,
-                "params": m.as_ref().map(|m| m.params),
-                "madds": m.as_ref().map(|m| m.madds),
-                "accuracy": m.as_ref().map(|m| m.accuracy),
-                "loss": m.as_ref().map(|m| m.loss),
-                "wall_seconds": m.as_ref().map(|m| m.wall_seconds),
-                "images_per_second": m.as_ref().map(|m| m.images_per_second),
-                "error": (!a.error.is_empty()).then(|| a.error.clone()),
-            }))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let mut out = json!({
-        "job_id": r.job_id,
-        "kind": kind_name(r.kind),
-        "state": state_name(r.state),
-        "architectures": architectures,
-    });
-    // optimize (h8): original, best, policy {id, version}, rewards.
-    if let Some(map) = out.as_object_mut() {
-        for (k, v) in crate::policy::optimize_json(r)? {
-            map.insert(k.to_string(), v);
-        }
-    }
-    Ok(out)
-}
-
-/// `natctl result JOB` without `--json`: the architectures table, then for an optimize job
-/// the verdict, the recommendation, the final evaluation and the learning per input.
-pub(crate) fn result_text(r: &v1::GetJobResultResponse) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "job {} ({}) {}",
-        r.job_id,
-        kind_name(r.kind),
-        state_name(r.state)
-    );
-    if !(r.architectures.is_empty() && r.kind == v1::JobKind::Optimize as i32) {
-        let _ = writeln!(
-            out,
-            "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  HASH",
-            "#", "STATE", "ACCURACY", "PARAMS", "MADDS"
-        );
-    }
-    for a in &r.architectures {
-        let (acc, params, madds) = match &a.result {
-            Some(m) => (
-                format!("{:.4}", m.accuracy),
-                m.params.to_string(),
-                m.madds.to_string(),
-            ),
-            None => ("-".into(), "-".into(), "-".into()),
-        };
-        let _ = writeln!(
-            out,
-            "{:>3}  {:<9}  {:>8}  {:>10}  {:>12}  {}",
-            a.index,
-            task_state_name(a.state),
-            acc,
-            params,
-            madds,
-            a.canonical_hash.get(..12).unwrap_or(&a.canonical_hash)
-        );
-        if !a.error.is_empty() {
-            let _ = writeln!(out, "     error: {}", a.error);
-        }
-    }
-    out.push_str(&crate::report::optimize_text(r));
-    out
 }
 
 #[cfg(test)]

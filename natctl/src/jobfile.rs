@@ -3,7 +3,11 @@
 //! ```yaml
 //! kind: evaluate            # evaluate | optimize
 //! name: demo
-//! dataset: digits           # digits | mnist | fashion-mnist | cifar10
+//! dataset: digits           # a built-in (digits | mnist | fashion-mnist | cifar10) or a folder the workers have
+//! dataset_shape:            # only for a dataset that is not built in and no worker has reported
+//!   channels: 3
+//!   image_size: 32
+//!   classes: 10
 //! architectures:            # preset names, files (JSON or DARTS), or inline JSON / DARTS
 //!   - darts-v2
 //!   - ./my-genotype.json
@@ -48,7 +52,8 @@
 //!     op_set: nat-fully-concat   # empty or the job's space: nat-fully-concat (nat), nat-plus-plus (nat++)
 //!     num_nodes: 4               # empty or the inputs' node count
 //! ```
-//! Unknown keys are errors (a typo must not silently fall back to a default).
+//! Unknown keys are errors (a typo must not silently fall back to a default). `examples/` at the
+//! repository root has a job file for each use, every key explained (a test submits each).
 
 use std::path::Path;
 
@@ -67,6 +72,7 @@ pub struct JobFile {
     pub kind: Option<String>,
     pub name: Option<String>,
     pub dataset: Option<String>,
+    pub dataset_shape: Option<DatasetShapeFile>,
     #[serde(default)]
     pub architectures: Vec<String>,
     pub budget: Option<BudgetFile>,
@@ -140,6 +146,16 @@ impl BudgetFile {
             }),
         }
     }
+}
+
+/// `dataset_shape:` — the input shape of a dataset that is not built in (`--channels`,
+/// `--image-size`, `--classes` override its keys).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetShapeFile {
+    pub channels: Option<u32>,
+    pub image_size: Option<u32>,
+    pub classes: Option<u32>,
 }
 
 /// `requirements:`.
@@ -230,7 +246,7 @@ impl JobFile {
     pub fn load(path: &Path) -> anyhow::Result<JobFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read job file {}", path.display()))?;
-        serde_yaml::from_str(&text)
+        yaml_serde::from_str(&text)
             .with_context(|| format!("job file {} is not a valid job", path.display()))
     }
 }
@@ -411,7 +427,7 @@ mod tests {
 
     #[test]
     fn parses_a_full_file_and_rejects_typos() {
-        let f: JobFile = serde_yaml::from_str(
+        let f: JobFile = yaml_serde::from_str(
             "kind: evaluate\ndataset: digits\narchitectures: [darts-v2]\nbudget:\n  preset: smoke\n  epochs: 2\nseed: 3\n",
         )
         .expect("valid");
@@ -419,14 +435,14 @@ mod tests {
         let b = f.budget.expect("budget").to_proto(None);
         assert_eq!(b.preset, "smoke");
         assert_eq!(b.overrides.and_then(|o| o.epochs), Some(2));
-        let err = serde_yaml::from_str::<JobFile>("kind: evaluate\nbudget:\n  epoch: 2\n")
+        let err = yaml_serde::from_str::<JobFile>("kind: evaluate\nbudget:\n  epoch: 2\n")
             .expect_err("typo");
         assert!(err.to_string().contains("epoch"), "{err}");
     }
 
     #[test]
     fn every_optimize_key_reaches_the_request() {
-        let f: JobFile = serde_yaml::from_str(
+        let f: JobFile = yaml_serde::from_str(
             "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  final_seeds: 5\n  max_cost_ratio: 1.5\n  control: none\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
         )
         .expect("valid");
@@ -557,21 +573,21 @@ mod tests {
             ("requirements:\n  gpu: true\n", "gpu"),
             ("architecture: [darts-v2]\n", "architecture"),
         ] {
-            let err = serde_yaml::from_str::<JobFile>(yaml).expect_err(yaml);
+            let err = yaml_serde::from_str::<JobFile>(yaml).expect_err(yaml);
             assert!(
                 err.to_string().contains(&format!("unknown field `{key}`")),
                 "{yaml}: {err}"
             );
         }
         // A wrong type names the key too.
-        let err = serde_yaml::from_str::<JobFile>("optimize:\n  derive_argmax: maybe\n")
+        let err = yaml_serde::from_str::<JobFile>("optimize:\n  derive_argmax: maybe\n")
             .expect_err("not a bool");
         assert!(err.to_string().contains("derive_argmax"), "{err}");
     }
 
     #[test]
     fn verdict_settings_reach_the_request_and_bad_values_name_the_key() {
-        let f: JobFile = serde_yaml::from_str(
+        let f: JobFile = yaml_serde::from_str(
             "optimize:\n  final_seeds: 4\n  max_cost_ratio: 1.25\n  control: Random\n",
         )
         .expect("valid");
@@ -613,7 +629,7 @@ mod tests {
             ),
         ] {
             let f: JobFile =
-                serde_yaml::from_str(&format!("optimize:\n  {yaml}\n")).expect("parses");
+                yaml_serde::from_str(&format!("optimize:\n  {yaml}\n")).expect("parses");
             let err = optimize(
                 f.optimize.as_ref().expect("optimize"),
                 OptimizeFlags::default(),
@@ -626,7 +642,7 @@ mod tests {
             );
             assert_eq!(msg.lines().count(), 1, "{msg}");
         }
-        let err = serde_yaml::from_str::<JobFile>("optimize:\n  final_seeds: three\n")
+        let err = yaml_serde::from_str::<JobFile>("optimize:\n  final_seeds: three\n")
             .expect_err("not a number");
         assert!(err.to_string().contains("final_seeds"), "{err}");
     }

@@ -1,15 +1,27 @@
 //! `natctl`: the user's command line for nat-orchestrator.
 //!
-//! `natctl arch …` works offline on architectures; every other command talks to a coordinator.
+//! `natctl arch …` (architectures) and `natctl dataset …` (dataset folders) work offline; every
+//! other command talks to a coordinator.
+//! Every command that prints data takes `-o json|yaml|table` (docs/CLI.md documents each JSON
+//! shape); `natctl completions SHELL` prints a shell completion script.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod arch;
 mod client;
+mod dataset;
 mod jobfile;
+mod output;
 mod policy; // optimize (h8)
 mod report;
+mod result;
+mod submit;
+mod view;
 mod watch;
+
+use output::Output;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +38,17 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     coordinator: String,
+    /// Output format of commands that print data: a table for people, or JSON / YAML whose
+    /// field names are stable (docs/CLI.md). `watch -o json` prints JSON Lines.
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        env = "NAT_OUTPUT",
+        value_enum,
+        default_value_t = Output::Table
+    )]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,35 +58,63 @@ enum Command {
     /// Offline commands on architectures (no coordinator needed).
     #[command(subcommand)]
     Arch(arch::ArchCommand),
+    /// Check a dataset folder before training on it (no coordinator needed).
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
     #[command(flatten)]
     Client(client::ClientCommand),
     /// List stored NAT policies (id, space, version, rewards, source job).
     Policies {
-        /// Print JSON.
-        #[arg(long)]
+        /// Same as `-o json`.
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// Print a stored policy's transformation of an architecture as a DARTS string (no training).
     Transform(policy::TransformArgs),
+    /// Print a shell completion script to stdout.
+    ///
+    /// E.g. `natctl completions bash > /etc/bash_completion.d/natctl` (docs/CLI.md).
+    Completions {
+        /// bash | zsh | fish | elvish | powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let output = cli.output;
     let result = match cli.command {
-        Command::Arch(cmd) => arch::run(cmd),
-        Command::Client(cmd) => client::run(cmd, &cli.coordinator),
+        Command::Arch(cmd) => arch::run(cmd, output),
+        Command::Dataset(cmd) => dataset::run(cmd, output),
+        Command::Client(cmd) => client::run(cmd, &cli.coordinator, output),
         // optimize (h8)
-        Command::Policies { json } => {
-            policy::run(policy::PolicyCommand::list(json), &cli.coordinator)
-        }
-        Command::Transform(a) => policy::run(policy::PolicyCommand::Transform(a), &cli.coordinator),
+        Command::Policies { json } => policy::run(
+            policy::PolicyCommand::List,
+            &cli.coordinator,
+            output.or_json(json),
+        ),
+        Command::Transform(a) => policy::run(
+            policy::PolicyCommand::Transform(a),
+            &cli.coordinator,
+            output,
+        ),
+        Command::Completions { shell } => completions(shell),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             // One clear line with the whole cause chain, never a panic.
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the completion script of `shell` to stdout.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "natctl", &mut script);
+    output::emit(&String::from_utf8_lossy(&script))?;
+    Ok(ExitCode::SUCCESS)
 }

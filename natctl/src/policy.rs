@@ -2,7 +2,6 @@
 //! the optimize part of `natctl result --json`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -10,10 +9,10 @@ use nat_proto::v1;
 use nat_proto::v1::policy_service_client::PolicyServiceClient;
 use nat_schema::result::PolicyRef;
 use serde::Serialize;
-use serde_json::{json, Value};
-use tonic::transport::Channel;
+use serde_json::Value;
 
 use crate::client::genotype_json;
+use crate::output::{render, table, Output};
 
 /// `natctl transform --policy ID ARCH`.
 #[derive(Debug, Args)]
@@ -29,8 +28,8 @@ pub struct TransformArgs {
     /// Seed of --sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Print JSON (`genotype` DARTS string, `genotype_json`, `policy`, `changed_edges`).
-    #[arg(long)]
+    /// Same as `-o json`.
+    #[arg(long, hide = true)]
     json: bool,
 }
 
@@ -38,73 +37,58 @@ pub struct TransformArgs {
 #[derive(Debug)]
 pub enum PolicyCommand {
     /// List stored policies.
-    List {
-        /// Print JSON.
-        json: bool,
-    },
+    List,
     /// Transform an architecture with a stored policy.
     Transform(TransformArgs),
 }
 
-impl PolicyCommand {
-    /// `natctl policies`.
-    pub fn list(json: bool) -> Self {
-        PolicyCommand::List { json }
-    }
+/// One stored policy (each item of `natctl policies -o json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyView {
+    id: String,
+    /// `nat` | `nat++`.
+    space: String,
+    version: u64,
+    /// The job that created it (`null` when none did).
+    source_job: Option<String>,
+    /// Rewards that moved it.
+    rewards: u64,
+    updated_at_unix_ms: i64,
+}
+
+/// `natctl transform -o json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransformView {
+    /// DARTS string of the transformed architecture.
+    genotype: String,
+    genotype_json: Value,
+    policy: Option<PolicyRef>,
+    changed_edges: Vec<String>,
 }
 
 /// Runs a policy command against the coordinator at `url`.
-pub fn run(cmd: PolicyCommand, url: &str) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PolicyCommand, url: &str, output: Output) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cmd, url))
+    rt.block_on(run_async(cmd, url, output))
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Channel::from_shared(url.to_string())
-        .map_err(|_| anyhow!("--coordinator: {url:?} is not a valid URL"))?
-        .connect_timeout(Duration::from_secs(5));
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to the coordinator at {url}"))
-}
-
-async fn run_async(cmd: PolicyCommand, url: &str) -> anyhow::Result<ExitCode> {
-    let mut client = PolicyServiceClient::new(connect(url).await?);
+async fn run_async(cmd: PolicyCommand, url: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let mut client = PolicyServiceClient::new(crate::client::connect(url).await?);
     match cmd {
-        PolicyCommand::List { json } => {
-            let policies = client
+        PolicyCommand::List => {
+            let policies: Vec<PolicyView> = client
                 .list_policies(v1::ListPoliciesRequest {})
                 .await
                 .map_err(|s| crate::client::status_error("list policies", s))?
                 .into_inner()
-                .policies;
-            if json {
-                let list: Vec<Value> = policies.iter().map(policy_json).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                println!(
-                    "{:<44} {:<6} {:>8} {:>9}  SOURCE JOB",
-                    "ID", "SPACE", "VERSION", "REWARDS"
-                );
-                for p in &policies {
-                    println!(
-                        "{:<44} {:<6} {:>8} {:>9}  {}",
-                        p.id,
-                        p.space,
-                        p.version,
-                        p.rewards_consumed,
-                        if p.source_job.is_empty() {
-                            "-"
-                        } else {
-                            &p.source_job
-                        }
-                    );
-                }
-            }
+                .policies
+                .iter()
+                .map(policy_view)
+                .collect();
+            output.print(&policies, |p| policies_table(p))?;
         }
         PolicyCommand::Transform(a) => {
             let architecture = resolve_arch(&a.arch)?;
@@ -118,33 +102,44 @@ async fn run_async(cmd: PolicyCommand, url: &str) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|s| crate::client::status_error("transform", s))?
                 .into_inner();
-            if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({
-                        "genotype": r.genotype_darts,
-                        "genotype_json": genotype_json(&r.genotype_json, "genotype_json")?,
-                        "policy": r.policy.as_ref().map(policy_ref).transpose()?,
-                        "changed_edges": r.changed_edges,
-                    }))?
-                );
-            } else {
-                println!("{}", r.genotype_darts);
-            }
+            let view = TransformView {
+                genotype: r.genotype_darts.clone(),
+                genotype_json: genotype_json(&r.genotype_json, "genotype_json")?,
+                policy: r.policy.as_ref().map(policy_ref).transpose()?,
+                changed_edges: r.changed_edges.clone(),
+            };
+            output
+                .or_json(a.json)
+                .print(&view, |v| v.genotype.clone())?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn policy_json(p: &v1::PolicyInfo) -> Value {
-    json!({
-        "id": p.id,
-        "space": p.space,
-        "version": p.version,
-        "source_job": (!p.source_job.is_empty()).then(|| p.source_job.clone()),
-        "rewards": p.rewards_consumed,
-        "updated_at_unix_ms": p.updated_at_unix_ms,
-    })
+fn policy_view(p: &v1::PolicyInfo) -> PolicyView {
+    PolicyView {
+        id: p.id.clone(),
+        space: p.space.clone(),
+        version: p.version,
+        source_job: nonempty(&p.source_job),
+        rewards: p.rewards_consumed,
+        updated_at_unix_ms: p.updated_at_unix_ms,
+    }
+}
+
+/// `natctl policies`.
+fn policies_table(policies: &[PolicyView]) -> String {
+    let mut t = table(&["ID", "SPACE", "VERSION", "REWARDS", "SOURCE JOB"]);
+    for p in policies {
+        t.add_row(vec![
+            p.id.clone(),
+            p.space.clone(),
+            p.version.to_string(),
+            p.rewards.to_string(),
+            p.source_job.clone().unwrap_or_else(|| "-".to_string()),
+        ]);
+    }
+    render(t, &[2, 3])
 }
 
 /// An existing file is read; anything else is sent as given (the coordinator parses it).
@@ -425,9 +420,9 @@ fn arch_json(a: Option<&v1::ArchitectureResult>, field: &str) -> anyhow::Result<
 /// `rewards` and `learning` {`rewards`, `policy_versions`, `curve`, `inputs`, `supernet`}. An
 /// unknown number (an interval end with one seed, a probability not recorded) is `null`. A
 /// genotype JSON text that is not JSON is an error naming the field.
-pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Vec<(&'static str, Value)>> {
+pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Option<OptimizeFields>> {
     if r.kind != v1::JobKind::Optimize as i32 {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let outcomes = r
         .optimize
@@ -436,52 +431,44 @@ pub fn optimize_json(r: &v1::GetJobResultResponse) -> anyhow::Result<Vec<(&'stat
         .map(|(i, o)| outcome_json(i, o))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let first = outcomes.first();
-    let mut fields = vec![
-        (
-            "original",
-            serde_json::to_value(first.and_then(|o| o.original.as_ref()))?,
-        ),
-        (
-            "best",
-            serde_json::to_value(first.and_then(|o| o.best.as_ref()))?,
-        ),
-        (
-            "changed_edges",
-            serde_json::to_value(first.map(|o| &o.changed_edges))?,
-        ),
-        (
-            "verdict",
-            serde_json::to_value(first.and_then(|o| o.verdict.as_ref()))?,
-        ),
-        (
-            "recommended",
-            serde_json::to_value(first.and_then(|o| o.recommended.as_ref()))?,
-        ),
-        (
-            "final",
-            serde_json::to_value(first.and_then(|o| o.final_evaluation.as_ref()))?,
-        ),
-    ];
-    if let Some(c) = first.and_then(|o| o.control.as_ref()) {
-        fields.push(("control", serde_json::to_value(c)?));
-    }
-    fields.extend([
-        ("optimize", serde_json::to_value(&outcomes)?),
-        (
-            "policy",
-            serde_json::to_value(r.policy.as_ref().map(policy_ref).transpose()?)?,
-        ),
-        ("rewards", json!(r.rewards)),
-        (
-            "learning",
-            serde_json::to_value(r.learning.as_ref().map(learning_json))?,
-        ),
-    ]);
-    Ok(fields)
+    Ok(Some(OptimizeFields {
+        original: first.and_then(|o| o.original.clone()),
+        best: first.and_then(|o| o.best.clone()),
+        changed_edges: first.map(|o| o.changed_edges.clone()),
+        verdict: first.and_then(|o| o.verdict.clone()),
+        recommended: first.and_then(|o| o.recommended.clone()),
+        final_evaluation: first.and_then(|o| o.final_evaluation.clone()),
+        control: first.and_then(|o| o.control.clone()),
+        policy: r.policy.as_ref().map(policy_ref).transpose()?,
+        rewards: r.rewards,
+        learning: r.learning.as_ref().map(learning_json),
+        optimize: outcomes,
+    }))
+}
+
+/// The optimize fields of `natctl result JOB -o json`, next to `job_id`, `kind`, `state` and
+/// `architectures` (see [`optimize_json`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct OptimizeFields {
+    original: Option<ArchJson>,
+    best: Option<ArchJson>,
+    changed_edges: Option<Vec<String>>,
+    verdict: Option<String>,
+    recommended: Option<RecommendedJson>,
+    #[serde(rename = "final")]
+    final_evaluation: Option<FinalJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<ControlJson>,
+    optimize: Vec<OutcomeJson>,
+    policy: Option<PolicyRef>,
+    rewards: u64,
+    learning: Option<LearningJson>,
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn measured(hash: &str, accuracy: f64) -> v1::ArchitectureResult {
@@ -516,11 +503,7 @@ mod tests {
             rewards: 12,
             ..Default::default()
         };
-        let fields: serde_json::Map<String, Value> = optimize_json(&r)
-            .expect("valid")
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let fields = fields(&r);
         assert_eq!(fields["original"]["accuracy"], json!(0.5));
         assert_eq!(fields["best"]["genotype"], json!("darts-b"));
         assert_eq!(fields["best"]["params"], json!(10));
@@ -531,7 +514,7 @@ mod tests {
             kind: v1::JobKind::Evaluate as i32,
             ..Default::default()
         };
-        assert!(optimize_json(&evaluate).expect("valid").is_empty());
+        assert!(optimize_json(&evaluate).expect("valid").is_none());
         // A genotype text that is not JSON is an error naming the field, not a null.
         let mut broken = r.clone();
         if let Some(b) = broken.optimize[0].best.as_mut() {
@@ -545,11 +528,10 @@ mod tests {
     }
 
     fn fields(r: &v1::GetJobResultResponse) -> serde_json::Map<String, Value> {
-        optimize_json(r)
-            .expect("valid")
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        match serde_json::to_value(optimize_json(r).expect("valid").expect("optimize")) {
+            Ok(Value::Object(m)) => m,
+            other => panic!("an object: {other:?}"),
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use nat_proto::v1;
 
+use crate::output::{render, table};
 use crate::policy::finite;
 
 /// An accuracy in [0, 1] as percent with two decimals (`–` when unknown).
@@ -103,17 +104,6 @@ pub fn verdict_lines(r: &v1::GetJobResultResponse) -> Vec<String> {
         .collect()
 }
 
-const LABEL: usize = 15;
-const COL: usize = 22;
-
-fn row(out: &mut String, label: &str, cells: &[String]) {
-    let _ = write!(out, "    {label:<LABEL$}");
-    for c in cells {
-        let _ = write!(out, "{c:>COL$}");
-    }
-    out.push('\n');
-}
-
 /// The final-evaluation table of one input: a row per seed, mean ± std, params and
 /// multiply-adds; columns original, NAT's best candidate and, when the job ran it, the control.
 fn final_table(out: &mut String, f: &v1::FinalEvaluation, control: Option<&v1::SeedAccuracies>) {
@@ -131,45 +121,28 @@ fn final_table(out: &mut String, f: &v1::FinalEvaluation, control: Option<&v1::S
         "  final evaluation: each trained from scratch on {n} seed{}, measured on the test split (accuracy in %)",
         if n == 1 { "" } else { "s" }
     );
-    row(
-        out,
-        "seed",
-        &columns.iter().map(|c| c.0.to_string()).collect::<Vec<_>>(),
-    );
+    let mut header = vec!["seed"];
+    header.extend(columns.iter().map(|c| c.0));
+    let mut t = table(&header);
+    let mut row = |label: String, cell: &dyn Fn(&v1::SeedAccuracies) -> String| {
+        let mut cells = vec![label];
+        cells.extend(columns.iter().map(|c| cell(c.1)));
+        t.add_row(cells);
+    };
     for (k, seed) in f.seeds.iter().enumerate() {
-        row(
-            out,
-            &seed.to_string(),
-            &columns
-                .iter()
-                .map(|c| c.1.accuracies.get(k).map_or("–".to_string(), |a| pct(*a)))
-                .collect::<Vec<_>>(),
-        );
+        row(seed.to_string(), &|s| {
+            s.accuracies.get(k).map_or("–".to_string(), |a| pct(*a))
+        });
     }
-    row(
-        out,
-        "mean ± std",
-        &columns
-            .iter()
-            .map(|c| format!("{} ± {}", pct(c.1.mean), pct(c.1.std)))
-            .collect::<Vec<_>>(),
-    );
-    row(
-        out,
-        "params",
-        &columns
-            .iter()
-            .map(|c| c.1.params.to_string())
-            .collect::<Vec<_>>(),
-    );
-    row(
-        out,
-        "multiply-adds",
-        &columns
-            .iter()
-            .map(|c| c.1.madds.to_string())
-            .collect::<Vec<_>>(),
-    );
+    row("mean ± std".to_string(), &|s| {
+        format!("{} ± {}", pct(s.mean), pct(s.std))
+    });
+    row("params".to_string(), &|s| s.params.to_string());
+    row("multiply-adds".to_string(), &|s| s.madds.to_string());
+    let right: Vec<usize> = (1..=columns.len()).collect();
+    for line in render(t, &right).lines() {
+        let _ = writeln!(out, "    {line}");
+    }
     if let Some(d) = &f.paired_difference {
         let _ = writeln!(
             out,
@@ -460,7 +433,7 @@ mod tests {
     #[test]
     fn the_answer_shows_verdict_recommendation_seeds_and_learning() {
         let r = example::result(&[101, 102, 103], true);
-        let text = crate::client::result_text(&r);
+        let text = crate::result::result_text(&r);
         println!("{text}");
         for expected in [
             "job 6f1e0000-0000-0000-0000-000000000001 (optimize) succeeded",
@@ -468,11 +441,11 @@ mod tests {
             "  recommended: the original, because the best is less accurate on 3 seeds (-1.03 points, 95 % interval [-1.55, -0.52] points)\n",
             "  recommended architecture: Genotype(",
             "  final evaluation: each trained from scratch on 3 seeds, measured on the test split (accuracy in %)",
-            "    seed                         original  NAT's best candidate        random control\n",
-            "    101                             91.20                 90.10                 91.00\n",
-            "    mean ± std               91.17 ± 0.65          90.13 ± 0.45          91.07 ± 0.40\n",
-            "    params                        3349342               3160000               3200000\n",
-            "    multiply-adds               532665460             498000000             510000000\n",
+            "    seed               original  NAT's best candidate  random control\n",
+            "    101                   91.20                 90.10           91.00\n",
+            "    mean ± std     91.17 ± 0.65          90.13 ± 0.45    91.07 ± 0.40\n",
+            "    params              3349342               3160000         3200000\n",
+            "    multiply-adds     532665460             498000000       510000000\n",
             "  paired difference, best − original: -1.03 points, 95 % interval [-1.55, -0.52] (paired_t)\n",
             "  random control (derive from K uniform samples): verdict no_difference\n",
             "    control − original: -0.10 points, 95 % interval [",
@@ -495,7 +468,7 @@ mod tests {
         if let Some(l) = r.learning.as_mut() {
             l.inputs[0].identity_probability_first = f64::NAN;
         }
-        let text = crate::client::result_text(&r);
+        let text = crate::result::result_text(&r);
         assert!(
             text.contains(
                 "  paired difference, best − original: -1.10 points, no 95 % interval (one seed) (paired_t)"

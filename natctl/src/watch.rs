@@ -34,6 +34,8 @@ use nat_proto::v1::job_service_client::JobServiceClient;
 use tonic::transport::Channel;
 
 use crate::client::{get_job, state_name, status_error};
+use crate::output::{emit, Output};
+use crate::view::EventView;
 
 /// What the watch has learned about the job so far.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -278,12 +280,16 @@ impl Bars {
     }
 }
 
-/// Follows job `id` until it ends. `plain` forces the one-line-per-event view on a terminal.
+/// Follows job `id` until it ends. `plain` forces the one-line-per-event view on a terminal;
+/// `-o json` prints each event as one JSON object a line (JSON Lines, `crate::view::EventView`),
+/// `-o yaml` as one YAML document, and nothing else on stdout.
 pub async fn watch(
     jobs: &mut JobServiceClient<Channel>,
     id: &str,
     plain: bool,
+    output: Output,
 ) -> anyhow::Result<ExitCode> {
+    let data = output != Output::Table;
     let job = get_job(jobs, id).await?;
     let mut stream = jobs
         .watch_job(v1::WatchJobRequest {
@@ -293,7 +299,7 @@ pub async fn watch(
         .await
         .map_err(|s| status_error("watch", s))?
         .into_inner();
-    let bars = (!plain && std::io::stdout().is_terminal()).then(|| Bars::new(&job));
+    let bars = (!plain && !data && std::io::stdout().is_terminal()).then(|| Bars::new(&job));
     let mut summary = Summary {
         tasks_total: job.tasks_total,
         state: job.state,
@@ -311,9 +317,14 @@ pub async fn watch(
         }
         match &bars {
             Some(b) => b.show(&ev, &summary),
+            None if data => {
+                if let Some(view) = EventView::of(&ev) {
+                    output.print_item(&view, |_| None)?;
+                }
+            }
             None => {
                 if let Some(text) = line(&ev) {
-                    println!("{text}");
+                    emit(&format!("{text}\n"))?;
                 }
             }
         }
@@ -330,7 +341,9 @@ pub async fn watch(
         summary.reason = j.error;
     }
     let succeeded = v1::JobState::try_from(summary.state) == Ok(v1::JobState::Succeeded);
-    if succeeded && v1::JobKind::try_from(job.kind) == Ok(v1::JobKind::Optimize) {
+    // With -o json|yaml only events go to stdout: the end state is in the last one and in the
+    // exit code.
+    if !data && succeeded && v1::JobKind::try_from(job.kind) == Ok(v1::JobKind::Optimize) {
         let result = jobs
             .get_job_result(v1::GetJobResultRequest {
                 job_id: id.to_string(),
@@ -339,10 +352,12 @@ pub async fn watch(
             .map_err(|s| status_error("result", s))?
             .into_inner();
         for l in crate::report::verdict_lines(&result) {
-            println!("{l}");
+            emit(&format!("{l}\n"))?;
         }
     }
-    println!("job {} {}", id, state_name(summary.state));
+    if !data {
+        emit(&format!("job {} {}\n", id, state_name(summary.state)))?;
+    }
     if succeeded {
         return Ok(ExitCode::SUCCESS);
     }

@@ -10,6 +10,7 @@ fn natctl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_natctl"))
         .args(args)
         .env_remove("NAT_COORDINATOR")
+        .env_remove("NAT_OUTPUT")
         .output()
         .expect("run natctl")
 }
@@ -455,7 +456,11 @@ fn cost_matches_the_library_and_checks_inputs() {
     ]);
     let spec = NetworkSpec::for_dataset(nat_arch::Dataset::Digits, 16, 8);
     let e = network_cost(&presets::get("enas").expect("preset").genotype(), &spec).expect("cost");
-    assert!(text.contains(&format!("params {} ", e.params())), "{text}");
+    let params = text
+        .lines()
+        .find(|l| l.starts_with("params "))
+        .and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(params, Some(e.params().to_string().as_str()), "{text}");
     assert!(text.contains("input 1x8x8"), "{text}");
     let err = fails(&["arch", "cost", "darts-v2", "--channels", "15"]);
     assert!(err.contains("channels = 15: must be even"), "{err}");

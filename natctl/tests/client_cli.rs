@@ -1,116 +1,16 @@
 //! natctl against a real coordinator (in-process, port 0, SQLite) over gRPC.
 
-use std::process::{Command, Output};
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use nat_coordinator::{Config, Coordinator, SystemClock};
+use common::{drain_tasks, natctl, start, stdout};
 use nat_proto::v1;
 use nat_proto::v1::worker_service_client::WorkerServiceClient;
 
-const NATCTL: &str = env!("CARGO_BIN_EXE_natctl");
-
-struct Server {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start() -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite:{}", dir.path().join("nat.db").display());
-    let store = nat_store::connect(&url).await.expect("store");
-    let c = Coordinator::new(store, Arc::new(SystemClock), Config::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(nat_coordinator::serve(c, listener, None, async move {
-        let _ = rx.await;
-    }));
-    Server {
-        url: format!("http://{addr}"),
-        stop: Some(tx),
-        _dir: dir,
-    }
-}
-
-async fn natctl(url: &str, args: &[&str]) -> Output {
-    let url = url.to_string();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(NATCTL)
-            .args(&args)
-            .env("NAT_COORDINATOR", url)
-            .output()
-            .expect("run natctl")
-    })
-    .await
-    .expect("join")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Leases and reports every task of the coordinator, with accuracy 0.5 + index/100.
-async fn drain_tasks(url: &str, n: usize) {
-    let mut w = WorkerServiceClient::connect(url.to_string())
-        .await
-        .expect("connect");
-    let id = w
-        .register_worker(v1::RegisterWorkerRequest {
-            name: "sim".into(),
-            capabilities: Some(v1::WorkerCapabilities {
-                devices: vec![],
-                cpu_cores: 1,
-                slots: 1,
-                version: "test".into(),
-                hostname: "h".into(),
-                datasets: vec![],
-            }),
-        })
-        .await
-        .expect("register")
-        .into_inner()
-        .worker_id;
-    for i in 0..n {
-        let task = w
-            .lease_task(v1::LeaseTaskRequest {
-                worker_id: id.clone(),
-                wait_ms: 2000,
-                device: None,
-                slot: 0,
-            })
-            .await
-            .expect("lease")
-            .into_inner()
-            .task
-            .expect("task");
-        w.report_result(v1::ReportResultRequest {
-            worker_id: id.clone(),
-            task_id: task.task_id.clone(),
-            lease_token: task.lease_token,
-            outcome: Some(v1::report_result_request::Outcome::TrainEval(
-                v1::TrainEvalResult {
-                    accuracy: 0.5 + i as f64 / 100.0,
-                    loss: 1.0,
-                    params: 1000 + i as u64,
-                    madds: 20_000,
-                    wall_seconds: 0.1,
-                    images_per_second: 100.0,
-                },
-            )),
-        })
-        .await
-        .expect("report");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_watch_result_from_a_job_file() {
-    let mut server = start().await;
+    let server = start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let genotype = dir.path().join("g.json");
     std::fs::write(
@@ -168,10 +68,6 @@ async fn submit_watch_result_from_a_job_file() {
     }
     let table = natctl(&server.url, &["result", &job_id]).await;
     assert!(stdout(&table).contains("succeeded"));
-
-    if let Some(tx) = server.stop.take() {
-        let _ = tx.send(());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,6 +192,7 @@ async fn work_until_final(url: &str, job_id: &str) -> usize {
                 version: "test".into(),
                 hostname: "h".into(),
                 datasets: vec![],
+                ..Default::default()
             }),
         })
         .await
@@ -363,7 +260,7 @@ async fn work_until_final(url: &str, job_id: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_an_optimize_job_line_by_line() {
-    let mut server = start().await;
+    let server = start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let job_file = dir.path().join("optimize.yaml");
     std::fs::write(
@@ -479,8 +376,4 @@ async fn watch_an_optimize_job_line_by_line() {
     );
     let err = String::from_utf8_lossy(&watch.stderr);
     assert!(err.contains(&format!("job {id} ended cancelled")), "{err}");
-
-    if let Some(tx) = server.stop.take() {
-        let _ = tx.send(());
-    }
 }

@@ -111,8 +111,8 @@ fn deploy_files_use_only_catalogued_metrics() {
         used.extend(names);
     }
 
-    let rules: serde_yaml::Value =
-        serde_yaml::from_str(&read("prometheus/alerts.yml")).expect("alerts are YAML");
+    let rules: yaml_serde::Value =
+        yaml_serde::from_str(&read("prometheus/alerts.yml")).expect("alerts are YAML");
     let groups = rules["groups"].as_sequence().expect("groups");
     let mut alerts = 0;
     for group in groups {
@@ -137,8 +137,8 @@ fn deploy_files_use_only_catalogued_metrics() {
 
 #[test]
 fn scrape_config_names_both_binaries() {
-    let config: serde_yaml::Value =
-        serde_yaml::from_str(&read("prometheus/prometheus.yml")).expect("prometheus.yml is YAML");
+    let config: yaml_serde::Value =
+        yaml_serde::from_str(&read("prometheus/prometheus.yml")).expect("prometheus.yml is YAML");
     let jobs: Vec<&str> = config["scrape_configs"]
         .as_sequence()
         .expect("scrape_configs")
@@ -147,8 +147,8 @@ fn scrape_config_names_both_binaries() {
         .collect();
     assert_eq!(jobs, ["nat-coordinator", "nat-worker"]);
     assert_eq!(config["rule_files"][0], "alerts.yml");
-    let workers: serde_yaml::Value =
-        serde_yaml::from_str(&read("prometheus/file_sd/workers.yml")).expect("file_sd YAML");
+    let workers: yaml_serde::Value =
+        yaml_serde::from_str(&read("prometheus/file_sd/workers.yml")).expect("file_sd YAML");
     assert!(workers[0]["targets"]
         .as_sequence()
         .is_some_and(|t| !t.is_empty()));
