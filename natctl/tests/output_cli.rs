@@ -489,3 +489,74 @@ fn completions_generate_for_bash_zsh_and_fish() {
         .expect("run natctl");
     assert!(!out.status.success());
 }
+
+/// A job on a dataset no worker has stays queued, and `natctl status` says why, in the table and
+/// in JSON; the shape given with `--channels/--image-size/--classes` is the job's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_says_why_a_job_waits_for_its_dataset() {
+    let server = start().await;
+    let url = server.url.as_str();
+    // A worker that has only the digits (an empty list would mean "any dataset").
+    let (_worker, _id) = common::register(
+        url,
+        v1::WorkerCapabilities {
+            datasets: vec!["digits".into()],
+            ..common::cpu_worker()
+        },
+    )
+    .await;
+    let job = json(
+        url,
+        &[
+            "submit",
+            "--arch",
+            "darts-v2",
+            "--dataset",
+            "my-cats",
+            "--channels",
+            "3",
+            "--image-size",
+            "32",
+            "--classes",
+            "2",
+            "--budget",
+            "smoke",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let id = job["job_id"].as_str().expect("job_id").to_string();
+    let status = json(url, &["status", &id, "-o", "json"]).await;
+    assert_eq!(status["state"], "queued");
+    assert_eq!(
+        status["dataset_shape"],
+        serde_json::json!({"channels": 3, "image_size": 32, "classes": 2})
+    );
+    let reason = status["waiting_reason"].as_str().expect("a waiting reason");
+    assert!(
+        reason.contains("no registered worker has dataset \"my-cats\""),
+        "{reason}"
+    );
+    let table = stdout(&natctl(url, &["status", &id]).await);
+    assert!(
+        table.contains("waiting") && table.contains("my-cats"),
+        "{table}"
+    );
+    // A partial shape names the missing field.
+    let out = natctl(
+        url,
+        &[
+            "submit",
+            "--arch",
+            "darts-v2",
+            "--dataset",
+            "my-cats",
+            "--channels",
+            "3",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("image_size"), "{}", stderr(&out));
+}
