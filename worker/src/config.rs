@@ -159,7 +159,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "NAT_DEVICES", default_value = "auto")]
     pub devices: String,
 
-    /// Folder holding the datasets (`digits/`, `mnist/`, `fashion-mnist/`, `cifar10/`).
+    /// Folder holding the datasets: the built-in `digits/`, `mnist/`, `fashion-mnist/`,
+    /// `cifar10/`, and any image folder or packed dataset (docs/DATASETS.md).
     /// Default: $NAT_DATA_DIR, else ~/.cache/nat-orchestrator/data.
     #[arg(long, env = "NAT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,

@@ -255,8 +255,12 @@ fn log_unreachable(what: &str, status: &Status, attempts: u32, delay: Duration) 
     }
 }
 
-/// Capabilities sent at registration.
-pub fn capabilities(config: &WorkerConfig, datasets: Vec<String>) -> v1::WorkerCapabilities {
+/// Capabilities sent at registration: devices, cores, slots and the datasets found under the
+/// data dir (names and, in `dataset_infos`, shapes and sizes).
+pub fn capabilities(
+    config: &WorkerConfig,
+    datasets: &[nat_data::DatasetInfo],
+) -> v1::WorkerCapabilities {
     let gpus = crate::system::gpu_info();
     let devices = config
         .slots
@@ -287,7 +291,11 @@ pub fn capabilities(config: &WorkerConfig, datasets: Vec<String>) -> v1::WorkerC
         slots: u32::try_from(config.slots.len()).unwrap_or(u32::MAX),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         hostname: crate::system::hostname().unwrap_or_default(),
-        datasets,
+        datasets: datasets.iter().map(|d| d.name.clone()).collect(),
+        dataset_infos: datasets
+            .iter()
+            .map(crate::runner::dataset_info_to_proto)
+            .collect(),
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use nat_arch::{Dataset, Genotype, OpSet};
+use nat_arch::{DatasetShape, Genotype, OpSet};
 use nat_proto::v1;
 use nat_train::{
     Budget, CheckpointConfig, DatasetSplits, EvalSplit, SupernetSession, SupernetSettings,
@@ -30,7 +30,7 @@ use crate::slot::{Progress, TaskContext, TaskRunner};
 /// it: nat-train holds out a dataset's test part with its own fixed seed.)
 pub const SPLIT_SEED: u64 = 0x4E41_5453;
 
-/// At most this many (dataset, validation fraction) splits stay loaded per slot.
+/// At most this many (dataset name, validation fraction) splits stay loaded per slot.
 const MAX_CACHED_DATASETS: usize = 4;
 /// At most this many supernet sessions stay in memory per slot.
 const MAX_SUPERNETS: usize = 2;
@@ -76,7 +76,7 @@ pub struct RunnerConfig {
     pub checkpoint_dir: PathBuf,
 }
 
-type DatasetKey = (Dataset, u64);
+type DatasetKey = (String, u64);
 
 /// Runs `train_eval` and `supernet` tasks with libtorch on one device.
 pub struct TorchRunner {
@@ -113,34 +113,32 @@ impl TorchRunner {
         })
     }
 
+    /// The splits of the dataset `name` (any dataset under the data dir), loaded once per slot.
+    /// `field` names the task's dataset field in errors.
     fn dataset(
         &mut self,
         field: &str,
         name: &str,
         validation_fraction: f64,
     ) -> Result<Rc<DatasetSplits>, Outcome> {
-        let dataset = Dataset::from_name(name).ok_or_else(|| {
-            let known: Vec<&str> = Dataset::ALL.iter().map(|d| d.name()).collect();
-            Outcome::rejected(format!(
-                "{field}: unknown dataset `{name}` (expected one of {})",
-                known.join(", ")
-            ))
-        })?;
-        let key = (dataset, validation_fraction.to_bits());
+        if let Err(error) = nat_data::validate_name(name) {
+            return Err(Outcome::rejected(format!("{field}: {error}")));
+        }
+        let key = (name.to_owned(), validation_fraction.to_bits());
         if let Some(splits) = self.datasets.get(&key) {
             return Ok(splits.clone());
         }
         let started = std::time::Instant::now();
-        let splits = nat_train::load_dataset(
+        let splits = nat_train::load_named_dataset(
             &self.config.data_dir,
-            dataset,
+            name,
             self.device,
             validation_fraction,
             SPLIT_SEED,
         )
         .map_err(|error| Outcome::from_train_error(field, TrainError::from(error)))?;
         tracing::info!(
-            dataset = %dataset,
+            dataset = name,
             device = %self.config.device,
             train = splits.train.len(),
             validation = splits.validation.len(),
@@ -153,7 +151,7 @@ impl TorchRunner {
             let oldest = self.dataset_order.remove(0);
             self.datasets.remove(&oldest);
         }
-        self.dataset_order.push(key);
+        self.dataset_order.push(key.clone());
         self.datasets.insert(key, splits.clone());
         Ok(splits)
     }
@@ -188,6 +186,13 @@ impl TorchRunner {
             Ok(data) => data,
             Err(outcome) => return outcome,
         };
+        if let Err(reason) = check_shape(
+            "train_eval.dataset_shape",
+            payload.dataset_shape.as_ref(),
+            &data,
+        ) {
+            return Outcome::rejected(reason);
+        }
         let spec = TrainSpec {
             genotype: &genotype,
             budget: &budget,
@@ -314,6 +319,13 @@ impl TorchRunner {
             Ok(data) => data,
             Err(outcome) => return outcome,
         };
+        if let Err(reason) = check_shape(
+            "supernet.dataset_shape",
+            payload.dataset_shape.as_ref(),
+            &data,
+        ) {
+            return Outcome::rejected(reason);
+        }
         let key = format!(
             "{}|{}|{:?}|{num_nodes}|{}",
             payload.supernet_key,
@@ -494,13 +506,58 @@ pub fn checkpoint_path(checkpoint_dir: &Path, key: &str) -> Result<PathBuf, Stri
     }
 }
 
-/// The dataset folders present under `data_dir` (reported to the coordinator at registration).
-pub fn datasets_present(data_dir: &Path) -> Vec<String> {
-    Dataset::ALL
-        .iter()
-        .filter(|dataset| nat_train::data::dataset_dir(data_dir, **dataset).is_dir())
-        .map(|dataset| dataset.name().to_owned())
-        .collect()
+/// Checks a task's `dataset_shape` against the dataset as this worker's files show it. An unset
+/// (or all-zero) shape means "the dataset's own"; the network is built from the files' shape.
+pub fn check_shape(
+    field: &str,
+    task_shape: Option<&v1::DatasetShape>,
+    data: &DatasetSplits,
+) -> Result<(), String> {
+    let Some(wanted) = task_shape.filter(|s| **s != v1::DatasetShape::default()) else {
+        return Ok(());
+    };
+    let wanted = DatasetShape {
+        channels: wanted.channels,
+        image_size: wanted.image_size,
+        classes: wanted.classes,
+    };
+    if wanted == data.shape {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: the task expects {wanted}, but dataset {} on this worker is {}",
+            data.name, data.shape
+        ))
+    }
+}
+
+/// The datasets under `data_dir` with their shapes and sizes (reported to the coordinator at
+/// registration). Folders that are not usable datasets are logged and left out.
+pub fn datasets_present(data_dir: &Path) -> Vec<nat_data::DatasetInfo> {
+    let listing = nat_data::list(data_dir);
+    for unusable in &listing.unusable {
+        tracing::warn!(
+            path = %unusable.path.display(),
+            reason = %unusable.reason,
+            "not reporting a folder of the data dir as a dataset"
+        );
+    }
+    listing.datasets
+}
+
+/// The wire form of a dataset's info.
+pub fn dataset_info_to_proto(info: &nat_data::DatasetInfo) -> v1::DatasetInfo {
+    v1::DatasetInfo {
+        name: info.name.clone(),
+        shape: Some(v1::DatasetShape {
+            channels: info.shape.channels,
+            image_size: info.shape.image_size,
+            classes: info.shape.classes,
+        }),
+        train_examples: info.train_examples,
+        test_examples: info.test_examples,
+        format: info.format.name().to_owned(),
+    }
 }
 
 #[cfg(test)]

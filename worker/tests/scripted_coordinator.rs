@@ -208,8 +208,22 @@ fn train_task(
             checkpointed: false,
             checkpoint_key: String::new(),
             split: v1::EvalSplit::Validation as i32,
+            // What the coordinator sends: a built-in dataset's shape (unset for other names).
+            dataset_shape: builtin_shape(dataset),
         })),
     }
+}
+
+/// The wire shape of a built-in dataset.
+fn builtin_shape(name: &str) -> Option<v1::DatasetShape> {
+    nat_arch::Dataset::from_name(name).map(|dataset| {
+        let shape = dataset.shape();
+        v1::DatasetShape {
+            channels: shape.channels,
+            image_size: shape.image_size,
+            classes: shape.classes,
+        }
+    })
 }
 
 /// `task` (a `train_eval` task) evaluated on the split `split` (a raw `EvalSplit` value).
@@ -262,6 +276,16 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
             "imagenet",
             budget(1, 64),
         ));
+        let mut wrong_shape =
+            train_task("bad-shape", &small_genotype_json(), "digits", budget(1, 64));
+        if let Some(v1::task::Payload::TrainEval(payload)) = &mut wrong_shape.payload {
+            payload.dataset_shape = Some(v1::DatasetShape {
+                channels: 3,
+                image_size: 32,
+                classes: 10,
+            });
+        }
+        s.tasks.push_back(wrong_shape);
         s.tasks.push_back(train_task(
             "no-files",
             &small_genotype_json(),
@@ -316,8 +340,8 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
         &["--data-dir", data.to_str().unwrap()],
     );
 
-    wait_until(Duration::from_secs(120), "nine results", || {
-        scripted.with(|s| s.results.len() >= 9)
+    wait_until(Duration::from_secs(120), "ten results", || {
+        scripted.with(|s| s.results.len() >= 10)
     })
     .await;
     assert!(worker.is_running(), "the worker must survive bad tasks");
@@ -335,6 +359,14 @@ async fn bad_payloads_fail_as_tasks_and_the_worker_keeps_serving() {
         let (reason, retryable) = failure(s, "bad-dataset");
         assert!(
             reason.contains("train_eval.dataset") && reason.contains("imagenet"),
+            "{reason}"
+        );
+        assert!(!retryable);
+        let (reason, retryable) = failure(s, "bad-shape");
+        assert!(
+            reason.contains("train_eval.dataset_shape")
+                && reason.contains("3x32x32")
+                && reason.contains("1x8x8"),
             "{reason}"
         );
         assert!(!retryable);
@@ -572,6 +604,7 @@ async fn supernet_tasks_score_every_pair() {
                 settings: Some(settings),
                 seed: 3,
                 supernet_key: "job-1".to_owned(),
+                dataset_shape: builtin_shape("digits"),
             })),
             ..train_task(id, "", "digits", budget(1, 64))
         };
