@@ -7,12 +7,14 @@
 //! - [`slot`]: one OS thread per task slot, owning its runner; panics become failed outcomes.
 //! - [`runner`]: the libtorch runner of a slot (proto task → `nat-train` call → outcome).
 //! - [`backoff`]: capped exponential backoff with jitter.
+//! - [`doctor`]: `nat-worker doctor` — the libtorch, CUDA runtime, driver and devices it finds.
 //! - [`system`]: host name, CPU and GPU facts for registration.
 //! - [`telemetry`]: log set-up.
 
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod runner;
 pub mod slot;
 pub mod system;

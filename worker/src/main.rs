@@ -14,6 +14,12 @@ use nat_worker::{daemon, system, telemetry};
 const EX_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "doctor")
+    {
+        return nat_worker::doctor::main();
+    }
     let args = WorkerArgs::parse();
     if let Err(error) = telemetry::init(args.log_format) {
         eprintln!("nat-worker: cannot set up logging: {error}");
@@ -53,7 +59,19 @@ fn serve(config: nat_worker::config::WorkerConfig) -> anyhow::Result<()> {
             telemetry::serve_metrics(address).await?;
         }
         let signals = daemon::shutdown_signals()?;
-        let capabilities = daemon::capabilities(&config, datasets_present(&config.data_dir));
+        let data_dir = config.data_dir.clone();
+        let datasets = tokio::task::spawn_blocking(move || datasets_present(&data_dir)).await?;
+        for dataset in &datasets {
+            tracing::info!(
+                dataset = %dataset.name,
+                shape = %dataset.shape,
+                format = %dataset.format,
+                train = dataset.train_examples,
+                test = dataset.test_examples,
+                "dataset found"
+            );
+        }
+        let capabilities = daemon::capabilities(&config, &datasets);
         let data_dir = config.data_dir.clone();
         let checkpoint_dir = config.checkpoint_dir.clone();
         let make_runner = move |_slot: usize, device| {
