@@ -30,6 +30,11 @@ help:
 	@echo "make data    - fetch the datasets the registries offer into $(NAT_DATA_DIR)"
 	@echo "make lint    - cargo fmt --check and clippy -D warnings"
 	@echo "make fuzz    - run the architecture parsers' fuzz targets for a bounded time"
+	@echo "make install PREFIX=DIR - binaries + libtorch into DIR/{bin,lib/nat-orchestrator} (relocatable worker)"
+	@echo "make check-deploy    - yamllint, kubernetes-validate, hadolint, compose parse of deploy/"
+	@echo "make test-containers - build both images, run a digits job in containers (podman)"
+	@echo "make test-compose    - the same through deploy/compose.yaml (podman-compose)"
+	@echo "make test-kube       - the same from deploy/k8s/overlays/cpu with podman kube play"
 	@echo "make results - regenerate docs/RESULTS.md: original vs random vs NAT cells on Fashion-MNIST (PostgreSQL, 3 workers; 30-45 min on 2 cores)"
 
 demo:
@@ -60,7 +65,28 @@ unit: setup data postgres
 fuzz:
 	scripts/fuzz-arch.sh $(FUZZ_SECONDS)
 
-test: lint unit fuzz
+test: lint unit fuzz check-deploy test-install
+
+# ---- deployment (deploy/README.md) -------------------------------------------------------------
+PREFIX ?= /usr/local
+.PHONY: install check-deploy test-install test-containers test-compose test-kube
+install: build
+	scripts/install.sh "$(PREFIX)"
+
+check-deploy:
+	scripts/k8s-validate.sh
+
+test-install:
+	scripts/install-test.sh
+
+test-containers:
+	scripts/container-test.sh
+
+test-compose:
+	scripts/compose-test.sh
+
+test-kube:
+	scripts/k8s-kube-play-test.sh
 
 .PHONY: results
 results:
