@@ -491,22 +491,7 @@ impl SupernetBudget {
 
     /// The wire form (`op_set` named, `num_nodes` 0: the job's cells decide it).
     pub fn to_proto(&self, op_set: &str) -> v1::SupernetSettings {
-        v1::SupernetSettings {
-            init_channels: self.init_channels,
-            layers: self.layers,
-            batch_size: self.batch_size,
-            train_steps_between_pairs: self.train_steps_between_pairs,
-            learning_rate: self.learning_rate,
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            grad_clip: self.grad_clip,
-            max_train_examples: self.max_train_examples,
-            validation_fraction: self.validation_fraction,
-            eval_batches: self.eval_batches,
-            max_wall_seconds: self.max_wall_seconds,
-            op_set: op_set.to_string(),
-            num_nodes: 0,
-        }
+        self.task_settings(op_set, 0).to_proto()
     }
 
     /// The settings a `supernet` task carries: these, for the supernet of `op_set` (serde
