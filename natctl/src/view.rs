@@ -43,8 +43,7 @@ pub struct JobView {
     /// Why the job failed (`null` when it did not).
     pub error: Option<String>,
     pub requirements: Option<RequirementsView>,
-    /// The optimize settings (`null` for other kinds, and while the coordinator does not
-    /// report them).
+    /// An optimize job's resolved settings (`null` for other kinds).
     pub optimize: Option<OptimizeView>,
 }
 

@@ -185,5 +185,30 @@ async fn every_example_is_accepted_as_written() {
         if let Some(seed) = want["seed"].as_u64() {
             assert_eq!(stored["seed"].as_u64(), Some(seed), "{path}");
         }
+        // An optimize example's settings are the job's (the coordinator reports them resolved).
+        if let Some(settings) = want["optimize"].as_object() {
+            let got = &stored["optimize"];
+            assert!(got.is_object(), "{path}: no optimize settings in {stored}");
+            for key in [
+                "space",
+                "reward",
+                "iterations",
+                "samples_per_iteration",
+                "derive_samples",
+                "final_seeds",
+                "max_cost_ratio",
+                "control",
+            ] {
+                if let Some(value) = settings.get(key) {
+                    let same = match (value.as_f64(), got[key].as_f64()) {
+                        (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+                        _ => got[key] == *value,
+                    };
+                    assert!(same, "{path}: optimize.{key} is {} not {value}", got[key]);
+                }
+            }
+        } else {
+            assert!(stored["optimize"].is_null(), "{path}");
+        }
     }
 }
