@@ -21,7 +21,8 @@ struct Cli {
     /// HTTP listen address (/healthz).
     #[arg(long, env = "NAT_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     http_listen: SocketAddr,
-    /// Database URL: postgres://… or sqlite:PATH. Default: a SQLite file in --data-dir.
+    /// Database URL: postgres://… or sqlite:PATH. Default: a SQLite file in --data-dir. A SQLite
+    /// database serves one coordinator: a second one on the same file exits at start.
     #[arg(long, env = "NAT_DATABASE_URL")]
     database_url: Option<String>,
     /// PostgreSQL connection pool size (1..=1000; default 32). Ignored for SQLite.
@@ -99,6 +100,8 @@ async fn main() -> anyhow::Result<()> {
         Some(n) => nat_coordinator::with_max_connections(&database_url, n),
         None => database_url,
     };
+    // Held until the process exits: a second coordinator on the same SQLite file is refused.
+    let _sqlite_lock = lock_sqlite(&database_url)?;
     // Open the store (and run its migrations) before listening, so that the listening line
     // means "ready".
     let store = nat_store::connect(&database_url)
@@ -122,6 +125,39 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("coordinator failed")?;
     Ok(())
+}
+
+/// Takes an exclusive OS lock (`flock`) on the SQLite database file of `database_url`, so that
+/// exactly one coordinator uses it; the lock goes with the returned file, i.e. when the process
+/// exits, however it exits. `None` for PostgreSQL, where several coordinators may share a
+/// database.
+fn lock_sqlite(database_url: &str) -> anyhow::Result<Option<std::fs::File>> {
+    let Some(path) = nat_store::sqlite_file(database_url) else {
+        return Ok(None);
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the directory {}", parent.display()))?;
+    }
+    // An empty file is a valid new SQLite database, so creating it here is harmless.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
+    match fs4::FileExt::try_lock(&file) {
+        Ok(()) => Ok(Some(file)),
+        Err(fs4::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "the SQLite database {} is held by another coordinator; SQLite allows one \
+             coordinator per database (to run several, use PostgreSQL, once leader election lands)",
+            path.display()
+        )),
+        Err(fs4::TryLockError::Error(err)) => {
+            Err(err).with_context(|| format!("cannot lock the SQLite database {}", path.display()))
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -136,6 +136,57 @@ async fn starts_with_no_flags_on_sqlite_and_stops_on_sigterm() {
     assert!(status.success(), "graceful exit, got {status:?}");
 }
 
+/// A SQLite database serves one coordinator: a second one on the same file exits at start
+/// with one line naming the file; once the first has stopped, a new one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_coordinator_on_one_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("shared.db");
+    let url = format!("sqlite:{}", db.display());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--database-url",
+        url.as_str(),
+    ];
+    let mut first = spawn(&args, &[], dir.path());
+
+    let second = Command::new(BIN)
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("NAT_DATABASE_URL")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run a second nat-coordinator");
+    assert!(!second.status.success(), "the second coordinator started");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("Error:"))
+        .unwrap_or_else(|| panic!("no error line in {stderr:?}"));
+    assert!(line.contains(&db.display().to_string()), "{line}");
+    assert!(line.contains("held by another coordinator"), "{line}");
+    assert!(line.contains("PostgreSQL"), "{line}");
+    assert!(
+        second.stdout.is_empty(),
+        "the second coordinator listened: {:?}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+
+    // The first still serves (the refusal did not disturb it), then stops.
+    let reply = http_get(&first.http, "/healthz").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    sigterm(&first.child);
+    assert!(wait_exit(&mut first.child, Duration::from_secs(20)).success());
+    let mut third = spawn(&args, &[], dir.path());
+    let reply = http_get(&third.http, "/healthz").await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    sigterm(&third.child);
+    assert!(wait_exit(&mut third.child, Duration::from_secs(20)).success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_serving_and_reflection_lists_both_services() {
     let db = TestDb::new(common::Backend::Sqlite).await;

@@ -130,6 +130,16 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
 }
 
+/// The database file named by a SQLite `url` (as [`connect`] reads it); `None` for PostgreSQL
+/// and for a URL that [`connect`] refuses.
+pub fn sqlite_file(url: &str) -> Option<&Path> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return None;
+    }
+    sqlite_path(url).ok().map(Path::new)
+}
+
 /// Extracts the file path of a SQLite URL (or bare path).
 fn sqlite_path(url: &str) -> Result<&str> {
     let path = if let Some(rest) = url.strip_prefix("sqlite://") {
