@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use nat_proto::v1;
 use nat_proto::v1::job_service_client::JobServiceClient;
@@ -83,15 +83,33 @@ pub fn run(cmd: ClientCommand, coordinator: &str, output: Output) -> anyhow::Res
     rt.block_on(run_async(cmd, coordinator, output))
 }
 
-/// A channel to the coordinator at `url`.
-pub(crate) async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Channel::from_shared(url.to_string())
-        .map_err(|_| anyhow!("--coordinator: {url:?} is not a valid URL"))?
-        .connect_timeout(Duration::from_secs(5));
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to the coordinator at {url}"))
+/// A channel to the first coordinator of `urls` (one URL or several, comma-separated: the
+/// `--coordinator` flag) that accepts a connection, tried in order.
+pub(crate) async fn connect(urls: &str) -> anyhow::Result<Channel> {
+    let mut endpoints = Vec::new();
+    for url in urls.split(',').map(str::trim) {
+        if url.is_empty() {
+            bail!("--coordinator: {urls:?} has an empty URL in its comma-separated list");
+        }
+        let endpoint = Channel::from_shared(url.to_string())
+            .map_err(|_| anyhow!("--coordinator: {url:?} is not a valid URL"))?
+            .connect_timeout(Duration::from_secs(5));
+        endpoints.push((url, endpoint));
+    }
+    if let [(url, endpoint)] = endpoints.as_slice() {
+        return endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to the coordinator at {url}"));
+    }
+    let mut failures = Vec::new();
+    for (url, endpoint) in endpoints {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(err) => failures.push(format!("{url} ({:#})", anyhow::Error::new(err))),
+        }
+    }
+    bail!("cannot connect to any coordinator: {}", failures.join("; "))
 }
 
 /// A gRPC status as one readable line, with the code's canonical name (`NOT_FOUND`).

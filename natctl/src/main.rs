@@ -30,7 +30,8 @@ use output::Output;
     about = "Command-line client for nat-orchestrator"
 )]
 struct Cli {
-    /// Coordinator gRPC URL (commands other than `arch`).
+    /// Coordinator gRPC URL (commands other than `arch`); several, comma-separated, are tried in
+    /// order until one connects.
     #[arg(
         long,
         global = true,

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{drain_tasks, natctl, start, stdout};
+use common::{drain_tasks, natctl, start, stderr, stdout};
 use nat_proto::v1;
 use nat_proto::v1::worker_service_client::WorkerServiceClient;
 
@@ -376,4 +376,48 @@ async fn watch_an_optimize_job_line_by_line() {
     );
     let err = String::from_utf8_lossy(&watch.stderr);
     assert!(err.contains(&format!("job {id} ended cancelled")), "{err}");
+}
+
+/// `--coordinator URL1,URL2` (and `NAT_COORDINATOR`): a URL that does not answer is skipped,
+/// each command connects to the first that does; bad lists fail naming the flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_coordinator_urls_fail_over_in_order() {
+    let server = start().await;
+    // Port 1 on loopback refuses connections: the live coordinator comes second.
+    let urls = format!("http://127.0.0.1:1, {}", server.url);
+    let out = natctl(
+        &urls,
+        &["submit", "--arch", "darts-v2", "--dataset", "digits"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let job_id = text.lines().last().expect("a line").trim().to_string();
+    assert_eq!(job_id.len(), 36, "the job id is the last line: {text:?}");
+    // The flag takes the same list, and overrides the environment.
+    let flag = format!("--coordinator=http://127.0.0.1:1,{}", server.url);
+    let out = natctl("http://127.0.0.1:2", &[&flag, "status", &job_id]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&job_id), "{}", stdout(&out));
+
+    // None answers: one line naming every URL tried.
+    let out = natctl("http://127.0.0.1:1,http://127.0.0.1:2", &["jobs"]).await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("cannot connect to any coordinator"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("127.0.0.1:2"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // A bad URL anywhere in the list is refused before anything is tried.
+    for bad in [
+        format!("{},not a url", server.url),
+        format!("{},", server.url),
+    ] {
+        let out = natctl(&bad, &["jobs"]).await;
+        assert!(!out.status.success(), "{bad}");
+        let err = stderr(&out);
+        assert!(err.contains("--coordinator"), "{bad}: {err}");
+    }
 }

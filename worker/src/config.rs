@@ -146,7 +146,8 @@ pub fn parse_metrics_listen(text: &str) -> Result<Option<SocketAddr>, ConfigErro
 #[derive(Debug, Clone, Parser)]
 #[command(name = "nat-worker", version, about)]
 pub struct WorkerArgs {
-    /// gRPC address of the coordinator.
+    /// gRPC URL of the coordinator; several, comma-separated (`URL1,URL2`), are used in order:
+    /// when one cannot be reached the worker moves on to the next.
     #[arg(
         long,
         env = "NAT_COORDINATOR",
@@ -208,7 +209,9 @@ pub struct WorkerArgs {
 /// Validated configuration of a running worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerConfig {
-    pub coordinator: String,
+    /// The coordinators' gRPC URLs, in order (at least one): the worker fails over to the next
+    /// when one cannot be reached.
+    pub coordinators: Vec<String>,
     pub slots: Vec<SlotDevice>,
     pub data_dir: PathBuf,
     pub checkpoint_dir: PathBuf,
@@ -234,11 +237,19 @@ impl WorkerArgs {
         home: Option<PathBuf>,
         hostname: Option<String>,
     ) -> Result<WorkerConfig, ConfigError> {
-        let coordinator = self.coordinator.trim().to_owned();
-        if !(coordinator.starts_with("http://") || coordinator.starts_with("https://")) {
-            return Err(ConfigError::Coordinator(format!(
-                "`{coordinator}` must start with http:// or https://"
-            )));
+        let mut coordinators = Vec::new();
+        for url in self.coordinator.split(',').map(str::trim) {
+            if url.is_empty() {
+                return Err(ConfigError::Coordinator(
+                    "empty URL in the comma-separated list".into(),
+                ));
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Coordinator(format!(
+                    "`{url}` must start with http:// or https://"
+                )));
+            }
+            coordinators.push(url.to_owned());
         }
         let slots = resolve_slots(&self.devices.parse()?, visible_gpus)?;
         let threads = match self.threads {
@@ -278,7 +289,7 @@ impl WorkerArgs {
             }
         }
         Ok(WorkerConfig {
-            coordinator,
+            coordinators,
             slots,
             data_dir,
             checkpoint_dir,
@@ -397,11 +408,13 @@ mod tests {
 
     #[test]
     fn resolve_rejects_bad_values_naming_the_flag() {
-        let cases: [(&[&str], &str); 7] = [
+        let cases: [(&[&str], &str); 9] = [
             (&["--metrics-listen", "nowhere"], "--metrics-listen"),
             (&["--metrics-listen", "127.0.0.1"], "--metrics-listen"),
             (&["--threads", "0"], "--threads"),
             (&["--coordinator", "127.0.0.1:1"], "--coordinator"),
+            (&["--coordinator", "http://a:1,b:2"], "--coordinator"),
+            (&["--coordinator", "http://a:1,"], "--coordinator"),
             (&["--devices", "cuda:0"], "--devices"),
             (&["--name", " "], "--name"),
             (&["--drain-timeout", "0s"], "--drain-timeout"),

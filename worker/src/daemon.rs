@@ -43,6 +43,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// Errors that stop the daemon before it can serve.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("--coordinator: no URL given")]
+    NoCoordinator,
     #[error("--coordinator: invalid URL `{url}`: {source}")]
     CoordinatorUrl {
         url: String,
@@ -74,7 +76,7 @@ struct Held {
 
 /// State shared by the slot loops and the heartbeat loop.
 struct Shared {
-    client: WorkerServiceClient<Channel>,
+    coordinators: Coordinators,
     config: WorkerConfig,
     capabilities: v1::WorkerCapabilities,
     registration: tokio::sync::Mutex<Option<Registration>>,
@@ -85,6 +87,72 @@ struct Shared {
     stopping: watch::Sender<bool>,
     /// Slots running a task (for the `nat_worker_slots` gauge).
     busy_slots: AtomicUsize,
+}
+
+/// The coordinators of `--coordinator`, in order. Calls go to the current one; a call that fails
+/// with UNAVAILABLE (no connection) moves the worker on to the next, round the list. The
+/// coordinators share one database, so a registration and a lease are good at every one.
+struct Coordinators {
+    urls: Vec<String>,
+    clients: Vec<WorkerServiceClient<Channel>>,
+    /// `clients[0]`, kept apart so that [`Coordinators::client`] needs no fallible lookup.
+    first: WorkerServiceClient<Channel>,
+    current: AtomicUsize,
+}
+
+impl Coordinators {
+    /// Lazy channels to `urls` (each connects on first use); `None` when `urls` is empty.
+    fn new(urls: &[String]) -> Result<Option<Self>, DaemonError> {
+        let mut clients = Vec::with_capacity(urls.len());
+        for url in urls {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|source| DaemonError::CoordinatorUrl {
+                    url: url.clone(),
+                    source,
+                })?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10));
+            clients.push(WorkerServiceClient::new(endpoint.connect_lazy()));
+        }
+        Ok(clients.first().cloned().map(|first| Coordinators {
+            urls: urls.to_vec(),
+            clients,
+            first,
+            current: AtomicUsize::new(0),
+        }))
+    }
+
+    /// The current coordinator's index and a client for it.
+    fn client(&self) -> (usize, WorkerServiceClient<Channel>) {
+        let index = self.current.load(Ordering::Relaxed);
+        match self.clients.get(index) {
+            Some(client) => (index, client.clone()),
+            None => (0, self.first.clone()),
+        }
+    }
+
+    /// After a failed call to coordinator `used`: moves on to the next one when `status` says
+    /// that `used` could not be reached (once, however many calls failed on it at the same time).
+    fn failed(&self, used: usize, status: &Status) {
+        if status.code() != Code::Unavailable || self.clients.len() < 2 {
+            return;
+        }
+        let next = (used + 1) % self.clients.len();
+        if self
+            .current
+            .compare_exchange(used, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::warn!(
+                from = self.urls.get(used).map(String::as_str).unwrap_or_default(),
+                to = self.urls.get(next).map(String::as_str).unwrap_or_default(),
+                error = %status.message(),
+                "coordinator unreachable; moving on to the next one"
+            );
+        }
+    }
 }
 
 /// Resolves when `flag` becomes true.
@@ -116,7 +184,7 @@ impl Shared {
                 name: self.config.name.clone(),
                 capabilities: Some(self.capabilities.clone()),
             };
-            let mut client = self.client.clone();
+            let (used, mut client) = self.coordinators.client();
             let response = tokio::select! {
                 response = tokio::time::timeout(RPC_TIMEOUT, client.register_worker(request)) => response,
                 () = raised(&self.stopping) => return None,
@@ -146,6 +214,7 @@ impl Shared {
                 }
                 Err(status) => {
                     record::worker_rpc_error(WorkerRpc::Register);
+                    self.coordinators.failed(used, &status);
                     let delay = backoff.next_delay();
                     log_unreachable("register", &status, backoff.attempts(), delay);
                     tokio::select! {
@@ -326,20 +395,12 @@ where
     R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
     F: Fn(usize, SlotDevice) -> Result<R, String> + Clone + Send + 'static,
 {
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|source| DaemonError::CoordinatorUrl {
-            url: config.coordinator.clone(),
-            source,
-        })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let client = WorkerServiceClient::new(endpoint.connect_lazy());
+    let coordinators =
+        Coordinators::new(&config.coordinators)?.ok_or_else(|| DaemonError::NoCoordinator)?;
     let (draining, _) = watch::channel(false);
     let (stopping, _) = watch::channel(false);
     let shared = Arc::new(Shared {
-        client,
+        coordinators,
         config: config.clone(),
         capabilities,
         registration: tokio::sync::Mutex::new(None),
@@ -373,7 +434,7 @@ where
     let gpu_memory = (!gpu_indexes.is_empty())
         .then(|| tokio::spawn(gpu_memory_loop(shared.clone(), gpu_indexes)));
     tracing::info!(
-        coordinator = %config.coordinator,
+        coordinator = %config.coordinators.join(","),
         slots = config.slots.len(),
         devices = %config.slots.iter().map(|s| s.name()).collect::<Vec<_>>().join(","),
         threads = config.threads,
@@ -455,7 +516,7 @@ where
             device: Some(lease_device(device)),
             slot: u32::try_from(slot.index()).unwrap_or(u32::MAX),
         };
-        let mut client = shared.client.clone();
+        let (used, mut client) = shared.coordinators.client();
         // A long-poll in flight is not abandoned when the drain starts: a task it returns is
         // handed back at once rather than left leased until its lease expires.
         let response = tokio::select! {
@@ -478,6 +539,7 @@ where
             }
             Err(status) => {
                 record::worker_rpc_error(WorkerRpc::LeaseTask);
+                shared.coordinators.failed(used, &status);
                 let delay = backoff.next_delay();
                 log_unreachable("lease_task", &status, backoff.attempts(), delay);
                 tokio::select! {
@@ -712,7 +774,7 @@ async fn send_progress(
         epochs: progress.epochs,
         step: progress.step,
     };
-    let mut client = shared.client.clone();
+    let (_, mut client) = shared.coordinators.client();
     match flatten(
         tokio::time::timeout(Duration::from_secs(3), client.report_progress(request)).await,
     ) {
@@ -759,7 +821,7 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
             lease_token,
             outcome: Some(body.clone()),
         };
-        let mut client = shared.client.clone();
+        let (used, mut client) = shared.coordinators.client();
         let response = tokio::select! {
             response = tokio::time::timeout(RPC_TIMEOUT, client.report_result(request)) => flatten(response),
             () = raised(&shared.stopping) => {
@@ -767,8 +829,9 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
                 return false;
             }
         };
-        if response.is_err() {
+        if let Err(status) = &response {
             record::worker_rpc_error(WorkerRpc::ReportResult);
+            shared.coordinators.failed(used, status);
         }
         match response {
             Ok(response) => {
@@ -853,7 +916,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             worker_id: registration.worker_id.clone(),
             tasks: shared.held_tasks(),
         };
-        let mut client = shared.client.clone();
+        let (used, mut client) = shared.coordinators.client();
         match flatten(tokio::time::timeout(RPC_TIMEOUT, client.heartbeat(request)).await) {
             Ok(response) => {
                 backoff.reset();
@@ -871,6 +934,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             }
             Err(status) => {
                 record::worker_rpc_error(WorkerRpc::Heartbeat);
+                shared.coordinators.failed(used, &status);
                 let delay = backoff.next_delay();
                 log_unreachable("heartbeat", &status, backoff.attempts(), delay);
                 // Keep heartbeating at the normal pace: it is what keeps our leases alive.

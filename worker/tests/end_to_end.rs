@@ -283,3 +283,31 @@ async fn a_worker_registers_again_with_a_coordinator_that_lost_its_database() {
         .log_text()
         .contains("the coordinator does not know this worker"));
 }
+
+/// `--coordinator DEAD,LIVE`: the first URL refuses connections, so the worker moves on to the
+/// second, registers there and finishes the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_given_a_dead_coordinator_first_fails_over_to_the_next() {
+    let scratch = tempfile::tempdir().unwrap();
+    let database = scratch.path().join("coordinator.db");
+    let log = scratch.path().join("coordinator.log");
+    let coordinator = CoordinatorProcess::spawn("127.0.0.1:0", &database, "20", &log);
+    let url = coordinator.url();
+    let mut client = jobs_client(&url).await;
+    let job_id = submit(&mut client, evaluate(&["darts-v2"], 1)).await;
+    // Port 1 on loopback refuses connections.
+    let urls = format!("http://127.0.0.1:1,{url}");
+    let worker = WorkerProcess::spawn(&urls, "e2e-failover", scratch.path(), &[]);
+
+    let finished = wait_for_job_end(&mut client, &job_id, Duration::from_secs(120)).await;
+    assert_eq!(
+        finished.state,
+        v1::JobState::Succeeded as i32,
+        "{finished:?}\n{}",
+        worker.log_text()
+    );
+    assert_eq!(finished.tasks_succeeded, 1, "{finished:?}");
+    let text = worker.log_text();
+    assert!(text.contains("moving on to the next one"), "{text}");
+    assert!(text.contains("registered with the coordinator"), "{text}");
+}
