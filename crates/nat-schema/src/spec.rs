@@ -119,18 +119,20 @@ impl TryFrom<OptimizeJobSpecDoc> for OptimizeJobSpec {
     type Error = String;
 
     fn try_from(d: OptimizeJobSpecDoc) -> Result<Self, String> {
+        // The shared fields go through the evaluate spec's own conversion (one shape rule).
+        let base = JobSpec::try_from(JobSpecDoc {
+            name: d.name,
+            dataset: d.dataset,
+            dataset_shape: d.dataset_shape,
+            seed: d.seed,
+            budget_preset: d.budget_preset,
+            budget: d.budget,
+            architectures: d.architectures,
+            device: d.device,
+            min_device_memory_bytes: d.min_device_memory_bytes,
+        })?;
         Ok(OptimizeJobSpec {
-            base: JobSpec {
-                dataset_shape: crate::dataset::stored_shape(&d.dataset, d.dataset_shape)?,
-                name: d.name,
-                dataset: d.dataset,
-                seed: d.seed,
-                budget_preset: d.budget_preset,
-                budget: d.budget,
-                architectures: d.architectures,
-                device: d.device,
-                min_device_memory_bytes: d.min_device_memory_bytes,
-            },
+            base,
             optimize: d.optimize,
         })
     }
