@@ -88,6 +88,7 @@ async fn run() {
                 spec: serde_json::to_value(spec).expect("spec"),
                 priority: 0,
                 completion: Completion::Manual,
+                owner: None,
             },
             tasks,
             now,

@@ -57,6 +57,7 @@ pub async fn count(store: &dyn Store) -> Result<StoreCounts, DashboardError> {
                     kind: None,
                     limit: PAGE,
                     offset,
+                    owner: None,
                 })
                 .await?;
             n += page.len() as u64;

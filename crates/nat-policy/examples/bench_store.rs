@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         spec: serde_json::json!({"bench": "policy"}),
         priority: 0,
         completion: Completion::Manual,
+        owner: None,
     };
     let job = store.create_job(job, Vec::new(), Utc::now()).await?.id;
     let mut config = PolicyConfig::new(ActionSpace::NatPlusPlus, Profile::Default);

@@ -94,6 +94,7 @@ async fn new_job(store: &Arc<dyn Store>) -> nat_store::JobId {
         spec: serde_json::json!({"test": "nat-policy driver"}),
         priority: 0,
         completion: Completion::Manual,
+        owner: None,
     };
     store
         .create_job(job, Vec::new(), Utc::now())

@@ -82,6 +82,7 @@ async fn run(store: Arc<dyn Store>, args: &Args) -> anyhow::Result<()> {
                     spec: json!({ "bench": true }),
                     priority: 0,
                     completion: Completion::AllTasks,
+                    owner: None,
                 },
                 tasks,
                 Utc::now(),

@@ -19,6 +19,8 @@ pub enum Entity {
     Policy,
     /// A row of `policy_samples`.
     PolicySample,
+    /// A row of `api_tokens`.
+    Token,
 }
 
 impl fmt::Display for Entity {
@@ -29,6 +31,7 @@ impl fmt::Display for Entity {
             Entity::Worker => "worker",
             Entity::Policy => "policy",
             Entity::PolicySample => "policy sample",
+            Entity::Token => "token",
         })
     }
 }

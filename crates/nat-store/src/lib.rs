@@ -12,7 +12,7 @@
 //! - `logic/`: backend-independent rules. `validate.rs` (input checks, shared by both
 //!   backends), `account.rs` (a job's counters, `all_tasks` completion, events and their
 //!   sequence numbers, the end of a job, expiry accounting), `report.rs` (the one decision of a
-//!   report: lease check, duplicate, transition; see below).
+//!   report: lease check, duplicate, transition; see below), `fencing.rs` (a new lease's token).
 //! - [`PgStore`] (PostgreSQL, for clusters) in `pg/`: `mod.rs` (connection, pool size),
 //!   `rows.rs` (row decoders and column lists), `sql.rs` (the claim and report statements and
 //!   the fragments they share: the Welford upsert, the job accounting, the `job_finished`
@@ -29,7 +29,12 @@
 //! - **One transaction per transition.** A report updates the task, the job counters, the reward
 //!   estimates, the sample rewards, the event log and (for `all_tasks` jobs) the job's final
 //!   state atomically, so a crash at any point loses nothing and counts nothing twice.
-//! - **Leases with fencing tokens.** Each lease increments the task's `lease_token`; a report
+//! - **Leases with fencing tokens.** Each lease raises the task's `lease_token` by 1 plus a
+//!   random 40-bit amount drawn by the database from a cryptographically strong source
+//!   (PostgreSQL `gen_random_uuid()`, SQLite's ChaCha20 `random()`), so tokens are positive and
+//!   strictly increasing per task but the next one cannot be guessed from the current one (a
+//!   reservation's token is a capability). Past 2^62 (at least 4 million leases of one task)
+//!   the random part is dropped, so a token never overflows (`logic/fencing.rs`). A report
 //!   must carry the current token and come from the lease's worker. The token of an accepted
 //!   report is remembered (`reported_token`) so that the same report again is answered
 //!   `Duplicate` without counting it twice, while a late report of an *expired* lease (never
@@ -104,18 +109,19 @@ use std::sync::Arc;
 pub use error::{Entity, Result, StoreError};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
-pub use store::{EventStore, JobStore, LeaseStore, PolicyStore, Store};
+pub use store::{EventStore, JobStore, LeaseStore, PolicyStore, Store, TokenStore};
 pub use types::*;
 
 /// The store traits, for callers: `use nat_store::prelude::*;` makes every method callable on
 /// `Arc<dyn Store>` (each method is declared by one of the traits [`Store`] combines).
 pub mod prelude {
-    pub use crate::store::{EventStore, JobStore, LeaseStore, PolicyStore, Store};
+    pub use crate::store::{EventStore, JobStore, LeaseStore, PolicyStore, Store, TokenStore};
 }
 
 /// Opens the store named by `url` and runs its migrations.
 ///
-/// - `postgres://…` or `postgresql://…`: PostgreSQL.
+/// - `postgres://…` or `postgresql://…`: PostgreSQL, over TLS as its `sslmode`, `sslrootcert`,
+///   `sslcert` and `sslkey` parameters say (see [`PgStore::connect`]).
 /// - `sqlite:PATH`, `sqlite://PATH` or a bare path: SQLite; the file and its parent directory are
 ///   created if missing. `sqlite::memory:` is refused (a coordinator must be durable).
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {

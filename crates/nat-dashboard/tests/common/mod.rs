@@ -165,6 +165,7 @@ pub async fn populate() -> Fixture {
                 // Above the evaluate job, so that the leases below all go to this job.
                 priority: 10,
                 completion: Completion::Manual,
+                owner: None,
             },
             vec![
                 train_eval(0, &input),
@@ -187,6 +188,7 @@ pub async fn populate() -> Fixture {
                 .expect("spec json"),
                 priority: 0,
                 completion: Completion::AllTasks,
+                owner: None,
             },
             vec![train_eval(0, &input)],
             at(1),

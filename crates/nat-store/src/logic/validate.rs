@@ -24,6 +24,9 @@ pub(crate) fn validate_text(field: &str, value: &str) -> Result<()> {
 
 pub(crate) fn validate_job(job: &NewJob, tasks: &[NewTask]) -> Result<()> {
     validate_text("kind", &job.kind)?;
+    if let Some(owner) = &job.owner {
+        validate_text("owner", owner)?;
+    }
     if !(limits::MIN_PRIORITY..=limits::MAX_PRIORITY).contains(&job.priority) {
         return Err(StoreError::invalid(
             "priority",

@@ -199,8 +199,8 @@ impl JobStore for PgStore {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \
-               created_at, updated_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, 1, $7, $7) RETURNING {JOB_COLS}"
+               created_at, updated_at, owner) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, 1, $7, $7, $8) RETURNING {JOB_COLS}"
         ))
         .bind(id)
         .bind(&job.kind)
@@ -209,6 +209,7 @@ impl JobStore for PgStore {
         .bind(job.completion.as_str())
         .bind(tasks.len() as i64)
         .bind(now)
+        .bind(job.owner.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let created = job_from_row(&row)?;
@@ -236,12 +237,14 @@ impl JobStore for PgStore {
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLS} FROM jobs \
              WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) \
+               AND ($5::text IS NULL OR owner = $5) \
              ORDER BY created_at DESC, id LIMIT $3 OFFSET $4"
         ))
         .bind(filter.state.map(|s| s.as_str()))
         .bind(filter.kind.as_deref())
         .bind(limit)
         .bind(offset)
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

@@ -88,16 +88,20 @@ async fn claim_group(
 
 #[async_trait]
 impl LeaseStore for PgStore {
-    async fn register_worker(
+    async fn register_worker_as(
         &self,
         name: &str,
         capabilities: Capabilities,
+        principal: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Worker> {
         validate_text("name", name)?;
+        if let Some(p) = principal {
+            validate_text("principal", p)?;
+        }
         let row = sqlx::query(
-            "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at) \
-             VALUES ($1, $2, $3, 'active', $4, $4) \
+            "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at, principal) \
+             VALUES ($1, $2, $3, 'active', $4, $4, $5) \
              RETURNING id, name, capabilities, state, last_heartbeat_at, registered_at, \
                0::int8 AS tasks_in_hand",
         )
@@ -105,9 +109,24 @@ impl LeaseStore for PgStore {
         .bind(name)
         .bind(Json(&capabilities))
         .bind(now)
+        .bind(principal)
         .fetch_one(&self.pool)
         .await?;
         worker_from_row(&row)
+    }
+
+    async fn worker_principal(&self, id: WorkerId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT principal FROM workers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get("principal")?),
+            None => Err(StoreError::NotFound {
+                what: Entity::Worker,
+                id: id.to_string(),
+            }),
+        }
     }
 
     async fn get_worker(&self, id: WorkerId) -> Result<Worker> {

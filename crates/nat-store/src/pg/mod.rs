@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::Connection;
 
 use crate::error::{Result, StoreError};
 use crate::store::Store;
@@ -16,8 +17,12 @@ mod policy;
 mod reports;
 mod rows;
 mod sql;
+mod tokens;
 
 const NAME: &str = "postgres";
+
+/// How long opening a connection may take (the pool's acquire timeout, the `allow` probe).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -31,6 +36,14 @@ impl PgStore {
     /// Connects to `url` (`postgres://…`) and runs the migrations. The pool size defaults to
     /// [`PgStore::DEFAULT_MAX_CONNECTIONS`] and can be set with a `max_connections=N` URL query
     /// parameter (removed before the URL reaches the driver).
+    ///
+    /// TLS follows libpq's URL parameters: `sslmode` (`disable`, `allow`, `prefer` (the
+    /// default), `require`, `verify-ca`, `verify-full`), `sslrootcert` (PEM file of the CA(s) to
+    /// trust besides the bundled web PKI roots), and `sslcert` + `sslkey` (PEM client certificate
+    /// and key, for `cert` authentication); also the `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`
+    /// and `PGSSLKEY` environment variables. Only `verify-ca` and `verify-full` check the server's
+    /// certificate (`verify-full` also its name); use `verify-full` across untrusted networks.
+    /// `allow` is decided once here: without TLS if the server accepts that, else with TLS.
     pub async fn connect(url: &str) -> Result<Self> {
         let (url, max) = split_max_connections(url)?;
         Self::connect_with_pool_size(&url, max.unwrap_or(Self::DEFAULT_MAX_CONNECTIONS)).await
@@ -50,10 +63,11 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|_| StoreError::invalid("database_url", "not a valid PostgreSQL URL"))?;
+        let options = resolve_allow(options).await;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .connect_with(options)
             .await?;
         Self::from_pool(pool).await
@@ -96,6 +110,39 @@ fn split_max_connections(url: &str) -> Result<(String, Option<u32>)> {
     Ok((url, max))
 }
 
+/// libpq's `sslmode=allow` (try without TLS, then with TLS), which sqlx treats as `disable`:
+/// one connection without TLS is tried, and if it fails (e.g. `pg_hba.conf` accepts only
+/// `hostssl`, or it takes over [`CONNECT_TIMEOUT`]) the pool uses `require`. Decided once, when
+/// the store opens. Other modes are returned unchanged.
+async fn resolve_allow(options: PgConnectOptions) -> PgConnectOptions {
+    if !matches!(options.get_ssl_mode(), PgSslMode::Allow) {
+        return options;
+    }
+    let plain = options.clone().ssl_mode(PgSslMode::Disable);
+    let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&plain)).await;
+    match probe {
+        Ok(Ok(conn)) => {
+            if let Err(err) = conn.close().await {
+                tracing::debug!(error = %err, "closing the sslmode=allow probe connection");
+            }
+            plain
+        }
+        Ok(Err(err)) => {
+            tracing::info!(
+                error = %err,
+                "sslmode=allow: connecting without TLS failed; using TLS (sslmode=require)"
+            );
+            options.ssl_mode(PgSslMode::Require)
+        }
+        Err(_) => {
+            tracing::info!(
+                "sslmode=allow: connecting without TLS timed out; using TLS (sslmode=require)"
+            );
+            options.ssl_mode(PgSslMode::Require)
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -122,5 +169,27 @@ mod tests {
         );
         let (url, max) = split_max_connections("postgres://h/db").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((url.as_str(), max), ("postgres://h/db", None));
+    }
+
+    #[test]
+    fn tls_parameters_survive_the_pool_size_parameter() {
+        let given = "postgres://u:p%3Fw@h:5433/db?sslmode=verify-full&max_connections=4\
+                     &sslrootcert=%2Fetc%2Fca%20dir%2Fca.pem&sslcert=/c/client.pem&sslkey=/c/client.key";
+        let (url, max) = split_max_connections(given).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(max, Some(4));
+        assert_eq!(
+            url,
+            "postgres://u:p%3Fw@h:5433/db?sslmode=verify-full\
+             &sslrootcert=%2Fetc%2Fca%20dir%2Fca.pem&sslcert=/c/client.pem&sslkey=/c/client.key"
+        );
+        let options: PgConnectOptions = url.parse().unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
+        assert_eq!(options.get_host(), "h");
+        assert_eq!(options.get_port(), 5433);
+        // The certificate paths are honoured (the driver's options keep them, as its URL).
+        let debug = format!("{options:?}");
+        for path in ["/etc/ca dir/ca.pem", "/c/client.pem", "/c/client.key"] {
+            assert!(debug.contains(path), "{path} missing from {debug}");
+        }
     }
 }

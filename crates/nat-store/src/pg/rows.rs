@@ -17,7 +17,7 @@ pub(super) const TASK_COLS: &str =
 pub(super) const JOB_COLS: &str =
     "id, kind, spec, state, priority, completion, tasks_total, tasks_done, \
     tasks_failed, tasks_cancelled, result, error, created_at, updated_at, finished_at, \
-    last_served_at";
+    last_served_at, owner";
 
 pub(super) fn job_from_row(row: &PgRow) -> Result<Job> {
     let state: String = row.try_get("state")?;
@@ -41,6 +41,7 @@ pub(super) fn job_from_row(row: &PgRow) -> Result<Job> {
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
         last_served_at: row.try_get("last_served_at")?,
+        owner: row.try_get("owner")?,
     })
 }
 

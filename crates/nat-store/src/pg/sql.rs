@@ -5,6 +5,23 @@
 use std::sync::LazyLock;
 
 use super::rows::TASK_COLS;
+use crate::logic::fencing::{next_token_sql, RANDOM_BITS};
+
+// The random bits are whole hex digits taken before the version digit of a UUID (the 13th).
+const _: () = assert!(RANDOM_BITS & 3 == 0 && RANDOM_BITS / 4 <= 12);
+
+/// The new fencing token of a claimed task `t` (see `logic::fencing`). Its random part, a
+/// uniformly random integer in `0..2^RANDOM_BITS`, comes from a cryptographically strong
+/// source: the leading hex digits of a version 4 UUID are random (the version and variant bits
+/// come later), and `gen_random_uuid()` (core since PostgreSQL 13) draws them with
+/// `pg_strong_random`. It is volatile: one draw per claimed row.
+fn next_token() -> String {
+    next_token_sql(&format!(
+        "('x' || substr(replace(gen_random_uuid()::text, '-', ''), 1, {digits}))\
+         ::bit({RANDOM_BITS})::int8",
+        digits = RANDOM_BITS / 4
+    ))
+}
 
 /// The columns of a report's read of its task (the lease state and the job's state), decoded
 /// by `rows::lease_row_from_row`.
@@ -65,7 +82,8 @@ pub(super) static UPSERT_REWARD_SQL: LazyLock<String> = LazyLock::new(|| {
 /// The claim statement (see the crate docs): walk the active jobs in scheduling order (the
 /// nested loop keeps the ordered sub-select's order and the LIMIT stops at the first job with a
 /// claimable task, so only one task row is locked), claim the task with a new token, and mark
-/// the job served, all in one statement.
+/// the job served, all in one statement. The new token is the old one plus 1 plus a random
+/// amount (`logic::fencing`), so the next token of a task cannot be guessed.
 ///
 /// Marking the job served never waits: the job row is updated only if no other transaction
 /// holds it (`SKIP LOCKED`). A concurrent lease of the same job is marking it served at the same
@@ -91,7 +109,7 @@ pub(super) fn lease_sql() -> String {
              failures = CASE WHEN t.state = 'leased' THEN t.failures || jsonb_build_array(jsonb_build_object( \
                'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
                'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
-             state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+             state = 'leased', attempt = t.attempt + 1, lease_token = {next_token}, \
              leased_by = $5, lease_expires_at = $6, \
              next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN $6 ELSE NULL END, \
              progress = NULL, updated_at = $1 \
@@ -103,7 +121,8 @@ pub(super) fn lease_sql() -> String {
            WHERE jobs.id = (SELECT b.id FROM jobs b WHERE b.id = (SELECT job_id FROM claimed) \
                             FOR NO KEY UPDATE SKIP LOCKED) \
          ) \
-         SELECT {TASK_COLS} FROM claimed t"
+         SELECT {TASK_COLS} FROM claimed t",
+        next_token = next_token(),
     )
 }
 
@@ -138,7 +157,7 @@ pub(super) fn lease_many_sql() -> String {
              failures = CASE WHEN t.state = 'leased' THEN t.failures || jsonb_build_array(jsonb_build_object( \
                'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
                'at', (extract(epoch FROM t.lease_expires_at) * 1000000)::bigint)) ELSE t.failures END, \
-             state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+             state = 'leased', attempt = t.attempt + 1, lease_token = {next_token}, \
              leased_by = w.worker, lease_expires_at = $6, \
              next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN $6 ELSE NULL END, \
              progress = NULL, updated_at = $1 \
@@ -151,7 +170,8 @@ pub(super) fn lease_many_sql() -> String {
            WHERE jobs.id IN (SELECT b.id FROM jobs b WHERE b.id IN (SELECT job_id FROM claimed) \
                              ORDER BY b.id FOR NO KEY UPDATE SKIP LOCKED) \
          ) \
-         SELECT {TASK_COLS}, t.slot FROM claimed t"
+         SELECT {TASK_COLS}, t.slot FROM claimed t",
+        next_token = next_token(),
     )
 }
 

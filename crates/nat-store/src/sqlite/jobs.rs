@@ -158,8 +158,8 @@ impl JobStore for SqliteStore {
         let mut tx = self.writer.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \
-               created_at, updated_at) \
-             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, 1, ?7, ?7) RETURNING {JOB_COLS}"
+               created_at, updated_at, owner) \
+             VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6, 1, ?7, ?7, ?8) RETURNING {JOB_COLS}"
         ))
         .bind(id.to_string())
         .bind(&job.kind)
@@ -168,6 +168,7 @@ impl JobStore for SqliteStore {
         .bind(job.completion.as_str())
         .bind(tasks.len() as i64)
         .bind(ts(now))
+        .bind(job.owner.as_deref())
         .fetch_one(&mut *tx)
         .await?;
         let created = job_from_row(&row)?;
@@ -195,12 +196,14 @@ impl JobStore for SqliteStore {
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLS} FROM jobs \
              WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR kind = ?2) \
+               AND (?5 IS NULL OR owner = ?5) \
              ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4"
         ))
         .bind(filter.state.map(|s| s.as_str()))
         .bind(filter.kind.as_deref())
         .bind(limit)
         .bind(offset)
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(job_from_row).collect()

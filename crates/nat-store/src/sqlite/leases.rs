@@ -12,9 +12,17 @@ use super::jobs::{read_account, write_account};
 use super::rows::*;
 use super::SqliteStore;
 use crate::error::{Entity, Result, StoreError};
+use crate::logic::fencing::{next_token_sql, RANDOM_BITS};
 use crate::logic::*;
 use crate::store::LeaseStore;
 use crate::types::*;
+
+/// The new fencing token of a claimed task `t` (see `logic::fencing`). Its random part is the low
+/// `RANDOM_BITS` bits of `random()`, which since SQLite 3.40 (the bundled one is newer) is a
+/// ChaCha20 generator seeded from the operating system's randomness; one draw per claimed row.
+fn next_token() -> String {
+    next_token_sql(&format!("(random() & {})", (1i64 << RANDOM_BITS) - 1))
+}
 
 /// Returns unassigned reservations to the queue (`?1` = now): state `ready`, the attempt given
 /// back, claimable at once; the token is not reused. Callers append a filter on the rows.
@@ -42,7 +50,7 @@ impl SqliteStore {
                failures = CASE WHEN t.state = 'leased' THEN json_insert(t.failures, '$[#]', json_object( \
                  'attempt', t.attempt, 'worker', t.leased_by, 'reason', 'lease expired', \
                  'at', t.lease_expires_at)) ELSE t.failures END, \
-               state = 'leased', attempt = t.attempt + 1, lease_token = t.lease_token + 1, \
+               state = 'leased', attempt = t.attempt + 1, lease_token = {next_token}, \
                leased_by = ?5, lease_expires_at = ?6, \
                next_claim_at = CASE WHEN t.attempt + 1 < t.max_attempts THEN ?6 ELSE NULL END, \
                progress = NULL, updated_at = ?1 \
@@ -54,8 +62,9 @@ impl SqliteStore {
                        ORDER BY c.next_claim_at, c.seq LIMIT 1) AS pick \
                FROM jobs j WHERE j.state IN ('queued', 'running') AND pick IS NOT NULL \
                ORDER BY j.priority DESC, COALESCE(j.last_served_at, -1), j.created_at, j.id LIMIT 1) \
-             RETURNING {}",
-            TASK_COLS.replace("t.", "")
+             RETURNING {cols}",
+            next_token = next_token(),
+            cols = TASK_COLS.replace("t.", "")
         ))
         .bind(ts(now))
         .bind(capabilities.gpus > 0)
@@ -91,24 +100,43 @@ impl SqliteStore {
 
 #[async_trait]
 impl LeaseStore for SqliteStore {
-    async fn register_worker(
+    async fn register_worker_as(
         &self,
         name: &str,
         capabilities: Capabilities,
+        principal: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Worker> {
         validate_text("name", name)?;
+        if let Some(p) = principal {
+            validate_text("principal", p)?;
+        }
         let row = sqlx::query(&format!(
-            "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at) \
-             VALUES (?1, ?2, ?3, 'active', ?4, ?4) RETURNING {WORKER_COLS}, 0 AS tasks_in_hand"
+            "INSERT INTO workers (id, name, capabilities, state, last_heartbeat_at, registered_at, principal) \
+             VALUES (?1, ?2, ?3, 'active', ?4, ?4, ?5) RETURNING {WORKER_COLS}, 0 AS tasks_in_hand"
         ))
         .bind(WorkerId::new().to_string())
         .bind(name)
         .bind(json_text("capabilities", &capabilities)?)
         .bind(ts(now))
+        .bind(principal)
         .fetch_one(&self.writer)
         .await?;
         worker_from_row(&row)
+    }
+
+    async fn worker_principal(&self, id: WorkerId) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT principal FROM workers WHERE id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        match row {
+            Some(row) => Ok(row.try_get("principal")?),
+            None => Err(StoreError::NotFound {
+                what: Entity::Worker,
+                id: id.to_string(),
+            }),
+        }
     }
 
     async fn get_worker(&self, id: WorkerId) -> Result<Worker> {

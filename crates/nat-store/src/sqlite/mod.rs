@@ -18,6 +18,7 @@ mod leases;
 mod policy;
 mod reports;
 mod rows;
+mod tokens;
 
 const NAME: &str = "sqlite";
 

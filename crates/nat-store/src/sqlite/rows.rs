@@ -20,7 +20,7 @@ pub(super) const TASK_COLS: &str =
 pub(super) const JOB_COLS: &str =
     "id, kind, spec, state, priority, completion, tasks_total, tasks_done, \
     tasks_failed, tasks_cancelled, result, error, created_at, updated_at, finished_at, \
-    last_served_at";
+    last_served_at, owner";
 
 pub(super) const ACCOUNT_COLS: &str =
     "j.state AS job_state, j.completion, j.tasks_total, j.tasks_done, \
@@ -118,6 +118,7 @@ pub(super) fn job_from_row(row: &SqliteRow) -> Result<Job> {
         updated_at: get_ts(row, "updated_at")?,
         finished_at: get_opt_ts(row, "finished_at")?,
         last_served_at: get_opt_ts(row, "last_served_at")?,
+        owner: row.try_get("owner")?,
     })
 }
 

@@ -14,12 +14,29 @@ use crate::types::*;
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Registers a worker (state `active`, heartbeat = `now`) and returns it with its new id.
+    /// The same as [`LeaseStore::register_worker_as`] with no principal.
     async fn register_worker(
         &self,
         name: &str,
         capabilities: Capabilities,
         now: DateTime<Utc>,
+    ) -> Result<Worker> {
+        self.register_worker_as(name, capabilities, None, now).await
+    }
+
+    /// Registers a worker bound to `principal`, the credential that registered it
+    /// (`token:<id>` or `cert:<fingerprint>`; `None` without authentication).
+    async fn register_worker_as(
+        &self,
+        name: &str,
+        capabilities: Capabilities,
+        principal: Option<&str>,
+        now: DateTime<Utc>,
     ) -> Result<Worker>;
+
+    /// The principal a worker registered with (`None`: registered without authentication).
+    /// `NotFound` for an unknown worker.
+    async fn worker_principal(&self, id: WorkerId) -> Result<Option<String>>;
 
     /// Reads a worker.
     async fn get_worker(&self, id: WorkerId) -> Result<Worker>;

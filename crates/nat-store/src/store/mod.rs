@@ -1,6 +1,6 @@
 //! The store's traits, split by concern: [`JobStore`] (jobs and tasks), [`LeaseStore`]
-//! (workers, leases, reports), [`EventStore`] (the event log) and [`PolicyStore`] (reward
-//! estimates and policies). [`Store`] is all of them: the one object-safe trait the coordinator
+//! (workers, leases, reports), [`EventStore`] (the event log), [`PolicyStore`] (reward
+//! estimates and policies) and [`TokenStore`] (API tokens). [`Store`] is all of them: the one object-safe trait the coordinator
 //! holds as `Arc<dyn Store>`. Calling a method on it needs the trait that declares it in scope:
 //! `use nat_store::prelude::*;`.
 
@@ -8,11 +8,14 @@ mod events;
 mod jobs;
 mod leases;
 mod policy;
+mod tokens;
 
 pub use events::EventStore;
 pub use jobs::JobStore;
 pub use leases::LeaseStore;
 pub use policy::PolicyStore;
+pub(crate) use tokens::validate_new_token;
+pub use tokens::TokenStore;
 
 #[cfg(doc)]
 use crate::error::StoreError;
@@ -32,7 +35,9 @@ use crate::error::StoreError;
 ///
 /// Every method of the four traits is callable on `dyn Store` (with the traits in scope).
 #[async_trait::async_trait]
-pub trait Store: JobStore + LeaseStore + EventStore + PolicyStore + Send + Sync + 'static {
+pub trait Store:
+    JobStore + LeaseStore + EventStore + PolicyStore + TokenStore + Send + Sync + 'static
+{
     /// Which backend this is: `"postgres"` or `"sqlite"`.
     fn backend(&self) -> &'static str;
 

@@ -15,7 +15,9 @@ use serde_json::Value;
 
 use crate::error::StoreError;
 
+mod auth;
 mod policy;
+pub use auth::*;
 pub use policy::*;
 
 pub use nat_schema::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
@@ -209,6 +211,8 @@ pub struct NewJob {
     pub priority: i32,
     /// Who finishes the job.
     pub completion: Completion,
+    /// Name of the token that submitted it (`None` without authentication).
+    pub owner: Option<String>,
 }
 
 /// A task to create inside a job.
@@ -258,6 +262,8 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
     /// When the job reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Name of the token that submitted it (`None` without authentication).
+    pub owner: Option<String>,
     /// When a task of this job was last leased (round robin between equal priorities).
     pub last_served_at: Option<DateTime<Utc>>,
 }
@@ -520,6 +526,9 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     /// Only jobs of this kind.
     pub kind: Option<String>,
+    /// Only jobs of this owner (the `owner` field of the job's spec, i.e. the name of the token
+    /// that submitted it).
+    pub owner: Option<String>,
     /// Page size (1..=limits::MAX_PAGE; 0 means 100).
     pub limit: u32,
     /// Rows to skip.
