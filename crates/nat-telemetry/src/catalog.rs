@@ -411,6 +411,17 @@ pub const WORKER_RPC_ERRORS: MetricDef = MetricDef {
     component: Component::Worker,
 };
 
+/// Calls refused by authentication (`--auth token`, mTLS).
+pub const AUTH_REFUSED: MetricDef = MetricDef {
+    name: "nat_auth_refused_total",
+    kind: MetricKind::Counter,
+    help: "gRPC calls and HTTP requests refused: no or an invalid, expired or revoked credential \
+           (unauthenticated), or a role or worker that may not make the call (permission_denied).",
+    labels: &[label("reason", &["unauthenticated", "permission_denied"])],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
 /// Every metric, coordinator first.
 pub const ALL: &[MetricDef] = &[
     TASKS_CREATED,
@@ -435,6 +446,7 @@ pub const ALL: &[MetricDef] = &[
     REWARD_CACHE_LOOKUPS,
     WORKERS,
     WORKERS_REGISTERED,
+    AUTH_REFUSED,
     WORKER_TASK_DURATION,
     WORKER_IMAGES,
     WORKER_THROUGHPUT,

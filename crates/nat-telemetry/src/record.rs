@@ -5,7 +5,7 @@
 //! Coordinator: [`job_submitted`], [`tasks_created`], [`task_leased`], [`lease_task_rpc`],
 //! [`report_result_rpc`], [`task_finished`], [`task_retried`], [`lease_expired`],
 //! [`lease_reservations`], [`job_finished`], [`evaluated_accuracy`], [`policy_reward`], [`policy_updated`],
-//! [`reward_cache_lookup`], [`worker_registered`], and the gauges [`set_jobs`], [`set_tasks`],
+//! [`reward_cache_lookup`], [`worker_registered`], [`auth_refused`], and the gauges [`set_jobs`], [`set_tasks`],
 //! [`set_workers`] (refreshed from the store, see `nat_dashboard::gauges`).
 //!
 //! Worker: [`worker_task_finished`], [`worker_images`], [`worker_slots`],
@@ -127,6 +127,17 @@ pub fn reward_cache_lookup(result: CacheResult) {
 /// A worker registered.
 pub fn worker_registered() {
     counter!(catalog::WORKERS_REGISTERED.name).increment(1);
+}
+
+/// A call was refused by authentication; `reason` is `unauthenticated` or
+/// `permission_denied` (anything else is counted as `permission_denied`).
+pub fn auth_refused(reason: &'static str) {
+    let reason = if reason == "unauthenticated" {
+        "unauthenticated"
+    } else {
+        "permission_denied"
+    };
+    counter!(catalog::AUTH_REFUSED.name, "reason" => reason).increment(1);
 }
 
 /// Sets the number of jobs in `state`.
