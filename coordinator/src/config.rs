@@ -21,6 +21,8 @@ pub struct Config {
     pub lease_reserve: Duration,
     /// Lease rate (per second, per slot profile) under which nothing is reserved.
     pub lease_reserve_min_rate: f64,
+    /// Authentication (see [`crate::auth`]); none by default.
+    pub auth: crate::auth::AuthSettings,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             expiry_interval: Duration::from_secs(1),
             lease_reserve: Duration::from_millis(50),
             lease_reserve_min_rate: 100.0,
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }

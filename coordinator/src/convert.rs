@@ -106,6 +106,7 @@ pub fn job_to_proto(job: &Job, running: Option<u64>) -> Result<v1::Job, ApiError
         kind: job_kind(&job.kind) as i32,
         state: job_state(job.state) as i32,
         priority: job.priority,
+        owner: job.owner.clone().unwrap_or_default(),
         tasks_total: clamp_u32(job.tasks_total),
         tasks_pending: clamp_u32(job.tasks_total.saturating_sub(finished)),
         tasks_running: clamp_u32(running.unwrap_or(0)),

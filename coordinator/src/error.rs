@@ -32,6 +32,12 @@ pub enum ApiError {
     /// The coordinator is shutting down (`UNAVAILABLE`).
     #[error("{0}")]
     Unavailable(String),
+    /// No valid credential (`UNAUTHENTICATED`).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credential may not do this (`PERMISSION_DENIED`).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Storage failed (`INTERNAL`); the cause is logged, never sent.
     #[error("internal error")]
     Internal(#[source] StoreError),
@@ -70,6 +76,8 @@ impl From<ApiError> for Status {
             ApiError::Aborted(msg) => Status::new(Code::Aborted, msg),
             ApiError::Unimplemented(msg) => Status::unimplemented(msg),
             ApiError::Unavailable(msg) => Status::unavailable(msg),
+            ApiError::Unauthenticated(msg) => Status::unauthenticated(msg),
+            ApiError::PermissionDenied(msg) => Status::permission_denied(msg),
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "storage error");
                 Status::internal("internal storage error")

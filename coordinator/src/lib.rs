@@ -15,7 +15,8 @@
 //! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: row, document
 //!   (`nat_schema`) and wire conversions; [`error`]: `Status` mapping; [`config`]: settings.
 //! - [`serve`]: the server, in the mini-redis style — it takes bound listeners and a shutdown
-//!   future, so tests start it on port 0.
+//!   future, so tests start it on port 0; [`serve_with`] takes [`ServeOptions`] too (TLS, see
+//!   [`tls`]).
 //!
 //! Module dependencies point one way: `api` → `jobs` → (`state`, `convert`, `error`); `jobs`
 //! never imports `api`, and a job kind never imports another.
@@ -33,6 +34,7 @@
 //! `kill -9` of the coordinator loses nothing: a restart resumes every job.
 
 pub mod api;
+pub mod auth;
 pub mod batch;
 pub mod clock;
 pub mod config;
@@ -42,6 +44,7 @@ pub mod handout;
 pub mod jobs;
 pub mod reserve;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -106,14 +109,35 @@ pub fn with_max_connections(database_url: &str, max_connections: u32) -> String 
     format!("{base}?{}", pairs.join("&"))
 }
 
+/// What [`serve_with`] adds to [`serve`].
+#[derive(Default)]
+pub struct ServeOptions {
+    /// TLS on both listeners (plaintext when `None`), reloaded on SIGHUP and file changes.
+    pub tls: Option<Arc<tls::ServerTls>>,
+}
+
 /// Serves gRPC (JobService, WorkerService, health, reflection) on `grpc` and, when given, HTTP
 /// (`/healthz` liveness, `/readyz` readiness: the database answers; metrics; the dashboard) on
 /// `http`, and runs the lease-expiry loop, until `shutdown` resolves. Then it
 /// stops accepting, ends long-polls and watch streams, and waits for in-flight calls.
+/// Plaintext: [`serve_with`] with the default [`ServeOptions`].
 pub async fn serve(
     c: Arc<Coordinator>,
     grpc: TcpListener,
     http: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    serve_with(c, grpc, http, ServeOptions::default(), shutdown).await
+}
+
+/// [`serve`] with options. With `options.tls` both listeners serve TLS only, and a watcher
+/// reloads the certificates (SIGHUP, file changes) until shutdown; HTTP handlers see the
+/// connection as `ConnectInfo<`[`tls::TlsPeer`]`>`.
+pub async fn serve_with(
+    c: Arc<Coordinator>,
+    grpc: TcpListener,
+    http: Option<TcpListener>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     c.config.validate().map_err(ServeError::Config)?;
@@ -139,6 +163,10 @@ pub async fn serve(
         api::policy::PolicyApi::new(c.clone()),
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let tokens = nat_proto::v1::token_service_server::TokenServiceServer::new(
+        api::token::TokenApi::new(c.clone()),
+    )
+    .max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Reservations of an earlier process that died were never handed out (or only just):
     // back to the queue before serving.
     match c.store.release_unassigned_leases(c.clock.now()).await {
@@ -161,11 +189,16 @@ pub async fn serve(
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
+    let tls = options.tls;
+    // Before the listeners serve: SIGHUP reloads from the first connection on.
+    let tls_watcher = tls.as_ref().map(|tls| tls.spawn_watcher(stopped(&c)));
     if let Ok(addr) = grpc.local_addr() {
-        tracing::info!(%addr, "gRPC listening");
+        tracing::info!(%addr, tls = tls.is_some(), "gRPC listening");
     }
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Authentication before any service (a refused call never reaches one): see `auth`.
+        .layer(auth::layer::AuthLayer::new(c.auth.clone()))
         // One span per RPC; handlers fill in the ids they learn (see `api::worker::span_ids`), so
         // every log line inside a request carries its method and worker/task/job ids.
         .trace_fn(|req| {
@@ -183,13 +216,21 @@ pub async fn serve(
         .add_service(jobs)
         .add_service(workers)
         .add_service(policies)
-        .serve_with_incoming_shutdown(nodelay(grpc), stopped(&c));
-    let mut grpc_task = tokio::spawn(grpc_server);
+        .add_service(tokens);
+    let mut grpc_task = match &tls {
+        Some(tls) => {
+            tokio::spawn(grpc_router.serve_with_incoming_shutdown(
+                tls.incoming(grpc, tls::Protocols::Grpc),
+                stopped(&c),
+            ))
+        }
+        None => tokio::spawn(grpc_router.serve_with_incoming_shutdown(nodelay(grpc), stopped(&c))),
+    };
 
     let http_task = match http {
         Some(listener) => {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "HTTP listening");
+                tracing::info!(%addr, tls = tls.is_some(), "HTTP listening");
             }
             let app = axum::Router::new()
                 .route("/healthz", axum::routing::get(healthz))
@@ -207,9 +248,24 @@ pub async fn serve(
                         heartbeat_stale_after: c.config.heartbeat_interval * 3,
                         ..Default::default()
                     },
+                ))
+                // Every route but /healthz and /readyz needs a token (see `auth::http`).
+                .layer(axum::middleware::from_fn_with_state(
+                    c.auth.clone(),
+                    auth::http::middleware,
                 ));
-            let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&c));
-            Some(tokio::spawn(async move { server.await }))
+            Some(match &tls {
+                Some(tls) => {
+                    let listener = tls.incoming(listener, tls::Protocols::Http);
+                    let app = app.into_make_service_with_connect_info::<tls::TlsPeer>();
+                    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&c));
+                    tokio::spawn(async move { server.await })
+                }
+                None => {
+                    let server = axum::serve(listener, app).with_graceful_shutdown(stopped(&c));
+                    tokio::spawn(async move { server.await })
+                }
+            })
         }
         None => None,
     };
@@ -233,6 +289,9 @@ pub async fn serve(
     };
     let _ = expiry_task.await;
     let _ = readiness_task.await;
+    if let Some(task) = tls_watcher {
+        let _ = task.await;
+    }
     // Hand-outs of reservations are written in the background: write the pending ones now,
     // then give back the reservations nobody took — including those of a claim that was in
     // flight when the shutdown began (no new claim starts once the pool is closed).
@@ -308,14 +367,14 @@ async fn database_ready(store: &dyn nat_store::Store) -> Result<(), String> {
 }
 
 /// Readiness: 200 when the database answers, 503 with the reason otherwise.
-async fn readyz(store: Arc<dyn nat_store::Store>) -> (axum::http::StatusCode, String) {
+async fn readyz(store: Arc<dyn nat_store::Store>) -> (http::StatusCode, String) {
     match database_ready(&*store).await {
         Ok(()) => (
-            axum::http::StatusCode::OK,
+            http::StatusCode::OK,
             format!("ready: the {} database answers\n", store.backend()),
         ),
         Err(reason) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            http::StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         ),
     }

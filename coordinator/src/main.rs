@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use nat_coordinator::auth::{AuthMode, AuthSettings};
 use std::sync::Arc;
 
 use nat_coordinator::{Config, Coordinator, SystemClock};
@@ -23,13 +24,19 @@ struct Cli {
     http_listen: SocketAddr,
     /// Database URL: postgres://… or sqlite:PATH. Default: a SQLite file in --data-dir. A SQLite
     /// database serves one coordinator: a second one on the same file exits at start.
-    #[arg(long, env = "NAT_DATABASE_URL")]
+    /// PostgreSQL over TLS: `sslmode=require` (or `verify-full&sslrootcert=CA.pem`) in the URL.
+    #[arg(long, env = "NAT_DATABASE_URL", global = true)]
     database_url: Option<String>,
     /// PostgreSQL connection pool size (1..=1000; default 32). Ignored for SQLite.
     #[arg(long, env = "NAT_DATABASE_MAX_CONNECTIONS", value_parser = clap::value_parser!(u32).range(1..=1000))]
     database_max_connections: Option<u32>,
     /// Directory of the default SQLite database.
-    #[arg(long, env = "NAT_COORDINATOR_DATA_DIR", default_value = "./.nat")]
+    #[arg(
+        long,
+        env = "NAT_COORDINATOR_DATA_DIR",
+        default_value = "./.nat",
+        global = true
+    )]
     data_dir: PathBuf,
     /// Lease duration in seconds (a task returns to the queue this long after its worker's last
     /// heartbeat).
@@ -55,6 +62,61 @@ struct Cli {
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value_t)]
     log_format: nat_telemetry::LogFormat,
+    #[command(flatten)]
+    tls: nat_coordinator::tls::TlsArgs,
+    /// How callers are authenticated: `none` (every call allowed; the coordinator then listens
+    /// on loopback only unless --insecure) or `token` (bearer tokens with roles: create the
+    /// first with `nat-coordinator token create --role admin`).
+    #[arg(long, env = "NAT_AUTH", value_enum, default_value_t)]
+    auth: AuthMode,
+    /// With --auth none, listen on non-loopback addresses anyway: anyone who can reach the
+    /// ports can submit and cancel jobs and report results. Logged as a warning on every start.
+    #[arg(long, env = "NAT_INSECURE")]
+    insecure: bool,
+    /// Let `user` tokens read (not cancel) every job, not only their own; also opens the
+    /// dashboard to them.
+    #[arg(long, env = "NAT_USERS_READ_ALL")]
+    users_read_all: bool,
+    /// Serve /metrics without a token (for Prometheus scrapes on a trusted network).
+    #[arg(long, env = "NAT_METRICS_PUBLIC")]
+    metrics_public: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage API tokens directly in the database (bootstrap the first admin token; break-glass).
+    /// Once an admin token exists, `natctl token …` does the same over gRPC.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print its secret (shown once; only its hash is stored).
+    Create {
+        /// admin, user, viewer or worker.
+        #[arg(long)]
+        role: String,
+        /// The identity behind the token (owner of the jobs it submits). Default: the role.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30d, 12h, 90m (default: never expires).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List tokens (newest first).
+    List {
+        /// Include revoked tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by id (effective at once).
+    Revoke {
+        /// Token id (from `token list`).
+        id: String,
+    },
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -71,6 +133,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     nat_telemetry::init_logging(cli.log_format, "info").context("cannot set up logging")?;
+    if let Some(Command::Token(cmd)) = cli.command {
+        let database_url = database_url(cli.database_url, &cli.data_dir)?;
+        return token_command(cmd, &database_url).await;
+    }
+    let tls = cli.tls.server_tls()?.map(Arc::new);
+    check_exposure(cli.auth, cli.insecure, &[cli.listen, cli.http_listen])?;
 
     let config = Config {
         lease_duration: seconds("lease-seconds", cli.lease_seconds)?,
@@ -79,23 +147,18 @@ async fn main() -> anyhow::Result<()> {
         max_lease_wait: Duration::from_millis(cli.max_lease_wait_ms),
         expiry_interval: Duration::from_millis(cli.expiry_interval_ms),
         lease_reserve: Duration::from_millis(cli.lease_reserve_ms),
+        auth: AuthSettings {
+            mode: cli.auth,
+            users_read_all: cli.users_read_all,
+            metrics_public: cli.metrics_public,
+            worker_certs_required: cli.tls.tls_client_ca.is_some(),
+        },
         ..Config::default()
     };
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let database_url = match cli.database_url {
-        Some(url) => url,
-        None => {
-            std::fs::create_dir_all(&cli.data_dir).with_context(|| {
-                format!(
-                    "cannot create the data directory {}",
-                    cli.data_dir.display()
-                )
-            })?;
-            format!("sqlite:{}", cli.data_dir.join("coordinator.db").display())
-        }
-    };
+    let database_url = database_url(cli.database_url, &cli.data_dir)?;
     let database_url = match cli.database_max_connections {
         Some(n) => nat_coordinator::with_max_connections(&database_url, n),
         None => database_url,
@@ -121,9 +184,126 @@ async fn main() -> anyhow::Result<()> {
         grpc.local_addr()?,
         http.local_addr()?
     );
-    nat_coordinator::serve(coordinator, grpc, Some(http), shutdown_signal())
+    let options = nat_coordinator::ServeOptions { tls };
+    nat_coordinator::serve_with(coordinator, grpc, Some(http), options, shutdown_signal())
         .await
         .context("coordinator failed")?;
+    Ok(())
+}
+
+/// The database URL: the given one, or a SQLite file in `data_dir` (created).
+fn database_url(given: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<String> {
+    match given {
+        Some(url) => Ok(url),
+        None => {
+            std::fs::create_dir_all(data_dir).with_context(|| {
+                format!("cannot create the data directory {}", data_dir.display())
+            })?;
+            Ok(format!(
+                "sqlite:{}",
+                data_dir.join("coordinator.db").display()
+            ))
+        }
+    }
+}
+
+/// Safe by default: without authentication the coordinator listens on loopback addresses only,
+/// unless `--insecure` says otherwise (then it warns, on every start).
+fn check_exposure(auth: AuthMode, insecure: bool, addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    if auth != AuthMode::None {
+        tracing::info!(auth = ?auth, "authentication on");
+        return Ok(());
+    }
+    let exposed: Vec<String> = addrs
+        .iter()
+        .filter(|a| !a.ip().is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if exposed.is_empty() {
+        tracing::info!(
+            "no authentication (--auth none): listening on loopback only; use --auth token to \
+             serve other hosts"
+        );
+        return Ok(());
+    }
+    if !insecure {
+        anyhow::bail!(
+            "refusing to listen on {} without authentication: anyone who reaches it could submit \
+             and cancel jobs and report results. Use --auth token (see `nat-coordinator token \
+             create`), or --insecure on a network you trust",
+            exposed.join(", ")
+        );
+    }
+    tracing::warn!(
+        addresses = %exposed.join(", "),
+        "INSECURE: no authentication on non-loopback addresses (--insecure): anyone who reaches \
+         them can submit and cancel jobs and report results"
+    );
+    Ok(())
+}
+
+/// `nat-coordinator token …`: straight to the database (no server needed).
+async fn token_command(cmd: TokenCommand, database_url: &str) -> anyhow::Result<()> {
+    let store = nat_store::connect(database_url)
+        .await
+        .context("cannot open the database")?;
+    let now = chrono::Utc::now();
+    match cmd {
+        TokenCommand::Create {
+            role,
+            name,
+            expires,
+        } => {
+            let role: nat_store::Role = role.parse().map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+            let name = name.unwrap_or_else(|| role.as_str().to_string());
+            let seconds = expires.map(|d| d.as_secs().max(1)).unwrap_or(0);
+            let (token, secret) =
+                nat_coordinator::auth::tokens::create(&*store, role, &name, seconds, None, now)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            eprintln!(
+                "created {} token {} ({}){}; store the secret now, it is not shown again:",
+                token.role,
+                token.id,
+                token.name,
+                token
+                    .expires_at
+                    .map(|t| format!(", expires {}", t.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+            println!("{secret}");
+        }
+        TokenCommand::List { all } => {
+            let tokens = store.list_tokens(all).await?;
+            println!(
+                "{:<36}  {:<20}  {:<6}  {:<25}  {:<25}  REVOKED",
+                "ID", "NAME", "ROLE", "CREATED", "EXPIRES"
+            );
+            for t in tokens {
+                let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                    t.map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "{:<36}  {:<20}  {:<6}  {:<25}  {:<25}  {}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    ts(Some(t.created_at)),
+                    ts(t.expires_at),
+                    ts(t.revoked_at)
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let id: uuid::Uuid = id
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{id:?} is not a token id"))?;
+            let token = store.revoke_token(id, now).await?;
+            eprintln!("revoked token {} ({})", token.id, token.name);
+        }
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use nat_store::{Capabilities, JobId, Store, TaskId, WorkerId};
 use tokio::sync::{broadcast, watch, Notify};
 
+use crate::auth::{Authenticator, WorkerBindings};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -44,6 +45,10 @@ pub struct Coordinator {
     pub reservations: Arc<Reservations>,
     /// Hand-outs of reservations not written yet (see [`crate::handout`]).
     pub handouts: Arc<HandOuts>,
+    /// Tokens and callers (see [`crate::auth`]).
+    pub auth: Arc<Authenticator>,
+    /// The credential each worker registered with.
+    pub bindings: WorkerBindings,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -61,6 +66,11 @@ impl Coordinator {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Arc<Self> {
         let (job_changed, _) = broadcast::channel(4096);
         let (shutdown, _) = watch::channel(false);
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            clock.clone(),
+            config.auth.clone(),
+        ));
         Arc::new(Coordinator {
             store,
             clock,
@@ -75,6 +85,8 @@ impl Coordinator {
                 config.reservation_max_age(),
             )),
             handouts: Arc::new(HandOuts::new(config.assignment_delay())),
+            auth,
+            bindings: WorkerBindings::default(),
             config,
         })
     }

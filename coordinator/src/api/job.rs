@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
 use crate::convert;
 use crate::error::ApiError;
 use crate::jobs::{Registry, Submission, Translator};
@@ -29,7 +30,28 @@ impl JobApi {
         JobApi { c, kinds }
     }
 
-    async fn submit(&self, r: v1::SubmitJobRequest) -> Result<v1::Job, ApiError> {
+    /// Reads a job the caller may read (`write`: cancel).
+    async fn job_for(
+        &self,
+        principal: &Principal,
+        id: nat_store::JobId,
+        write: bool,
+    ) -> Result<nat_store::Job, ApiError> {
+        let job = self.c.store.get_job(id).await?;
+        principal.check_job(
+            &job.id.to_string(),
+            job.owner.as_deref(),
+            write,
+            self.c.config.auth.users_read_all,
+        )?;
+        Ok(job)
+    }
+
+    async fn submit(
+        &self,
+        principal: &Principal,
+        r: v1::SubmitJobRequest,
+    ) -> Result<v1::Job, ApiError> {
         let wire_kind = v1::JobKind::try_from(r.kind)
             .map_err(|_| ApiError::invalid("kind", format!("unknown job kind {}", r.kind)))?;
         let kind = convert::schema_job_kind(wire_kind)
@@ -41,16 +63,17 @@ impl JobApi {
         } else {
             self.c.store.list_workers().await?
         };
-        let submission = Submission::validate(&r, kind.allows_no_architectures(&r), &workers)?;
+        let mut submission = Submission::validate(&r, kind.allows_no_architectures(&r), &workers)?;
+        submission.owner = principal.owner().map(str::to_string);
         let job = kind.submit(&self.c, &r, submission).await?;
         nat_telemetry::record::job_submitted(nat_telemetry::JobKind::from_kind(&job.kind));
         self.c.job_changed(job.id);
         convert::job_to_proto(&job, Some(0))
     }
 
-    async fn get(&self, job_id: &str) -> Result<v1::Job, ApiError> {
+    async fn get(&self, principal: &Principal, job_id: &str) -> Result<v1::Job, ApiError> {
         let id = parse_id("job_id", job_id)?;
-        let job = self.c.store.get_job(id).await?;
+        let job = self.job_for(principal, id, false).await?;
         let running = if job.state.is_final() {
             0
         } else {
@@ -79,9 +102,13 @@ impl JobApi {
         .unwrap_or_default()
     }
 
-    async fn result(&self, job_id: &str) -> Result<v1::GetJobResultResponse, ApiError> {
+    async fn result(
+        &self,
+        principal: &Principal,
+        job_id: &str,
+    ) -> Result<v1::GetJobResultResponse, ApiError> {
         let id = parse_id("job_id", job_id)?;
-        let job = self.c.store.get_job(id).await?;
+        let job = self.job_for(principal, id, false).await?;
         let mut architectures = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -137,7 +164,8 @@ impl v1::job_service_server::JobService for JobApi {
         &self,
         request: Request<v1::SubmitJobRequest>,
     ) -> Result<Response<v1::SubmitJobResponse>, Status> {
-        let job = self.submit(request.into_inner()).await?;
+        let principal = Principal::of(&request);
+        let job = self.submit(&principal, request.into_inner()).await?;
         Ok(Response::new(v1::SubmitJobResponse { job: Some(job) }))
     }
 
@@ -145,7 +173,8 @@ impl v1::job_service_server::JobService for JobApi {
         &self,
         request: Request<v1::GetJobRequest>,
     ) -> Result<Response<v1::GetJobResponse>, Status> {
-        let job = self.get(&request.into_inner().job_id).await?;
+        let principal = Principal::of(&request);
+        let job = self.get(&principal, &request.into_inner().job_id).await?;
         Ok(Response::new(v1::GetJobResponse { job: Some(job) }))
     }
 
@@ -153,6 +182,7 @@ impl v1::job_service_server::JobService for JobApi {
         &self,
         request: Request<v1::ListJobsRequest>,
     ) -> Result<Response<v1::ListJobsResponse>, Status> {
+        let owner = Principal::of(&request).list_owner(self.c.config.auth.users_read_all);
         let r = request.into_inner();
         if r.limit > 1000 {
             return Err(ApiError::invalid("limit", "must be at most 1000").into());
@@ -175,6 +205,7 @@ impl v1::job_service_server::JobService for JobApi {
                 .store
                 .list_jobs(JobFilter {
                     limit,
+                    owner: owner.clone(),
                     ..Default::default()
                 })
                 .await
@@ -187,6 +218,7 @@ impl v1::job_service_server::JobService for JobApi {
                         .list_jobs(JobFilter {
                             state: Some(state),
                             limit,
+                            owner: owner.clone(),
                             ..Default::default()
                         })
                         .await
@@ -216,13 +248,14 @@ impl v1::job_service_server::JobService for JobApi {
         &self,
         request: Request<v1::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         let id = parse_id("job_id", &r.job_id)?;
         let after = i64::try_from(r.after_sequence)
             .map_err(|_| ApiError::invalid("after_sequence", "too large"))?;
         // Subscribe before the first read so that no change between the two is missed.
         let changes = self.c.subscribe_jobs();
-        let job = self.c.store.get_job(id).await.map_err(ApiError::from)?;
+        let job = self.job_for(&principal, id, false).await?;
         let translator = Translator::new(self.kinds.of(&job)?.events(&job)?);
         let (tx, rx) = mpsc::channel(64);
         let watcher = super::watch::Watcher::new(self.c.clone(), job.id, translator, after, tx);
@@ -234,9 +267,11 @@ impl v1::job_service_server::JobService for JobApi {
         &self,
         request: Request<v1::CancelJobRequest>,
     ) -> Result<Response<v1::CancelJobResponse>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         let id = parse_id("job_id", &r.job_id)?;
         check_len("reason", &r.reason, 1000)?;
+        self.job_for(&principal, id, true).await?;
         // Reserved leases already handed out must reach the store as their workers' first:
         // the cancel then tells those workers to stop instead of withdrawing the tasks.
         if !self
@@ -255,7 +290,7 @@ impl v1::job_service_server::JobService for JobApi {
             .map_err(ApiError::from)?;
         // The store cancelled its reservations with its ready tasks.
         self.c.reservations.drop_job(id);
-        tracing::info!(job = %id, reason = %r.reason, "job cancelled");
+        tracing::info!(job = %id, reason = %r.reason, by = principal.owner().unwrap_or("-"), "job cancelled");
         nat_telemetry::record::job_finished(
             nat_telemetry::JobKind::from_kind(&job.kind),
             nat_telemetry::JobState::Cancelled,
@@ -270,8 +305,10 @@ impl v1::job_service_server::JobService for JobApi {
         &self,
         request: Request<v1::GetJobResultRequest>,
     ) -> Result<Response<v1::GetJobResultResponse>, Status> {
+        let principal = Principal::of(&request);
         Ok(Response::new(
-            self.result(&request.into_inner().job_id).await?,
+            self.result(&principal, &request.into_inner().job_id)
+                .await?,
         ))
     }
 

@@ -5,10 +5,12 @@
 //! - [`watch`]: `WatchJob`'s streamer.
 //! - [`worker`]: `nat.v1.WorkerService` (register, heartbeat, lease, progress, result).
 //! - [`policy`]: `nat.v1.PolicyService` (stored policies; transform an architecture).
+//! - [`token`]: `nat.v1.TokenService` (API tokens; admin only).
 //! - `validate`: checks of what workers send (capabilities, datasets, tokens).
 
 pub mod job;
 pub mod policy;
+pub mod token;
 mod validate;
 pub mod watch;
 pub mod worker;

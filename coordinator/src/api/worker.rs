@@ -15,6 +15,7 @@ use nat_store::{
 use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
 use crate::batch::Batcher;
 use crate::convert::{self, decode, encode};
 use crate::error::ApiError;
@@ -63,6 +64,15 @@ impl WorkerApi {
                 },
             )
         })
+    }
+
+    /// Refuses a call that names a worker registered by another credential (a worker speaks
+    /// only for itself; see [`crate::auth::WorkerBindings`]).
+    async fn check_worker(&self, worker: WorkerId, principal: &Principal) -> Result<(), ApiError> {
+        self.c
+            .bindings
+            .check(&*self.c.store, worker, principal)
+            .await
     }
 
     fn lease_to_task(&self, lease: &Lease) -> Result<v1::Task, ApiError> {
@@ -362,6 +372,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         &self,
         request: Request<v1::RegisterWorkerRequest>,
     ) -> Result<Response<v1::RegisterWorkerResponse>, Status> {
+        let binding = Principal::of(&request).worker_binding();
         let r = request.into_inner();
         check_len("name", &r.name, 200)?;
         let mut caps = capabilities_from_proto(r.capabilities.as_ref())?;
@@ -379,10 +390,11 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let worker = self
             .c
             .store
-            .register_worker(&name, caps.clone(), self.c.clock.now())
+            .register_worker_as(&name, caps.clone(), binding.as_deref(), self.c.clock.now())
             .await
             .map_err(ApiError::from)?;
-        tracing::info!(worker = %worker.id, name = %worker.name, slots = caps.slots, gpus = caps.gpus, "worker registered");
+        tracing::info!(worker = %worker.id, name = %worker.name, slots = caps.slots, gpus = caps.gpus, credential = binding.as_deref().unwrap_or("none"), "worker registered");
+        self.c.bindings.remember(worker.id, binding);
         self.c.remember_worker(worker.id, caps);
         nat_telemetry::record::worker_registered();
         let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
@@ -398,9 +410,11 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         span_ids(&r.worker_id, "", "");
         let worker = parse_id("worker_id", &r.worker_id)?;
+        self.check_worker(worker, &principal).await?;
         if r.tasks.len() > MAX_HELD {
             return Err(ApiError::invalid("tasks", format!("at most {MAX_HELD} tasks")).into());
         }
@@ -452,9 +466,16 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<v1::LeaseTaskResponse>, Status> {
         use nat_telemetry::{record, LeaseResult};
         let t0 = std::time::Instant::now();
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         span_ids(&r.worker_id, "", "");
-        let result = self.lease(r).await;
+        let result = match parse_id("worker_id", &r.worker_id) {
+            Ok(worker) => match self.check_worker(worker, &principal).await {
+                Ok(()) => self.lease(r).await,
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        };
         if let Ok(Some(task)) = &result {
             span_ids("", &task.task_id, &task.job_id);
         }
@@ -471,9 +492,11 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         &self,
         request: Request<v1::ReportProgressRequest>,
     ) -> Result<Response<v1::ReportProgressResponse>, Status> {
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         span_ids(&r.worker_id, &r.task_id, "");
         let worker = parse_id("worker_id", &r.worker_id)?;
+        self.check_worker(worker, &principal).await?;
         let task_id = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
         check_len("message", &r.message, 1000)?;
@@ -544,13 +567,22 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<v1::ReportResultResponse>, Status> {
         use nat_telemetry::{record, ReportOutcome};
         let t0 = std::time::Instant::now();
+        let principal = Principal::of(&request);
         let r = request.into_inner();
         span_ids(&r.worker_id, &r.task_id, "");
-        let result = self.report(r).await;
+        let result = match parse_id("worker_id", &r.worker_id) {
+            Ok(worker) => match self.check_worker(worker, &principal).await {
+                Ok(()) => self.report(r).await,
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        };
         let outcome = match &result {
             Ok(r) if r.duplicate => ReportOutcome::Duplicate,
             Ok(_) => ReportOutcome::Accepted,
-            Err(ApiError::FailedPrecondition(_)) => ReportOutcome::Rejected,
+            Err(ApiError::FailedPrecondition(_) | ApiError::PermissionDenied(_)) => {
+                ReportOutcome::Rejected
+            }
             Err(_) => ReportOutcome::Error,
         };
         record::report_result_rpc(outcome, t0.elapsed());

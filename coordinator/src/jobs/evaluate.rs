@@ -66,6 +66,7 @@ impl JobType for Evaluate {
                     spec: encode("job spec", spec)?,
                     priority: s.priority,
                     completion: Completion::AllTasks,
+                    owner: s.owner.clone(),
                 },
                 tasks,
                 c.clock.now(),

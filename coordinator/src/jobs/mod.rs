@@ -117,6 +117,7 @@ impl Registry {
                             kind: Some(kind.kind().as_str().into()),
                             limit: nat_store::limits::MAX_PAGE,
                             offset,
+                            owner: None,
                         })
                         .await?;
                     for job in &page {

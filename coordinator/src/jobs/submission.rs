@@ -28,6 +28,9 @@ pub struct Submission {
     pub requirements: Requirements,
     /// Scheduling priority.
     pub priority: i32,
+    /// Name of the token that submits the job (`None` without authentication); set by the
+    /// JobService from the caller, never from the request.
+    pub owner: Option<String>,
 }
 
 impl Submission {
@@ -116,6 +119,7 @@ impl Submission {
             genotypes,
             requirements,
             priority: r.priority,
+            owner: None,
         })
     }
 }

@@ -273,6 +273,7 @@ pub(super) async fn submit(
                 spec: encode("optimize job spec", &spec)?,
                 priority: v.priority,
                 completion: Completion::Manual,
+                owner: v.owner.clone(),
             },
             Vec::new(),
             c.clock.now(),
