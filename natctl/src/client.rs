@@ -1,13 +1,15 @@
-//! Commands that talk to a coordinator over gRPC (`--coordinator URL` / `NAT_COORDINATOR`).
+//! Commands that talk to a coordinator over gRPC (`--coordinator URL` / `NAT_COORDINATOR`, and
+//! the connection flags of [`nat_client::ConnectArgs`]: TLS and the bearer token).
 
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use clap::Subcommand;
+use nat_client::{Auth, AuthChannel, Channel, ConnectArgs};
 use nat_proto::v1;
 use nat_proto::v1::job_service_client::JobServiceClient;
-use tonic::transport::Channel;
+use nat_proto::v1::policy_service_client::PolicyServiceClient;
+use nat_proto::v1::token_service_client::TokenServiceClient;
 
 use crate::jobfile;
 use crate::output::Output;
@@ -75,46 +77,68 @@ pub enum ClientCommand {
     },
 }
 
-pub fn run(cmd: ClientCommand, coordinator: &str, output: Output) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Where and how to reach the coordinator: `--coordinator` (one URL or several, comma-separated)
+/// and the connection flags.
+#[derive(Debug, Clone, Copy)]
+pub struct Remote<'a> {
+    pub urls: &'a str,
+    pub connect: &'a ConnectArgs,
+}
+
+/// An open connection to a coordinator, and the token every call on it carries.
+pub(crate) struct Connection {
+    channel: Channel,
+    auth: Auth,
+}
+
+impl Connection {
+    /// Connects to the first coordinator of `remote` that accepts a connection, tried in order.
+    /// The connection flags are checked first (errors name the flag); their warnings (a token
+    /// file other users may read) go to stderr.
+    pub(crate) async fn open(remote: Remote<'_>) -> anyhow::Result<Connection> {
+        let options = remote.connect.resolve()?;
+        for warning in options.warnings() {
+            eprintln!("warning: {warning}");
+        }
+        let channel = nat_client::connect(remote.urls, &options).await?;
+        Ok(Connection {
+            channel,
+            auth: options.auth(),
+        })
+    }
+
+    pub(crate) fn jobs(&self) -> JobServiceClient<AuthChannel> {
+        nat_client::job_client(self.channel.clone(), &self.auth)
+    }
+
+    pub(crate) fn policies(&self) -> PolicyServiceClient<AuthChannel> {
+        nat_client::policy_client(self.channel.clone(), &self.auth)
+    }
+
+    pub(crate) fn tokens(&self) -> TokenServiceClient<AuthChannel> {
+        nat_client::token_client(self.channel.clone(), &self.auth)
+    }
+}
+
+/// A current-thread runtime for one command.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cmd, coordinator, output))
+        .context("cannot start the async runtime")
 }
 
-/// A channel to the first coordinator of `urls` (one URL or several, comma-separated: the
-/// `--coordinator` flag) that accepts a connection, tried in order.
-pub(crate) async fn connect(urls: &str) -> anyhow::Result<Channel> {
-    let mut endpoints = Vec::new();
-    for url in urls.split(',').map(str::trim) {
-        if url.is_empty() {
-            bail!("--coordinator: {urls:?} has an empty URL in its comma-separated list");
-        }
-        let endpoint = Channel::from_shared(url.to_string())
-            .map_err(|_| anyhow!("--coordinator: {url:?} is not a valid URL"))?
-            .connect_timeout(Duration::from_secs(5));
-        endpoints.push((url, endpoint));
-    }
-    if let [(url, endpoint)] = endpoints.as_slice() {
-        return endpoint
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to the coordinator at {url}"));
-    }
-    let mut failures = Vec::new();
-    for (url, endpoint) in endpoints {
-        match endpoint.connect().await {
-            Ok(channel) => return Ok(channel),
-            Err(err) => failures.push(format!("{url} ({:#})", anyhow::Error::new(err))),
-        }
-    }
-    bail!("cannot connect to any coordinator: {}", failures.join("; "))
+pub fn run(cmd: ClientCommand, remote: Remote<'_>, output: Output) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(run_async(cmd, remote, output))
 }
 
-/// A gRPC status as one readable line, with the code's canonical name (`NOT_FOUND`).
+/// A gRPC status as one readable line, with the code's canonical name (`NOT_FOUND`) and, for
+/// UNAUTHENTICATED and PERMISSION_DENIED, what to do about it.
 pub(crate) fn status_error(what: &str, s: tonic::Status) -> anyhow::Error {
-    anyhow!("{what}: {} ({})", s.message(), code_name(s.code()))
+    let hint = nat_client::auth_hint(s.code())
+        .map(|hint| format!("; hint: {hint}"))
+        .unwrap_or_default();
+    anyhow!("{what}: {} ({}){hint}", s.message(), code_name(s.code()))
 }
 
 /// The canonical name of a gRPC status code, as the gRPC specification spells it.
@@ -141,12 +165,16 @@ pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-async fn run_async(cmd: ClientCommand, url: &str, output: Output) -> anyhow::Result<ExitCode> {
+async fn run_async(
+    cmd: ClientCommand,
+    remote: Remote<'_>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     // Build the request before connecting so that bad input fails without a coordinator.
     if let ClientCommand::Submit(args) = &cmd {
-        return crate::submit::submit(args, url, output).await;
+        return crate::submit::submit(args, remote, output).await;
     }
-    let mut jobs = JobServiceClient::new(connect(url).await?);
+    let mut jobs = Connection::open(remote).await?.jobs();
     match cmd {
         ClientCommand::Submit(_) => Err(anyhow!("internal: submit handled above")),
         ClientCommand::Jobs { limit, states } => {
@@ -216,7 +244,7 @@ async fn run_async(cmd: ClientCommand, url: &str, output: Output) -> anyhow::Res
 }
 
 pub(crate) async fn get_job(
-    jobs: &mut JobServiceClient<Channel>,
+    jobs: &mut JobServiceClient<AuthChannel>,
     id: &str,
 ) -> anyhow::Result<v1::Job> {
     jobs.get_job(v1::GetJobRequest {
@@ -312,5 +340,15 @@ mod tests {
         );
         let e = status_error("cancel", tonic::Status::not_found("no job x"));
         assert_eq!(e.to_string(), "cancel: no job x (NOT_FOUND)");
+        let e = status_error("jobs", tonic::Status::unauthenticated("no token")).to_string();
+        assert!(
+            e.starts_with("jobs: no token (UNAUTHENTICATED); hint: ") && e.contains("--token"),
+            "{e}"
+        );
+        let e = status_error("cancel", tonic::Status::permission_denied("viewer")).to_string();
+        assert!(
+            e.contains("(PERMISSION_DENIED); hint: your token's role"),
+            "{e}"
+        );
     }
 }

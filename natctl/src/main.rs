@@ -1,7 +1,9 @@
 //! `natctl`: the user's command line for nat-orchestrator.
 //!
 //! `natctl arch …` (architectures) and `natctl dataset …` (dataset folders) work offline; every
-//! other command talks to a coordinator.
+//! other command talks to a coordinator, over TLS for an `https://` URL and with a bearer token
+//! when one is given (`nat_client::ConnectArgs`: `--ca-cert`, `--cert`/`--key`, `--token`,
+//! `--token-file`; docs/CLI.md, "Connecting securely").
 //! Every command that prints data takes `-o json|yaml|table` (docs/CLI.md documents each JSON
 //! shape); `natctl completions SHELL` prints a shell completion script.
 
@@ -18,6 +20,7 @@ mod policy; // optimize (h8)
 mod report;
 mod result;
 mod submit;
+mod token;
 mod view;
 mod watch;
 
@@ -39,6 +42,8 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     coordinator: String,
+    #[command(flatten)]
+    connect: nat_client::ConnectArgs,
     /// Output format of commands that print data: a table for people, or JSON / YAML whose
     /// field names are stable (docs/CLI.md). `watch -o json` prints JSON Lines.
     #[arg(
@@ -72,6 +77,9 @@ enum Command {
     },
     /// Print a stored policy's transformation of an architecture as a DARTS string (no training).
     Transform(policy::TransformArgs),
+    /// API tokens (admin role): create, list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Print a shell completion script to stdout.
     ///
     /// E.g. `natctl completions bash > /etc/bash_completion.d/natctl` (docs/CLI.md).
@@ -84,21 +92,20 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let output = cli.output;
+    let remote = client::Remote {
+        urls: &cli.coordinator,
+        connect: &cli.connect,
+    };
     let result = match cli.command {
         Command::Arch(cmd) => arch::run(cmd, output),
         Command::Dataset(cmd) => dataset::run(cmd, output),
-        Command::Client(cmd) => client::run(cmd, &cli.coordinator, output),
+        Command::Client(cmd) => client::run(cmd, remote, output),
         // optimize (h8)
-        Command::Policies { json } => policy::run(
-            policy::PolicyCommand::List,
-            &cli.coordinator,
-            output.or_json(json),
-        ),
-        Command::Transform(a) => policy::run(
-            policy::PolicyCommand::Transform(a),
-            &cli.coordinator,
-            output,
-        ),
+        Command::Policies { json } => {
+            policy::run(policy::PolicyCommand::List, remote, output.or_json(json))
+        }
+        Command::Transform(a) => policy::run(policy::PolicyCommand::Transform(a), remote, output),
+        Command::Token(cmd) => token::run(cmd, remote, output),
         Command::Completions { shell } => completions(shell),
     };
     match result {

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use nat_proto::v1;
-use nat_proto::v1::policy_service_client::PolicyServiceClient;
 use nat_schema::result::PolicyRef;
 use serde::Serialize;
 use serde_json::Value;
@@ -66,17 +65,21 @@ pub struct TransformView {
     changed_edges: Vec<String>,
 }
 
-/// Runs a policy command against the coordinator at `url`.
-pub fn run(cmd: PolicyCommand, url: &str, output: Output) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(run_async(cmd, url, output))
+/// Runs a policy command against the coordinator of `remote`.
+pub fn run(
+    cmd: PolicyCommand,
+    remote: crate::client::Remote<'_>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    crate::client::runtime()?.block_on(run_async(cmd, remote, output))
 }
 
-async fn run_async(cmd: PolicyCommand, url: &str, output: Output) -> anyhow::Result<ExitCode> {
-    let mut client = PolicyServiceClient::new(crate::client::connect(url).await?);
+async fn run_async(
+    cmd: PolicyCommand,
+    remote: crate::client::Remote<'_>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let mut client = crate::client::Connection::open(remote).await?.policies();
     match cmd {
         PolicyCommand::List => {
             let policies: Vec<PolicyView> = client

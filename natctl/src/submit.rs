@@ -7,9 +7,8 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use nat_proto::v1;
-use nat_proto::v1::job_service_client::JobServiceClient;
 
-use crate::client::{connect, status_error};
+use crate::client::{status_error, Connection, Remote};
 use crate::jobfile::{self, BudgetFile, DatasetShapeFile, JobFile};
 use crate::output::Output;
 use crate::view::JobView;
@@ -76,12 +75,16 @@ pub struct SubmitArgs {
     pub plain: bool,
 }
 
-/// Submits the job `a` describes to the coordinator at `url` and prints it; with `--follow`,
+/// Submits the job `a` describes to the coordinator of `remote` and prints it; with `--follow`,
 /// watches it and returns its end state's exit code.
-pub async fn submit(a: &SubmitArgs, url: &str, output: Output) -> anyhow::Result<ExitCode> {
+pub async fn submit(
+    a: &SubmitArgs,
+    remote: Remote<'_>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     // Built before connecting so that bad input fails without a coordinator.
     let req = submit_request(a)?;
-    let mut jobs = JobServiceClient::new(connect(url).await?);
+    let mut jobs = Connection::open(remote).await?.jobs();
     let job = jobs
         .submit_job(req)
         .await

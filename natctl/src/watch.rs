@@ -29,9 +29,9 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use nat_client::AuthChannel;
 use nat_proto::v1;
 use nat_proto::v1::job_service_client::JobServiceClient;
-use tonic::transport::Channel;
 
 use crate::client::{get_job, state_name, status_error};
 use crate::output::{emit, Output};
@@ -284,7 +284,7 @@ impl Bars {
 /// `-o json` prints each event as one JSON object a line (JSON Lines, `crate::view::EventView`),
 /// `-o yaml` as one YAML document, and nothing else on stdout.
 pub async fn watch(
-    jobs: &mut JobServiceClient<Channel>,
+    jobs: &mut JobServiceClient<AuthChannel>,
     id: &str,
     plain: bool,
     output: Output,

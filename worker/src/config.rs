@@ -29,6 +29,10 @@ pub enum ConfigError {
     MetricsListen(String),
     #[error("--{flag}: must be greater than zero")]
     ZeroDuration { flag: &'static str },
+    /// A connection flag (`--ca-cert`, `--cert`/`--key`, `--token`, `--token-file`, …) or a
+    /// coordinator URL that does not go with them; the message names the flag.
+    #[error("{0}")]
+    Connect(String),
 }
 
 /// How log lines are written (`text` or `json`), shared with the coordinator.
@@ -142,9 +146,26 @@ pub fn parse_metrics_listen(text: &str) -> Result<Option<SocketAddr>, ConfigErro
         .map_err(|_| ConfigError::MetricsListen(text.to_owned()))
 }
 
+/// What `nat-worker --help` adds after the flags: how credentials are used and what a rejection
+/// does.
+const AFTER_HELP: &str = "\
+Connecting securely: an https:// coordinator is reached over TLS (--ca-cert names the CA to \
+trust; --cert/--key add a client certificate for mutual TLS), and every call carries the \
+--token / --token-file bearer token (a token of role `worker`, made by an admin with \
+`natctl token create --role worker`). The token file is read once, at start.
+
+Rejected credentials: when the coordinator answers UNAUTHENTICATED (missing, wrong, expired or \
+revoked token) or PERMISSION_DENIED (a role other than worker, or a worker id that belongs to \
+another credential) to any call, registration included, the worker does not retry: it takes no \
+new task, cancels the tasks in hand (the coordinator re-leases them when their leases lapse), and \
+exits with status 77, saying which call was refused and why.
+
+Exit status: 0 after a drain (SIGTERM/SIGINT), 64 for a bad flag, 77 for rejected credentials, 1 \
+for any other failure.";
+
 /// `nat-worker`: leases NAT training tasks from a coordinator and runs them with libtorch.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "nat-worker", version, about)]
+#[command(name = "nat-worker", version, about, after_help = AFTER_HELP)]
 pub struct WorkerArgs {
     /// gRPC URL of the coordinator; several, comma-separated (`URL1,URL2`), are used in order:
     /// when one cannot be reached the worker moves on to the next.
@@ -204,10 +225,14 @@ pub struct WorkerArgs {
     /// How long to keep retrying the report of a finished task while the coordinator is away.
     #[arg(long, env = "NAT_REPORT_GIVE_UP", default_value = "30m", value_parser = parse_duration)]
     pub report_give_up: Duration,
+
+    /// TLS and the bearer token, for every coordinator URL.
+    #[command(flatten)]
+    pub connect: nat_client::ConnectArgs,
 }
 
 /// Validated configuration of a running worker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// The coordinators' gRPC URLs, in order (at least one): the worker fails over to the next
     /// when one cannot be reached.
@@ -225,6 +250,8 @@ pub struct WorkerConfig {
     pub max_backoff: Duration,
     pub lease_wait: Duration,
     pub report_give_up: Duration,
+    /// TLS settings and the bearer token (files read once, here).
+    pub connect: nat_client::ConnectOptions,
 }
 
 impl WorkerArgs {
@@ -250,6 +277,14 @@ impl WorkerArgs {
                 )));
             }
             coordinators.push(url.to_owned());
+        }
+        let connect = self
+            .connect
+            .resolve()
+            .map_err(|e| ConfigError::Connect(e.to_string()))?;
+        for url in &coordinators {
+            // An http:// URL with a TLS flag, a malformed URL: refused now, not at first use.
+            nat_client::endpoint(url, &connect).map_err(|e| ConfigError::Connect(e.to_string()))?;
         }
         let slots = resolve_slots(&self.devices.parse()?, visible_gpus)?;
         let threads = match self.threads {
@@ -302,6 +337,7 @@ impl WorkerArgs {
             max_backoff: self.max_backoff,
             lease_wait: self.lease_wait,
             report_give_up: self.report_give_up,
+            connect,
         })
     }
 }
@@ -408,7 +444,13 @@ mod tests {
 
     #[test]
     fn resolve_rejects_bad_values_naming_the_flag() {
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 12] = [
+            (&["--ca-cert", "/nonexistent/ca.pem"], "--ca-cert"),
+            (
+                &["--coordinator", "http://a:1", "--tls-server-name", "a"],
+                "--coordinator",
+            ),
+            (&["--token", "two words"], "--token"),
             (&["--metrics-listen", "nowhere"], "--metrics-listen"),
             (&["--metrics-listen", "127.0.0.1"], "--metrics-listen"),
             (&["--threads", "0"], "--threads"),

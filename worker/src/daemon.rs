@@ -10,17 +10,24 @@
 //! forgot us: we register again. On the first shutdown signal the worker drains: no new leases,
 //! tasks in hand finish and are reported; past the drain timeout (or on a second signal) they are
 //! cancelled and handed back as retryable failures.
+//!
+//! Credentials: every call carries the worker's bearer token (when one is configured) over TLS
+//! for `https://` coordinators. UNAUTHENTICATED or PERMISSION_DENIED from any call (a wrong,
+//! expired or revoked token, a role other than `worker`, a rejected client certificate) is not
+//! retried: the worker takes no new task, cancels the tasks in hand (their hand-back is tried
+//! once; the coordinator re-leases them when their leases lapse) and [`run`] returns
+//! [`DaemonError::Rejected`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nat_client::{AuthChannel, ConnectOptions};
 use nat_proto::v1;
 use nat_proto::v1::worker_service_client::WorkerServiceClient;
 use nat_telemetry::{record, DeviceKind, TaskKind, WorkerRpc, WorkerTaskOutcome};
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
@@ -45,12 +52,14 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 pub enum DaemonError {
     #[error("--coordinator: no URL given")]
     NoCoordinator,
-    #[error("--coordinator: invalid URL `{url}`: {source}")]
-    CoordinatorUrl {
-        url: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    /// A coordinator URL that cannot be used with the connection flags (the message names the
+    /// flag).
+    #[error(transparent)]
+    Coordinator(#[from] nat_client::ClientError),
+    /// The coordinator rejected the worker's credentials (UNAUTHENTICATED or PERMISSION_DENIED);
+    /// the message says which call, which coordinator and what to check.
+    #[error("{0}")]
+    Rejected(String),
     #[error("could not start slot {slot} thread: {source}")]
     SlotThread {
         slot: usize,
@@ -87,6 +96,10 @@ struct Shared {
     stopping: watch::Sender<bool>,
     /// Slots running a task (for the `nat_worker_slots` gauge).
     busy_slots: AtomicUsize,
+    /// Set when the coordinator rejected the worker's credentials: the worker stops.
+    rejected: watch::Sender<bool>,
+    /// Why (the first rejection), for [`DaemonError::Rejected`].
+    rejection: Mutex<Option<String>>,
 }
 
 /// The coordinators of `--coordinator`, in order. Calls go to the current one; a call that fails
@@ -94,27 +107,24 @@ struct Shared {
 /// coordinators share one database, so a registration and a lease are good at every one.
 struct Coordinators {
     urls: Vec<String>,
-    clients: Vec<WorkerServiceClient<Channel>>,
+    clients: Vec<WorkerServiceClient<AuthChannel>>,
     /// `clients[0]`, kept apart so that [`Coordinators::client`] needs no fallible lookup.
-    first: WorkerServiceClient<Channel>,
+    first: WorkerServiceClient<AuthChannel>,
     current: AtomicUsize,
 }
 
 impl Coordinators {
-    /// Lazy channels to `urls` (each connects on first use); `None` when `urls` is empty.
-    fn new(urls: &[String]) -> Result<Option<Self>, DaemonError> {
+    /// Lazy channels to `urls` (each connects on first use), with TLS for `https://` URLs and
+    /// the token of `connect` on every call; `None` when `urls` is empty.
+    fn new(urls: &[String], connect: &ConnectOptions) -> Result<Option<Self>, DaemonError> {
+        let auth = connect.auth();
         let mut clients = Vec::with_capacity(urls.len());
         for url in urls {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .map_err(|source| DaemonError::CoordinatorUrl {
-                    url: url.clone(),
-                    source,
-                })?
-                .connect_timeout(Duration::from_secs(5))
+            let endpoint = nat_client::endpoint(url, connect)?
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_timeout(Duration::from_secs(10));
-            clients.push(WorkerServiceClient::new(endpoint.connect_lazy()));
+            clients.push(nat_client::worker_client(endpoint.connect_lazy(), &auth));
         }
         Ok(clients.first().cloned().map(|first| Coordinators {
             urls: urls.to_vec(),
@@ -124,8 +134,13 @@ impl Coordinators {
         }))
     }
 
+    /// The URL of coordinator `index`.
+    fn url(&self, index: usize) -> &str {
+        self.urls.get(index).map(String::as_str).unwrap_or_default()
+    }
+
     /// The current coordinator's index and a client for it.
-    fn client(&self) -> (usize, WorkerServiceClient<Channel>) {
+    fn client(&self) -> (usize, WorkerServiceClient<AuthChannel>) {
         let index = self.current.load(Ordering::Relaxed);
         match self.clients.get(index) {
             Some(client) => (index, client.clone()),
@@ -171,12 +186,56 @@ impl Shared {
         *self.stopping.borrow()
     }
 
+    /// When `status` says the coordinator rejected the worker's credentials (UNAUTHENTICATED,
+    /// PERMISSION_DENIED): records why (the first time), stops leasing, cancels the tasks in
+    /// hand and returns true. Such a call is never retried.
+    fn credentials_rejected(&self, rpc: &str, used: usize, status: &Status) -> bool {
+        let what = match status.code() {
+            Code::Unauthenticated => {
+                "check --token / --token-file (NAT_TOKEN, NAT_TOKEN_FILE): a missing, wrong, \
+                 expired or revoked token"
+            }
+            Code::PermissionDenied => {
+                "the token's role must be `worker`, or the worker belongs to another credential"
+            }
+            _ => return false,
+        };
+        let message = format!(
+            "the coordinator at {} rejected this worker's credentials on {rpc}: {} ({}); {what}",
+            self.coordinators.url(used),
+            status.message(),
+            if status.code() == Code::Unauthenticated {
+                "UNAUTHENTICATED"
+            } else {
+                "PERMISSION_DENIED"
+            },
+        );
+        {
+            let mut first = self
+                .rejection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if first.is_some() {
+                return true;
+            }
+            *first = Some(message.clone());
+        }
+        tracing::error!(rpc, code = ?status.code(), "{message}; stopping");
+        self.draining.send_replace(true);
+        self.rejected.send_replace(true);
+        self.stop_all("worker stopping: the coordinator rejected its credentials");
+        true
+    }
+
     /// The current registration, registering (with backoff) when there is none. `None` when
     /// the daemon stops first.
     async fn registration(&self) -> Option<Registration> {
         let mut current = self.registration.lock().await;
         if let Some(registration) = current.as_ref() {
             return Some(registration.clone());
+        }
+        if *self.rejected.borrow() {
+            return None;
         }
         let mut backoff = Backoff::new(BACKOFF_BASE, self.config.max_backoff);
         loop {
@@ -214,6 +273,9 @@ impl Shared {
                 }
                 Err(status) => {
                     record::worker_rpc_error(WorkerRpc::Register);
+                    if self.credentials_rejected("register", used, &status) {
+                        return None;
+                    }
                     self.coordinators.failed(used, &status);
                     let delay = backoff.next_delay();
                     log_unreachable("register", &status, backoff.attempts(), delay);
@@ -395,10 +457,11 @@ where
     R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
     F: Fn(usize, SlotDevice) -> Result<R, String> + Clone + Send + 'static,
 {
-    let coordinators =
-        Coordinators::new(&config.coordinators)?.ok_or_else(|| DaemonError::NoCoordinator)?;
+    let coordinators = Coordinators::new(&config.coordinators, &config.connect)?
+        .ok_or(DaemonError::NoCoordinator)?;
     let (draining, _) = watch::channel(false);
     let (stopping, _) = watch::channel(false);
+    let (rejected, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         coordinators,
         config: config.clone(),
@@ -408,6 +471,8 @@ where
         draining,
         stopping,
         busy_slots: AtomicUsize::new(0),
+        rejected,
+        rejection: Mutex::new(None),
     });
     record_slots(0, config.slots.len());
 
@@ -442,17 +507,22 @@ where
         "nat-worker started"
     );
 
-    // Serve until the first signal (or until every slot loop ended on its own).
+    // Serve until the first signal (or until every slot loop ended on its own, or the
+    // coordinator rejected the worker's credentials).
     tokio::select! {
         _ = signals.recv() => {}
         () = join_all(&mut slot_loops) => {}
+        () = raised(&shared.rejected) => {}
     }
     shared.draining.send_replace(true);
-    tracing::info!(
-        tasks_in_hand = shared.in_hand(),
-        drain_timeout_s = config.drain_timeout.as_secs_f64(),
-        "draining: no new leases, finishing tasks in hand"
-    );
+    if !*shared.rejected.borrow() {
+        tracing::info!(
+            tasks_in_hand = shared.in_hand(),
+            drain_timeout_s = config.drain_timeout.as_secs_f64(),
+            "draining: no new leases, finishing tasks in hand"
+        );
+    }
+    // A rejected worker has cancelled its tasks already: it only waits for them to stop.
     let drained = tokio::select! {
         () = join_all(&mut slot_loops) => true,
         () = tokio::time::sleep(config.drain_timeout) => false,
@@ -476,6 +546,14 @@ where
     heartbeat.abort();
     if let Some(gpu_memory) = gpu_memory {
         gpu_memory.abort();
+    }
+    let rejection = shared
+        .rejection
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    if let Some(message) = rejection {
+        return Err(DaemonError::Rejected(message));
     }
     tracing::info!("nat-worker stopped");
     Ok(())
@@ -536,6 +614,10 @@ where
             Err(status) if status.code() == Code::NotFound => {
                 record::worker_rpc_error(WorkerRpc::LeaseTask);
                 shared.forget_registration(&registration.worker_id).await;
+            }
+            Err(status) if shared.credentials_rejected("lease_task", used, &status) => {
+                record::worker_rpc_error(WorkerRpc::LeaseTask);
+                return;
             }
             Err(status) => {
                 record::worker_rpc_error(WorkerRpc::LeaseTask);
@@ -774,11 +856,15 @@ async fn send_progress(
         epochs: progress.epochs,
         step: progress.step,
     };
-    let (_, mut client) = shared.coordinators.client();
+    let (used, mut client) = shared.coordinators.client();
     match flatten(
         tokio::time::timeout(Duration::from_secs(3), client.report_progress(request)).await,
     ) {
         Ok(response) => response.into_inner().stop,
+        Err(status) if shared.credentials_rejected("report_progress", used, &status) => {
+            record::worker_rpc_error(WorkerRpc::ReportProgress);
+            true
+        }
         Err(status) if status.code() == Code::FailedPrecondition => {
             record::worker_rpc_error(WorkerRpc::ReportProgress);
             true
@@ -846,6 +932,13 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
                     tracing::info!(task_id, duplicate = r.duplicate, "result reported");
                 }
                 return true;
+            }
+            Err(status) if shared.credentials_rejected("report_result", used, &status) => {
+                tracing::warn!(
+                    task_id,
+                    "result not reported: the coordinator rejected the worker's credentials"
+                );
+                return false;
             }
             Err(status) if status.code() == Code::NotFound && mentions_worker(&status) => {
                 shared.forget_registration(&registration.worker_id).await;
@@ -931,6 +1024,10 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                 record::worker_rpc_error(WorkerRpc::Heartbeat);
                 shared.forget_registration(&registration.worker_id).await;
                 interval = Duration::ZERO;
+            }
+            Err(status) if shared.credentials_rejected("heartbeat", used, &status) => {
+                record::worker_rpc_error(WorkerRpc::Heartbeat);
+                return;
             }
             Err(status) => {
                 record::worker_rpc_error(WorkerRpc::Heartbeat);

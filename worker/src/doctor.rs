@@ -1,12 +1,18 @@
 //! `nat-worker doctor`: what this worker runs on — the libtorch it loaded (path and version), the
 //! CUDA runtime and NVIDIA driver, the devices — proved by one small matrix product per device.
 //!
+//! It also says how the worker would reach its coordinators: the URLs, whether TLS is on (and
+//! what it trusts, whether a client certificate is sent) and whether a token is set (never its
+//! value), from the same flags and `NAT_…` variables as the worker; files that cannot be read and
+//! URLs that do not go with the flags are failed checks. It opens no connection.
+//!
 //! Exit status 0 when every check passes, 1 otherwise (the report says which failed). Run it after
 //! an install (`PREFIX/bin/nat-worker doctor`) or in a container (`podman run … nat-worker doctor`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::Parser;
 use tch::{Device, Kind, Tensor};
 
 use crate::system;
@@ -51,9 +57,34 @@ struct Line {
     failed: bool,
 }
 
-/// Runs the checks, prints the report on stdout and returns the exit status.
+/// `nat-worker doctor`'s flags: the coordinator URLs and the connection flags, as the worker
+/// takes them (and from the same environment variables).
+#[derive(Debug, Parser)]
+#[command(
+    name = "nat-worker doctor",
+    bin_name = "nat-worker doctor",
+    about = "Check libtorch, the devices, and how the worker would connect (no connection is made)"
+)]
+pub struct DoctorArgs {
+    /// Coordinator gRPC URL(s), comma-separated, as for the worker.
+    #[arg(
+        long,
+        env = "NAT_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+
+    /// TLS and the bearer token, as for the worker.
+    #[command(flatten)]
+    pub connect: nat_client::ConnectArgs,
+}
+
+/// Runs the checks, prints the report on stdout and returns the exit status. The arguments are
+/// the process's, after `doctor`.
 pub fn main() -> ExitCode {
-    let lines = report();
+    let args = DoctorArgs::parse_from(std::env::args_os().skip(1));
+    let mut lines = report();
+    lines.extend(connection_lines(&args));
     let width = lines
         .iter()
         .map(|line| line.key.len() + 1)
@@ -178,6 +209,75 @@ fn report() -> Vec<Line> {
             },
             false,
         );
+    }
+    lines
+}
+
+/// How the worker would connect: the URLs, TLS, the token (never its value); a connection flag
+/// or URL the worker would refuse is a failed line.
+fn connection_lines(args: &DoctorArgs) -> Vec<Line> {
+    let mut lines = vec![Line {
+        key: "coordinator",
+        value: args.coordinator.clone(),
+        failed: false,
+    }];
+    let mut fail = |key, value: String| {
+        lines.push(Line {
+            key,
+            value,
+            failed: true,
+        });
+    };
+    let options = match args.connect.resolve() {
+        Ok(options) => options,
+        Err(error) => {
+            fail("connection", error.to_string());
+            return lines;
+        }
+    };
+    let urls = match nat_client::parse_urls(&args.coordinator) {
+        Ok(urls) => urls,
+        Err(error) => {
+            fail("coordinator", error.to_string());
+            return lines;
+        }
+    };
+    for url in &urls {
+        if let Err(error) = nat_client::endpoint(url, &options) {
+            fail("coordinator", error.to_string());
+        }
+    }
+    let https = urls
+        .iter()
+        .filter(|url| url.to_ascii_lowercase().starts_with("https://"))
+        .count();
+    let tls = if https == 0 {
+        "off (http://: plaintext)".to_owned()
+    } else if https == urls.len() {
+        format!("on; {}", options.tls_summary())
+    } else {
+        format!(
+            "on for {https} of {} URLs; {}",
+            urls.len(),
+            options.tls_summary()
+        )
+    };
+    lines.push(Line {
+        key: "tls",
+        value: tls,
+        failed: false,
+    });
+    lines.push(Line {
+        key: "token",
+        value: options.token_summary(),
+        failed: false,
+    });
+    for warning in options.warnings() {
+        lines.push(Line {
+            key: "warning",
+            value: warning.clone(),
+            failed: false,
+        });
     }
     lines
 }
@@ -375,6 +475,57 @@ mod tests {
         assert!(old < MIN_DRIVER_CUDA13);
         assert!(parse_driver_version(proprietary).unwrap() >= MIN_DRIVER_CUDA13);
         assert_eq!(parse_driver_version("GCC version: 12.2\n"), None);
+    }
+
+    #[test]
+    fn the_connection_report_shows_tls_and_the_token_but_never_its_value() {
+        // Built here rather than parsed, so that this process's NAT_ variables play no part.
+        let mut args = DoctorArgs {
+            coordinator: "http://127.0.0.1:50051".to_owned(),
+            connect: nat_client::ConnectArgs {
+                token: Some("s3cret".to_owned()),
+                ..nat_client::ConnectArgs::default()
+            },
+        };
+        let lines = connection_lines(&args);
+        let text = format!("{lines:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let value = |key| {
+            lines
+                .iter()
+                .find(|line| line.key == key)
+                .map(|line| line.value.clone())
+                .unwrap()
+        };
+        assert_eq!(value("tls"), "off (http://: plaintext)");
+        assert_eq!(value("token"), "set (from --token / NAT_TOKEN)");
+        assert!(lines.iter().all(|line| !line.failed), "{lines:?}");
+
+        args.coordinator = "https://a:1,http://b:2".to_owned();
+        args.connect = nat_client::ConnectArgs {
+            ca_cert: Some(PathBuf::from("/nonexistent/ca.pem")),
+            ..nat_client::ConnectArgs::default()
+        };
+        let lines = connection_lines(&args);
+        let failed: Vec<&Line> = lines.iter().filter(|line| line.failed).collect();
+        assert_eq!(failed.len(), 1, "{lines:?}");
+        assert!(
+            failed[0].value.starts_with("--ca-cert: cannot read"),
+            "{lines:?}"
+        );
+
+        args.connect = nat_client::ConnectArgs::default();
+        let lines = connection_lines(&args);
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.key == "tls" && line.value.starts_with("on for 1 of 2 URLs")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines.iter().find(|line| line.key == "token").unwrap().value,
+            "none (calls are sent without a token)"
+        );
     }
 
     #[test]

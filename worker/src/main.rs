@@ -12,6 +12,9 @@ use nat_worker::{daemon, system, telemetry};
 
 /// Exit status for bad configuration (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
+/// Exit status when the coordinator rejects the worker's credentials (sysexits EX_NOPERM): a
+/// supervisor should not restart it until the token or certificate is fixed.
+const EX_NOPERM: u8 = 77;
 
 fn main() -> ExitCode {
     if std::env::args_os()
@@ -43,7 +46,10 @@ fn main() -> ExitCode {
         Err(error) => {
             nat_telemetry::report_error(error.as_ref(), "nat-worker failed");
             eprintln!("nat-worker: {error:#}");
-            ExitCode::FAILURE
+            match error.downcast_ref::<daemon::DaemonError>() {
+                Some(daemon::DaemonError::Rejected(_)) => ExitCode::from(EX_NOPERM),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

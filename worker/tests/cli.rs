@@ -11,6 +11,9 @@ fn worker(args: &[&str]) -> Output {
         .env_remove("NAT_THREADS")
         .env_remove("NAT_COORDINATOR")
         .env_remove("NAT_METRICS_LISTEN")
+        .env_remove("NAT_CA_CERT")
+        .env_remove("NAT_TOKEN")
+        .env_remove("NAT_TOKEN_FILE")
         .output()
         .expect("run nat-worker")
 }
@@ -30,10 +33,16 @@ fn help_lists_every_flag_with_its_environment_variable() {
         ("--log-format", "NAT_LOG_FORMAT"),
         ("--drain-timeout", "NAT_DRAIN_TIMEOUT"),
         ("--metrics-listen", "NAT_METRICS_LISTEN"),
+        ("--ca-cert", "NAT_CA_CERT"),
+        ("--cert", "NAT_CLIENT_CERT"),
+        ("--key", "NAT_CLIENT_KEY"),
+        ("--token", "NAT_TOKEN"),
+        ("--token-file", "NAT_TOKEN_FILE"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
         assert!(help.contains(env), "{env} missing from --help:\n{help}");
     }
+    assert!(help.contains("exits with status 77"), "{help}");
 }
 
 #[test]
@@ -44,6 +53,16 @@ fn bad_flags_exit_64_naming_the_flag() {
         (&["--threads", "0"][..], "--threads"),
         (&["--coordinator", "127.0.0.1:50051"][..], "--coordinator"),
         (&["--metrics-listen", "localhost"][..], "--metrics-listen"),
+        (&["--token-file", "/nonexistent/token"][..], "--token-file"),
+        (
+            &[
+                "--coordinator",
+                "http://127.0.0.1:1",
+                "--ca-cert",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+            ][..],
+            "--ca-cert",
+        ),
     ] {
         let output = worker(args);
         assert_eq!(output.status.code(), Some(64), "{args:?}: {output:?}");

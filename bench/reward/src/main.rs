@@ -18,6 +18,11 @@
 //!    the last report of a learning round to the policy update that used the round's rewards).
 //!
 //! The definitions are in docs/BENCHMARKS.md ("Reward path").
+//!
+//! With TLS and token auth: `--coordinator-arg=--tls-cert=… --coordinator-arg=--tls-key=…
+//! --coordinator-arg=--auth=token` for the coordinator, `--ca-cert` (and `--tls-server-name` when
+//! its certificate does not name 127.0.0.1) for the bench's https:// calls, and
+//! `--bootstrap-token` to create an admin token in each fresh database.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,13 +33,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
+use nat_client::{Auth, Channel, ConnectOptions};
 use nat_proto::v1;
-use nat_proto::v1::job_service_client::JobServiceClient;
-use nat_proto::v1::worker_service_client::WorkerServiceClient;
 use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
-use tonic::transport::Channel;
 
 /// Linux's USER_HZ (the unit of utime/stime in /proc/PID/stat) on every mainstream target.
 const CLOCK_TICK_NS: u64 = 10_000_000;
@@ -85,10 +88,39 @@ struct Cli {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pg_admin_url: String,
+    /// An extra argument for the started coordinator, repeatable, e.g.
+    /// `--coordinator-arg=--tls-cert=server.pem --coordinator-arg=--tls-key=server.key`: to
+    /// measure it with TLS or token auth.
+    #[arg(
+        long = "coordinator-arg",
+        value_name = "ARG",
+        allow_hyphen_values = true
+    )]
+    coordinator_args: Vec<String>,
+    /// Reach the started coordinator over TLS, at https://127.0.0.1:PORT (give it its
+    /// certificate with --coordinator-arg; --tls-server-name when the certificate does not name
+    /// 127.0.0.1). Implied by --ca-cert, --cert and --tls-server-name.
+    #[arg(long)]
+    tls: bool,
+    /// Create an admin token in each fresh database (`nat-coordinator token create`) and send
+    /// it with every call: to measure the coordinator with `--coordinator-arg=--auth=token`.
+    #[arg(long, conflicts_with_all = ["token", "token_file"])]
+    bootstrap_token: bool,
+    /// TLS and the bearer token of the bench's calls (a token must be valid at the started
+    /// coordinator: see --bootstrap-token).
+    #[command(flatten)]
+    connect: nat_client::ConnectArgs,
+    /// `connect`, checked and with its files read (set in `main`).
+    #[arg(skip)]
+    options: ConnectOptions,
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.options = cli.connect.resolve()?;
+    for warning in cli.options.warnings() {
+        eprintln!("warning: {warning}");
+    }
     if cli.rewards.is_empty() || cli.rewards.contains(&0) {
         bail!("--rewards must list positive numbers");
     }
@@ -356,7 +388,38 @@ async fn run_one(cli: &Cli, bin: &Path, target: u64) -> anyhow::Result<Report> {
     result
 }
 
+/// Creates an admin token in the database at `url` with the coordinator binary's `token create`
+/// and returns it as the bench's credentials.
+async fn bootstrap_token(bin: &Path, url: &str) -> anyhow::Result<Auth> {
+    let output = tokio::process::Command::new(bin)
+        .args(["--database-url", url, "token", "create"])
+        .args(["--role", "admin", "--name", "reward-bench"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("run {} token create", bin.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} token create failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let secret = stdout
+        .lines()
+        .last()
+        .map(str::trim)
+        .ok_or_else(|| anyhow!("{} token create printed no token", bin.display()))?;
+    Ok(Auth::bearer("--bootstrap-token", secret)?)
+}
+
 async fn run_on(cli: &Cli, bin: &Path, target: u64, url: &str) -> anyhow::Result<Report> {
+    let auth = if cli.bootstrap_token {
+        bootstrap_token(bin, url).await?
+    } else {
+        cli.options.auth()
+    };
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -375,6 +438,7 @@ async fn run_on(cli: &Cli, bin: &Path, target: u64, url: &str) -> anyhow::Result
             "--heartbeat-seconds",
             "60",
         ])
+        .args(&cli.coordinator_args)
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -405,7 +469,12 @@ async fn run_on(cli: &Cli, bin: &Path, target: u64, url: &str) -> anyhow::Result
     // Keep reading its stdout so that it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
-    let result = drive(cli, target, &format!("http://{addr}"), url, pid).await;
+    let scheme = if cli.tls || !cli.options.tls_flags().is_empty() {
+        "https"
+    } else {
+        "http"
+    };
+    let result = drive(cli, &auth, target, &format!("{scheme}://{addr}"), url, pid).await;
 
     // Stop the coordinator: SIGTERM (graceful), then kill.
     let _ = std::process::Command::new("kill")
@@ -420,10 +489,8 @@ async fn run_on(cli: &Cli, bin: &Path, target: u64, url: &str) -> anyhow::Result
     result
 }
 
-async fn connect(url: &str) -> anyhow::Result<Channel> {
-    let endpoint = Channel::from_shared(url.to_string())?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5));
+async fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Channel> {
+    let endpoint = nat_client::endpoint(url, options)?.tcp_nodelay(true);
     let mut last = None;
     for _ in 0..50 {
         match endpoint.connect().await {
@@ -434,12 +501,16 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
             }
         }
     }
-    Err(anyhow!("cannot connect to {url}: {last:?}"))
+    let why = last
+        .as_ref()
+        .map_or_else(String::new, |e| nat_client::error_chain(e));
+    Err(anyhow!("cannot connect to {url}: {why}"))
 }
 
 /// Runs the job against a started coordinator.
 async fn drive(
     cli: &Cli,
+    auth: &Auth,
     target: u64,
     grpc: &str,
     db_url: &str,
@@ -448,11 +519,11 @@ async fn drive(
     let loadavg_start = loadavg();
     let mut channels = Vec::with_capacity(cli.connections);
     for _ in 0..cli.connections {
-        channels.push(connect(grpc).await?);
+        channels.push(connect(grpc, &cli.options).await?);
     }
     let mut ids = Vec::with_capacity(cli.workers);
     for i in 0..cli.workers {
-        let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
+        let mut w = nat_client::worker_client(channels[i % channels.len()].clone(), auth);
         let id = w
             .register_worker(v1::RegisterWorkerRequest {
                 name: format!("reward-bench-{i}"),
@@ -490,7 +561,7 @@ async fn drive(
     let iterations = u32::try_from(target.div_ceil(u64::from(m)))
         .context("too many rounds")?
         .max(1);
-    let mut jobs = JobServiceClient::new(channels[0].clone());
+    let mut jobs = nat_client::job_client(channels[0].clone(), auth);
     let job = jobs
         .submit_job(v1::SubmitJobRequest {
             kind: v1::JobKind::Optimize as i32,
@@ -535,7 +606,7 @@ async fn drive(
     // The fleet.
     let mut handles = Vec::with_capacity(cli.workers);
     for (i, id) in ids.into_iter().enumerate() {
-        let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
+        let mut w = nat_client::worker_client(channels[i % channels.len()].clone(), auth);
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
             // Send times (unix µs) of this worker's reports.
