@@ -12,7 +12,9 @@
 //!
 //! By default it creates a fresh PostgreSQL database, starts an in-process coordinator on it on
 //! port 0, runs, prints a summary and drops the database. `--coordinator URL` targets a running
-//! coordinator instead.
+//! coordinator instead; with an `https://` URL and the connection flags of `nat_client`
+//! (`--ca-cert`, `--cert`/`--key`, `--token`/`--token-file`) it measures one serving TLS and
+//! token auth (the token needs the worker and user calls: an admin token).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,11 +24,8 @@ use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use nat_coordinator::{Config, Coordinator, SystemClock};
 use nat_proto::v1;
-use nat_proto::v1::job_service_client::JobServiceClient;
-use nat_proto::v1::worker_service_client::WorkerServiceClient;
 use nat_store::{Capabilities, Completion, NewJob, NewTask, Outcome, Requirements, Store};
 use sqlx::Connection;
-use tonic::transport::Channel;
 
 const PRESETS: [&str; 11] = [
     "darts-v2",
@@ -88,9 +87,21 @@ struct Cli {
     /// Use this database URL instead of a fresh PostgreSQL database (e.g. sqlite:/tmp/b.db).
     #[arg(long)]
     database_url: Option<String>,
-    /// Target a running coordinator instead of starting one in-process (grpc mode).
+    /// Target a running coordinator instead of starting one in-process (grpc mode). An
+    /// https:// URL is reached over TLS; the connection flags below (--ca-cert, --cert/--key,
+    /// --token, --token-file) apply to it.
     #[arg(long)]
     coordinator: Option<String>,
+    /// TLS and the bearer token, for --coordinator (the in-process coordinator serves plaintext
+    /// without auth, so TLS flags need --coordinator).
+    #[command(flatten)]
+    connect: nat_client::ConnectArgs,
+    /// Before each real report, another simulated worker (the next one's id, same connection
+    /// credential) reports the same task with the right lease token: every such report must be
+    /// refused (FAILED_PRECONDITION / PERMISSION_DENIED). Prints the counts; exits non-zero if
+    /// one was accepted. Shows that a worker cannot report another's lease, reserved or not.
+    #[arg(long)]
+    foreign_reports: bool,
     /// Lease reservations of the in-process coordinator, in ms of demand (its
     /// `--lease-reserve-ms`; 0 = off: every lease claimed on the request path).
     #[arg(long, default_value_t = 50)]
@@ -328,6 +339,17 @@ fn summary(cli: &Cli, backend: &str, elapsed: Duration, done: u64, mut s: Sample
 }
 
 async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
+    let options = cli.connect.resolve()?;
+    for warning in options.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    if cli.coordinator.is_none() && !options.tls_flags().is_empty() {
+        bail!(
+            "{}: needs --coordinator (the in-process coordinator serves plaintext)",
+            options.tls_flags().join(", ")
+        );
+    }
+    let auth = options.auth();
     // The coordinator, in-process unless one is given.
     let mut stop_tx = None;
     let mut coordinator = None;
@@ -357,9 +379,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
     };
     let mut channels = Vec::with_capacity(cli.connections);
     for _ in 0..cli.connections {
-        let endpoint = Channel::from_shared(url.clone())?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5));
+        let endpoint = nat_client::endpoint(&url, &options)?.tcp_nodelay(true);
         let mut last = None;
         let mut ch = None;
         for _ in 0..50 {
@@ -374,13 +394,18 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
                 }
             }
         }
-        channels.push(ch.ok_or_else(|| anyhow::anyhow!("cannot connect to {url}: {last:?}"))?);
+        channels.push(ch.ok_or_else(|| {
+            let why = last
+                .as_ref()
+                .map_or_else(String::new, |e| nat_client::error_chain(e));
+            anyhow::anyhow!("cannot connect to {url}: {why}")
+        })?);
     }
 
     // Register the fleet.
     let mut ids = Vec::with_capacity(cli.workers);
     for i in 0..cli.workers {
-        let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
+        let mut w = nat_client::worker_client(channels[i % channels.len()].clone(), &auth);
         let id = w
             .register_worker(v1::RegisterWorkerRequest {
                 name: format!("load-{i}"),
@@ -401,7 +426,7 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
         ids.push(id);
     }
     // Submit the work.
-    let mut jobs = JobServiceClient::new(channels[0].clone());
+    let mut jobs = nat_client::job_client(channels[0].clone(), &auth);
     let mut left = cli.tasks;
     while left > 0 {
         let n = left.min(cli.tasks_per_job);
@@ -436,8 +461,15 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
     let total = cli.tasks as u64;
     let start = Instant::now();
     let mut handles = Vec::with_capacity(cli.workers);
+    let foreign = Arc::new(ForeignReports::default());
+    let neighbours: Vec<String> = ids.iter().skip(1).chain(ids.first()).cloned().collect();
     for (i, id) in ids.into_iter().enumerate() {
-        let mut w = WorkerServiceClient::new(channels[i % channels.len()].clone());
+        let mut w = nat_client::worker_client(channels[i % channels.len()].clone(), &auth);
+        let neighbour = neighbours
+            .get(i)
+            .cloned()
+            .filter(|n| *n != id && cli.foreign_reports);
+        let foreign = foreign.clone();
         let done = done.clone();
         let hold = Hold::of(cli);
         let warmup = Duration::from_millis(cli.warmup_ms);
@@ -462,6 +494,9 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
                 };
                 let steady = s.lease(t0.duration_since(start), t0.elapsed(), warmup);
                 hold.hold().await;
+                if let Some(other) = &neighbour {
+                    foreign.send(&mut w, other, &task).await;
+                }
                 let t1 = Instant::now();
                 w.report_result(v1::ReportResultRequest {
                     worker_id: id.clone(),
@@ -494,6 +529,13 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
     }
     let elapsed = start.elapsed();
     summary(cli, &backend, elapsed, done.load(Ordering::Relaxed), all);
+    if cli.foreign_reports {
+        let (sent, refused, accepted) = foreign.counts();
+        println!("foreign_reports sent={sent} refused={refused} accepted={accepted}");
+        if accepted > 0 {
+            bail!("{accepted} reports for another worker's lease were accepted");
+        }
+    }
     if let Some(c) = &coordinator {
         let r = c.reservations.stats();
         println!(
@@ -518,6 +560,64 @@ async fn run_grpc(cli: &Cli, database_url: Option<&str>) -> anyhow::Result<()> {
         let _ = tx.send(());
     }
     Ok(())
+}
+
+/// Reports sent by a worker for a lease another worker holds (`--foreign-reports`).
+#[derive(Debug, Default)]
+struct ForeignReports {
+    sent: AtomicU64,
+    refused: AtomicU64,
+    accepted: AtomicU64,
+}
+
+impl ForeignReports {
+    /// `other` reports `task` (with its right lease token) through `w`'s connection.
+    async fn send(
+        &self,
+        w: &mut v1::worker_service_client::WorkerServiceClient<nat_client::AuthChannel>,
+        other: &str,
+        task: &v1::Task,
+    ) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        let r = w
+            .report_result(v1::ReportResultRequest {
+                worker_id: other.to_string(),
+                task_id: task.task_id.clone(),
+                lease_token: task.lease_token,
+                outcome: Some(v1::report_result_request::Outcome::TrainEval(
+                    v1::TrainEvalResult {
+                        accuracy: 0.1,
+                        loss: 9.0,
+                        params: 1000,
+                        madds: 1000,
+                        wall_seconds: 0.0,
+                        images_per_second: 0.0,
+                    },
+                )),
+            })
+            .await;
+        match r {
+            Ok(_) => self.accepted.fetch_add(1, Ordering::Relaxed),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::PermissionDenied
+                ) =>
+            {
+                self.refused.fetch_add(1, Ordering::Relaxed)
+            }
+            // Anything else (the coordinator unreachable, …) is neither: counted as sent only.
+            Err(_) => 0,
+        };
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+            self.accepted.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The same transitions straight on the store: lease (one statement), read the task (as the
@@ -557,6 +657,7 @@ async fn run_store(cli: &Cli, url: &str) -> anyhow::Result<()> {
                     spec: serde_json::json!({}),
                     priority: 0,
                     completion: Completion::AllTasks,
+                    owner: None,
                 },
                 tasks,
                 now(),
