@@ -38,7 +38,9 @@ import sys, yaml
 src, out, work, data, grpc, http, pg, metrics, password = sys.argv[1:]
 objs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(open(src)) if d}
 config = objs[("ConfigMap", "nat-coordinator")]
-config["data"].update({"NAT_LISTEN": f"127.0.0.1:{grpc}", "NAT_HTTP_LISTEN": f"127.0.0.1:{http}"})
+# Host loopback only, so no tokens (the manifests' NAT_AUTH=token is covered by tests/auth.rs).
+config["data"].update({"NAT_LISTEN": f"127.0.0.1:{grpc}", "NAT_HTTP_LISTEN": f"127.0.0.1:{http}",
+                       "NAT_AUTH": "none"})
 url = f"postgres://nat:{password}@127.0.0.1:{pg}/nat"
 
 def host_volumes(pod, paths):
