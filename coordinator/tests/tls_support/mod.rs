@@ -130,9 +130,14 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub async fn start(tls: ServerTls) -> TlsServer {
+        TlsServer::start_with(tls, test_config()).await
+    }
+
+    /// [`TlsServer::start`] with other settings (authentication, for instance).
+    pub async fn start_with(tls: ServerTls, config: nat_coordinator::Config) -> TlsServer {
         let db = TestDb::new(Backend::Sqlite).await;
         let store = nat_store::connect(&db.url).await.expect("store opens");
-        let coordinator = Coordinator::new(store, Arc::new(SystemClock), test_config());
+        let coordinator = Coordinator::new(store, Arc::new(SystemClock), config);
         let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let (grpc_addr, http_addr) = (
