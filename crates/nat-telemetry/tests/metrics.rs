@@ -41,6 +41,8 @@ fn record_everything() {
     record::reward_cache_lookup(CacheResult::Hit);
     record::reward_cache_lookup(CacheResult::Miss);
     record::worker_registered();
+    record::auth_refused("unauthenticated");
+    record::auth_refused("permission_denied");
     record::set_jobs(JobState::Running, 2);
     record::set_tasks(TaskState::Ready, 11);
     record::set_workers(WorkerState::Active, 3);
