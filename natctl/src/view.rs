@@ -28,6 +28,8 @@ pub struct JobView {
     pub dataset_shape: Option<DatasetShape>,
     /// Why a queued job's tasks are not being leased (`null` when nothing holds it back).
     pub waiting_reason: Option<String>,
+    /// Name of the token that submitted the job (`null` when submitted without authentication).
+    pub owner: Option<String>,
     pub seed: u64,
     pub priority: i32,
     pub budget_preset: String,
@@ -255,6 +257,7 @@ impl JobView {
             dataset: j.dataset.clone(),
             dataset_shape: shape(j.dataset_shape.as_ref()),
             waiting_reason: nonempty(&j.waiting_reason),
+            owner: nonempty(&j.owner),
             seed: j.seed,
             priority: j.priority,
             budget_preset: j.budget_preset.clone(),
@@ -309,6 +312,9 @@ impl JobView {
         }
         row("budget", self.budget_preset.clone());
         row("priority", self.priority.to_string());
+        if let Some(o) = &self.owner {
+            row("owner", o.clone());
+        }
         let c = &self.tasks;
         row(
             "tasks",
