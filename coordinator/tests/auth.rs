@@ -943,3 +943,34 @@ both_backends!(
     cross_worker_reports_refused,
     workers_speak_only_for_themselves
 );
+
+/// Without `--auth token` nobody may mint tokens over the API (they would stay valid once
+/// authentication is switched on); the bootstrap command is the way in.
+async fn no_token_management_without_auth(db: &TestDb) {
+    let server = AuthServer::start(db, AuthSettings::default()).await;
+    let mut tokens = TokenServiceClient::new(server.channel().await);
+    let err = tokens
+        .create_token(v1::CreateTokenRequest {
+            role: v1::Role::Admin as i32,
+            name: "sneaky".into(),
+            expires_in_seconds: 0,
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("--auth token"), "{}", err.message());
+    let err = tokens
+        .list_tokens(v1::ListTokensRequest::default())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(server
+        .coordinator
+        .store
+        .list_tokens(true)
+        .await
+        .expect("list")
+        .is_empty());
+    server.stop().await;
+}
+both_backends!(tokens_need_auth, no_token_management_without_auth);

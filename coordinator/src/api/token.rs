@@ -6,7 +6,7 @@ use nat_proto::v1;
 use nat_store::{ApiToken, Role};
 use tonic::{Request, Response, Status};
 
-use crate::auth::{tokens, Principal};
+use crate::auth::{tokens, AuthMode, Principal};
 use crate::convert;
 use crate::error::ApiError;
 use crate::state::{parse_id, Coordinator};
@@ -21,6 +21,20 @@ impl TokenApi {
     /// The service over shared state.
     pub fn new(c: Arc<Coordinator>) -> Self {
         TokenApi { c }
+    }
+
+    /// Token management needs `--auth token`: without authentication every caller is
+    /// anonymous, and a token minted by anyone who reaches the port would stay valid once
+    /// authentication is switched on. (The bootstrap command writes to the database directly.)
+    fn check_enabled(&self) -> Result<(), ApiError> {
+        if self.c.config.auth.mode == AuthMode::None {
+            return Err(ApiError::FailedPrecondition(
+                "token management needs a coordinator running with --auth token; to create the \
+                 first admin token use `nat-coordinator token create --role admin`"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -70,6 +84,7 @@ impl v1::token_service_server::TokenService for TokenApi {
         &self,
         request: Request<v1::CreateTokenRequest>,
     ) -> Result<Response<v1::CreateTokenResponse>, Status> {
+        self.check_enabled()?;
         let principal = Principal::of(&request);
         let r = request.into_inner();
         let role = role_from_proto("role", r.role)?;
@@ -93,6 +108,7 @@ impl v1::token_service_server::TokenService for TokenApi {
         &self,
         request: Request<v1::ListTokensRequest>,
     ) -> Result<Response<v1::ListTokensResponse>, Status> {
+        self.check_enabled()?;
         let r = request.into_inner();
         let tokens = self
             .c
@@ -109,6 +125,7 @@ impl v1::token_service_server::TokenService for TokenApi {
         &self,
         request: Request<v1::RevokeTokenRequest>,
     ) -> Result<Response<v1::RevokeTokenResponse>, Status> {
+        self.check_enabled()?;
         let principal = Principal::of(&request);
         let r = request.into_inner();
         let id: uuid::Uuid = parse_id("id", &r.id)?;
