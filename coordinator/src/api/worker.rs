@@ -112,8 +112,13 @@ impl WorkerApi {
         })
     }
 
-    async fn lease(&self, r: v1::LeaseTaskRequest) -> Result<Option<v1::Task>, ApiError> {
+    async fn lease(
+        &self,
+        r: v1::LeaseTaskRequest,
+        principal: &Principal,
+    ) -> Result<Option<v1::Task>, ApiError> {
         let worker = parse_id("worker_id", &r.worker_id)?;
+        self.check_worker(worker, principal).await?;
         if let Some(d) = &r.device {
             v1::DeviceKind::try_from(d.kind).map_err(|_| {
                 ApiError::invalid("device.kind", format!("unknown device kind {}", d.kind))
@@ -200,8 +205,10 @@ impl WorkerApi {
     async fn report(
         &self,
         r: v1::ReportResultRequest,
+        principal: &Principal,
     ) -> Result<v1::ReportResultResponse, ApiError> {
         let worker: WorkerId = parse_id("worker_id", &r.worker_id)?;
+        self.check_worker(worker, principal).await?;
         let task_id: TaskId = parse_id("task_id", &r.task_id)?;
         let lease_token = token("lease_token", r.lease_token)?;
         self.check_holder(task_id, lease_token, worker)?;
@@ -469,13 +476,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let principal = Principal::of(&request);
         let r = request.into_inner();
         span_ids(&r.worker_id, "", "");
-        let result = match parse_id("worker_id", &r.worker_id) {
-            Ok(worker) => match self.check_worker(worker, &principal).await {
-                Ok(()) => self.lease(r).await,
-                Err(err) => Err(err),
-            },
-            Err(err) => Err(err),
-        };
+        let result = self.lease(r, &principal).await;
         if let Ok(Some(task)) = &result {
             span_ids("", &task.task_id, &task.job_id);
         }
@@ -570,13 +571,7 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
         let principal = Principal::of(&request);
         let r = request.into_inner();
         span_ids(&r.worker_id, &r.task_id, "");
-        let result = match parse_id("worker_id", &r.worker_id) {
-            Ok(worker) => match self.check_worker(worker, &principal).await {
-                Ok(()) => self.report(r).await,
-                Err(err) => Err(err),
-            },
-            Err(err) => Err(err),
-        };
+        let result = self.report(r, &principal).await;
         let outcome = match &result {
             Ok(r) if r.duplicate => ReportOutcome::Duplicate,
             Ok(_) => ReportOutcome::Accepted,
