@@ -422,6 +422,42 @@ pub const AUTH_REFUSED: MetricDef = MetricDef {
     component: Component::Coordinator,
 };
 
+/// Whether this coordinator is the leader (see coordinator/src/leader.rs).
+pub const LEADER: MetricDef = MetricDef {
+    name: "nat_coordinator_leader",
+    kind: MetricKind::Gauge,
+    help:
+        "1 while this coordinator is the leader (runs the job drivers, the policy updates and the \
+           lease sweep), 0 while it is a follower. Exactly one coordinator of a database should \
+           report 1.",
+    labels: &[],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
+/// The leadership term this coordinator holds.
+pub const LEADER_EPOCH: MetricDef = MetricDef {
+    name: "nat_coordinator_leader_epoch",
+    kind: MetricKind::Gauge,
+    help:
+        "The leadership term (epoch) this coordinator last held or saw held; it grows by one with \
+           every takeover.",
+    labels: &[],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
+/// Changes of this coordinator's role.
+pub const LEADER_CHANGES: MetricDef = MetricDef {
+    name: "nat_coordinator_leader_changes_total",
+    kind: MetricKind::Counter,
+    help: "Terms this coordinator began (elected) or ended (stepped_down: lost, not renewed in \
+           time, or resigned at shutdown).",
+    labels: &[label("change", &["elected", "stepped_down"])],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
 /// Every metric, coordinator first.
 pub const ALL: &[MetricDef] = &[
     TASKS_CREATED,
@@ -447,6 +483,9 @@ pub const ALL: &[MetricDef] = &[
     WORKERS,
     WORKERS_REGISTERED,
     AUTH_REFUSED,
+    LEADER,
+    LEADER_EPOCH,
+    LEADER_CHANGES,
     WORKER_TASK_DURATION,
     WORKER_IMAGES,
     WORKER_THROUGHPUT,

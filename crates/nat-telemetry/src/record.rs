@@ -140,6 +140,20 @@ pub fn auth_refused(reason: &'static str) {
     counter!(catalog::AUTH_REFUSED.name, "reason" => reason).increment(1);
 }
 
+/// This coordinator began a leadership term (`elected`) or ended one (`false`).
+pub fn leadership_changed(elected: bool, epoch: i64) {
+    let change = if elected { "elected" } else { "stepped_down" };
+    counter!(catalog::LEADER_CHANGES.name, "change" => change).increment(1);
+    gauge!(catalog::LEADER.name).set(if elected { 1.0 } else { 0.0 });
+    gauge!(catalog::LEADER_EPOCH.name).set(epoch as f64);
+}
+
+/// The leadership term this follower saw held by another coordinator.
+pub fn leader_seen(epoch: i64) {
+    gauge!(catalog::LEADER.name).set(0.0);
+    gauge!(catalog::LEADER_EPOCH.name).set(epoch as f64);
+}
+
 /// Sets the number of jobs in `state`.
 pub fn set_jobs(state: JobState, count: u64) {
     gauge!(catalog::JOBS.name, "state" => state.as_str()).set(count as f64);

@@ -43,6 +43,8 @@ fn record_everything() {
     record::worker_registered();
     record::auth_refused("unauthenticated");
     record::auth_refused("permission_denied");
+    record::leadership_changed(true, 3);
+    record::leader_seen(3);
     record::set_jobs(JobState::Running, 2);
     record::set_tasks(TaskState::Ready, 11);
     record::set_workers(WorkerState::Active, 3);
