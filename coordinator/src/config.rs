@@ -23,6 +23,27 @@ pub struct Config {
     pub lease_reserve_min_rate: f64,
     /// Authentication (see [`crate::auth`]); none by default.
     pub auth: crate::auth::AuthSettings,
+    /// This coordinator's name in the leader election (see [`crate::leader`]); unique among
+    /// the coordinators of one database. Default: `<hostname>-<pid>`.
+    pub instance_id: String,
+    /// Most concurrent calls (HTTP/2 streams) one client connection may have open; a client
+    /// that opens more waits for a slot (compliant clients queue them) or has the stream refused.
+    /// Bounds what one flooding connection can take of the coordinator.
+    pub max_streams_per_connection: u32,
+    /// How long a leadership term lasts unless renewed (renewed every fifth of it); a follower
+    /// takes over this long after the leader stopped renewing.
+    pub leader_lease: Duration,
+}
+
+/// `<hostname>-<pid>`: unique among the processes of a cluster.
+pub fn default_instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "coordinator".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Default for Config {
@@ -36,6 +57,9 @@ impl Default for Config {
             lease_reserve: Duration::from_millis(50),
             lease_reserve_min_rate: 100.0,
             auth: crate::auth::AuthSettings::default(),
+            max_streams_per_connection: 1024,
+            instance_id: default_instance_id(),
+            leader_lease: Duration::from_secs(5),
         }
     }
 }
@@ -81,6 +105,17 @@ impl Config {
         }
         if !(self.lease_reserve_min_rate.is_finite() && self.lease_reserve_min_rate >= 0.0) {
             return Err("lease reserve minimum rate must be a finite number >= 0".into());
+        }
+        if !(1..=100_000).contains(&self.max_streams_per_connection) {
+            return Err("max streams per connection must be in 1..=100000".into());
+        }
+        if self.instance_id.trim().is_empty() || self.instance_id.len() > 256 {
+            return Err("instance id must be 1 to 256 bytes, not blank".into());
+        }
+        if self.leader_lease < Duration::from_secs(1)
+            || self.leader_lease > Duration::from_secs(300)
+        {
+            return Err("leader lease must be between 1 s and 300 s".into());
         }
         Ok(())
     }

@@ -12,6 +12,8 @@
 //! - [`reserve`]: lease reservations — tasks claimed ahead of demand under load, so that
 //!   LeaseTask is answered from memory.
 //! - [`handout`]: which worker got a reserved lease, written by its report or a second later.
+//! - [`leader`]: leader election among coordinators sharing a database; only the leader runs
+//!   the job drivers (policy updates, fenced by its term) and the lease sweep.
 //! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: row, document
 //!   (`nat_schema`) and wire conversions; [`error`]: `Status` mapping; [`config`]: settings.
 //! - [`serve`]: the server, in the mini-redis style — it takes bound listeners and a shutdown
@@ -31,7 +33,9 @@
 //! once; a stale token is `FAILED_PRECONDITION`). An optimize job's driver reads the job's new
 //! events (O(1) per report), turns results into rewards and policy steps, and finally writes
 //! the result. A background loop collects expired leases. Because all state is in the store,
-//! `kill -9` of the coordinator loses nothing: a restart resumes every job.
+//! `kill -9` of the coordinator loses nothing: a restart resumes every job. Several coordinators
+//! may share one PostgreSQL database: all serve the API, the elected leader drives the jobs,
+//! and another takes over when it stops renewing its term ([`leader`]).
 
 pub mod api;
 pub mod auth;
@@ -42,6 +46,7 @@ pub mod convert;
 pub mod error;
 pub mod handout;
 pub mod jobs;
+pub mod leader;
 pub mod reserve;
 pub mod state;
 pub mod tls;
@@ -62,8 +67,15 @@ pub use state::Coordinator;
 /// How often the store-derived gauges (jobs, tasks, workers by state) are refreshed.
 const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Largest accepted gRPC message, in bytes.
+/// Largest accepted gRPC message, in bytes (a larger one is refused with OUT_OF_RANGE before it
+/// is decoded).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+/// Largest accepted header block of one call (metadata), in bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// HTTP/2 pings on idle connections: a peer that does not answer within the timeout (a crashed
+/// or partitioned host) has its connection closed, and its long-polls end.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -168,20 +180,29 @@ pub async fn serve_with(
     )
     .max_decoding_message_size(MAX_MESSAGE_BYTES);
     // Reservations of an earlier process that died were never handed out (or only just):
-    // back to the queue before serving.
-    match c.store.release_unassigned_leases(c.clock.now()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            tasks = n,
-            "reservations of an earlier run returned to the queue"
-        ),
-        Err(err) => nat_telemetry::report_error(&err, "cannot release earlier reservations"),
+    // back to the queue before serving. With SQLite this process is the only coordinator of the
+    // database, so all of them; coordinators sharing PostgreSQL leave those of live peers alone
+    // (the leader returns the orphaned ones, see `leader`).
+    if c.store.backend() == "sqlite" {
+        let now = c.clock.now();
+        match c.store.release_unassigned_leases(now, now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                tasks = n,
+                "reservations of an earlier run returned to the queue"
+            ),
+            Err(err) => nat_telemetry::report_error(&err, "cannot release earlier reservations"),
+        }
     }
-    match kinds.resume_all(&c).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(jobs = n, "unfinished jobs resumed"),
-        Err(err) => nat_telemetry::report_error(&err, "cannot resume unfinished jobs"),
-    }
+    // The first election round before serving: a coordinator alone on its database leads (and
+    // resumes its jobs) from its first request on.
+    let term = leader::round(&c, &kinds, None).await;
+    tracing::info!(
+        instance = %c.leader.instance_id(),
+        role = %c.leader.role().describe(),
+        "leader election"
+    );
+    let election_task = tokio::spawn(leader::election_loop(c.clone(), kinds.clone(), term));
 
     let stopped = |c: &Arc<Coordinator>| {
         let mut rx = c.shutdown_signal();
@@ -197,6 +218,13 @@ pub async fn serve_with(
     }
     let grpc_router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Overload bounds per client connection (see `Config::max_streams_per_connection`):
+        // the HTTP/2 stream limit is enforced by the protocol, so a flood on one connection
+        // cannot grow past it; messages and headers are bounded too.
+        .max_concurrent_streams(c.config.max_streams_per_connection)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         // Authentication before any service (a refused call never reaches one): see `auth`.
         .layer(auth::layer::AuthLayer::new(c.auth.clone()))
         // One span per RPC; handlers fill in the ids they learn (see `api::worker::span_ids`), so
@@ -237,8 +265,8 @@ pub async fn serve_with(
                 .route(
                     "/readyz",
                     axum::routing::get({
-                        let store = c.store.clone();
-                        move || readyz(store.clone())
+                        let c = c.clone();
+                        move || readyz(c.clone())
                     }),
                 )
                 .merge(nat_telemetry::metrics_router(metrics.clone()))
@@ -289,6 +317,7 @@ pub async fn serve_with(
     };
     let _ = expiry_task.await;
     let _ = readiness_task.await;
+    let _ = election_task.await;
     if let Some(task) = tls_watcher {
         let _ = task.await;
     }
@@ -366,16 +395,22 @@ async fn database_ready(store: &dyn nat_store::Store) -> Result<(), String> {
     }
 }
 
-/// Readiness: 200 when the database answers, 503 with the reason otherwise.
-async fn readyz(store: Arc<dyn nat_store::Store>) -> (http::StatusCode, String) {
-    match database_ready(&*store).await {
+/// Readiness: 200 when the database answers, 503 with the reason otherwise; either way the
+/// body says whether this coordinator leads (`leader (epoch N)`, `follower (leader ID, epoch
+/// N)`). Followers are ready: they serve the whole API.
+async fn readyz(c: Arc<Coordinator>) -> (http::StatusCode, String) {
+    let role = c.leader.role().describe();
+    match database_ready(&*c.store).await {
         Ok(()) => (
             http::StatusCode::OK,
-            format!("ready: the {} database answers\n", store.backend()),
+            format!(
+                "ready: the {} database answers; {role}\n",
+                c.store.backend()
+            ),
         ),
         Err(reason) => (
             http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
+            format!("not ready: {reason}; {role}\n"),
         ),
     }
 }
@@ -425,7 +460,8 @@ async fn set_api_health(health: &tonic_health::server::HealthReporter, serving: 
     }
 }
 
-/// Collects expired leases and lost workers every `expiry_interval` until shutdown.
+/// Every `expiry_interval` until shutdown: returns this process's stale reservations and, on
+/// the leader only, collects expired leases and lost workers ([`collect_expired`]).
 async fn expiry_loop(c: Arc<Coordinator>) {
     let mut shutdown = c.shutdown_signal();
     let mut tick = tokio::time::interval(c.config.expiry_interval);
@@ -438,7 +474,11 @@ async fn expiry_loop(c: Arc<Coordinator>) {
         if *shutdown.borrow() {
             return;
         }
-        collect_expired(&c).await;
+        if c.leader.is_leader() {
+            collect_expired(&c).await;
+        } else {
+            release_reservations(&c, c.reservations.take_stale()).await;
+        }
     }
 }
 

@@ -59,6 +59,19 @@ struct Cli {
     /// ahead, so that LeaseTask is answered from memory. 0 turns reservations off.
     #[arg(long, env = "NAT_LEASE_RESERVE_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1000))]
     lease_reserve_ms: u64,
+    /// Most concurrent calls one client connection may have open (HTTP/2 streams): bounds what
+    /// one flooding client takes; compliant clients queue the rest. A fleet behind one proxy
+    /// connection needs it above its number of worker slots.
+    #[arg(long, env = "NAT_MAX_STREAMS_PER_CONNECTION", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_streams_per_connection: u32,
+    /// This coordinator's name in the leader election among the coordinators of one
+    /// PostgreSQL database; must be unique among them (default `<hostname>-<pid>`).
+    #[arg(long, env = "NAT_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Leadership term in seconds: the leader renews it every fifth; when it stops (crash,
+    /// partition, stall) another coordinator takes over this long after its last renewal.
+    #[arg(long, env = "NAT_LEADER_LEASE_SECONDS", default_value_t = 5.0)]
+    leader_lease_seconds: f64,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value_t)]
     log_format: nat_telemetry::LogFormat,
@@ -140,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let tls = cli.tls.server_tls()?.map(Arc::new);
     check_exposure(cli.auth, cli.insecure, &[cli.listen, cli.http_listen])?;
 
+    let database_url = database_url(cli.database_url, &cli.data_dir)?;
     let config = Config {
         lease_duration: seconds("lease-seconds", cli.lease_seconds)?,
         heartbeat_interval: seconds("heartbeat-seconds", cli.heartbeat_seconds)?,
@@ -153,12 +167,20 @@ async fn main() -> anyhow::Result<()> {
             metrics_public: cli.metrics_public,
             worker_certs_required: cli.tls.tls_client_ca.is_some(),
         },
+        leader_lease: seconds("leader-lease-seconds", cli.leader_lease_seconds)?,
+        max_streams_per_connection: cli.max_streams_per_connection,
+        instance_id: match cli.instance_id {
+            Some(id) => id,
+            // With SQLite the coordinator is alone (it locks the file): a fixed name lets a
+            // restart after a crash lead at once instead of waiting out the old term.
+            None if !is_postgres(&database_url) => "sqlite".to_string(),
+            None => nat_coordinator::config::default_instance_id(),
+        },
         ..Config::default()
     };
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let database_url = database_url(cli.database_url, &cli.data_dir)?;
     let database_url = match cli.database_max_connections {
         Some(n) => nat_coordinator::with_max_connections(&database_url, n),
         None => database_url,
@@ -192,6 +214,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The database URL: the given one, or a SQLite file in `data_dir` (created).
+/// Whether `url` names a PostgreSQL database (else SQLite).
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 fn database_url(given: Option<String>, data_dir: &std::path::Path) -> anyhow::Result<String> {
     match given {
         Some(url) => Ok(url),
@@ -331,7 +358,7 @@ fn lock_sqlite(database_url: &str) -> anyhow::Result<Option<std::fs::File>> {
         Ok(()) => Ok(Some(file)),
         Err(fs4::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
             "the SQLite database {} is held by another coordinator; SQLite allows one \
-             coordinator per database (to run several, use PostgreSQL, once leader election lands)",
+             coordinator per database (to run several, with a leader elected among them, use PostgreSQL)",
             path.display()
         )),
         Err(fs4::TryLockError::Error(err)) => {

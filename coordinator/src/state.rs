@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::handout::HandOuts;
+use crate::leader::Leader;
 use crate::reserve::Reservations;
 use nat_schema::TrainEvalPayload;
 
@@ -49,6 +50,8 @@ pub struct Coordinator {
     pub auth: Arc<Authenticator>,
     /// The credential each worker registered with.
     pub bindings: WorkerBindings,
+    /// This coordinator's role in the leader election (see [`crate::leader`]).
+    pub leader: Arc<Leader>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -87,6 +90,7 @@ impl Coordinator {
             handouts: Arc::new(HandOuts::new(config.assignment_delay())),
             auth,
             bindings: WorkerBindings::default(),
+            leader: Arc::new(Leader::new(config.instance_id.clone())),
             config,
         })
     }

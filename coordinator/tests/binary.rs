@@ -3,11 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{evaluate_request, test_config, TestDb, TestServer};
@@ -16,90 +13,8 @@ use nat_proto::v1;
 use nat_proto::v1::job_service_client::JobServiceClient;
 use nat_proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::transport::Channel;
-use tonic::Code;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nat-coordinator");
-
-/// A running coordinator process and the addresses it printed.
-struct Proc {
-    child: Child,
-    grpc: String,
-    http: String,
-}
-
-fn spawn(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> Proc {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for key in [
-        "NAT_LISTEN",
-        "NAT_HTTP_LISTEN",
-        "NAT_DATABASE_URL",
-        "NAT_COORDINATOR_DATA_DIR",
-        "NAT_LEASE_SECONDS",
-    ] {
-        cmd.env_remove(key);
-    }
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn nat-coordinator");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the listening line");
-    // "listening grpc=ADDR http=ADDR"
-    let mut grpc = String::new();
-    let mut http = String::new();
-    for part in line.split_whitespace() {
-        if let Some(a) = part.strip_prefix("grpc=") {
-            grpc = a.to_string();
-        }
-        if let Some(a) = part.strip_prefix("http=") {
-            http = a.to_string();
-        }
-    }
-    assert!(
-        !grpc.is_empty() && !http.is_empty(),
-        "unexpected line {line:?}"
-    );
-    Proc { child, grpc, http }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(start.elapsed() < within, "process did not exit in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect http");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.expect("read");
-    out
-}
+use common::process::{http_get, sigterm, spawn, wait_exit, Proc, SimWorkers, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_no_flags_on_sqlite_and_stops_on_sigterm() {
@@ -281,8 +196,8 @@ async fn readiness_follows_the_database() {
     let reply = http_get(&p.http, "/readyz").await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(
-        reply.contains("ready: the postgres database answers"),
-        "{reply}"
+        reply.contains("ready: the postgres database answers; leader (epoch 1)"),
+        "a coordinator alone on its database leads: {reply}"
     );
     let ch = common::connect(&format!("http://{}", p.grpc)).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch);
@@ -327,109 +242,6 @@ async fn readiness_follows_the_database() {
     assert!(reply.starts_with("HTTP/1.1 200"), "liveness: {reply}");
     p.child.kill().expect("kill");
     let _ = p.child.wait();
-}
-
-/// A simulated worker that survives coordinator restarts: retries every call, re-registers on
-/// NOT_FOUND, drops a result only on FAILED_PRECONDITION.
-async fn sim_worker(url: String, name: String, hold: Duration, stop: Arc<AtomicBool>) -> u32 {
-    let channel = Channel::from_shared(url)
-        .expect("url")
-        .connect_timeout(Duration::from_millis(500))
-        .connect_lazy();
-    let mut w = WorkerServiceClient::new(channel);
-    let mut reported = 0;
-    let mut worker_id: Option<String> = None;
-    while !stop.load(Ordering::SeqCst) {
-        let id = match &worker_id {
-            Some(id) => id.clone(),
-            None => match w
-                .register_worker(v1::RegisterWorkerRequest {
-                    name: name.clone(),
-                    capabilities: Some(common::cpu_capabilities()),
-                })
-                .await
-            {
-                Ok(r) => {
-                    let id = r.into_inner().worker_id;
-                    worker_id = Some(id.clone());
-                    id
-                }
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let task = match w
-            .lease_task(v1::LeaseTaskRequest {
-                worker_id: id.clone(),
-                wait_ms: 300,
-                device: None,
-                slot: 0,
-            })
-            .await
-        {
-            Ok(r) => match r.into_inner().task {
-                Some(t) => t,
-                None => continue,
-            },
-            Err(s) if s.code() == Code::NotFound => {
-                worker_id = None;
-                continue;
-            }
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        tokio::time::sleep(hold).await;
-        loop {
-            match w.report_result(common::report_ok(&id, &task)).await {
-                Ok(_) => {
-                    reported += 1;
-                    break;
-                }
-                Err(s) if s.code() == Code::FailedPrecondition => break,
-                Err(_) if stop.load(Ordering::SeqCst) => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-    reported
-}
-
-/// `n` [`sim_worker`]s (`sim-0`, `sim-1`, ...) on `url`, each holding a task `hold` before its
-/// report, until [`SimWorkers::stop`].
-struct SimWorkers {
-    stop: Arc<AtomicBool>,
-    handles: Vec<tokio::task::JoinHandle<u32>>,
-}
-
-impl SimWorkers {
-    fn start(url: &str, n: usize, hold: Duration) -> SimWorkers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let handles = (0..n)
-            .map(|i| {
-                tokio::spawn(sim_worker(
-                    url.to_owned(),
-                    format!("sim-{i}"),
-                    hold,
-                    stop.clone(),
-                ))
-            })
-            .collect();
-        SimWorkers { stop, handles }
-    }
-
-    /// Stops the workers; returns how many reports they made in all.
-    async fn stop(self) -> u32 {
-        self.stop.store(true, Ordering::SeqCst);
-        let mut reports = 0;
-        for handle in self.handles {
-            reports += handle.await.expect("worker");
-        }
-        reports
-    }
 }
 
 /// Flags of a coordinator on `database_url` listening on `listen`, with short leases.

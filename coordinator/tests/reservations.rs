@@ -250,7 +250,9 @@ async fn reserved_leases_flow(db: &TestDb) {
 both_backends!(reserved_leases, reserved_leases_flow);
 
 /// Reservations of a process that died (never handed out) go back to the queue at the next
-/// start, with their attempt; the job then runs to the end.
+/// start, with their attempt; the job then runs to the end. They were claimed a minute before
+/// the restart: coordinators sharing PostgreSQL only take back reservations older than any a
+/// live coordinator keeps (`leader::orphaned_reservation_age`); SQLite takes back all.
 async fn crash_left_reservations_flow(db: &TestDb) {
     let server = TestServer::start(db, reserving(), false).await;
     let mut jobs = server.jobs().await;
@@ -267,11 +269,28 @@ async fn crash_left_reservations_flow(db: &TestDb) {
         datasets: vec![],
     };
     let reserved = store
-        .lease_tasks(&vec![slot; 4], chrono::Utc::now(), Duration::from_secs(30))
+        .lease_tasks(&vec![slot; 4], chrono::Utc::now(), Duration::from_secs(120))
         .await
         .expect("reserve");
     assert!(reserved.iter().all(Option::is_some));
     server.stop().await;
+    // The crash was a minute ago.
+    use sqlx::Connection;
+    if db.url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query("UPDATE tasks SET updated_at = updated_at - interval '60 seconds' WHERE state = 'leased'")
+            .execute(&mut conn)
+            .await
+            .expect("age");
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url)
+            .await
+            .expect("connect");
+        sqlx::query("UPDATE tasks SET updated_at = updated_at - 60000000 WHERE state = 'leased'")
+            .execute(&mut conn)
+            .await
+            .expect("age");
+    }
 
     let server = TestServer::start(db, reserving(), false).await;
     let mut jobs = server.jobs().await;

@@ -51,9 +51,17 @@ pub trait JobType: Send + Sync + 'static {
         submission: Submission,
     ) -> Result<Job, ApiError>;
 
-    /// Starts driving a job of this kind that is not final (after a coordinator restart).
-    /// Kinds whose jobs finish with their tasks have nothing to drive.
-    fn resume(&self, _c: &Arc<Coordinator>, _job: &Job) {}
+    /// Starts driving a job of this kind that is not final (after a coordinator restart or a
+    /// takeover), unless this coordinator does not lead or already drives it. Returns whether
+    /// a driver started. Kinds whose jobs finish with their tasks have nothing to drive.
+    fn resume(&self, _c: &Arc<Coordinator>, _job: &Job) -> bool {
+        false
+    }
+
+    /// Whether jobs of this kind have a driver ([`JobType::resume`] does something).
+    fn has_driver(&self) -> bool {
+        false
+    }
 
     /// Fills in the kind's part of `GetJobResult` (the per-task architectures are shared and
     /// already in `out`).
@@ -103,10 +111,11 @@ impl Registry {
             })
     }
 
-    /// Resumes every unfinished job of every kind (at coordinator start). Returns how many.
+    /// Resumes every unfinished job of every kind that has no driver in this coordinator's
+    /// term (at election, then periodically). Returns how many drivers started.
     pub async fn resume_all(&self, c: &Arc<Coordinator>) -> Result<usize, StoreError> {
         let mut n = 0;
-        for kind in &self.kinds {
+        for kind in self.kinds.iter().filter(|k| k.has_driver()) {
             for state in [JobState::Queued, JobState::Running] {
                 let mut offset = 0u64;
                 loop {
@@ -121,9 +130,8 @@ impl Registry {
                         })
                         .await?;
                     for job in &page {
-                        kind.resume(c, job);
+                        n += usize::from(kind.resume(c, job));
                     }
-                    n += page.len();
                     if page.len() < nat_store::limits::MAX_PAGE as usize {
                         break;
                     }

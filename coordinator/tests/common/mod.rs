@@ -2,6 +2,8 @@
 //! in-process coordinator on port 0, gRPC clients and a simulated worker.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -114,6 +114,9 @@ pub struct PolicyDriver {
     policy_id: String,
     space: ActionSpace,
     source_job: Option<JobId>,
+    /// The coordinator leadership term every checkpoint is written in (see
+    /// [`NewCheckpoint::leader_epoch`]): once the term is over, commits are refused.
+    leader_epoch: Option<i64>,
     learner: Arc<Mutex<PolicyLearner>>,
     update_lock: tokio::sync::Mutex<()>,
 }
@@ -128,7 +131,8 @@ pub fn space_name(space: ActionSpace) -> &'static str {
 
 impl PolicyDriver {
     /// Loads the latest checkpoint of `policy_id`, or creates the policy (version 1) with
-    /// `config` and `seed` if the store has none.
+    /// `config` and `seed` if the store has none. Its writes carry no leadership term:
+    /// [`PolicyDriver::open_in_term`] for a coordinator's leader.
     pub async fn open(
         store: Arc<dyn Store>,
         policy_id: &str,
@@ -137,11 +141,27 @@ impl PolicyDriver {
         source_job: Option<JobId>,
         now: DateTime<Utc>,
     ) -> DriverResult<Self> {
+        Self::open_in_term(store, policy_id, config, seed, source_job, None, now).await
+    }
+
+    /// [`PolicyDriver::open`] for the leader of the leadership term `leader_epoch`: every
+    /// checkpoint it writes (version 1 included) is refused by the store once that term is
+    /// over (`StoreError::FailedPrecondition`), so a deposed leader cannot move the policy.
+    pub async fn open_in_term(
+        store: Arc<dyn Store>,
+        policy_id: &str,
+        config: PolicyConfig,
+        seed: u64,
+        source_job: Option<JobId>,
+        leader_epoch: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> DriverResult<Self> {
         let learner = match store.latest_checkpoint(policy_id).await {
             Ok(cp) => load(&cp.params, &cp.optimizer_state).await?,
             Err(StoreError::NotFound { .. }) => {
                 let learner = blocking(move || Ok(PolicyLearner::new(config, seed)?)).await?;
-                let checkpoint = checkpoint_of(&learner, policy_id, source_job)?;
+                let mut checkpoint = checkpoint_of(&learner, policy_id, source_job)?;
+                checkpoint.leader_epoch = leader_epoch;
                 store.save_checkpoint(checkpoint, now).await?;
                 learner
             }
@@ -153,6 +173,7 @@ impl PolicyDriver {
             policy_id: policy_id.to_string(),
             space,
             source_job,
+            leader_epoch,
             learner: Arc::new(Mutex::new(learner)),
             update_lock: tokio::sync::Mutex::new(()),
         })
@@ -273,6 +294,7 @@ impl PolicyDriver {
             }
         }
         let mut checkpoint = checkpoint;
+        checkpoint.leader_epoch = self.leader_epoch;
         if !stats.step_taken {
             // Nothing learned but the dropped samples must still be consumed exactly once:
             // a new version with unchanged parameters records that.
@@ -419,6 +441,7 @@ fn checkpoint_of(
             "rewards_applied": learner.rewards_applied(),
             "stale_dropped": learner.stale_dropped(),
         }),
+        leader_epoch: None,
     })
 }
 

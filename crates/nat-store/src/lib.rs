@@ -7,7 +7,8 @@
 //! - [`store`]: the traits, one per concern, each in its own file: [`JobStore`] (jobs and
 //!   tasks), [`LeaseStore`] (workers, heartbeats, leases, reservations, reports), [`EventStore`]
 //!   (the event log), [`PolicyStore`] (reward estimates, checkpoints, samples, policy updates),
-//!   and [`Store`], all four plus `backend()`: the one object-safe trait the coordinator holds
+//!   [`TokenStore`] (API tokens), [`LeaderStore`] (leader election among coordinators), and
+//!   [`Store`], all of them plus `backend()`: the one object-safe trait the coordinator holds
 //!   as `Arc<dyn Store>`. [`prelude`] re-exports the traits (`use nat_store::prelude::*;`).
 //! - `logic/`: backend-independent rules. `validate.rs` (input checks, shared by both
 //!   backends), `account.rs` (a job's counters, `all_tasks` completion, events and their
@@ -17,7 +18,7 @@
 //!   `rows.rs` (row decoders and column lists), `sql.rs` (the claim and report statements and
 //!   the fragments they share: the Welford upsert, the job accounting, the `job_finished`
 //!   event), `jobs.rs`, `leases.rs`, `reports.rs`, `events.rs`, `policy.rs` (one trait each;
-//!   `reports.rs` holds the report paths of [`LeaseStore`]).
+//!   `leader.rs`, `tokens.rs`; `reports.rs` holds the report paths of [`LeaseStore`]).
 //! - [`SqliteStore`] (the embedded default) in `sqlite/`, the same files but `sql.rs` (its
 //!   statements sit with their one user).
 //! - [`connect`]: opens either from one URL and runs the embedded migrations
@@ -25,7 +26,8 @@
 //!
 //! # Decisions
 //! - **Time is a parameter.** Nothing reads the clock; every method that depends on time takes
-//!   `now`, so lease expiry is tested with a paused clock and no sleeping.
+//!   `now`, so lease expiry is tested with a paused clock and no sleeping. The one exception is
+//!   [`LeaderStore`]: terms are timed by the database's clock, shared by every coordinator.
 //! - **One transaction per transition.** A report updates the task, the job counters, the reward
 //!   estimates, the sample rewards, the event log and (for `all_tasks` jobs) the job's final
 //!   state atomically, so a crash at any point loses nothing and counts nothing twice.
@@ -109,13 +111,15 @@ use std::sync::Arc;
 pub use error::{Entity, Result, StoreError};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
-pub use store::{EventStore, JobStore, LeaseStore, PolicyStore, Store, TokenStore};
+pub use store::{EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, TokenStore};
 pub use types::*;
 
 /// The store traits, for callers: `use nat_store::prelude::*;` makes every method callable on
 /// `Arc<dyn Store>` (each method is declared by one of the traits [`Store`] combines).
 pub mod prelude {
-    pub use crate::store::{EventStore, JobStore, LeaseStore, PolicyStore, Store, TokenStore};
+    pub use crate::store::{
+        EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, TokenStore,
+    };
 }
 
 /// Opens the store named by `url` and runs its migrations.

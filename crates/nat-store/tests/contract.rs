@@ -1044,6 +1044,7 @@ fn checkpoint(version: i64, baseline: f64) -> NewCheckpoint {
         baseline,
         source_job: None,
         meta: json!({ "profile": "default" }),
+        leader_epoch: None,
     }
 }
 
@@ -2191,7 +2192,15 @@ async fn released_reservations_return_to_the_queue(db: Arc<TestDb>) {
         store.release_leases(&[held(&r[1])], at(6)).await.unwrap(),
         0
     );
-    assert_eq!(store.release_unassigned_leases(at(6)).await.unwrap(), 1);
+    // Only reservations claimed before the cutoff: r[2] was claimed at 1.
+    assert_eq!(
+        store.release_unassigned_leases(at(1), at(6)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.release_unassigned_leases(at(6), at(6)).await.unwrap(),
+        1
+    );
     assert_eq!(
         store.get_task(r[2].task.id).await.unwrap().state,
         TaskState::Ready
@@ -2821,4 +2830,148 @@ async fn store_events_decode_as_schema_documents(db: Arc<TestDb>) {
 
 fn db_name(store: &Arc<dyn Store>) -> &'static str {
     store.backend()
+}
+
+contract!(leadership_terms_are_taken_renewed_resigned_and_expire);
+async fn leadership_terms_are_taken_renewed_resigned_and_expire(db: Arc<TestDb>) {
+    use std::time::Duration;
+    let store = db.open().await;
+    let ttl = Duration::from_secs(30);
+    let name = COORDINATOR_LEADERSHIP;
+    assert_eq!(store.leadership(name).await.unwrap(), None);
+    // The first claim takes term 1; a second coordinator sees it held.
+    let a = store.claim_leadership(name, "a", None, ttl).await.unwrap();
+    assert!(a.held_by("a"));
+    assert_eq!(a.epoch, 1);
+    let seen_by_b = store.claim_leadership(name, "b", None, ttl).await.unwrap();
+    assert_eq!((seen_by_b.holder.as_str(), seen_by_b.epoch), ("a", 1));
+    assert!(!seen_by_b.held_by("b"));
+    // Renewal keeps the term; a renewal of a term one does not hold does nothing.
+    let renewed = store
+        .claim_leadership(name, "a", Some(1), ttl)
+        .await
+        .unwrap();
+    assert!(renewed.held_by("a") && renewed.epoch == 1);
+    assert!(renewed.expires_at >= a.expires_at);
+    let not_b = store
+        .claim_leadership(name, "b", Some(1), ttl)
+        .await
+        .unwrap();
+    assert_eq!((not_b.holder.as_str(), not_b.epoch), ("a", 1));
+    // A clean shutdown resigns: the next claim of another coordinator is a new term.
+    assert!(!store.resign_leadership(name, "a", 7).await.unwrap());
+    assert!(store.resign_leadership(name, "a", 1).await.unwrap());
+    assert!(!store.leadership(name).await.unwrap().unwrap().live);
+    let b = store.claim_leadership(name, "b", None, ttl).await.unwrap();
+    assert!(b.held_by("b"));
+    assert_eq!(b.epoch, 2);
+    // The deposed holder's renewal fails and does not take the term back.
+    let a_again = store
+        .claim_leadership(name, "a", Some(1), ttl)
+        .await
+        .unwrap();
+    assert_eq!((a_again.holder.as_str(), a_again.epoch), ("b", 2));
+    // A term that is not renewed expires (by the database's clock), then anyone takes it.
+    let short = Duration::from_millis(200);
+    let b = store
+        .claim_leadership(name, "b", Some(2), short)
+        .await
+        .unwrap();
+    assert!(b.held_by("b"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let expired = store.leadership(name).await.unwrap().unwrap();
+    assert!(!expired.live);
+    // An expired term cannot be renewed, only taken anew.
+    let late = store
+        .claim_leadership(name, "b", Some(2), ttl)
+        .await
+        .unwrap();
+    assert!(!late.live && late.epoch == 2);
+    let a = store.claim_leadership(name, "a", None, ttl).await.unwrap();
+    assert!(a.held_by("a"));
+    assert_eq!(a.epoch, 3);
+    // A restarted process with the same id takes a new term at once.
+    let restarted = store.claim_leadership(name, "a", None, ttl).await.unwrap();
+    assert!(restarted.held_by("a"));
+    assert_eq!(restarted.epoch, 4);
+    // Bad input names the field and changes nothing.
+    assert!(matches!(
+        store.claim_leadership(name, "", None, ttl).await,
+        Err(StoreError::InvalidArgument { field, .. }) if field == "holder"
+    ));
+    assert!(matches!(
+        store.claim_leadership(name, "a", None, Duration::ZERO).await,
+        Err(StoreError::InvalidArgument { field, .. }) if field == "ttl"
+    ));
+    assert_eq!(store.leadership(name).await.unwrap().unwrap().epoch, 4);
+}
+
+contract!(a_deposed_leader_cannot_update_a_policy);
+async fn a_deposed_leader_cannot_update_a_policy(db: Arc<TestDb>) {
+    use std::time::Duration;
+    let store = db.open().await;
+    let ttl = Duration::from_secs(30);
+    let name = COORDINATOR_LEADERSHIP;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    store
+        .save_checkpoint(checkpoint(1, 0.0), t0())
+        .await
+        .unwrap();
+    let ids = store
+        .insert_samples(
+            vec![NewPolicySample {
+                job_id: j.id,
+                policy_id: "pol".into(),
+                policy_version: 1,
+                log_prob: -1.0,
+                entropy: 1.0,
+                input: json!({ "g": 0 }),
+                output: json!({ "g": 1 }),
+                task_id: None,
+            }],
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert!(store.set_sample_reward(ids[0], 0.25).await.unwrap());
+    let fenced = |version, epoch| NewCheckpoint {
+        leader_epoch: Some(epoch),
+        ..checkpoint(version, 0.5)
+    };
+    // Without any term, a fenced update is refused.
+    assert!(matches!(
+        store
+            .commit_policy_update(fenced(2, 1), &ids, &[], at(2))
+            .await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    let a = store.claim_leadership(name, "a", None, ttl).await.unwrap();
+    assert_eq!(a.epoch, 1);
+    // "b" takes over (a's term ended); a's update of its old term is refused, nothing changes.
+    assert!(store.resign_leadership(name, "a", 1).await.unwrap());
+    let b = store.claim_leadership(name, "b", None, ttl).await.unwrap();
+    assert_eq!(b.epoch, 2);
+    assert!(matches!(
+        store
+            .commit_policy_update(fenced(2, 1), &ids, &[], at(2))
+            .await,
+        Err(StoreError::FailedPrecondition(_))
+    ));
+    assert_eq!(store.latest_checkpoint("pol").await.unwrap().version, 1);
+    assert_eq!(
+        store.get_sample(ids[0]).await.unwrap().consumed_in_version,
+        None
+    );
+    // The current term's update goes through and records its term.
+    store
+        .commit_policy_update(fenced(2, 2), &ids, &[], at(3))
+        .await
+        .unwrap();
+    let latest = store.latest_checkpoint("pol").await.unwrap();
+    assert_eq!((latest.version, latest.leader_epoch), (2, Some(2)));
+    assert_eq!(store.checkpoint("pol", 1).await.unwrap().leader_epoch, None);
+    assert_eq!(
+        store.get_sample(ids[0]).await.unwrap().consumed_in_version,
+        Some(2)
+    );
 }

@@ -1,6 +1,7 @@
 //! The `optimize` job kind: NAT (spec §4 and §5.1), in the `proxy` and `supernet` reward modes.
 //!
-//! A job runs three phases, driven by one tokio task per job ([`spawn`], a [`Run`]):
+//! A job runs three phases, driven by one tokio task per job ([`spawn`], a [`Run`]) on the
+//! leader coordinator only (see [`crate::leader`]); its policy updates carry the leader's term:
 //! 1. **learn** ([`learn`]): each round samples M transformations α of the inputs β with the
 //!    job's policy (`nat_policy::driver::PolicyDriver`), measures reward = acc(α) − acc(β) per
 //!    sample, and lets the driver take policy steps (exactly-once reward consumption in the
@@ -89,13 +90,21 @@ impl JobType for Optimize {
         submission: Submission,
     ) -> Result<Job, ApiError> {
         let job = submit::submit(c, request, submission).await?;
+        // On a follower nothing starts: the leader finds the job at its next scan.
         spawn(c.clone(), job.id);
         Ok(job)
     }
 
-    fn resume(&self, c: &Arc<Coordinator>, job: &Job) {
-        tracing::info!(job = %job.id, "resuming optimize job");
-        spawn(c.clone(), job.id);
+    fn resume(&self, c: &Arc<Coordinator>, job: &Job) -> bool {
+        let started = spawn(c.clone(), job.id);
+        if started {
+            tracing::info!(job = %job.id, "resuming optimize job");
+        }
+        started
+    }
+
+    fn has_driver(&self) -> bool {
+        true
     }
 
     fn result(&self, job: &Job, out: &mut v1::GetJobResultResponse) -> Result<(), ApiError> {
@@ -110,17 +119,27 @@ impl JobType for Optimize {
     }
 }
 
-/// Starts the driver task of one job. It ends when the job is final or the coordinator stops.
-pub fn spawn(c: Arc<Coordinator>, job: JobId) {
+/// Starts the driver task of one job if this coordinator leads and does not drive it yet;
+/// returns whether it started. The driver ends when the job is final, the coordinator stops,
+/// or it loses the leadership term it started in (see [`crate::leader`]).
+pub fn spawn(c: Arc<Coordinator>, job: JobId) -> bool {
+    let Some(mut ticket) = c.leader.start_driver(job) else {
+        return false;
+    };
     tokio::spawn(async move {
         let mut shutdown = c.shutdown_signal();
+        let epoch = ticket.epoch();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let result = tokio::select! {
-                r = Run::drive(c.clone(), job) => r,
+                r = Run::drive(c.clone(), job, epoch) => r,
                 _ = shutdown.changed() => return,
+                _ = ticket.deposed() => {
+                    tracing::info!(job = %job, epoch, "driver stopped: no longer the leader");
+                    return;
+                }
             };
             match result {
                 Ok(()) => return,
@@ -152,9 +171,11 @@ pub fn spawn(c: Arc<Coordinator>, job: JobId) {
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => {}
                 _ = shutdown.changed() => return,
+                _ = ticket.deposed() => return,
             }
         }
     });
+    true
 }
 
 /// Why a driver run stopped early.
@@ -204,7 +225,7 @@ pub(super) struct Run {
 }
 
 impl Run {
-    async fn drive(c: Arc<Coordinator>, job: JobId) -> Result<(), Failure> {
+    async fn drive(c: Arc<Coordinator>, job: JobId, epoch: i64) -> Result<(), Failure> {
         let changes = c.subscribe_jobs();
         let mut run = Run {
             c,
@@ -239,12 +260,13 @@ impl Run {
             s.policy_id.clone()
         };
         let driver = Arc::new(
-            PolicyDriver::open(
+            PolicyDriver::open_in_term(
                 run.c.store.clone(),
                 &policy_id,
                 submit::policy_config(s),
                 spec.base.seed,
                 Some(job),
+                Some(epoch),
                 run.c.clock.now(),
             )
             .await?,

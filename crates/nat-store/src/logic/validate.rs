@@ -272,6 +272,7 @@ mod tests {
             baseline: 0.0,
             source_job: None,
             meta: serde_json::json!({}),
+            leader_epoch: None,
         };
         assert_eq!(
             validate_policy_update(&cp, &ids(&[3, 1]), &ids(&[2])).ok(),

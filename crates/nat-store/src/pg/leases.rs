@@ -402,9 +402,15 @@ impl LeaseStore for PgStore {
         Ok(done)
     }
 
-    async fn release_unassigned_leases(&self, now: DateTime<Utc>) -> Result<u64> {
-        let done = sqlx::query(RELEASE_SQL)
+    async fn release_unassigned_leases(
+        &self,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        // A claim sets `updated_at`; nothing else touches a lease no worker holds.
+        let done = sqlx::query(&format!("{RELEASE_SQL} AND t.updated_at < $2"))
             .bind(now)
+            .bind(claimed_before)
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -12,6 +12,7 @@ use crate::store::Store;
 
 mod events;
 mod jobs;
+mod leader;
 mod leases;
 mod policy;
 mod reports;
@@ -23,6 +24,13 @@ const NAME: &str = "postgres";
 
 /// How long opening a connection may take (the pool's acquire timeout, the `allow` probe).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server ends a session that sits this long inside a transaction without sending the next
+/// statement (`idle_in_transaction_session_timeout`). Our transactions send their statements
+/// back to back; a session idle that long belongs to a stalled process (SIGSTOP, a frozen VM, a
+/// partition), whose row locks would otherwise block every coordinator sharing the database
+/// until it wakes. A URL that sets the parameter itself (`options=-c …`) keeps its value.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "5s";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
@@ -63,6 +71,14 @@ impl PgStore {
         let options: PgConnectOptions = url
             .parse()
             .map_err(|_| StoreError::invalid("database_url", "not a valid PostgreSQL URL"))?;
+        let options = if url.contains("idle_in_transaction_session_timeout") {
+            options
+        } else {
+            options.options([(
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT,
+            )])
+        };
         let options = resolve_allow(options).await;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)

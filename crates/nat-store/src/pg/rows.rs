@@ -112,6 +112,7 @@ pub(super) fn checkpoint_from_row(row: &PgRow) -> Result<PolicyCheckpoint> {
         baseline: row.try_get("baseline")?,
         source_job: row.try_get("source_job")?,
         meta: row.try_get::<Json<Value>, _>("meta")?.0,
+        leader_epoch: row.try_get("leader_epoch")?,
         created_at: row.try_get("created_at")?,
     })
 }

@@ -14,6 +14,7 @@ use crate::store::Store;
 
 mod events;
 mod jobs;
+mod leader;
 mod leases;
 mod policy;
 mod reports;

@@ -224,6 +224,22 @@ impl PolicyStore for SqliteStore {
         let all = validate_policy_update(&checkpoint, consumed, dropped)?;
         let meta = json_text("meta", &checkpoint.meta)?;
         let mut tx = self.writer.begin().await?;
+        if let Some(epoch) = checkpoint.leader_epoch {
+            // The term must still be current. The one writer connection serialises this with a takeover.
+            let current: Option<i64> =
+                sqlx::query_scalar("SELECT epoch FROM leadership WHERE name = ?1")
+                    .bind(COORDINATOR_LEADERSHIP)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if current != Some(epoch) {
+                return Err(StoreError::FailedPrecondition(format!(
+                    "policy {} version {}: leadership term {epoch} is over (current term: {}); a deposed leader cannot update a policy",
+                    checkpoint.policy_id,
+                    checkpoint.version,
+                    current.map_or_else(|| "none".to_string(), |c| c.to_string())
+                )));
+            }
+        }
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM policy_checkpoints WHERE policy_id = ?1")
                 .bind(&checkpoint.policy_id)
@@ -259,7 +275,7 @@ impl PolicyStore for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO policy_checkpoints (policy_id, version, space, params, optimizer_state, \
-               baseline, source_job, meta, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+               baseline, source_job, meta, created_at, leader_epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .bind(&checkpoint.policy_id)
         .bind(checkpoint.version)
@@ -270,6 +286,7 @@ impl PolicyStore for SqliteStore {
         .bind(checkpoint.source_job.map(|j| j.to_string()))
         .bind(meta)
         .bind(ts(now))
+        .bind(checkpoint.leader_epoch)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

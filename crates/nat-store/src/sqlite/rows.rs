@@ -180,6 +180,7 @@ pub(super) fn checkpoint_from_row(row: &SqliteRow) -> Result<PolicyCheckpoint> {
         baseline: row.try_get("baseline")?,
         source_job: get_opt_uuid(row, "source_job")?,
         meta: get_json(row, "meta")?,
+        leader_epoch: row.try_get("leader_epoch")?,
         created_at: get_ts(row, "created_at")?,
     })
 }

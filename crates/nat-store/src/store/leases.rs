@@ -135,11 +135,18 @@ pub trait LeaseStore: Send + Sync {
     /// token stays spent, so a copy handed out meanwhile can never report). Returns how many.
     async fn release_leases(&self, leases: &[HeldLease], now: DateTime<Utc>) -> Result<u64>;
 
-    /// Returns every reservation that no worker holds yet to the queue (what
-    /// [`LeaseStore::release_leases`] does, for all of them). Run at coordinator start: reservations
-    /// of a process that died were never handed out, or only just (their workers' reports are
-    /// then refused as stale and the task runs again).
-    async fn release_unassigned_leases(&self, now: DateTime<Utc>) -> Result<u64>;
+    /// Returns every reservation that no worker holds yet and that was claimed before
+    /// `claimed_before` to the queue (what [`LeaseStore::release_leases`] does, for all of them).
+    /// Reservations of a process that died were never handed out, or only just (their workers'
+    /// reports are then refused as stale and the task runs again). A single coordinator calls
+    /// it at start with `claimed_before = now`; coordinators sharing a database call it with a
+    /// cutoff older than any reservation a live coordinator keeps, so they never take back
+    /// each other's.
+    async fn release_unassigned_leases(
+        &self,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// Applies several reports, in ONE transaction where the backend allows it (one commit for
     /// the batch). Element `i` of the answer is what [`LeaseStore::report_result`] would have

@@ -1,17 +1,20 @@
 //! The store's traits, split by concern: [`JobStore`] (jobs and tasks), [`LeaseStore`]
 //! (workers, leases, reports), [`EventStore`] (the event log), [`PolicyStore`] (reward
-//! estimates and policies) and [`TokenStore`] (API tokens). [`Store`] is all of them: the one object-safe trait the coordinator
+//! estimates and policies), [`TokenStore`] (API tokens) and [`LeaderStore`] (leader election). [`Store`] is all of them: the one object-safe trait the coordinator
 //! holds as `Arc<dyn Store>`. Calling a method on it needs the trait that declares it in scope:
 //! `use nat_store::prelude::*;`.
 
 mod events;
 mod jobs;
+mod leader;
 mod leases;
 mod policy;
 mod tokens;
 
 pub use events::EventStore;
 pub use jobs::JobStore;
+pub(crate) use leader::validate_claim;
+pub use leader::LeaderStore;
 pub use leases::LeaseStore;
 pub use policy::PolicyStore;
 pub(crate) use tokens::validate_new_token;
@@ -33,10 +36,10 @@ use crate::error::StoreError;
 ///   naming the field, [`StoreError::Conflict`] for lost optimistic
 ///   races. In all these cases nothing was changed.
 ///
-/// Every method of the four traits is callable on `dyn Store` (with the traits in scope).
+/// Every method of the six traits is callable on `dyn Store` (with the traits in scope).
 #[async_trait::async_trait]
 pub trait Store:
-    JobStore + LeaseStore + EventStore + PolicyStore + TokenStore + Send + Sync + 'static
+    JobStore + LeaseStore + EventStore + PolicyStore + TokenStore + LeaderStore + Send + Sync + 'static
 {
     /// Which backend this is: `"postgres"` or `"sqlite"`.
     fn backend(&self) -> &'static str;

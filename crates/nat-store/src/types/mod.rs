@@ -16,8 +16,10 @@ use serde_json::Value;
 use crate::error::StoreError;
 
 mod auth;
+mod leader;
 mod policy;
 pub use auth::*;
+pub use leader::*;
 pub use policy::*;
 
 pub use nat_schema::{JobId, ParseIdError, SampleId, TaskId, WorkerId};

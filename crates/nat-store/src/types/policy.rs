@@ -72,6 +72,11 @@ pub struct NewCheckpoint {
     pub source_job: Option<JobId>,
     /// Free-form metadata (profile, hyper-parameters, counters such as rewards learned from).
     pub meta: Value,
+    /// The coordinator leadership term ([`crate::Leadership::epoch`]) this update is written in.
+    /// When set, the update is refused with `FailedPrecondition` unless that term is still the
+    /// current one: a deposed leader cannot move a policy. `None` for writes outside any term
+    /// (a policy's first version, a manual save).
+    pub leader_epoch: Option<i64>,
 }
 
 /// A stored policy checkpoint.
@@ -93,6 +98,8 @@ pub struct PolicyCheckpoint {
     pub source_job: Option<JobId>,
     /// Metadata.
     pub meta: Value,
+    /// The leadership term the version was written in (see [`NewCheckpoint::leader_epoch`]).
+    pub leader_epoch: Option<i64>,
     /// When this version was stored.
     pub created_at: DateTime<Utc>,
 }
