@@ -49,10 +49,14 @@ def host_volumes(pod, paths):
         v["hostPath"] = {"path": paths[v["name"]], "type": "Directory"}
 
 coord = objs[("Deployment", "nat-coordinator")]
+# One coordinator on the host network (two would share its port); its instance id a literal.
+coord["spec"]["replicas"] = 1
 pod = coord["spec"]["template"]["spec"]
+pod.pop("affinity", None)
 pod["hostNetwork"] = True
 c = pod["containers"][0]
-c["env"] = [e for e in c["env"] if e["name"] != "NAT_DATABASE_URL"] + [{"name": "NAT_DATABASE_URL", "value": url}]
+c["env"] = [e for e in c["env"] if e["name"] not in ("NAT_DATABASE_URL", "NAT_INSTANCE_ID")] + [
+    {"name": "NAT_DATABASE_URL", "value": url}, {"name": "NAT_INSTANCE_ID", "value": "kube-play-coordinator"}]
 host_volumes(pod, {"state": f"{work}/state"})
 
 worker = objs[("Deployment", "nat-worker")]
