@@ -51,7 +51,7 @@ impl LeaderStore for PgStore {
                 .bind(holder)
                 .bind(epoch)
                 .bind(millis(ttl))
-                .execute(&self.pool)
+                .execute(&self.control)
                 .await?;
             }
             None => {
@@ -69,13 +69,13 @@ impl LeaderStore for PgStore {
                 .bind(name)
                 .bind(holder)
                 .bind(millis(ttl))
-                .execute(&self.pool)
+                .execute(&self.control)
                 .await?;
             }
         }
         let row = sqlx::query(&format!("SELECT {COLS} FROM leadership WHERE name = $1"))
             .bind(name)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.control)
             .await?;
         leadership_from_row(&row)
     }
@@ -83,7 +83,7 @@ impl LeaderStore for PgStore {
     async fn leadership(&self, name: &str) -> Result<Option<Leadership>> {
         let row = sqlx::query(&format!("SELECT {COLS} FROM leadership WHERE name = $1"))
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.control)
             .await?;
         row.as_ref().map(leadership_from_row).transpose()
     }
@@ -96,7 +96,7 @@ impl LeaderStore for PgStore {
         .bind(name)
         .bind(holder)
         .bind(epoch)
-        .execute(&self.pool)
+        .execute(&self.control)
         .await?
         .rows_affected();
         Ok(done == 1)

@@ -38,7 +38,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Leader election's own connections ([`LeaderStore`](crate::LeaderStore)): a term is
+    /// renewed even while the main pool is saturated by workers' calls, so load does not depose
+    /// a healthy leader.
+    control: PgPool,
 }
+
+/// Connections of the leader-election pool.
+const CONTROL_CONNECTIONS: u32 = 2;
 
 impl PgStore {
     /// Connects to `url` (`postgres://…`) and runs the migrations. The pool size defaults to
@@ -84,15 +91,23 @@ impl PgStore {
             .max_connections(max_connections)
             .min_connections(1)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Self::from_pool(pool).await
+        MIGRATOR.run(&pool).await?;
+        let control = PgPoolOptions::new()
+            .max_connections(CONTROL_CONNECTIONS)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options);
+        Ok(Self { pool, control })
     }
 
-    /// Uses an existing pool and runs the migrations.
+    /// Uses an existing pool (for leader election too) and runs the migrations.
     pub async fn from_pool(pool: PgPool) -> Result<Self> {
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            control: pool.clone(),
+            pool,
+        })
     }
 
     /// The underlying pool (for tests and benchmarks).
