@@ -13,7 +13,8 @@
 //!   LeaseTask is answered from memory.
 //! - [`handout`]: which worker got a reserved lease, written by its report or a second later.
 //! - [`leader`]: leader election among coordinators sharing a database; only the leader runs
-//!   the job drivers (policy updates, fenced by its term) and the lease sweep.
+//!   the job drivers (policy updates, fenced by its term) and the lease sweep. [`peers`]: they
+//!   wake each other's long-polls when tasks become claimable.
 //! - [`state`]: what the handlers share; [`clock`]: the injected clock; [`convert`]: row, document
 //!   (`nat_schema`) and wire conversions; [`error`]: `Status` mapping; [`config`]: settings.
 //! - [`serve`]: the server, in the mini-redis style — it takes bound listeners and a shutdown
@@ -47,6 +48,7 @@ pub mod error;
 pub mod handout;
 pub mod jobs;
 pub mod leader;
+pub mod peers;
 pub mod reserve;
 pub mod state;
 pub mod tls;
@@ -203,6 +205,12 @@ pub async fn serve_with(
         "leader election"
     );
     let election_task = tokio::spawn(leader::election_loop(c.clone(), kinds.clone(), term));
+    let peer_tasks = (c.store.backend() != "sqlite").then(|| {
+        (
+            tokio::spawn(peers::announcer(c.clone())),
+            tokio::spawn(peers::listener(c.clone())),
+        )
+    });
 
     let stopped = |c: &Arc<Coordinator>| {
         let mut rx = c.shutdown_signal();
@@ -318,6 +326,10 @@ pub async fn serve_with(
     let _ = expiry_task.await;
     let _ = readiness_task.await;
     let _ = election_task.await;
+    if let Some((announcer, listener)) = peer_tasks {
+        let _ = announcer.await;
+        let _ = listener.await;
+    }
     if let Some(task) = tls_watcher {
         let _ = task.await;
     }

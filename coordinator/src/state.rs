@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nat_store::{Capabilities, JobId, Store, TaskId, WorkerId};
@@ -32,6 +33,10 @@ pub struct Coordinator {
     pub config: Config,
     /// Woken when tasks become claimable (submitted, requeued): LeaseTask long-polls wait on it.
     work: Notify,
+    /// Set when this process made tasks claimable and the other coordinators of the database
+    /// should hear of it (see [`crate::peers`]); `announce` wakes the announcer.
+    announce_pending: AtomicBool,
+    announce: Notify,
     /// Ids of jobs whose event log grew: WatchJob streams wait on it.
     job_changed: broadcast::Sender<JobId>,
     /// Capabilities of known workers (filled at registration, or lazily from the store after a
@@ -78,6 +83,8 @@ impl Coordinator {
             store,
             clock,
             work: Notify::new(),
+            announce_pending: AtomicBool::new(false),
+            announce: Notify::new(),
             job_changed,
             capabilities: Mutex::new(HashMap::new()),
             leased: Mutex::new(HashMap::new()),
@@ -95,10 +102,12 @@ impl Coordinator {
         })
     }
 
-    /// Wakes up to `n` long-polling LeaseTask calls (n tasks became claimable).
+    /// Wakes up to `n` long-polling LeaseTask calls (n tasks became claimable), here and, through
+    /// the database, at the other coordinators.
     pub fn wake_workers(&self, n: usize) {
         self.reservations.work_arrived();
         self.wake_for_reservations(n);
+        self.announce_work();
     }
 
     /// Wakes up to `n` long-polling LeaseTask calls because `n` reservations arrived (no new
@@ -109,10 +118,35 @@ impl Coordinator {
         }
     }
 
-    /// Wakes every long-polling LeaseTask call.
+    /// Wakes every long-polling LeaseTask call, here and at the other coordinators.
     pub fn wake_all_workers(&self) {
+        self.wake_local_workers();
+        self.announce_work();
+    }
+
+    /// Wakes every long-polling LeaseTask call of this process (another coordinator made tasks
+    /// claimable).
+    pub fn wake_local_workers(&self) {
         self.reservations.work_arrived();
         self.work.notify_waiters();
+    }
+
+    /// Asks the announcer to tell the other coordinators (coalesced: one announcement for a
+    /// burst of calls).
+    fn announce_work(&self) {
+        if !self.announce_pending.swap(true, Ordering::AcqRel) {
+            self.announce.notify_one();
+        }
+    }
+
+    /// Waits until work should be announced, and takes the request.
+    pub(crate) async fn work_to_announce(&self) {
+        loop {
+            if self.announce_pending.swap(false, Ordering::AcqRel) {
+                return;
+            }
+            self.announce.notified().await;
+        }
     }
 
     /// The notifier LeaseTask waits on.

@@ -330,3 +330,41 @@ async fn a_stalled_leader_is_deposed_and_writes_no_policy_update() {
     drop(store);
     db.cleanup().await;
 }
+
+/// A worker long-polling one coordinator gets the task submitted to another at once: the
+/// coordinators announce new work to each other through the database (`peers`). Without the
+/// announcement the poll would end empty at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_wakes_for_work_submitted_to_another_coordinator() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let config = |id: &str| nat_coordinator::Config {
+        instance_id: id.into(),
+        ..common::test_config()
+    };
+    let a = common::TestServer::start(&db, config("peer-a"), false).await;
+    let b = common::TestServer::start(&db, config("peer-b"), false).await;
+    let (mut w, worker) = common::registered(&b, "polls-b").await;
+    // The listener of b is up once an announcement of a reaches it; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let poll = tokio::spawn(async move { common::lease(&mut w, &worker, 4000).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    common::submit(
+        &mut a.jobs().await,
+        common::evaluate_request(&["darts-v2"], "digits"),
+    )
+    .await;
+    let task = poll.await.expect("poll");
+    assert!(
+        task.is_some(),
+        "the poll on b ended empty after {:?}: no announcement reached it",
+        started.elapsed()
+    );
+    eprintln!(
+        "task handed out by b {:?} after the submission to a",
+        started.elapsed()
+    );
+    b.stop().await;
+    a.stop().await;
+    db.cleanup().await;
+}

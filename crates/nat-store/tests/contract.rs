@@ -2975,3 +2975,21 @@ async fn a_deposed_leader_cannot_update_a_policy(db: Arc<TestDb>) {
         Some(2)
     );
 }
+
+contract!(work_announcements_reach_every_coordinator);
+async fn work_announcements_reach_every_coordinator(db: Arc<TestDb>) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let Some(mut heard_by_b) = b.work_announcements().await.unwrap() else {
+        // SQLite: one coordinator, nobody else to tell; announcing is harmless.
+        assert_eq!(db_name(&a), "sqlite");
+        a.announce_work("a").await.unwrap();
+        return;
+    };
+    a.announce_work("coordinator-a").await.unwrap();
+    let from = tokio::time::timeout(Duration::from_secs(5), heard_by_b.next())
+        .await
+        .expect("heard within 5 s")
+        .unwrap();
+    assert_eq!(from.as_deref(), Some("coordinator-a"));
+}

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgListener, PgRow};
 use sqlx::Row;
 
 use super::PgStore;
 use crate::error::Result;
-use crate::store::{validate_claim, LeaderStore};
+use crate::store::{validate_claim, LeaderStore, WorkListener, WORK_CHANNEL};
 use crate::types::*;
 
 const COLS: &str = "name, holder, epoch, acquired_at, renewed_at, expires_at, \
@@ -100,5 +100,30 @@ impl LeaderStore for PgStore {
         .await?
         .rows_affected();
         Ok(done == 1)
+    }
+
+    async fn announce_work(&self, from: &str) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WORK_CHANNEL)
+            .bind(from)
+            .execute(&self.control)
+            .await?;
+        Ok(())
+    }
+
+    async fn work_announcements(&self) -> Result<Option<Box<dyn WorkListener>>> {
+        let mut listener = PgListener::connect_with(&self.control).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        Ok(Some(Box::new(PgWorkListener(listener))))
+    }
+}
+
+/// A `LISTEN` connection of its own (taken from the control pool for good).
+struct PgWorkListener(PgListener);
+
+#[async_trait]
+impl WorkListener for PgWorkListener {
+    async fn next(&mut self) -> Result<Option<String>> {
+        Ok(self.0.try_recv().await?.map(|n| n.payload().to_string()))
     }
 }

@@ -44,8 +44,9 @@ pub struct PgStore {
     control: PgPool,
 }
 
-/// Connections of the leader-election pool.
-const CONTROL_CONNECTIONS: u32 = 2;
+/// Connections of the leader-election pool: one for the rounds, one kept by the `LISTEN` of
+/// work announcements, one spare.
+const CONTROL_CONNECTIONS: u32 = 3;
 
 impl PgStore {
     /// Connects to `url` (`postgres://…`) and runs the migrations. The pool size defaults to

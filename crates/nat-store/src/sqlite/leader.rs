@@ -11,7 +11,7 @@ use sqlx::Row;
 use super::rows::{get_ts, ts};
 use super::SqliteStore;
 use crate::error::{Result, StoreError};
-use crate::store::{validate_claim, LeaderStore};
+use crate::store::{validate_claim, LeaderStore, WorkListener};
 use crate::types::*;
 
 const COLS: &str = "name, holder, epoch, acquired_at, renewed_at, expires_at";
@@ -109,5 +109,13 @@ impl LeaderStore for SqliteStore {
         .await?
         .rows_affected();
         Ok(done == 1)
+    }
+
+    async fn announce_work(&self, _from: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn work_announcements(&self) -> Result<Option<Box<dyn WorkListener>>> {
+        Ok(None)
     }
 }

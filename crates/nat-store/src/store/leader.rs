@@ -35,6 +35,27 @@ pub trait LeaderStore: Send + Sync {
     /// Ends the term `epoch` of `holder` now (a clean shutdown), so another coordinator takes
     /// over at its next round instead of after the lease. Returns whether the term was ended.
     async fn resign_leadership(&self, name: &str, holder: &str, epoch: i64) -> Result<bool>;
+
+    /// Tells the other coordinators of the database that tasks became claimable, so that their
+    /// long-polling workers look now instead of at the end of their poll (PostgreSQL: `NOTIFY`
+    /// on the channel [`WORK_CHANNEL`] with `from`, the announcer's instance id). SQLite, which
+    /// has one coordinator: nothing.
+    async fn announce_work(&self, from: &str) -> Result<()>;
+
+    /// Listens to [`LeaderStore::announce_work`] of every coordinator (its own included);
+    /// `None` where there is nobody else to hear (SQLite).
+    async fn work_announcements(&self) -> Result<Option<Box<dyn WorkListener>>>;
+}
+
+/// The PostgreSQL notification channel of [`LeaderStore::announce_work`].
+pub const WORK_CHANNEL: &str = "nat_work";
+
+/// Announcements of work (see [`LeaderStore::work_announcements`]).
+#[async_trait]
+pub trait WorkListener: Send {
+    /// The next announcement's sender, or `None` when the connection was lost (and is
+    /// re-established on the next call): announcements may have been missed meanwhile.
+    async fn next(&mut self) -> Result<Option<String>>;
 }
 
 /// Checks the arguments of [`LeaderStore::claim_leadership`].

@@ -14,7 +14,7 @@ mod tokens;
 pub use events::EventStore;
 pub use jobs::JobStore;
 pub(crate) use leader::validate_claim;
-pub use leader::LeaderStore;
+pub use leader::{LeaderStore, WorkListener, WORK_CHANNEL};
 pub use leases::LeaseStore;
 pub use policy::PolicyStore;
 pub(crate) use tokens::validate_new_token;
