@@ -17,7 +17,8 @@
 //! - Stepping down stops every driver of the term ([`Leader::start_driver`] hands out a
 //!   [`DriverTicket`] whose [`DriverTicket::deposed`] resolves). A new leader resumes every
 //!   unfinished job from the store, and keeps scanning for jobs without a driver (submitted to
-//!   a follower, or whose driver stopped) every [`SCAN_INTERVAL`].
+//!   a follower, or whose driver stopped) every [`SCAN_INTERVAL`] ([`housekeeping`], a task of
+//!   its own: a hanging database never holds up an election round).
 //! - A clean shutdown resigns the term, so another coordinator takes over at its next round.
 //!
 //! With SQLite there is one coordinator per database file (`nat-coordinator` locks it); it
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::jobs::Registry;
+
 use crate::state::Coordinator;
 
 /// How often the leader looks for unfinished jobs that no driver of its term runs.
@@ -224,11 +226,7 @@ pub fn orphaned_reservation_age(c: &Coordinator) -> Duration {
 
 /// Runs one election round; returns the term held afterwards. Public for [`crate::serve_with`],
 /// which runs the first round before serving.
-pub(crate) async fn round(
-    c: &Arc<Coordinator>,
-    kinds: &Registry,
-    term: Option<Term>,
-) -> Option<Term> {
+pub(crate) async fn round(c: &Arc<Coordinator>, term: Option<Term>) -> Option<Term> {
     let lease = c.config.leader_lease;
     let timeout = lease / 5;
     let sent = Instant::now();
@@ -273,7 +271,6 @@ pub(crate) async fn round(
             tracing::info!(epoch, instance = %id, "elected leader: resuming job drivers");
             nat_telemetry::record::leadership_changed(true, epoch);
             c.leader.set(Role::Leader { epoch });
-            on_elected(c, kinds).await;
             Some(Term { epoch, valid_until })
         }
         (None, Ok(Ok(row))) => {
@@ -312,13 +309,6 @@ fn step_down(c: &Coordinator, epoch: i64, why: &str, seen: Option<Leadership>) {
     c.leader.set(Role::Follower { leader: seen });
 }
 
-/// What a new leader does before its regular rounds: reservations of dead coordinators back
-/// to the queue, every unfinished job resumed.
-async fn on_elected(c: &Arc<Coordinator>, kinds: &Registry) {
-    release_orphaned_reservations(c).await;
-    scan(c, kinds).await;
-}
-
 /// Starts a driver for every unfinished job that has none in this term.
 async fn scan(c: &Arc<Coordinator>, kinds: &Registry) {
     match kinds.resume_all(c).await {
@@ -349,44 +339,61 @@ async fn release_orphaned_reservations(c: &Coordinator) {
 }
 
 /// Runs election rounds until shutdown (the first round already ran: `term` is its outcome),
-/// then resigns a term held.
-pub(crate) async fn election_loop(
-    c: Arc<Coordinator>,
-    kinds: Arc<Registry>,
-    mut term: Option<Term>,
-) {
+/// then resigns a term held. A round waits for nothing but its own bounded statement, so a
+/// database that stops answering makes the leader step down in time; the leader's work on the
+/// database runs in [`housekeeping`].
+pub(crate) async fn election_loop(c: Arc<Coordinator>, mut term: Option<Term>) {
     let mut shutdown = c.shutdown_signal();
     let every = c.config.leader_lease / 5;
-    let mut last_scan = Instant::now();
-    let mut last_release = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
         }
-        term = round(&c, &kinds, term).await;
-        if term.is_none() {
-            continue;
-        }
-        if last_scan.elapsed() >= SCAN_INTERVAL {
-            last_scan = Instant::now();
-            scan(&c, &kinds).await;
-        }
-        if last_release.elapsed() >= ORPHAN_INTERVAL {
-            last_release = Instant::now();
-            release_orphaned_reservations(&c).await;
-        }
+        term = round(&c, term).await;
     }
     if let Some(t) = term {
         c.leader.set(Role::Follower { leader: None });
         nat_telemetry::record::leadership_changed(false, t.epoch);
-        match c
-            .store
-            .resign_leadership(COORDINATOR_LEADERSHIP, c.leader.instance_id(), t.epoch)
-            .await
-        {
-            Ok(_) => tracing::info!(epoch = t.epoch, "leadership resigned"),
-            Err(err) => nat_telemetry::report_error(&err, "cannot resign leadership"),
+        let resign =
+            c.store
+                .resign_leadership(COORDINATOR_LEADERSHIP, c.leader.instance_id(), t.epoch);
+        match tokio::time::timeout(c.config.leader_lease, resign).await {
+            Ok(Ok(_)) => tracing::info!(epoch = t.epoch, "leadership resigned"),
+            Ok(Err(err)) => nat_telemetry::report_error(&err, "cannot resign leadership"),
+            Err(_) => tracing::warn!(epoch = t.epoch, "resigning got no answer; the term expires"),
+        }
+    }
+}
+
+/// The leader's periodic work, until shutdown: at the start of each term and then every
+/// [`ORPHAN_INTERVAL`], reservations of coordinators that stopped back to the queue; every
+/// [`SCAN_INTERVAL`], a driver for each unfinished job without one. Apart from the election
+/// rounds, so a database that hangs delays this work, never a step-down.
+pub(crate) async fn housekeeping(c: Arc<Coordinator>, kinds: Arc<Registry>) {
+    let mut role = c.leader.subscribe();
+    let mut shutdown = c.shutdown_signal();
+    let mut released: Option<(i64, Instant)> = None;
+    loop {
+        let epoch = role.borrow_and_update().epoch();
+        if let Some(epoch) = epoch {
+            let due = released.is_none_or(|(e, at)| e != epoch || at.elapsed() >= ORPHAN_INTERVAL);
+            if due {
+                released = Some((epoch, Instant::now()));
+                release_orphaned_reservations(&c).await;
+            }
+            scan(&c, &kinds).await;
+        }
+        let wait = if epoch.is_some() {
+            SCAN_INTERVAL
+        } else {
+            // A follower waits for a term (the role change wakes it).
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = role.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
 }

@@ -198,13 +198,14 @@ pub async fn serve_with(
     }
     // The first election round before serving: a coordinator alone on its database leads (and
     // resumes its jobs) from its first request on.
-    let term = leader::round(&c, &kinds, None).await;
+    let term = leader::round(&c, None).await;
     tracing::info!(
         instance = %c.leader.instance_id(),
         role = %c.leader.role().describe(),
         "leader election"
     );
-    let election_task = tokio::spawn(leader::election_loop(c.clone(), kinds.clone(), term));
+    let election_task = tokio::spawn(leader::election_loop(c.clone(), term));
+    let housekeeping_task = tokio::spawn(leader::housekeeping(c.clone(), kinds.clone()));
     let peer_tasks = (c.store.backend() != "sqlite").then(|| {
         (
             tokio::spawn(peers::announcer(c.clone())),
@@ -326,6 +327,8 @@ pub async fn serve_with(
     let _ = expiry_task.await;
     let _ = readiness_task.await;
     let _ = election_task.await;
+    // Its store calls may hang on a database that went away: not waited for.
+    housekeeping_task.abort();
     if let Some((announcer, listener)) = peer_tasks {
         let _ = announcer.await;
         let _ = listener.await;

@@ -15,6 +15,8 @@ use common::{Backend, TestDb};
 use nat_proto::v1;
 use nat_proto::v1::job_service_client::JobServiceClient;
 use nat_store::{Leadership, Store, COORDINATOR_LEADERSHIP};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 const ITERATIONS: u32 = 8;
 const SAMPLES: u32 = 4;
@@ -366,5 +368,144 @@ async fn a_long_poll_wakes_for_work_submitted_to_another_coordinator() {
     );
     b.stop().await;
     a.stop().await;
+    db.cleanup().await;
+}
+
+/// A TCP forwarder to PostgreSQL that can black-hole its traffic: while cut, nothing is
+/// forwarded either way and new connections hang (packets dropped, no reset), as in a network
+/// partition; healed, the held bytes flow again.
+struct Blackhole {
+    port: u16,
+    cut: watch::Sender<bool>,
+}
+
+impl Blackhole {
+    async fn start(upstream: &'static str) -> Blackhole {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (cut, _) = watch::channel(false);
+        let rx = cut.subscribe();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    if rx.wait_for(|c| !*c).await.is_err() {
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(pump(cr, sw, rx.clone()));
+                    tokio::spawn(pump(sr, cw, rx));
+                });
+            }
+        });
+        Blackhole { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if cut.wait_for(|c| !*c).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Cut meanwhile: the bytes wait for the heal.
+        if cut.wait_for(|c| !*c).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The leader loses the network to the database (black-holed, not refused) in the middle of an
+/// optimize job: it steps down on its own and reports not ready, the other coordinator takes over
+/// within 10 s, and after the heal the cut-off coordinator's late statements change nothing: the
+/// job finishes with every reward consumed once and terms that never decrease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_database_is_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = Blackhole::start("127.0.0.1:5432").await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .expect("database name")
+        .to_string();
+    let via_proxy = format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port);
+    // "cut-a" starts first and leads; "cut-b" reaches the database directly.
+    let a = coordinator(&via_proxy, "cut-a", dir.path());
+    let store = nat_store::connect(&db.url).await.expect("store");
+    let term = live_term(&*store, Duration::from_secs(10)).await;
+    assert_eq!(term.holder, "cut-a");
+    let b = coordinator(&db.url, "cut-b", dir.path());
+    let urls = [&a, &b].map(|p| format!("http://{}", p.grpc));
+    let mut jobs = JobServiceClient::new(common::connect(&urls[1]).await);
+    let request = common::optimize_request("optimize, partition", ITERATIONS, SAMPLES, 3);
+    let job_id = common::submit(&mut jobs, request).await.job_id;
+    let workers = SimWorkers::start_on(&urls, 3, Duration::from_millis(100));
+    let (policy_id, version) = policy_at(&*store, &job_id, 2).await;
+    assert!(version < 1 + i64::from(ITERATIONS), "cut mid-learning");
+
+    proxy.set_cut(true);
+    let cut = Instant::now();
+    let (new_term, took) = takeover(&*store, "cut-a", term.epoch, cut).await;
+    eprintln!("takeover after a partition from the database in {took:?}: {new_term:?}");
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    assert_eq!(new_term.holder, "cut-b");
+    // The cut-off coordinator knows: not ready, and no longer the leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = http_get(&a.http, "/readyz").await;
+        if ready.starts_with("HTTP/1.1 503") && ready.contains("follower") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready or leading: {ready}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The new leader moves the policy while the old one is cut off; then the network heals.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cp = store.latest_checkpoint(&policy_id).await.expect("latest");
+        if cp.leader_epoch == Some(new_term.epoch) || cp.version == 1 + i64::from(ITERATIONS) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new leader made no update");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = common::wait_for_end(&mut jobs, &job_id, deadline, "job after the partition").await;
+    workers.stop().await;
+    assert_eq!(done.state, v1::JobState::Succeeded as i32, "{done:?}");
+    let epochs = check_policy(&*store, &policy_id).await;
+    eprintln!("terms by version: {epochs:?}");
+    let ready = http_get(&a.http, "/readyz").await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains("follower (leader cut-b"),
+        "healed, the old leader serves as a follower: {ready}"
+    );
+    drop(a);
+    drop(b);
+    drop(store);
     db.cleanup().await;
 }
