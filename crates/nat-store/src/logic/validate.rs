@@ -197,6 +197,22 @@ pub(crate) fn validate_batch(field: &str, len: usize) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a policy update written in a leadership term that is over: `epoch` is the update's
+/// term ([`NewCheckpoint::leader_epoch`]), `current` the term the leadership row holds, read in
+/// the update's transaction.
+pub(crate) fn check_term(checkpoint: &NewCheckpoint, current: Option<i64>) -> Result<()> {
+    match checkpoint.leader_epoch {
+        Some(epoch) if current != Some(epoch) => Err(StoreError::FailedPrecondition(format!(
+            "policy {} version {}: leadership term {epoch} is over (current term: {}); a deposed \
+             leader cannot update a policy",
+            checkpoint.policy_id,
+            checkpoint.version,
+            current.map_or_else(|| "none".to_string(), |c| c.to_string())
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Validates a policy update: the checkpoint, and `consumed` and `dropped` disjoint and without
 /// repeats. Returns every listed sample, sorted (the order in which they are marked).
 pub(crate) fn validate_policy_update(

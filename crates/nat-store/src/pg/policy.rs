@@ -207,21 +207,15 @@ impl PolicyStore for PgStore {
     ) -> Result<()> {
         let all = validate_policy_update(&checkpoint, consumed, dropped)?;
         let mut tx = self.pool.begin().await?;
-        if let Some(epoch) = checkpoint.leader_epoch {
-            // The term must still be current. `FOR SHARE` makes a takeover (an UPDATE of the row) wait until this transaction ends, so the update commits within its term or not at all.
+        if checkpoint.leader_epoch.is_some() {
+            // The term must still be current: `FOR SHARE` makes a takeover (an UPDATE of the row)
+            // wait until this transaction ends, so the update commits within its term or not at all.
             let current: Option<i64> =
                 sqlx::query_scalar("SELECT epoch FROM leadership WHERE name = $1 FOR SHARE")
                     .bind(COORDINATOR_LEADERSHIP)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if current != Some(epoch) {
-                return Err(StoreError::FailedPrecondition(format!(
-                    "policy {} version {}: leadership term {epoch} is over (current term: {}); a deposed leader cannot update a policy",
-                    checkpoint.policy_id,
-                    checkpoint.version,
-                    current.map_or_else(|| "none".to_string(), |c| c.to_string())
-                )));
-            }
+            check_term(&checkpoint, current)?;
         }
         // Samples first (in id order), then the checkpoint: the version check and the primary key
         // make concurrent updaters of the same policy conflict instead of both succeeding.

@@ -224,21 +224,14 @@ impl PolicyStore for SqliteStore {
         let all = validate_policy_update(&checkpoint, consumed, dropped)?;
         let meta = json_text("meta", &checkpoint.meta)?;
         let mut tx = self.writer.begin().await?;
-        if let Some(epoch) = checkpoint.leader_epoch {
-            // The term must still be current. The one writer connection serialises this with a takeover.
+        if checkpoint.leader_epoch.is_some() {
+            // The term must still be current (the one writer connection orders this and a takeover).
             let current: Option<i64> =
                 sqlx::query_scalar("SELECT epoch FROM leadership WHERE name = ?1")
                     .bind(COORDINATOR_LEADERSHIP)
                     .fetch_optional(&mut *tx)
                     .await?;
-            if current != Some(epoch) {
-                return Err(StoreError::FailedPrecondition(format!(
-                    "policy {} version {}: leadership term {epoch} is over (current term: {}); a deposed leader cannot update a policy",
-                    checkpoint.policy_id,
-                    checkpoint.version,
-                    current.map_or_else(|| "none".to_string(), |c| c.to_string())
-                )));
-            }
+            check_term(&checkpoint, current)?;
         }
         let latest: Option<i64> =
             sqlx::query_scalar("SELECT max(version) FROM policy_checkpoints WHERE policy_id = ?1")
