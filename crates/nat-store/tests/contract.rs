@@ -2993,3 +2993,62 @@ async fn work_announcements_reach_every_coordinator(db: Arc<TestDb>) {
         .unwrap();
     assert_eq!(from.as_deref(), Some("coordinator-a"));
 }
+
+contract!(cancelled_calls_leave_no_transaction_open);
+async fn cancelled_calls_leave_no_transaction_open(db: Arc<TestDb>) {
+    // Store calls dropped at every point of their transaction (as a cancelled gRPC call or a
+    // timeout drops them) commit whole or not at all, and never hand a connection back inside a
+    // transaction (sqlx 0.8.6 does so for a `begin()` dropped mid-way, launchbadge/sqlx#2805).
+    let store = db.open().await;
+    // PostgreSQL: one connection, probed after every call: SAVEPOINT succeeds only inside a
+    // transaction, i.e. one that a cancelled call left open.
+    let pg = if db_name(&store) == "postgres" {
+        Some(
+            nat_store::PgStore::connect_with_pool_size(&db.url, 1)
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
+    let (mut cancelled, mut leaked) = (0, 0);
+    for i in 0..1000u64 {
+        let t = Duration::from_micros(10 + (i * 37) % 400);
+        let call = async {
+            match &pg {
+                Some(pg) => pg.create_job(job(0), tasks(2), t0()).await,
+                None => store.create_job(job(0), tasks(2), t0()).await,
+            }
+        };
+        if tokio::time::timeout(t, call).await.is_err() {
+            cancelled += 1;
+        }
+        if let Some(pg) = &pg {
+            if sqlx::raw_sql("SAVEPOINT probe")
+                .execute(pg.pool())
+                .await
+                .is_ok()
+            {
+                leaked += 1;
+                sqlx::raw_sql("ROLLBACK").execute(pg.pool()).await.unwrap();
+            }
+        }
+    }
+    assert!(cancelled > 0, "some calls were cancelled mid-way");
+    assert_eq!(leaked, 0, "connections handed back inside a transaction");
+    let jobs = store
+        .list_jobs(JobFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for j in &jobs {
+        assert_eq!(
+            j.tasks_total, 2,
+            "a job is created with its tasks or not at all"
+        );
+    }
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    assert_eq!(store.get_job(j.id).await.unwrap().tasks_total, 1);
+}

@@ -149,7 +149,7 @@ async fn insert_tasks(
 impl PgStore {
     /// Cancels or finishes a job (see `cancel_job`).
     async fn end_job(&self, id: JobId, end: JobEnd, now: DateTime<Utc>) -> Result<Job> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // The job row first: every transition that changes the job's tasks holds it, so once we
         // have it no report or expiry of this job is in flight. The ready tasks are then
         // withdrawn with SKIP LOCKED, so this never waits for a task lock (no deadlock with a
@@ -196,7 +196,7 @@ impl JobStore for PgStore {
     ) -> Result<Job> {
         validate_job(&job, &tasks)?;
         let id = JobId::new();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \
                created_at, updated_at, owner) \
@@ -257,7 +257,7 @@ impl JobStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<TaskId>> {
         validate_tasks(&tasks)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut acc = job_open_for_tasks(job, lock_account(&mut tx, job).await?)?;
         let ids = insert_tasks(&mut tx, job, acc.total, &tasks, now).await?;
         let ev = acc.add_tasks(tasks.len());

@@ -176,7 +176,7 @@ impl LeaseStore for PgStore {
         lease_duration: Duration,
     ) -> Result<HeartbeatAck> {
         let expires = lease_expiry(now, lease_duration)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // Tasks first (lock order), then the worker row.
         // Only the leases the worker says it holds (task and token): a lease whose LeaseTask
         // response never reached the worker is not kept alive by its heartbeats and expires.
@@ -251,7 +251,7 @@ impl LeaseStore for PgStore {
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<ExpiryReport> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let rows = sqlx::query(
             "UPDATE tasks t SET \
                state = CASE WHEN j.state IN ('queued', 'running') THEN \
@@ -335,7 +335,7 @@ impl LeaseStore for PgStore {
             }
             _ => {
                 // Several statements in ONE transaction (one commit for the batch).
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin().await?;
                 for (filter, members) in &groups {
                     claim_group(&mut tx, requests, filter, members, now, expires, &mut out).await?;
                 }

@@ -115,6 +115,19 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// `BEGIN` in a task of its own. sqlx 0.8.6 returns a connection to the pool *inside* a
+    /// server-side transaction when a `begin()` future is dropped while its BEGIN is in flight
+    /// (launchbadge/sqlx#2805): a cancelled gRPC call or a timeout around a store call then leaves
+    /// a connection whose every later statement runs in one transaction nobody commits, holding
+    /// its locks (seen by the chaos suite: deadlocks, no leader). Spawned, BEGIN always
+    /// completes; a transaction whose caller is gone is dropped by the task, i.e. rolled back.
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let pool = self.pool.clone();
+        Ok(tokio::spawn(async move { pool.begin().await })
+            .await
+            .map_err(StoreError::backend)??)
+    }
 }
 
 /// Removes a `max_connections=N` query parameter from a PostgreSQL URL.

@@ -120,7 +120,7 @@ impl PolicyStore for PgStore {
         for (i, s) in samples.iter().enumerate() {
             validate_sample(i, s)?;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let mut ids = Vec::with_capacity(samples.len());
         for s in &samples {
             let id: SampleId = sqlx::query_scalar(
@@ -206,7 +206,7 @@ impl PolicyStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let all = validate_policy_update(&checkpoint, consumed, dropped)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         if checkpoint.leader_epoch.is_some() {
             // The term must still be current: `FOR SHARE` makes a takeover (an UPDATE of the row)
             // wait until this transaction ends, so the update commits within its term or not at all.

@@ -260,7 +260,7 @@ impl PgStore {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<ReportAck> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(LOCK_LEASE_ROW)
             .bind(task)
             .fetch_optional(&mut *tx)
@@ -499,7 +499,7 @@ impl PgStore {
         progress: Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT t.job_id, t.state, t.attempt, t.lease_token, t.leased_by, t.reported_token, {ACCOUNT_COLS} \
              FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = $1 \

@@ -22,7 +22,7 @@ impl EventStore for SqliteStore {
     ) -> Result<Event> {
         validate_text("kind", kind)?;
         let text = json_text("payload", &payload)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let seq: Option<i64> = sqlx::query_scalar(
             "UPDATE jobs SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
         )

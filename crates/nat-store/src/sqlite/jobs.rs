@@ -112,7 +112,7 @@ async fn insert_tasks(
 impl SqliteStore {
     /// Cancels or finishes a job (see `cancel_job`).
     async fn end_job(&self, id: JobId, end: JobEnd, now: DateTime<Utc>) -> Result<Job> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let mut acc = job_open_to_end(id, read_account(&mut tx, id).await?)?;
         let withdrawn = sqlx::query(
             "UPDATE tasks SET state = 'cancelled', next_claim_at = NULL, lease_expires_at = NULL, \
@@ -155,7 +155,7 @@ impl JobStore for SqliteStore {
         validate_job(&job, &tasks)?;
         let spec = json_text("spec", &job.spec)?;
         let id = JobId::new();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "INSERT INTO jobs (id, kind, spec, state, priority, completion, tasks_total, event_seq, \
                created_at, updated_at, owner) \
@@ -216,7 +216,7 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<TaskId>> {
         validate_tasks(&tasks)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let mut acc = job_open_for_tasks(job, read_account(&mut tx, job).await?)?;
         let ids = insert_tasks(&mut tx, job, acc.total, &tasks, now).await?;
         let ev = acc.add_tasks(tasks.len());

@@ -43,7 +43,7 @@ impl SqliteStore {
     ) -> Result<Option<Lease>> {
         let expires = lease_expiry(now, lease_duration)?;
         let gpu_mem = i64::try_from(capabilities.gpu_memory_mb).unwrap_or(i64::MAX);
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         // SQLite serializes writers, so the claim cannot race; it is one statement all the same.
         let row = sqlx::query(&format!(
             "UPDATE tasks AS t SET \
@@ -180,7 +180,7 @@ impl LeaseStore for SqliteStore {
         lease_duration: Duration,
     ) -> Result<HeartbeatAck> {
         let expires = lease_expiry(now, lease_duration)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let found = sqlx::query(
             "UPDATE workers SET last_heartbeat_at = ?2, state = 'active' WHERE id = ?1",
         )
@@ -345,7 +345,7 @@ impl LeaseStore for SqliteStore {
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<ExpiryReport> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let rows = sqlx::query(
             "UPDATE tasks AS t SET \
                state = CASE WHEN j.state IN ('queued', 'running') THEN \

@@ -33,6 +33,16 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// `BEGIN` on the writer in a task of its own, as `PgStore::begin` does: a `begin()` future
+    /// dropped mid-way (a cancelled call, a timeout) must not return the writer to its pool
+    /// inside a transaction nobody owns (launchbadge/sqlx#2805).
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        let writer = self.writer.clone();
+        Ok(tokio::spawn(async move { writer.begin().await })
+            .await
+            .map_err(StoreError::backend)??)
+    }
+
     /// Opens (creating if missing, with its parent directory) the database file at `path` and
     /// runs the migrations.
     pub async fn open(path: &Path) -> Result<Self> {

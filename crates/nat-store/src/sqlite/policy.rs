@@ -131,7 +131,7 @@ impl PolicyStore for SqliteStore {
         for (i, s) in samples.iter().enumerate() {
             validate_sample(i, s)?;
         }
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let mut ids = Vec::with_capacity(samples.len());
         for (i, s) in samples.iter().enumerate() {
             let id: i64 = sqlx::query_scalar(
@@ -164,7 +164,7 @@ impl PolicyStore for SqliteStore {
 
     async fn set_sample_reward(&self, sample: SampleId, reward: f64) -> Result<bool> {
         validate_sample_reward(reward)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM policy_samples WHERE id = ?1")
             .bind(sample.get())
             .fetch_optional(&mut *tx)
@@ -223,7 +223,7 @@ impl PolicyStore for SqliteStore {
     ) -> Result<()> {
         let all = validate_policy_update(&checkpoint, consumed, dropped)?;
         let meta = json_text("meta", &checkpoint.meta)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         if checkpoint.leader_epoch.is_some() {
             // The term must still be current (the one writer connection orders this and a takeover).
             let current: Option<i64> =

@@ -57,7 +57,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<ReportAck> {
         validate_outcome(&outcome)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&READ_LEASE_ROW)
             .bind(task.to_string())
             .fetch_optional(&mut *tx)
@@ -126,7 +126,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let text = json_text("progress", &progress)?;
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT t.job_id, t.state, t.attempt, t.lease_token, t.leased_by, {ACCOUNT_COLS} \
              FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?1"
