@@ -62,6 +62,14 @@ impl From<StoreError> for ApiError {
                 ApiError::InvalidArgument { field, reason }
             }
             StoreError::Conflict(msg) => ApiError::Aborted(msg),
+            // Overload or a lost database: the client should retry (or fail over), not give up.
+            other @ StoreError::Backend(_) if other.is_unavailable() => {
+                tracing::debug!(error = ?other, "the database is unavailable");
+                ApiError::Unavailable(
+                    "the database is overloaded or unreachable; retry later or on another coordinator"
+                        .into(),
+                )
+            }
             other @ StoreError::Backend(_) => ApiError::Internal(other),
         }
     }

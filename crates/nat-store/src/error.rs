@@ -94,6 +94,25 @@ impl StoreError {
         StoreError::Backend(Box::new(err))
     }
 
+    /// Whether this is the database being out of reach or overloaded rather than a fault: no
+    /// connection free within the pool's timeout, a connection that could not be opened or
+    /// broke, a closed pool. Worth retrying later or on another coordinator.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Backend(source) = self else {
+            return false;
+        };
+        matches!(
+            source.downcast_ref::<sqlx::Error>(),
+            Some(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+
     /// A [`StoreError::Backend`] for a row whose content this crate cannot decode.
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
         StoreError::Backend(Box::new(CorruptRow(what.into())))
@@ -120,6 +139,14 @@ pub(crate) struct CorruptRow(pub(crate) String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exhausted_pool_is_unavailable_a_corrupt_row_is_not() {
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(StoreError::from(sqlx::Error::Io(std::io::Error::other("reset"))).is_unavailable());
+        assert!(!StoreError::corrupt("jobs.state").is_unavailable());
+        assert!(!StoreError::Conflict("v2".into()).is_unavailable());
+    }
 
     #[test]
     fn backend_display_hides_database_text() {

@@ -3003,11 +3003,7 @@ async fn cancelled_calls_leave_no_transaction_open(db: Arc<TestDb>) {
     // PostgreSQL: one connection, probed after every call: SAVEPOINT succeeds only inside a
     // transaction, i.e. one that a cancelled call left open.
     let pg = if db_name(&store) == "postgres" {
-        Some(
-            nat_store::PgStore::connect_with_pool_size(&db.url, 1)
-                .await
-                .unwrap(),
-        )
+        Some(PgStore::connect_with_pool_size(&db.url, 1).await.unwrap())
     } else {
         None
     };
