@@ -87,6 +87,11 @@ impl Role {
 pub struct Leader {
     instance_id: String,
     role: watch::Sender<Role>,
+    /// Until when the term held is valid by this process's monotonic clock (from before the
+    /// last successful round was sent, plus the lease minus a fifth): past it this coordinator
+    /// no longer considers itself the leader, even if its election task is starved (a flooded
+    /// process) and has not stepped down yet.
+    valid_until: Mutex<Option<Instant>>,
     /// Jobs with a running driver (of the current term).
     drivers: Mutex<HashSet<JobId>>,
 }
@@ -107,6 +112,7 @@ impl Leader {
         Leader {
             instance_id,
             role,
+            valid_until: Mutex::new(None),
             drivers: Mutex::new(HashSet::new()),
         }
     }
@@ -121,14 +127,45 @@ impl Leader {
         self.role.borrow().clone()
     }
 
-    /// The term this coordinator leads in, if it leads.
+    /// The term this coordinator leads in, if it leads and the term is still valid by its own
+    /// clock.
     pub fn epoch(&self) -> Option<i64> {
-        self.role.borrow().epoch()
+        let epoch = self.role.borrow().epoch()?;
+        let valid = self
+            .valid_until()
+            .is_some_and(|until| Instant::now() < until);
+        valid.then_some(epoch)
+    }
+
+    fn valid_until(&self) -> Option<Instant> {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_valid_until(&self, until: Option<Instant>) {
+        *self
+            .valid_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = until;
     }
 
     /// Whether this coordinator leads.
     pub fn is_leader(&self) -> bool {
         self.epoch().is_some()
+    }
+
+    /// [`Role::describe`] of the current role, saying so when a term is held but no longer valid
+    /// by this process's clock (its renewal is late: it is about to step down).
+    pub fn describe(&self) -> String {
+        let role = self.role();
+        match role.epoch() {
+            Some(epoch) if self.epoch().is_none() => {
+                format!("leader term {epoch} lapsing (not renewed in time)")
+            }
+            _ => role.describe(),
+        }
     }
 
     /// A receiver of role changes.
@@ -191,11 +228,34 @@ impl DriverTicket {
         self.epoch
     }
 
-    /// Resolves once this coordinator no longer leads in the ticket's term.
+    /// Whether this coordinator still leads in the ticket's term.
+    pub fn holds(&self) -> bool {
+        self.leader.epoch() == Some(self.epoch)
+    }
+
+    /// Resolves once this coordinator no longer leads in the ticket's term: a step-down, or the
+    /// term's local validity running out without a renewal.
     pub async fn deposed(&mut self) {
         let epoch = self.epoch;
-        // An error means the sender is gone, i.e. the coordinator too: deposed as well.
-        let _ = self.role.wait_for(|r| r.epoch() != Some(epoch)).await;
+        loop {
+            if !self.holds() {
+                return;
+            }
+            let until = self.leader.valid_until();
+            tokio::select! {
+                // An error means the sender is gone, i.e. the coordinator too: deposed as well.
+                changed = self.role.wait_for(|r| r.epoch() != Some(epoch)) => {
+                    let _ = changed;
+                    return;
+                }
+                _ = async {
+                    match until {
+                        Some(until) => tokio::time::sleep_until(until).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+        }
     }
 }
 
@@ -228,7 +288,9 @@ pub fn orphaned_reservation_age(c: &Coordinator) -> Duration {
 /// which runs the first round before serving.
 pub(crate) async fn round(c: &Arc<Coordinator>, term: Option<Term>) -> Option<Term> {
     let lease = c.config.leader_lease;
-    let timeout = lease / 5;
+    // Long enough for a loaded database: a claim that commits after its caller gave up would
+    // leave a live term that nobody acts on until it expires.
+    let timeout = lease / 2;
     let sent = Instant::now();
     let id = c.leader.instance_id().to_string();
     let claim = tokio::time::timeout(
@@ -239,10 +301,13 @@ pub(crate) async fn round(c: &Arc<Coordinator>, term: Option<Term>) -> Option<Te
     .await;
     let valid_until = sent + lease - lease / 5;
     match (term, claim) {
-        (Some(t), Ok(Ok(row))) if row.held_by(&id) && row.epoch == t.epoch => Some(Term {
-            epoch: t.epoch,
-            valid_until,
-        }),
+        (Some(t), Ok(Ok(row))) if row.held_by(&id) && row.epoch == t.epoch => {
+            c.leader.set_valid_until(Some(valid_until));
+            Some(Term {
+                epoch: t.epoch,
+                valid_until,
+            })
+        }
         (Some(t), Ok(Ok(row))) => {
             let why = format!("term taken by {} (epoch {})", row.holder, row.epoch);
             step_down(c, t.epoch, &why, Some(row));
@@ -270,6 +335,7 @@ pub(crate) async fn round(c: &Arc<Coordinator>, term: Option<Term>) -> Option<Te
             let epoch = row.epoch;
             tracing::info!(epoch, instance = %id, "elected leader: resuming job drivers");
             nat_telemetry::record::leadership_changed(true, epoch);
+            c.leader.set_valid_until(Some(valid_until));
             c.leader.set(Role::Leader { epoch });
             Some(Term { epoch, valid_until })
         }
@@ -306,6 +372,7 @@ fn step_down(c: &Coordinator, epoch: i64, why: &str, seen: Option<Leadership>) {
         "stepping down as leader: job drivers stop"
     );
     nat_telemetry::record::leadership_changed(false, seen.as_ref().map_or(epoch, |l| l.epoch));
+    c.leader.set_valid_until(None);
     c.leader.set(Role::Follower { leader: seen });
 }
 

@@ -201,7 +201,7 @@ pub async fn serve_with(
     let term = leader::round(&c, None).await;
     tracing::info!(
         instance = %c.leader.instance_id(),
-        role = %c.leader.role().describe(),
+        role = %c.leader.describe(),
         "leader election"
     );
     let election_task = tokio::spawn(leader::election_loop(c.clone(), term));
@@ -414,7 +414,7 @@ async fn database_ready(store: &dyn nat_store::Store) -> Result<(), String> {
 /// body says whether this coordinator leads (`leader (epoch N)`, `follower (leader ID, epoch
 /// N)`). Followers are ready: they serve the whole API.
 async fn readyz(c: Arc<Coordinator>) -> (http::StatusCode, String) {
-    let role = c.leader.role().describe();
+    let role = c.leader.describe();
     match database_ready(&*c.store).await {
         Ok(()) => (
             http::StatusCode::OK,

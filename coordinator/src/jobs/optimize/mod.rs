@@ -219,6 +219,8 @@ impl From<nat_schema::DecodeError> for Failure {
 pub(super) struct Run {
     c: Arc<Coordinator>,
     job: JobId,
+    /// The leadership term the run drives in.
+    epoch: i64,
     changes: broadcast::Receiver<JobId>,
     /// The job's tasks and their results.
     tracker: scoring::Tracker,
@@ -230,6 +232,7 @@ impl Run {
         let mut run = Run {
             c,
             job,
+            epoch,
             changes,
             tracker: scoring::Tracker::default(),
         };
@@ -313,8 +316,13 @@ impl Run {
         self.save(spec, progress, driver).await
     }
 
-    /// Waits for a change of this job (a report), a poll tick, or a stop.
+    /// Waits for a change of this job (a report), a poll tick, or a stop. Stops the run once
+    /// this coordinator no longer leads in its term (checked on its own clock, so a starved
+    /// election task does not keep a deposed driver going).
     async fn wait(&mut self) -> Result<(), Failure> {
+        if self.c.leader.epoch() != Some(self.epoch) {
+            return Err(Failure::Stopped);
+        }
         let deadline = tokio::time::sleep(POLL);
         tokio::pin!(deadline);
         loop {
