@@ -35,6 +35,8 @@ help:
 	@echo "make test-containers - build both images, run a digits job in containers (podman)"
 	@echo "make test-compose    - the same through deploy/compose.yaml (podman-compose)"
 	@echo "make test-kube       - the same from deploy/k8s/overlays/cpu with podman kube play"
+	@echo "make chaos   - the fault-injection suite: a real fleet attacked (kills, partition, PG restart, ...), invariants checked (root)"
+	@echo "make chaos-quick - the same, reduced (about 2 minutes)"
 	@echo "make results - regenerate docs/RESULTS.md: original vs random vs NAT cells on Fashion-MNIST (PostgreSQL, 3 workers; 30-45 min on 2 cores)"
 
 demo:
@@ -65,7 +67,7 @@ unit: setup data postgres
 fuzz:
 	scripts/fuzz-arch.sh $(FUZZ_SECONDS)
 
-test: lint unit fuzz check-deploy test-install
+test: lint unit fuzz check-deploy test-install test-chaos
 
 # ---- deployment (deploy/README.md) -------------------------------------------------------------
 PREFIX ?= /usr/local
@@ -91,6 +93,21 @@ test-kube:
 .PHONY: results
 results:
 	scripts/results.sh
+
+# ---- fault injection (docs/RELIABILITY.md) -----------------------------------------------------
+.PHONY: chaos chaos-quick
+# Extra nat-chaos flags: make chaos CHAOS_ARGS="--skip flood --coordinators 3"
+CHAOS_ARGS ?=
+chaos:
+	scripts/chaos.sh --json "$(NAT_CACHE_DIR)/chaos-full.json" $(CHAOS_ARGS)
+
+chaos-quick:
+	scripts/chaos.sh --quick $(CHAOS_ARGS)
+
+# The reduced run inside `make test`, on the debug builds `make unit` has just made.
+.PHONY: test-chaos
+test-chaos:
+	NAT_CHAOS_PROFILE=debug scripts/chaos.sh --quick --json "$(NAT_CACHE_DIR)/chaos-quick.json"
 
 clean-cache:
 	rm -rf "$(NAT_CACHE_DIR)"
