@@ -524,13 +524,7 @@ async fn kill9_optimize(db: &TestDb) {
             sample.id
         );
     }
-    let summary = store
-        .list_policies()
-        .await
-        .expect("policies")
-        .into_iter()
-        .find(|p| p.policy_id == policy_id)
-        .expect("the job's policy");
+    let summary = common::policy_summary(&*store, &policy_id).await;
     assert_eq!(
         summary.rewards_consumed,
         u64::from(ITERATIONS * SAMPLES),

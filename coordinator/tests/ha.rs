@@ -140,13 +140,7 @@ async fn check_policy(store: &dyn Store, policy_id: &str) -> Vec<Option<i64>> {
         .await
         .expect("unconsumed")
         .is_empty());
-    let summary = store
-        .list_policies()
-        .await
-        .expect("policies")
-        .into_iter()
-        .find(|p| p.policy_id == policy_id)
-        .expect("listed");
+    let summary = common::policy_summary(store, policy_id).await;
     assert_eq!(summary.rewards_consumed, u64::from(ITERATIONS * SAMPLES));
     let applied = latest.meta["rewards_applied"].as_u64().expect("applied")
         + latest.meta["stale_dropped"].as_u64().expect("dropped");

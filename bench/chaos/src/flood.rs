@@ -165,14 +165,7 @@ pub async fn flood(
                             .await;
                         tally.code("lease", &r);
                         if let Ok(Some(task)) = r.map(|r| r.into_inner().task) {
-                            let report = w
-                                .report_result(v1::ReportResultRequest {
-                                    worker_id: worker_id.clone(),
-                                    task_id: task.task_id.clone(),
-                                    lease_token: task.lease_token,
-                                    outcome: Some(crate::sim::outcome_of(&task)),
-                                })
-                                .await;
+                            let report = report_own(&mut w, &worker_id, &task).await;
                             tally.code("own_report", &report);
                             if report.is_ok() {
                                 tally.leased_and_reported.fetch_add(1, Ordering::Relaxed);
@@ -300,6 +293,21 @@ pub async fn flood(
     })
 }
 
+/// Reports a task the flood leased itself, properly (so nothing it takes is lost).
+async fn report_own(
+    w: &mut v1::worker_service_client::WorkerServiceClient<tonic::transport::Channel>,
+    worker_id: &str,
+    task: &v1::Task,
+) -> Result<tonic::Response<v1::ReportResultResponse>, tonic::Status> {
+    w.report_result(v1::ReportResultRequest {
+        worker_id: worker_id.to_string(),
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token,
+        outcome: Some(crate::sim::outcome_of(task)),
+    })
+    .await
+}
+
 /// A well-formed UUID no task has (version nibble 4, from a counter and the clock).
 fn random_uuid(n: u64) -> String {
     let a: u64 = rand::random::<u64>() ^ n;
@@ -375,14 +383,7 @@ async fn reset_burst(url: &str, n: usize, worker_id: &str) -> anyhow::Result<Res
             .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in 20 s")));
             tally.code("burst_lease", &r);
             if let Ok(Some(task)) = r.map(|r| r.into_inner().task) {
-                let report = w
-                    .report_result(v1::ReportResultRequest {
-                        worker_id: worker_id.clone(),
-                        task_id: task.task_id.clone(),
-                        lease_token: task.lease_token,
-                        outcome: Some(crate::sim::outcome_of(&task)),
-                    })
-                    .await;
+                let report = report_own(&mut w, &worker_id, &task).await;
                 tally.code("burst_own_report", &report);
             }
         });

@@ -509,6 +509,22 @@ impl Run {
         }
     }
 
+    /// [`Run::leader_or_violation`] and the leader's index in `coords`.
+    async fn leader_to_attack(
+        &mut self,
+        what: &str,
+    ) -> anyhow::Result<Option<(fleet::Leader, usize)>> {
+        let Some(l) = self.leader_or_violation(what).await else {
+            return Ok(None);
+        };
+        let idx = self
+            .coords
+            .iter()
+            .position(|c| c.instance_id == l.holder)
+            .with_context(|| format!("leader {} is none of ours", l.holder))?;
+        Ok(Some((l, idx)))
+    }
+
     /// Submits the optimize job and the evaluate jobs through a coordinator.
     async fn submit(&mut self) -> anyhow::Result<()> {
         let channel = tonic::transport::Endpoint::from_shared(self.coords[0].url("127.0.0.1"))?
@@ -811,14 +827,9 @@ impl Run {
             ));
             return Ok(());
         }
-        let Some(l) = self.leader_or_violation(&format!("leader kill #{k}")).await else {
+        let Some((l, idx)) = self.leader_to_attack(&format!("leader kill #{k}")).await? else {
             return Ok(());
         };
-        let idx = self
-            .coords
-            .iter()
-            .position(|c| c.instance_id == l.holder)
-            .with_context(|| format!("leader {} is none of ours", l.holder))?;
         self.coords[idx].proc.kill9().await?;
         let t = Instant::now();
         self.event(format!(
@@ -939,14 +950,9 @@ impl Run {
             self.event("SIGCONT");
             return Ok(());
         }
-        let Some(l) = self.leader_or_violation("leader SIGSTOP").await else {
+        let Some((l, idx)) = self.leader_to_attack("leader SIGSTOP").await? else {
             return Ok(());
         };
-        let idx = self
-            .coords
-            .iter()
-            .position(|c| c.instance_id == l.holder)
-            .with_context(|| format!("leader {} is none of ours", l.holder))?;
         self.coords[idx].proc.sigstop()?;
         let t = Instant::now();
         self.event(format!(

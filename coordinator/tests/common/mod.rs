@@ -448,6 +448,20 @@ pub async fn check_optimize_result(
     result
 }
 
+/// The listing of the policy `policy_id` (its latest version and the rewards it consumed).
+pub async fn policy_summary(
+    store: &dyn nat_store::Store,
+    policy_id: &str,
+) -> nat_store::PolicySummary {
+    store
+        .list_policies()
+        .await
+        .expect("policies")
+        .into_iter()
+        .find(|p| p.policy_id == policy_id)
+        .expect("the policy is listed")
+}
+
 /// Runs an async test body against both backends.
 #[macro_export]
 macro_rules! both_backends {
