@@ -34,8 +34,15 @@ def check_common(name, objs):
     expect(coord is not None, f"{name}: Deployment nat-coordinator")
     if coord:
         c = container(coord)
-        expect(coord["spec"]["replicas"] == 1, f"{name}: coordinator replicas == 1 (no leader election yet)")
-        expect(coord["spec"]["strategy"]["type"] == "Recreate", f"{name}: coordinator strategy Recreate")
+        # Leader election: two or more coordinators, replaced one at a time, each with a unique id.
+        expect(coord["spec"]["replicas"] >= 2, f"{name}: coordinator replicas >= 2 (leader election)")
+        strategy = coord["spec"]["strategy"]
+        expect(strategy["type"] == "RollingUpdate"
+               and strategy.get("rollingUpdate", {}).get("maxUnavailable") == 0,
+               f"{name}: coordinator RollingUpdate with maxUnavailable 0")
+        instance = env(c).get("NAT_INSTANCE_ID") or {}
+        expect(instance.get("fieldRef", {}).get("fieldPath") == "metadata.name",
+               f"{name}: NAT_INSTANCE_ID from the pod name")
         expect(c["readinessProbe"]["httpGet"]["path"] == "/readyz", f"{name}: coordinator readiness /readyz")
         expect(c["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{name}: coordinator liveness /healthz")
         url = env(c).get("NAT_DATABASE_URL") or {}
@@ -55,6 +62,8 @@ def check_common(name, objs):
                         expect(r in res.get(part, {}), f"{name}: {n}/{c['name']} resources.{part}.{r}")
             sc = d["spec"]["template"]["spec"].get("securityContext", {})
             expect(sc.get("runAsNonRoot") is True, f"{name}: {n} runAsNonRoot")
+    expect(objs.get(("PodDisruptionBudget", "nat-coordinator")) is not None,
+           f"{name}: PodDisruptionBudget nat-coordinator")
     pdb = objs.get(("PodDisruptionBudget", "nat-worker"))
     expect(pdb is not None, f"{name}: PodDisruptionBudget nat-worker")
     netpol = objs.get(("NetworkPolicy", "nat-worker"))
