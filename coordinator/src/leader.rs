@@ -204,14 +204,6 @@ impl Leader {
             role: self.subscribe(),
         })
     }
-
-    /// How many drivers run.
-    pub fn drivers(&self) -> usize {
-        self.drivers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
 }
 
 /// A driver's registration in a term (see [`Leader::start_driver`]).
