@@ -21,6 +21,10 @@ pub enum Entity {
     PolicySample,
     /// A row of `api_tokens`.
     Token,
+    /// A version of a job's supernet (`supernet_versions`).
+    SupernetVersion,
+    /// A blob of a [`BlobStore`](crate::BlobStore).
+    Blob,
 }
 
 impl fmt::Display for Entity {
@@ -32,6 +36,8 @@ impl fmt::Display for Entity {
             Entity::Policy => "policy",
             Entity::PolicySample => "policy sample",
             Entity::Token => "token",
+            Entity::SupernetVersion => "supernet version",
+            Entity::Blob => "blob",
         })
     }
 }

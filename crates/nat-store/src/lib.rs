@@ -7,6 +7,7 @@
 //! - [`store`]: the traits, one per concern, each in its own file: [`JobStore`] (jobs and
 //!   tasks), [`LeaseStore`] (workers, heartbeats, leases, reservations, reports), [`EventStore`]
 //!   (the event log), [`PolicyStore`] (reward estimates, checkpoints, samples, policy updates),
+//!   [`SupernetStore`] (the versions of a job's supernet weights, cancelling single tasks),
 //!   [`TokenStore`] (API tokens), [`LeaderStore`] (leader election among coordinators), and
 //!   [`Store`], all of them plus `backend()`: the one object-safe trait the coordinator holds
 //!   as `Arc<dyn Store>`. [`prelude`] re-exports the traits (`use nat_store::prelude::*;`).
@@ -23,11 +24,15 @@
 //!   statements sit with their one user).
 //! - [`connect`]: opens either from one URL and runs the embedded migrations
 //!   (`migrations/postgres`, `migrations/sqlite` at the workspace root).
+//! - [`blob`]: [`BlobStore`], where supernet weights live: [`DbBlobs`] (the store's database,
+//!   [`Store::database_blobs`]) or [`ObjectBlobs`] (a directory or an object-store URL);
+//!   [`connect_blobs`] picks one from a setting.
 //!
 //! # Decisions
 //! - **Time is a parameter.** Nothing reads the clock; every method that depends on time takes
 //!   `now`, so lease expiry is tested with a paused clock and no sleeping. The one exception is
 //!   [`LeaderStore`]: terms are timed by the database's clock, shared by every coordinator.
+//!   ([`DbBlobs`] stamps a blob's `created_at` with the clock; nothing decides on it.)
 //! - **One transaction per transition.** A report updates the task, the job counters, the reward
 //!   estimates, the sample rewards, the event log and (for `all_tasks` jobs) the job's final
 //!   state atomically, so a crash at any point loses nothing and counts nothing twice.
@@ -96,8 +101,15 @@
 //!   (durable across process crashes, which is what `kill -9` tests). Writes go through one
 //!   connection (SQLite has one writer anyway), reads through a small pool. Timestamps are
 //!   stored as integer microseconds since the epoch so that comparisons are numeric.
+//! - **Supernet versions** ([`SupernetStore`]) are a per-job sequence 1, 2, 3, … committed in one
+//!   transaction with the rewards of the round's samples (first reward wins, as everywhere), at
+//!   most one version per round (a round committed again answers the stored version and changes
+//!   nothing), fenced by the leadership term like policy updates. The weights are a blob named
+//!   by the version row, stored by the caller before it commits the row, so a committed version
+//!   never names a missing blob (a blob whose commit failed is garbage, deleted by prefix).
 //! - **Errors** never carry database text: see [`StoreError`].
 
+pub mod blob;
 pub mod error;
 mod logic;
 mod pg;
@@ -108,17 +120,23 @@ pub mod types;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use blob::{connect_blobs, BlobStore, DbBlobs, ObjectBlobs};
 pub use error::{Entity, Result, StoreError};
 pub use pg::PgStore;
 pub use sqlite::SqliteStore;
-pub use store::{EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, TokenStore};
+pub use store::{
+    EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, SupernetStore, TokenStore,
+};
 pub use types::*;
 
 /// The store traits, for callers: `use nat_store::prelude::*;` makes every method callable on
-/// `Arc<dyn Store>` (each method is declared by one of the traits [`Store`] combines).
+/// `Arc<dyn Store>` (each method is declared by one of the traits [`Store`] combines) and on
+/// `Arc<dyn BlobStore>`.
 pub mod prelude {
+    pub use crate::blob::BlobStore;
     pub use crate::store::{
-        EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, TokenStore,
+        EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, SupernetStore,
+        TokenStore,
     };
 }
 

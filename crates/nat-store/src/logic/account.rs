@@ -97,6 +97,13 @@ impl JobAccount {
         self.event(event_kind::JOB_FINISHED, payload)
     }
 
+    /// `cancelled` of the job's open tasks were cancelled one by one (`cancel_tasks`): counts
+    /// them and, when that ended an `all_tasks` job, returns its `job_finished` event.
+    pub fn tasks_cancelled(&mut self, cancelled: u64, now: DateTime<Utc>) -> Vec<PendingEvent> {
+        self.cancelled += cancelled as i64;
+        self.maybe_complete(now).into_iter().collect()
+    }
+
     /// `added` tasks were added to the job; returns the `tasks_added` event.
     pub fn add_tasks(&mut self, added: usize) -> PendingEvent {
         self.total += added as i64;

@@ -201,16 +201,175 @@ pub(crate) fn validate_batch(field: &str, len: usize) -> Result<()> {
 /// term ([`NewCheckpoint::leader_epoch`]), `current` the term the leadership row holds, read in
 /// the update's transaction.
 pub(crate) fn check_term(checkpoint: &NewCheckpoint, current: Option<i64>) -> Result<()> {
-    match checkpoint.leader_epoch {
+    check_leader_term(
+        &format!(
+            "policy {} version {}",
+            checkpoint.policy_id, checkpoint.version
+        ),
+        "update a policy",
+        checkpoint.leader_epoch,
+        current,
+    )
+}
+
+/// Refuses a supernet commit written in a leadership term that is over (see [`check_term`]).
+pub(crate) fn check_supernet_term(v: &NewSupernetVersion, current: Option<i64>) -> Result<()> {
+    check_leader_term(
+        &format!("supernet of job {} version {}", v.job_id, v.version),
+        "commit a supernet version",
+        v.leader_epoch,
+        current,
+    )
+}
+
+/// `FailedPrecondition` when a write of `subject` carries a term `epoch` that is not `current`.
+fn check_leader_term(
+    subject: &str,
+    action: &str,
+    epoch: Option<i64>,
+    current: Option<i64>,
+) -> Result<()> {
+    match epoch {
         Some(epoch) if current != Some(epoch) => Err(StoreError::FailedPrecondition(format!(
-            "policy {} version {}: leadership term {epoch} is over (current term: {}); a deposed \
-             leader cannot update a policy",
-            checkpoint.policy_id,
-            checkpoint.version,
+            "{subject}: leadership term {epoch} is over (current term: {}); a deposed leader \
+             cannot {action}",
             current.map_or_else(|| "none".to_string(), |c| c.to_string())
         ))),
         _ => Ok(()),
     }
+}
+
+/// Checks a blob key (`field` names it): non-empty, at most [`limits::MAX_BLOB_KEY_LEN`]
+/// bytes of `[A-Za-z0-9._/-]`, made of non-empty `/`-separated segments none of which is `.`
+/// or contains `..`.
+pub(crate) fn validate_blob_key(field: &str, key: &str) -> Result<()> {
+    validate_key_text(field, key)?;
+    if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
+        return Err(StoreError::invalid(
+            field,
+            "must not start or end with '/' nor contain an empty segment",
+        ));
+    }
+    if key.split('/').any(|segment| segment == ".") {
+        return Err(StoreError::invalid(field, "must not contain a '.' segment"));
+    }
+    Ok(())
+}
+
+/// Checks a blob key prefix (`field` names it): as a key ([`validate_blob_key`]) but it may end
+/// with `/`.
+pub(crate) fn validate_blob_prefix(field: &str, prefix: &str) -> Result<()> {
+    validate_blob_key(field, prefix.strip_suffix('/').unwrap_or(prefix))
+}
+
+/// The character rules of blob keys and prefixes.
+fn validate_key_text(field: &str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    if key.len() > limits::MAX_BLOB_KEY_LEN {
+        return Err(StoreError::invalid(
+            field,
+            format!("longer than {} bytes", limits::MAX_BLOB_KEY_LEN),
+        ));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
+    {
+        return Err(StoreError::invalid(
+            field,
+            format!("{c:?} is not allowed (only A-Z, a-z, 0-9, '.', '_', '/', '-')"),
+        ));
+    }
+    if key.contains("..") {
+        return Err(StoreError::invalid(field, "must not contain '..'"));
+    }
+    Ok(())
+}
+
+/// Checks a SHA-256 digest in text (`field` names it): 64 lowercase hex digits.
+pub(crate) fn validate_sha256(field: &str, sha256: &str) -> Result<()> {
+    if sha256.len() != 64
+        || !sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(StoreError::invalid(
+            field,
+            "must be 64 lowercase hex digits (a SHA-256 digest)",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a supernet commit: the version's fields, and `rewards` (finite, no sample
+/// twice). Returns the rewards sorted by sample id (the order in which they are set).
+pub(crate) fn validate_supernet_commit(
+    v: &NewSupernetVersion,
+    rewards: &[(SampleId, f64)],
+) -> Result<Vec<(SampleId, f64)>> {
+    if v.version < 1 {
+        return Err(StoreError::invalid("version", "must be at least 1"));
+    }
+    if v.round < -1 {
+        return Err(StoreError::invalid(
+            "round",
+            "must be at least -1 (-1 is the warm-up)",
+        ));
+    }
+    validate_blob_key("blob_key", &v.blob_key)?;
+    if v.bytes < 0 {
+        return Err(StoreError::invalid("bytes", "must not be negative"));
+    }
+    validate_sha256("sha256", &v.sha256)?;
+    if v.workers.len() > limits::MAX_SUPERNET_REWARDS {
+        return Err(StoreError::invalid(
+            "workers",
+            format!("more than {}", limits::MAX_SUPERNET_REWARDS),
+        ));
+    }
+    for (i, w) in v.workers.iter().enumerate() {
+        validate_text(&format!("workers[{i}]"), w)?;
+    }
+    if rewards.len() > limits::MAX_SUPERNET_REWARDS {
+        return Err(StoreError::invalid(
+            "rewards",
+            format!("more than {} in one commit", limits::MAX_SUPERNET_REWARDS),
+        ));
+    }
+    for (i, (_, reward)) in rewards.iter().enumerate() {
+        if !reward.is_finite() {
+            return Err(StoreError::invalid(
+                format!("rewards[{i}].reward"),
+                "must be finite",
+            ));
+        }
+    }
+    let mut sorted = rewards.to_vec();
+    sorted.sort_unstable_by_key(|(id, _)| *id);
+    if let Some(pair) = sorted.windows(2).find(|p| p[0].0 == p[1].0) {
+        return Err(StoreError::invalid(
+            "rewards",
+            format!("sample {} is listed twice", pair[0].0),
+        ));
+    }
+    Ok(sorted)
+}
+
+/// Validates the task list of `cancel_tasks`: at most [`limits::MAX_TASKS_PER_CALL`]. Returns
+/// the tasks sorted, without repeats (the order in which they are locked).
+pub(crate) fn validate_task_list(tasks: &[TaskId]) -> Result<Vec<TaskId>> {
+    if tasks.len() > limits::MAX_TASKS_PER_CALL {
+        return Err(StoreError::invalid(
+            "tasks",
+            format!("more than {} tasks", limits::MAX_TASKS_PER_CALL),
+        ));
+    }
+    let mut sorted = tasks.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    Ok(sorted)
 }
 
 /// Validates a policy update: the checkpoint, and `consumed` and `dropped` disjoint and without

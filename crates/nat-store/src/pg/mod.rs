@@ -18,6 +18,7 @@ mod policy;
 mod reports;
 mod rows;
 mod sql;
+mod supernet;
 mod tokens;
 
 const NAME: &str = "postgres";
@@ -192,6 +193,10 @@ async fn resolve_allow(options: PgConnectOptions) -> PgConnectOptions {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         NAME
+    }
+
+    fn database_blobs(&self) -> std::sync::Arc<dyn crate::blob::BlobStore> {
+        std::sync::Arc::new(crate::blob::DbBlobs::postgres(self.pool.clone()))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -19,6 +19,7 @@ mod leases;
 mod policy;
 mod reports;
 mod rows;
+mod supernet;
 mod tokens;
 
 const NAME: &str = "sqlite";
@@ -78,6 +79,13 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         NAME
+    }
+
+    fn database_blobs(&self) -> std::sync::Arc<dyn crate::blob::BlobStore> {
+        std::sync::Arc::new(crate::blob::DbBlobs::sqlite(
+            self.writer.clone(),
+            self.reader.clone(),
+        ))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Domain types exchanged with the [`Store`](crate::Store). The reward and policy types are in
-//! `types/policy.rs` (re-exported here).
+//! `types/policy.rs`, the supernet and blob types in `types/supernet.rs` (both re-exported
+//! here).
 //!
 //! Free-form parts (job specs, task payloads, results, event payloads, genotypes) are
 //! `serde_json::Value`: their schema belongs to the coordinator and policy crates, the store only
@@ -18,9 +19,11 @@ use crate::error::StoreError;
 mod auth;
 mod leader;
 mod policy;
+mod supernet;
 pub use auth::*;
 pub use leader::*;
 pub use policy::*;
+pub use supernet::*;
 
 pub use nat_schema::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
 
@@ -41,6 +44,10 @@ pub mod limits {
     pub const MAX_PAGE: u32 = 10_000;
     /// Most requests in one `lease_tasks` / `report_results` batch.
     pub const MAX_BATCH: usize = 1_000;
+    /// Longest accepted blob key (and supernet `blob_key`), in bytes.
+    pub const MAX_BLOB_KEY_LEN: usize = 512;
+    /// Most sample rewards committed with one supernet version, and most workers named by it.
+    pub const MAX_SUPERNET_REWARDS: usize = 100_000;
 }
 
 macro_rules! string_enum {
