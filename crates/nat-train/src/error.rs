@@ -64,12 +64,24 @@ pub enum TrainError {
     /// Reading or writing a checkpoint failed.
     #[error("checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
+    /// A supernet weights document (safetensors) does not fit the session: it cannot be parsed, or
+    /// a tensor is missing, extra, or of another shape or dtype. `tensor` names the tensor (`None`
+    /// when the document as a whole is unreadable).
+    #[error("supernet weights: {}{reason}", describe_tensor(tensor.as_deref()))]
+    Weights {
+        tensor: Option<String>,
+        reason: String,
+    },
+}
+
+fn describe_tensor(tensor: Option<&str>) -> String {
+    tensor.map(|t| format!("tensor {t}: ")).unwrap_or_default()
 }
 
 impl TrainError {
     /// Whether retrying the same task can help: true for resource and runtime failures (out of
     /// memory, libtorch runtime errors, checkpoint I/O), false for bad input (budget, genotype,
-    /// dataset), divergence and cancellation.
+    /// dataset, a weights document that does not fit), divergence and cancellation.
     pub fn is_retryable(&self) -> bool {
         match self {
             TrainError::OutOfMemory(_) | TrainError::Torch(_) | TrainError::Checkpoint { .. } => {
@@ -81,7 +93,15 @@ impl TrainError {
             | TrainError::Data(_)
             | TrainError::Model(_)
             | TrainError::NonFiniteLoss { .. }
+            | TrainError::Weights { .. }
             | TrainError::Cancelled => false,
+        }
+    }
+
+    pub(crate) fn weights(tensor: Option<&str>, reason: impl Into<String>) -> Self {
+        TrainError::Weights {
+            tensor: tensor.map(str::to_string),
+            reason: reason.into(),
         }
     }
 
@@ -148,6 +168,17 @@ mod tests {
         .is_retryable());
         let genotype = TrainError::from(ModelError::InvalidGenotype("node 2".into()));
         assert!(!genotype.is_retryable());
+        let weights = TrainError::weights(Some("supernet.stem.conv"), "shape [3] in the document");
+        assert!(!weights.is_retryable());
+        assert_eq!(
+            weights.to_string(),
+            "supernet weights: tensor supernet.stem.conv: shape [3] in the document"
+        );
+        let document = TrainError::weights(None, "not a safetensors document");
+        assert_eq!(
+            document.to_string(),
+            "supernet weights: not a safetensors document"
+        );
         let shape = TrainError::from(ModelError::Torch(TchError::Torch("shape".into())));
         assert!(matches!(shape, TrainError::Torch(_)));
     }

@@ -1,7 +1,13 @@
 //! A supernet session (NAT-SPEC §4.1–4.3): shared weights trained on uniformly sampled input
 //! architectures β, and (β, α) pairs scored on the same validation minibatch with the supernet in
 //! train-mode BN: reward = acc(α) − acc(β).
+//!
+//! A sharded supernet (local SGD): the coordinator owns the shared weights as versioned
+//! safetensors documents; a worker imports version v ([`SupernetSession::import_safetensors`]),
+//! runs its shard ([`SupernetSession::run_shard`]) and returns its weights
+//! ([`SupernetSession::export_safetensors`]), which the coordinator averages.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -10,9 +16,10 @@ use nat_arch::{Cell, Edge, Genotype, Node, OpSet};
 use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{Device, Kind, Reduction, TchError, Tensor};
 
 use super::runner::mix;
 use super::sgd::Sgd;
@@ -103,13 +110,15 @@ impl PairScore {
     }
 }
 
-/// Result of [`SupernetSession::run`].
+/// Result of [`SupernetSession::run`] and [`SupernetSession::run_shard`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct SupernetReport {
     /// One per pair, in order.
     pub scores: Vec<PairScore>,
     pub wall_seconds: f64,
+    /// SGD steps taken by this call (a shard's own steps plus the steps between pairs).
     pub train_steps: u64,
+    /// Mean training loss over those steps; NaN when there were none.
     pub mean_train_loss: f64,
 }
 
@@ -402,42 +411,249 @@ impl SupernetSession {
         on_pair: &mut dyn FnMut(usize, usize),
     ) -> Result<SupernetReport, TrainError> {
         let started = Instant::now();
-        let (mut loss_sum, mut loss_n, steps_before) = (0.0, 0u32, self.steps);
+        let steps_before = self.steps;
+        let mut loss = LossSum::default();
+        let scores = self.score_pairs(data, pairs, started, stop, &mut loss, &mut |done| {
+            on_pair(done, pairs.len());
+        })?;
+        Ok(self.report(scores, started, steps_before, &loss))
+    }
+
+    /// A shard of a sharded round (local SGD from the coordinator's averaged weights, imported
+    /// first with [`SupernetSession::import_safetensors`]): reseeds the session's RNG and
+    /// libtorch's with `seed` (so the shard's β, data order and pair minibatches are its own),
+    /// starts a fresh optimizer state (momentum buffers zero; every trainable variable with a
+    /// zero gradient, so that weight decay reaches all of them whatever the session did before),
+    /// takes `train_steps` SGD steps on random β (0 is allowed), then runs the pair loop of
+    /// [`SupernetSession::run`] over `pairs` (`train_steps_between_pairs` steps, then the pair on
+    /// its own minibatches; an empty list is a warm-up shard).
+    ///
+    /// Every pair is checked against the supernet before anything is trained. `max_wall_seconds`
+    /// and `stop` are checked before every step and pair. `on_progress(done, total)` is called
+    /// after each unit, where the units are the `train_steps` shard steps and the pairs (a pair's
+    /// steps between pairs count with the pair): `total = train_steps + pairs.len()`.
+    pub fn run_shard(
+        &mut self,
+        data: &DatasetSplits,
+        train_steps: u32,
+        pairs: &[(Genotype, Genotype)],
+        seed: u64,
+        stop: &AtomicBool,
+        on_progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<SupernetReport, TrainError> {
+        let started = Instant::now();
+        for (beta, alpha) in pairs {
+            for g in [beta, alpha] {
+                self.net.check_cell(nat_arch::CellKind::Normal, &g.normal)?;
+                self.net.check_cell(nat_arch::CellKind::Reduce, &g.reduce)?;
+            }
+        }
+        self.rng = ChaCha8Rng::seed_from_u64(seed);
+        tch::manual_seed(mix(seed, u64::MAX) as i64);
+        self.sgd = Sgd::new(&self.vs, self.settings.momentum, self.settings.weight_decay);
+        self.define_every_gradient()?;
+        let steps_before = self.steps;
+        let total = u64::from(train_steps) + pairs.len() as u64;
+        let mut loss = LossSum::default();
+        for step in 0..train_steps {
+            self.check_wall(started, || {
+                format!("after {step} of {train_steps} shard steps")
+            })?;
+            loss.add(self.train_steps(data, 1, stop)?, 1);
+            on_progress(u64::from(step) + 1, total);
+        }
+        let base = u64::from(train_steps);
+        let scores = self.score_pairs(data, pairs, started, stop, &mut loss, &mut |done| {
+            on_progress(base + done as u64, total);
+        })?;
+        Ok(self.report(scores, started, steps_before, &loss))
+    }
+
+    /// Gives every trainable variable a defined, zero gradient. The optimizer updates (weight
+    /// decay, momentum) every variable whose gradient is defined, and libtorch keeps a gradient
+    /// defined once a variable took part in a backward pass: without this, which variables decay
+    /// in a shard would depend on the architectures the session sampled before it. With it every
+    /// variable decays at every step, as in a long-running session where every op has been used.
+    fn define_every_gradient(&mut self) -> Result<(), TchError> {
+        let mut total: Option<Tensor> = None;
+        for var in self.vs.trainable_variables() {
+            let term = var.f_sum(var.f_kind()?)?.f_mul_scalar(0.0)?;
+            total = Some(match total {
+                Some(t) => t.f_add(&term)?,
+                None => term,
+            });
+        }
+        if let Some(total) = total {
+            total.f_backward()?;
+        }
+        self.sgd.zero_grad()
+    }
+
+    /// `Err(max_wall_seconds)` once the session's wall-clock budget since `started` is spent.
+    fn check_wall(
+        &self,
+        started: Instant,
+        progress: impl FnOnce() -> String,
+    ) -> Result<(), TrainError> {
+        let limit = self.settings.max_wall_seconds;
+        if limit > 0.0 && started.elapsed().as_secs_f64() >= limit {
+            return Err(TrainError::budget(
+                "max_wall_seconds",
+                format!("{limit} s passed {}", progress()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pair loop shared by [`SupernetSession::run`] and [`SupernetSession::run_shard`]:
+    /// `on_pair(done)` after each scored pair.
+    fn score_pairs(
+        &mut self,
+        data: &DatasetSplits,
+        pairs: &[(Genotype, Genotype)],
+        started: Instant,
+        stop: &AtomicBool,
+        loss: &mut LossSum,
+        on_pair: &mut dyn FnMut(usize),
+    ) -> Result<Vec<PairScore>, TrainError> {
         let mut scores = Vec::with_capacity(pairs.len());
         for (i, (beta, alpha)) in pairs.iter().enumerate() {
-            if self.settings.max_wall_seconds > 0.0
-                && started.elapsed().as_secs_f64() >= self.settings.max_wall_seconds
-            {
-                return Err(TrainError::budget(
-                    "max_wall_seconds",
-                    format!(
-                        "{} s passed after {i} of {} pairs",
-                        self.settings.max_wall_seconds,
-                        pairs.len()
-                    ),
-                ));
-            }
+            self.check_wall(started, || format!("after {i} of {} pairs", pairs.len()))?;
             let steps = self.settings.train_steps_between_pairs;
             if steps > 0 {
-                loss_sum += self.train_steps(data, steps, stop)? * f64::from(steps);
-                loss_n += steps;
+                loss.add(self.train_steps(data, steps, stop)?, steps);
             }
             if stop.load(Ordering::Relaxed) {
                 return Err(TrainError::Cancelled);
             }
             scores.push(self.score_pair(data, beta, alpha)?);
-            on_pair(i + 1, pairs.len());
+            on_pair(i + 1);
         }
-        Ok(SupernetReport {
+        Ok(scores)
+    }
+
+    fn report(
+        &self,
+        scores: Vec<PairScore>,
+        started: Instant,
+        steps_before: u64,
+        loss: &LossSum,
+    ) -> SupernetReport {
+        SupernetReport {
             scores,
             wall_seconds: started.elapsed().as_secs_f64(),
             train_steps: self.steps - steps_before,
-            mean_train_loss: if loss_n > 0 {
-                loss_sum / f64::from(loss_n)
-            } else {
-                f64::NAN
-            },
-        })
+            mean_train_loss: loss.mean(),
+        }
+    }
+
+    /// Every variable of the VarStore — the trainable weights and the batch-norm running
+    /// statistics alike — as one safetensors document: tensor names are the VarStore's names,
+    /// each tensor keeps its stored dtype and is copied to the CPU, contiguous. `metadata` goes
+    /// into the document's `__metadata__` (omitted when empty). The bytes are a function of the
+    /// weights and `metadata` only: exporting the same weights twice gives the same bytes.
+    pub fn export_safetensors(
+        &self,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Vec<u8>, TrainError> {
+        let mut variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut owned = Vec::with_capacity(variables.len());
+        for (name, var) in variables {
+            let kind = var.f_kind()?;
+            let dtype = dtype_of(&name, kind)?;
+            let cpu = tch::no_grad(|| -> Result<Tensor, TchError> {
+                var.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()
+            })?;
+            let shape = shape_of(&name, &cpu.size())?;
+            let numel = numel(&name, &shape)?;
+            let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
+            cpu.f_copy_data_u8(&mut bytes, numel)?;
+            owned.push((name, dtype, shape, bytes));
+        }
+        let views = owned
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|view| (name.as_str(), view))
+                    .map_err(|e| TrainError::weights(Some(name), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let document = safetensors::serialize(views, None)
+            .map_err(|e| TrainError::weights(None, format!("cannot serialize: {e}")))?;
+        with_metadata(document, &metadata)
+    }
+
+    /// Overwrites every variable (weights and batch-norm running statistics) from a document
+    /// written by [`SupernetSession::export_safetensors`] of a session with the same config. The
+    /// names, shapes and dtypes must match exactly: a tensor the session lacks, a variable the
+    /// document lacks, or a shape or dtype that differs is a [`TrainError::Weights`] naming the
+    /// tensor. Everything is checked (and staged on the CPU) before the first variable is
+    /// written, so a refused document leaves the session unchanged. The values are copied onto
+    /// each variable's device (CPU or CUDA) without recording gradients. The optimizer's
+    /// momentum buffers and the RNG are left as they are ([`SupernetSession::run_shard`] starts
+    /// fresh ones).
+    pub fn import_safetensors(&mut self, bytes: &[u8]) -> Result<(), TrainError> {
+        let document = SafeTensors::deserialize(bytes)
+            .map_err(|e| TrainError::weights(None, format!("not a safetensors document: {e}")))?;
+        let mut variables: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        let known: HashSet<&str> = variables.iter().map(|(name, _)| name.as_str()).collect();
+        let mut names = document.names();
+        names.sort_unstable();
+        if let Some(extra) = names.iter().find(|name| !known.contains(**name)) {
+            return Err(TrainError::weights(
+                Some(extra),
+                "is in the document but is not a variable of this supernet",
+            ));
+        }
+        let mut staged = Vec::with_capacity(variables.len());
+        for (name, var) in &variables {
+            let view = document.tensor(name).map_err(|_| {
+                TrainError::weights(
+                    Some(name),
+                    "is a variable of this supernet but missing from the document",
+                )
+            })?;
+            let kind = var.f_kind()?;
+            let dtype = dtype_of(name, kind)?;
+            if view.dtype() != dtype {
+                return Err(TrainError::weights(
+                    Some(name),
+                    format!(
+                        "dtype {:?} in the document, {dtype:?} in the session",
+                        view.dtype()
+                    ),
+                ));
+            }
+            let size = var.size();
+            let shape = shape_of(name, &size)?;
+            if view.shape() != shape.as_slice() {
+                return Err(TrainError::weights(
+                    Some(name),
+                    format!(
+                        "shape {:?} in the document, {shape:?} in the session",
+                        view.shape()
+                    ),
+                ));
+            }
+            let expected = numel(name, &shape)? * kind.elt_size_in_bytes();
+            if view.data().len() != expected {
+                return Err(TrainError::weights(
+                    Some(name),
+                    format!("{} bytes of data, {expected} expected", view.data().len()),
+                ));
+            }
+            staged.push(Tensor::f_from_data_size(view.data(), &size, kind)?);
+        }
+        tch::no_grad(|| -> Result<(), TchError> {
+            for ((_, var), source) in variables.iter().zip(&staged) {
+                let mut target = var.shallow_clone();
+                target.f_copy_(source)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Saves the shared weights and momentum buffers into `dir` (`supernet.ot`, `optimizer.ot`).
@@ -464,4 +680,107 @@ impl SupernetSession {
         let optimizer = dir.join("optimizer.ot");
         self.sgd.load(&optimizer).map_err(|e| fail(&optimizer, &e))
     }
+}
+
+/// Sum of per-step losses for a report's mean.
+#[derive(Debug, Default)]
+struct LossSum {
+    sum: f64,
+    steps: u32,
+}
+
+impl LossSum {
+    /// Adds `steps` steps whose mean loss was `mean`.
+    fn add(&mut self, mean: f64, steps: u32) {
+        self.sum += mean * f64::from(steps);
+        self.steps += steps;
+    }
+
+    fn mean(&self) -> f64 {
+        if self.steps > 0 {
+            self.sum / f64::from(self.steps)
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// The safetensors dtype of a libtorch kind (the kinds a VarStore can hold that safetensors names).
+fn dtype_of(name: &str, kind: Kind) -> Result<Dtype, TrainError> {
+    Ok(match kind {
+        Kind::Bool => Dtype::BOOL,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Int8 => Dtype::I8,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int => Dtype::I32,
+        Kind::Int64 => Dtype::I64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        other => {
+            return Err(TrainError::weights(
+                Some(name),
+                format!("libtorch kind {other:?} has no safetensors dtype"),
+            ))
+        }
+    })
+}
+
+fn shape_of(name: &str, size: &[i64]) -> Result<Vec<usize>, TrainError> {
+    size.iter()
+        .map(|&d| {
+            usize::try_from(d)
+                .map_err(|_| TrainError::weights(Some(name), format!("negative dimension {d}")))
+        })
+        .collect()
+}
+
+fn numel(name: &str, shape: &[usize]) -> Result<usize, TrainError> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| TrainError::weights(Some(name), format!("shape {shape:?} overflows")))
+}
+
+/// Adds `__metadata__` to a document serialized without it. safetensors 0.8 writes metadata from
+/// a `HashMap`, in an order that changes from call to call; writing it here from the sorted map
+/// keeps equal weights and metadata byte-identical. The header stays JSON padded with spaces to
+/// a multiple of 8 bytes, as the format requires.
+fn with_metadata(
+    document: Vec<u8>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, TrainError> {
+    if metadata.is_empty() {
+        return Ok(document);
+    }
+    let malformed = || TrainError::weights(None, "serialized header is malformed");
+    let (len, rest) = document.split_first_chunk::<8>().ok_or_else(malformed)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| malformed())?;
+    if len > rest.len() {
+        return Err(malformed());
+    }
+    let (header, data) = rest.split_at(len);
+    let header = std::str::from_utf8(header).map_err(|_| malformed())?;
+    let entries = header
+        .trim_end_matches(' ')
+        .strip_prefix('{')
+        .and_then(|h| h.strip_suffix('}'))
+        .ok_or_else(malformed)?;
+    let metadata = serde_json::to_string(metadata)
+        .map_err(|e| TrainError::weights(None, format!("metadata: {e}")))?;
+    let mut header = format!("{{\"__metadata__\":{metadata}");
+    if !entries.is_empty() {
+        header.push(',');
+        header.push_str(entries);
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    Ok(out)
 }
