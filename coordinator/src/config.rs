@@ -33,6 +33,8 @@ pub struct Config {
     /// How long a leadership term lasts unless renewed (renewed every fifth of it); a follower
     /// takes over this long after the leader stopped renewing.
     pub leader_lease: Duration,
+    /// Largest supernet weights document a worker may upload (`PutSupernet`), in bytes.
+    pub max_supernet_bytes: u64,
 }
 
 /// `<hostname>-<pid>`: unique among the processes of a cluster.
@@ -60,6 +62,7 @@ impl Default for Config {
             max_streams_per_connection: 1024,
             instance_id: default_instance_id(),
             leader_lease: Duration::from_secs(5),
+            max_supernet_bytes: 1 << 30,
         }
     }
 }

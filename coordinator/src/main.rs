@@ -72,6 +72,16 @@ struct Cli {
     /// partition, stall) another coordinator takes over this long after its last renewal.
     #[arg(long, env = "NAT_LEADER_LEASE_SECONDS", default_value_t = 5.0)]
     leader_lease_seconds: f64,
+    /// Where supernet weights (one versioned document per optimize job in supernet mode, and
+    /// the shards' uploads) are kept: empty or `database` = in the job database (works wherever the
+    /// coordinator does); a directory path or `file://` URL; or an object-store URL
+    /// (`s3://bucket/prefix`, `gs://…`, `az://…`; credentials from the usual AWS_/GOOGLE_/AZURE_
+    /// variables).
+    #[arg(long, env = "NAT_BLOB_URL", default_value = "")]
+    blob_url: String,
+    /// Largest supernet weights document a worker may upload, in MiB.
+    #[arg(long, env = "NAT_MAX_SUPERNET_MB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    max_supernet_mb: u64,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "NAT_LOG_FORMAT", value_enum, default_value_t)]
     log_format: nat_telemetry::LogFormat,
@@ -169,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
         },
         leader_lease: seconds("leader-lease-seconds", cli.leader_lease_seconds)?,
         max_streams_per_connection: cli.max_streams_per_connection,
+        max_supernet_bytes: cli.max_supernet_mb << 20,
         instance_id: match cli.instance_id {
             Some(id) => id,
             // With SQLite the coordinator is alone (it locks the file): a fixed name lets a
@@ -193,7 +204,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot open the database")?;
     tracing::info!(backend = store.backend(), "store open");
-    let coordinator = Coordinator::new(store, Arc::new(SystemClock), config);
+    let blobs = nat_store::connect_blobs(&*store, Some(&cli.blob_url))
+        .with_context(|| format!("cannot open the blob store {:?}", cli.blob_url))?;
+    tracing::info!(blobs = %blobs.describe(), "supernet weights store");
+    let coordinator = Coordinator::new_with_blobs(store, Arc::new(SystemClock), config, blobs);
     let grpc = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;

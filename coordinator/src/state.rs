@@ -57,6 +57,8 @@ pub struct Coordinator {
     pub bindings: WorkerBindings,
     /// This coordinator's role in the leader election (see [`crate::leader`]).
     pub leader: Arc<Leader>,
+    /// Where supernet weights live (the job database unless `--blob-url` says otherwise).
+    pub blobs: Arc<dyn nat_store::BlobStore>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -70,8 +72,19 @@ impl std::fmt::Debug for Coordinator {
 }
 
 impl Coordinator {
-    /// Shared state over `store`.
+    /// Shared state over `store`, supernet weights in the store's database.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Arc<Self> {
+        let blobs = store.database_blobs();
+        Self::new_with_blobs(store, clock, config, blobs)
+    }
+
+    /// Shared state over `store`, supernet weights in `blobs`.
+    pub fn new_with_blobs(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: Config,
+        blobs: Arc<dyn nat_store::BlobStore>,
+    ) -> Arc<Self> {
         let (job_changed, _) = broadcast::channel(4096);
         let (shutdown, _) = watch::channel(false);
         let auth = Arc::new(Authenticator::new(
@@ -98,6 +111,7 @@ impl Coordinator {
             auth,
             bindings: WorkerBindings::default(),
             leader: Arc::new(Leader::new(config.instance_id.clone())),
+            blobs,
             config,
         })
     }

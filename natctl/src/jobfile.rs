@@ -51,6 +51,10 @@
 //!     max_wall_seconds: 0
 //!     op_set: nat-fully-concat   # empty or the job's space: nat-fully-concat (nat), nat-plus-plus (nat++)
 //!     num_nodes: 4               # empty or the inputs' node count
+//!     shards: auto               # shard tasks per round: auto (one per live worker slot) or 1..=64
+//!     steps_per_shard: 20        # SGD steps each shard trains from the round's weight version
+//!     warmup_steps: 200          # steps of the warm-up that makes weight version 1
+//!     round_deadline_seconds: 1800  # then the round averages the shards that reported (0 = none)
 //! ```
 //! Unknown keys are errors (a typo must not silently fall back to a default). `examples/` at the
 //! repository root has a job file for each use, every key explained (a test submits each).
@@ -208,6 +212,36 @@ pub struct SupernetFile {
     pub max_wall_seconds: Option<f64>,
     pub op_set: Option<String>,
     pub num_nodes: Option<u32>,
+    pub shards: Option<ShardsFile>,
+    pub steps_per_shard: Option<u32>,
+    pub warmup_steps: Option<u32>,
+    pub round_deadline_seconds: Option<f64>,
+}
+
+/// `optimize.supernet.shards`: `auto` or a count.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ShardsFile {
+    /// A fixed number of shard tasks per round.
+    Count(u32),
+    /// `auto`: one per live worker slot that can run the job.
+    Named(String),
+}
+
+impl ShardsFile {
+    /// The wire value (0 = auto); an unknown name is an error naming the key.
+    fn to_wire(&self) -> anyhow::Result<u32> {
+        match self {
+            ShardsFile::Count(0) => anyhow::bail!(
+                "optimize.supernet.shards: 0 is not a shard count (write `auto` for one per worker slot)"
+            ),
+            ShardsFile::Count(n) => Ok(*n),
+            ShardsFile::Named(name) if name == "auto" => Ok(0),
+            ShardsFile::Named(name) => anyhow::bail!(
+                "optimize.supernet.shards: `{name}` is neither `auto` nor a number"
+            ),
+        }
+    }
 }
 
 impl SupernetFile {
@@ -217,13 +251,14 @@ impl SupernetFile {
     pub fn resolve(&self, preset: &str) -> anyhow::Result<SupernetBudget> {
         Ok(SupernetBudget::resolve(
             preset,
-            Some(&self.to_proto()),
+            Some(&self.to_proto()?),
             "optimize.supernet",
         )?)
     }
 
-    pub fn to_proto(&self) -> v1::SupernetSettings {
-        v1::SupernetSettings {
+    /// The wire form; errors name `optimize.supernet.<key>`.
+    pub fn to_proto(&self) -> anyhow::Result<v1::SupernetSettings> {
+        Ok(v1::SupernetSettings {
             init_channels: self.init_channels.unwrap_or(0),
             layers: self.layers.unwrap_or(0),
             batch_size: self.batch_size.unwrap_or(0),
@@ -238,7 +273,16 @@ impl SupernetFile {
             max_wall_seconds: self.max_wall_seconds.unwrap_or(0.0),
             op_set: self.op_set.clone().unwrap_or_default(),
             num_nodes: self.num_nodes.unwrap_or(0),
-        }
+            shards: self
+                .shards
+                .as_ref()
+                .map(ShardsFile::to_wire)
+                .transpose()?
+                .unwrap_or(0),
+            steps_per_shard: self.steps_per_shard.unwrap_or(0),
+            warmup_steps: self.warmup_steps.unwrap_or(0),
+            round_deadline_seconds: self.round_deadline_seconds.unwrap_or(0.0),
+        })
     }
 }
 
@@ -409,7 +453,11 @@ pub fn optimize(o: &OptimizeFile, flags: OptimizeFlags<'_>) -> anyhow::Result<v1
         learning_rate: o.learning_rate.unwrap_or(0.0),
         entropy_weight: o.entropy_weight.unwrap_or(0.0),
         final_budget: o.final_budget.as_ref().map(|b| b.to_proto(None)),
-        supernet: o.supernet.as_ref().map(SupernetFile::to_proto),
+        supernet: o
+            .supernet
+            .as_ref()
+            .map(SupernetFile::to_proto)
+            .transpose()?,
         policy_profile: o.policy_profile.clone().unwrap_or_default(),
         policy_id: o.policy_id.clone().unwrap_or_default(),
         derive_argmax,
@@ -441,9 +489,30 @@ mod tests {
     }
 
     #[test]
+    fn supernet_shards_are_auto_or_a_count() {
+        let read = |shards: &str| {
+            let f: JobFile = yaml_serde::from_str(&format!(
+                "kind: optimize\ndataset: digits\noptimize:\n  supernet:\n    shards: {shards}\n"
+            ))
+            .expect("parses");
+            f.optimize
+                .and_then(|o| o.supernet)
+                .expect("supernet")
+                .to_proto()
+                .map(|s| s.shards)
+        };
+        assert_eq!(read("auto").expect("auto"), 0);
+        assert_eq!(read("12").expect("count"), 12);
+        for bad in ["many", "0"] {
+            let err = read(bad).expect_err(bad).to_string();
+            assert!(err.contains("optimize.supernet.shards"), "{err}");
+        }
+    }
+
+    #[test]
     fn every_optimize_key_reaches_the_request() {
         let f: JobFile = yaml_serde::from_str(
-            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  final_seeds: 5\n  max_cost_ratio: 1.5\n  control: none\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n",
+            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  final_seeds: 5\n  max_cost_ratio: 1.5\n  control: none\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n    shards: 6\n    steps_per_shard: 9\n    warmup_steps: 33\n    round_deadline_seconds: 90\n",
         )
         .expect("valid");
         let o = optimize(
@@ -485,6 +554,10 @@ mod tests {
                 max_wall_seconds: 60.0,
                 op_set: "nat-plus-plus".into(),
                 num_nodes: 3,
+                shards: 6,
+                steps_per_shard: 9,
+                warmup_steps: 33,
+                round_deadline_seconds: 90.0,
             }
         );
         // The --reward flag wins over the file.

@@ -27,13 +27,14 @@ use nat_client::{AuthChannel, ConnectOptions};
 use nat_proto::v1;
 use nat_proto::v1::worker_service_client::WorkerServiceClient;
 use nat_telemetry::{record, DeviceKind, TaskKind, WorkerRpc, WorkerTaskOutcome};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tonic::{Code, Status};
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
 use crate::config::{SlotDevice, WorkerConfig};
-use crate::runner::Outcome;
+use crate::runner::{Outcome, RunnerTask};
 use crate::slot::{Progress, Slot, TaskRunner};
 
 /// Timeout of every RPC except the lease long-poll.
@@ -46,6 +47,10 @@ const CANCEL_GRACE: Duration = Duration::from_secs(30);
 const GPU_MEMORY_INTERVAL: Duration = Duration::from_secs(10);
 /// First reconnection delay.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// Longest one supernet weight transfer may take (tens of MB over a slow link).
+const WEIGHTS_TIMEOUT: Duration = Duration::from_secs(300);
+/// Chunk size of weight uploads (the coordinator accepts up to 4 MiB per message).
+const WEIGHTS_CHUNK: usize = 1 << 20;
 
 /// Errors that stop the daemon before it can serve.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +88,9 @@ struct Held {
     stop_reason: Option<String>,
 }
 
+/// Supernet weights kept by a worker: ((job id, version), the document).
+type CachedWeights = ((String, u64), Arc<Vec<u8>>);
+
 /// State shared by the slot loops and the heartbeat loop.
 struct Shared {
     coordinators: Coordinators,
@@ -98,6 +106,9 @@ struct Shared {
     busy_slots: AtomicUsize,
     /// Set when the coordinator rejected the worker's credentials: the worker stops.
     rejected: watch::Sender<bool>,
+    /// The supernet weights fetched last ((job id, version) and bytes): the worker's other
+    /// slots start their shards of the same round from them without another fetch.
+    weights: Mutex<Option<CachedWeights>>,
     /// Why (the first rejection), for [`DaemonError::Rejected`].
     rejection: Mutex<Option<String>>,
 }
@@ -454,7 +465,7 @@ pub async fn run<R, F>(
     mut signals: mpsc::Receiver<()>,
 ) -> Result<(), DaemonError>
 where
-    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+    R: TaskRunner<Task = RunnerTask, Outcome = Outcome>,
     F: Fn(usize, SlotDevice) -> Result<R, String> + Clone + Send + 'static,
 {
     let coordinators = Coordinators::new(&config.coordinators, &config.connect)?
@@ -473,6 +484,7 @@ where
         busy_slots: AtomicUsize::new(0),
         rejected,
         rejection: Mutex::new(None),
+        weights: Mutex::new(None),
     });
     record_slots(0, config.slots.len());
 
@@ -572,7 +584,7 @@ async fn join_all(set: &mut tokio::task::JoinSet<()>) {
 /// Leases tasks for one slot until the drain starts.
 async fn slot_loop<R>(shared: Arc<Shared>, slot: Slot<R>, device: SlotDevice)
 where
-    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+    R: TaskRunner<Task = RunnerTask, Outcome = Outcome>,
 {
     let mut backoff = Backoff::new(BACKOFF_BASE, shared.config.max_backoff);
     let wait_ms = u32::try_from(shared.config.lease_wait.as_millis()).unwrap_or(u32::MAX);
@@ -642,7 +654,7 @@ async fn handle_task<R>(
     registration: &Registration,
     task: v1::Task,
 ) where
-    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+    R: TaskRunner<Task = RunnerTask, Outcome = Outcome>,
 {
     let span = tracing::info_span!(
         "task",
@@ -668,7 +680,7 @@ async fn run_task<R>(
     task: v1::Task,
     span: tracing::Span,
 ) where
-    R: TaskRunner<Task = v1::Task, Outcome = Outcome>,
+    R: TaskRunner<Task = RunnerTask, Outcome = Outcome>,
 {
     let kind = match &task.payload {
         Some(v1::task::Payload::Supernet(_)) => TaskKind::Supernet,
@@ -705,6 +717,34 @@ async fn run_task<R>(
     tracing::info!("task leased");
     let started = Instant::now();
 
+    // A supernet shard starts from its base version: fetched before the slot starts (an
+    // attempt whose lease is gone is dropped: the coordinator re-leased it).
+    let base_weights = match &task.payload {
+        Some(v1::task::Payload::Supernet(p)) if p.base_version > 0 && !shared.is_draining() => {
+            match fetch_weights(shared, registration, &task, p.base_version).await {
+                Ok(bytes) => Some(bytes),
+                Err(TransferError::LeaseLost(reason)) => {
+                    tracing::warn!(%reason, "supernet weights not fetched: the lease is gone; dropping the task");
+                    forget_task(shared, &task_id);
+                    return;
+                }
+                Err(TransferError::Failed(reason)) => {
+                    let outcome = Outcome::Failed {
+                        reason: format!(
+                            "supernet: fetching weight version {}: {reason}",
+                            p.base_version
+                        ),
+                        retryable: true,
+                    };
+                    report_result(shared, &task_id, lease_token, outcome).await;
+                    forget_task(shared, &task_id);
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
+    let task = RunnerTask { task, base_weights };
     let outcome = if shared.is_draining() {
         Outcome::Cancelled
     } else {
@@ -734,7 +774,7 @@ async fn run_task<R>(
         .and_then(|held| held.stop_reason.clone());
     let elapsed = started.elapsed();
     let label = match &outcome {
-        Outcome::TrainEval(_) | Outcome::Supernet(_) => WorkerTaskOutcome::Succeeded,
+        Outcome::TrainEval(_) | Outcome::Supernet(..) => WorkerTaskOutcome::Succeeded,
         Outcome::Cancelled => WorkerTaskOutcome::Cancelled,
         Outcome::Failed { .. } if stop_reason.is_some() => WorkerTaskOutcome::Cancelled,
         Outcome::Failed { .. } => WorkerTaskOutcome::Failed,
@@ -756,8 +796,9 @@ async fn run_task<R>(
             seconds = started.elapsed().as_secs_f64(),
             "task finished"
         ),
-        Outcome::Supernet(result) => tracing::info!(
+        Outcome::Supernet(result, _) => tracing::info!(
             pairs = result.scores.len(),
+            steps = result.train_steps,
             seconds = started.elapsed().as_secs_f64(),
             "task finished"
         ),
@@ -766,7 +807,29 @@ async fn run_task<R>(
         }
         Outcome::Cancelled => {}
     }
-    let succeeded = matches!(outcome, Outcome::TrainEval(_) | Outcome::Supernet(_));
+    // A shard's weights go up before its report names them.
+    let outcome = match outcome {
+        Outcome::Supernet(mut result, weights) => {
+            match upload_weights(shared, registration, &task_id, lease_token, &weights).await {
+                Ok((bytes, sha256)) => {
+                    result.weights_bytes = bytes;
+                    result.weights_sha256 = sha256;
+                    Outcome::Supernet(result, Vec::new())
+                }
+                Err(TransferError::LeaseLost(reason)) => {
+                    tracing::warn!(%reason, "supernet weights not uploaded: the lease is gone; dropping the result");
+                    forget_task(shared, &task_id);
+                    return;
+                }
+                Err(TransferError::Failed(reason)) => Outcome::Failed {
+                    reason: format!("supernet: uploading the weights: {reason}"),
+                    retryable: true,
+                },
+            }
+        }
+        other => other,
+    };
+    let succeeded = matches!(outcome, Outcome::TrainEval(_) | Outcome::Supernet(..));
     let accepted = report_result(shared, &task_id, lease_token, outcome).await;
     if let (true, true, Some(dir)) = (succeeded, accepted, checkpoint) {
         // The task is done for good: its checkpoints are no longer needed.
@@ -882,7 +945,7 @@ async fn send_progress(
 async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome: Outcome) -> bool {
     let body = match outcome {
         Outcome::TrainEval(result) => v1::report_result_request::Outcome::TrainEval(result),
-        Outcome::Supernet(result) => v1::report_result_request::Outcome::Supernet(result),
+        Outcome::Supernet(result, _) => v1::report_result_request::Outcome::Supernet(result),
         Outcome::Failed { reason, retryable } => {
             v1::report_result_request::Outcome::Failure(v1::TaskFailure {
                 reason: truncate(reason, 4000),
@@ -975,6 +1038,203 @@ async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome
             }
         }
     }
+}
+
+/// Why a weight transfer did not happen.
+enum TransferError {
+    /// The lease is stale or the task ended (FAILED_PRECONDITION): drop the task.
+    LeaseLost(String),
+    /// Anything else, after retries.
+    Failed(String),
+}
+
+/// Removes a task from the tasks in hand (it ends without a report).
+fn forget_task(shared: &Shared, task_id: &str) {
+    shared
+        .held
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(task_id);
+}
+
+/// Retries `call` while the coordinator is unreachable (up to `report_give_up`); a refusal
+/// that another try cannot change ends it at once.
+async fn with_retries<T, F, Fut>(
+    shared: &Shared,
+    what: &'static str,
+    mut call: F,
+) -> Result<T, TransferError>
+where
+    F: FnMut(WorkerServiceClient<AuthChannel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>>,
+{
+    let started = Instant::now();
+    let mut backoff = Backoff::new(BACKOFF_BASE, shared.config.max_backoff);
+    loop {
+        let (used, client) = shared.coordinators.client();
+        let result = tokio::select! {
+            r = tokio::time::timeout(WEIGHTS_TIMEOUT, call(client)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(Status::deadline_exceeded(format!("{what} took over {WEIGHTS_TIMEOUT:?}"))),
+            },
+            () = raised(&shared.stopping) => return Err(TransferError::Failed("the worker is stopping".into())),
+        };
+        match result {
+            Ok(value) => return Ok(value),
+            Err(status) => {
+                shared.coordinators.failed(used, &status);
+                match status.code() {
+                    Code::FailedPrecondition | Code::NotFound => {
+                        return Err(TransferError::LeaseLost(status.message().to_string()))
+                    }
+                    Code::InvalidArgument | Code::PermissionDenied | Code::Unauthenticated => {
+                        return Err(TransferError::Failed(format!(
+                            "{what} refused ({:?}): {}",
+                            status.code(),
+                            status.message()
+                        )))
+                    }
+                    _ if started.elapsed() >= shared.config.report_give_up => {
+                        return Err(TransferError::Failed(format!(
+                            "{what}: {}",
+                            status.message()
+                        )))
+                    }
+                    _ => {
+                        let delay = backoff.next_delay();
+                        log_unreachable(what, &status, backoff.attempts(), delay);
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = raised(&shared.stopping) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weights of `version` for a leased shard: from the worker's cache (another slot of this
+/// worker fetched them) or streamed from the coordinator, checked against size and SHA-256.
+async fn fetch_weights(
+    shared: &Shared,
+    registration: &Registration,
+    task: &v1::Task,
+    version: u64,
+) -> Result<Arc<Vec<u8>>, TransferError> {
+    let cache_key = (task.job_id.clone(), version);
+    if let Some((key, bytes)) = shared
+        .weights
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .as_ref()
+    {
+        if *key == cache_key {
+            return Ok(bytes.clone());
+        }
+    }
+    let request = v1::FetchSupernetRequest {
+        worker_id: registration.worker_id.clone(),
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token,
+    };
+    let bytes = with_retries(shared, "fetch_supernet", |mut client| {
+        let request = request.clone();
+        async move {
+            let mut stream = client.fetch_supernet(request).await?.into_inner();
+            let mut data: Vec<u8> = Vec::new();
+            let mut expected: Option<(u64, String)> = None;
+            while let Some(chunk) = stream.message().await? {
+                if chunk.offset != data.len() as u64 {
+                    return Err(Status::data_loss(format!(
+                        "chunk at offset {} after {} bytes",
+                        chunk.offset,
+                        data.len()
+                    )));
+                }
+                if expected.is_none() {
+                    let total = usize::try_from(chunk.total_bytes).unwrap_or(usize::MAX);
+                    data.reserve_exact(total.min(1 << 32));
+                    expected = Some((chunk.total_bytes, chunk.sha256.clone()));
+                }
+                data.extend_from_slice(&chunk.data);
+            }
+            let Some((total, sha256)) = expected else {
+                return Err(Status::data_loss("the coordinator sent no weights"));
+            };
+            let got = hex::encode(Sha256::digest(&data));
+            if data.len() as u64 != total || !got.eq_ignore_ascii_case(&sha256) {
+                return Err(Status::data_loss(format!(
+                    "received {} bytes hashing to {got}, expected {total} bytes with {sha256}",
+                    data.len()
+                )));
+            }
+            Ok(data)
+        }
+    })
+    .await?;
+    let bytes = Arc::new(bytes);
+    tracing::info!(version, bytes = bytes.len(), "supernet weights fetched");
+    *shared
+        .weights
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((cache_key, bytes.clone()));
+    Ok(bytes)
+}
+
+/// Uploads a shard's trained weights in 1 MiB chunks; returns their size and SHA-256.
+async fn upload_weights(
+    shared: &Shared,
+    registration: &Registration,
+    task_id: &str,
+    lease_token: u64,
+    weights: &[u8],
+) -> Result<(u64, String), TransferError> {
+    let sha256 = hex::encode(Sha256::digest(weights));
+    let total = weights.len() as u64;
+    let worker_id = registration.worker_id.clone();
+    let answer = with_retries(shared, "put_supernet", |mut client| {
+        let messages: Vec<v1::PutSupernetRequest> = weights
+            .chunks(WEIGHTS_CHUNK)
+            .enumerate()
+            .map(|(i, data)| {
+                let first = i == 0;
+                v1::PutSupernetRequest {
+                    worker_id: if first {
+                        worker_id.clone()
+                    } else {
+                        String::new()
+                    },
+                    task_id: if first {
+                        task_id.to_owned()
+                    } else {
+                        String::new()
+                    },
+                    lease_token: if first { lease_token } else { 0 },
+                    total_bytes: if first { total } else { 0 },
+                    sha256: if first { sha256.clone() } else { String::new() },
+                    offset: (i * WEIGHTS_CHUNK) as u64,
+                    data: data.to_vec(),
+                }
+            })
+            .collect();
+        async move {
+            let response = client
+                .put_supernet(tokio_stream::iter(messages))
+                .await?
+                .into_inner();
+            Ok(response)
+        }
+    })
+    .await?;
+    if answer.bytes != total || !answer.sha256.eq_ignore_ascii_case(&sha256) {
+        return Err(TransferError::Failed(format!(
+            "the coordinator stored {} bytes with SHA-256 {}, sent {total} with {sha256}",
+            answer.bytes, answer.sha256
+        )));
+    }
+    tracing::info!(bytes = total, "supernet weights uploaded");
+    Ok((total, sha256))
 }
 
 fn mentions_worker(status: &Status) -> bool {

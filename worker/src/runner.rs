@@ -39,7 +39,9 @@ const MAX_SUPERNETS: usize = 2;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     TrainEval(v1::TrainEvalResult),
-    Supernet(v1::SupernetResult),
+    /// A supernet shard's scores and its trained weights (safetensors): the daemon uploads the
+    /// weights and fills `weights_bytes`/`weights_sha256` before it reports.
+    Supernet(v1::SupernetResult, Vec<u8>),
     /// The task failed; `retryable` says whether another attempt may succeed.
     Failed {
         reason: String,
@@ -64,6 +66,23 @@ impl Outcome {
                 retryable: other.is_retryable(),
                 reason: format!("{context}: {other}"),
             },
+        }
+    }
+}
+
+/// A leased task as a slot runs it: the task, and for a supernet shard the weights of its
+/// base version (fetched by the daemon before the slot starts).
+#[derive(Debug, Clone)]
+pub struct RunnerTask {
+    pub task: v1::Task,
+    pub base_weights: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+impl From<v1::Task> for RunnerTask {
+    fn from(task: v1::Task) -> Self {
+        RunnerTask {
+            task,
+            base_weights: None,
         }
     }
 }
@@ -256,7 +275,12 @@ impl TorchRunner {
         }
     }
 
-    fn run_supernet(&mut self, payload: v1::SupernetTask, context: &TaskContext<'_>) -> Outcome {
+    fn run_supernet(
+        &mut self,
+        payload: v1::SupernetTask,
+        base_weights: Option<&[u8]>,
+        context: &TaskContext<'_>,
+    ) -> Outcome {
         let Some(settings_proto) = payload.settings.as_ref() else {
             return Outcome::rejected("supernet.settings: missing");
         };
@@ -264,8 +288,8 @@ impl TorchRunner {
         if let Err(error) = settings.validate() {
             return Outcome::rejected(format!("supernet.settings: {error}"));
         }
-        if payload.pairs.is_empty() {
-            return Outcome::rejected("supernet.pairs: empty");
+        if payload.pairs.is_empty() && !payload.warmup {
+            return Outcome::rejected("supernet.pairs: empty (only the warm-up scores no pairs)");
         }
         let mut pairs = Vec::with_capacity(payload.pairs.len());
         for (index, pair) in payload.pairs.iter().enumerate() {
@@ -282,6 +306,7 @@ impl TorchRunner {
         }
         let op_set = if settings_proto.op_set.is_empty() {
             nat_train::train::infer_op_set(pairs.iter().flat_map(|(b, a)| [b, a]))
+                .filter(|_| !pairs.is_empty())
         } else {
             let name = serde_json::Value::String(settings_proto.op_set.clone());
             match serde_json::from_value::<OpSet>(name) {
@@ -299,9 +324,14 @@ impl TorchRunner {
                 "supernet.settings.op_set: unset, and the genotypes use ops of no single set",
             );
         };
-        let num_nodes = match usize::try_from(settings_proto.num_nodes) {
-            Ok(0) | Err(_) => pairs[0].0.num_nodes(),
-            Ok(n) => n,
+        let num_nodes = match (usize::try_from(settings_proto.num_nodes), pairs.first()) {
+            (Ok(n), _) if n > 0 => n,
+            (_, Some((beta, _))) => beta.num_nodes(),
+            (_, None) => {
+                return Outcome::rejected(
+                    "supernet.settings.num_nodes: unset, and there is no pair to take it from",
+                )
+            }
         };
         if let Some(index) = pairs
             .iter()
@@ -311,6 +341,16 @@ impl TorchRunner {
                 "supernet.pairs[{index}]: every genotype must have {num_nodes} intermediate nodes"
             ));
         }
+        let base_weights = match (payload.base_version, base_weights) {
+            (0, _) => None,
+            (_, Some(bytes)) => Some(bytes),
+            (version, None) => {
+                return Outcome::Failed {
+                    reason: format!("supernet: the weights of version {version} were not fetched"),
+                    retryable: true,
+                }
+            }
+        };
         let data = match self.dataset(
             "supernet.dataset",
             &payload.dataset,
@@ -333,6 +373,12 @@ impl TorchRunner {
             op_set,
             serde_json::to_string(&settings).unwrap_or_default()
         );
+        // Fresh weights (the warm-up) come from a new session seeded by the job's seed; a
+        // shard of a round overwrites a kept session's weights with its base version.
+        if payload.base_version == 0 {
+            self.supernets.remove(&key);
+            self.supernet_order.retain(|k| k != &key);
+        }
         if !self.supernets.contains_key(&key) {
             let session = match SupernetSession::new(
                 &settings,
@@ -358,27 +404,67 @@ impl TorchRunner {
                 retryable: true,
             };
         };
-        let mut on_pair = |done: usize, total: usize| {
+        if let Some(bytes) = base_weights {
+            if let Err(error) = session.import_safetensors(bytes) {
+                self.supernets.remove(&key);
+                self.supernet_order.retain(|k| k != &key);
+                return Outcome::from_train_error(
+                    &format!("supernet: weights of version {}", payload.base_version),
+                    error,
+                );
+            }
+        }
+        let mut on_progress = |done: u64, total: u64| {
             context.report(Progress {
                 fraction: done as f64 / total.max(1) as f64,
-                step: done as u64,
+                step: done,
                 ..Progress::default()
             });
         };
-        match session.run(&data, &pairs, context.cancel_flag(), &mut on_pair) {
-            Ok(report) => Outcome::Supernet(v1::SupernetResult {
-                scores: report
-                    .scores
-                    .iter()
-                    .map(|score| v1::PairScore {
-                        acc_beta: score.acc_beta,
-                        acc_alpha: score.acc_alpha,
-                    })
-                    .collect(),
-                wall_seconds: report.wall_seconds,
-            }),
+        let ran = session
+            .run_shard(
+                &data,
+                payload.train_steps,
+                &pairs,
+                payload.shard_seed,
+                context.cancel_flag(),
+                &mut on_progress,
+            )
+            .and_then(|report| {
+                let metadata = [
+                    ("supernet_key", payload.supernet_key.clone()),
+                    ("base_version", payload.base_version.to_string()),
+                    ("round", payload.round.to_string()),
+                    ("shard", payload.shard.to_string()),
+                    ("warmup", payload.warmup.to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+                Ok((report, session.export_safetensors(metadata)?))
+            });
+        match ran {
+            Ok((report, weights)) => Outcome::Supernet(
+                v1::SupernetResult {
+                    scores: report
+                        .scores
+                        .iter()
+                        .map(|score| v1::PairScore {
+                            acc_beta: score.acc_beta,
+                            acc_alpha: score.acc_alpha,
+                        })
+                        .collect(),
+                    wall_seconds: report.wall_seconds,
+                    weights_bytes: 0,
+                    weights_sha256: String::new(),
+                    train_steps: report.train_steps,
+                    mean_train_loss: report.mean_train_loss,
+                },
+                weights,
+            ),
             Err(error) => {
-                // The shared weights may be half-updated; start the next task from fresh ones.
+                // The shared weights may be half-updated; the next shard imports its base anyway,
+                // but a failed session is not worth keeping.
                 self.supernets.remove(&key);
                 self.supernet_order.retain(|k| k != &key);
                 Outcome::from_train_error("supernet", error)
@@ -388,15 +474,18 @@ impl TorchRunner {
 }
 
 impl TaskRunner for TorchRunner {
-    type Task = v1::Task;
+    type Task = RunnerTask;
     type Outcome = Outcome;
 
-    fn run(&mut self, task: v1::Task, context: &TaskContext<'_>) -> Outcome {
+    fn run(&mut self, task: RunnerTask, context: &TaskContext<'_>) -> Outcome {
+        let RunnerTask { task, base_weights } = task;
         match task.payload {
             Some(v1::task::Payload::TrainEval(payload)) => {
                 self.run_train_eval(&task.task_id, payload, context)
             }
-            Some(v1::task::Payload::Supernet(payload)) => self.run_supernet(payload, context),
+            Some(v1::task::Payload::Supernet(payload)) => {
+                self.run_supernet(payload, base_weights.as_deref().map(Vec::as_slice), context)
+            }
             None => Outcome::rejected("payload: missing (neither train_eval nor supernet)"),
         }
     }

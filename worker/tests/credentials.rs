@@ -58,6 +58,26 @@ impl Guarded {
 
 #[tonic::async_trait]
 impl WorkerService for Guarded {
+    type FetchSupernetStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::SupernetChunk, Status>> + Send>,
+    >;
+
+    async fn fetch_supernet(
+        &self,
+        request: Request<v1::FetchSupernetRequest>,
+    ) -> Result<Response<Self::FetchSupernetStream>, Status> {
+        self.admit("fetch_supernet", &request)?;
+        Err(Status::unimplemented("no supernet here"))
+    }
+
+    async fn put_supernet(
+        &self,
+        request: Request<tonic::Streaming<v1::PutSupernetRequest>>,
+    ) -> Result<Response<v1::PutSupernetResponse>, Status> {
+        self.admit("put_supernet", &request)?;
+        Err(Status::unimplemented("no supernet here"))
+    }
+
     async fn register_worker(
         &self,
         request: Request<v1::RegisterWorkerRequest>,

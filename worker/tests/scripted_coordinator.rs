@@ -37,6 +37,12 @@ struct State {
     reject: Vec<String>,
     /// Reports refused that way.
     rejected: Vec<v1::ReportResultRequest>,
+    /// Supernet weights uploaded, by task id (the whole document).
+    uploads: Vec<(String, Vec<u8>)>,
+    /// Weights `FetchSupernet` answers with (the latest upload unless set).
+    serve_weights: Option<Vec<u8>>,
+    /// Task ids that fetched weights.
+    fetches: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -62,6 +68,69 @@ impl Scripted {
 
 #[tonic::async_trait]
 impl WorkerService for Scripted {
+    type FetchSupernetStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::SupernetChunk, Status>> + Send>,
+    >;
+
+    async fn fetch_supernet(
+        &self,
+        request: Request<v1::FetchSupernetRequest>,
+    ) -> Result<Response<Self::FetchSupernetStream>, Status> {
+        let r = request.into_inner();
+        let data = self.with(|s| {
+            s.fetches.push(r.task_id.clone());
+            s.serve_weights
+                .clone()
+                .or_else(|| s.uploads.last().map(|(_, d)| d.clone()))
+        });
+        let Some(data) = data else {
+            return Err(Status::failed_precondition("no weights to serve"));
+        };
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(&data));
+        let total = data.len() as u64;
+        let chunks: Vec<Result<v1::SupernetChunk, Status>> = data
+            .chunks(100_000)
+            .enumerate()
+            .map(|(i, c)| {
+                Ok(v1::SupernetChunk {
+                    version: 1,
+                    offset: (i * 100_000) as u64,
+                    total_bytes: total,
+                    sha256: sha.clone(),
+                    data: c.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn put_supernet(
+        &self,
+        request: Request<tonic::Streaming<v1::PutSupernetRequest>>,
+    ) -> Result<Response<v1::PutSupernetResponse>, Status> {
+        use sha2::Digest;
+        use tokio_stream::StreamExt;
+        let mut stream = request.into_inner();
+        let mut task_id = String::new();
+        let mut data = Vec::new();
+        while let Some(m) = stream.next().await {
+            let m = m?;
+            if task_id.is_empty() {
+                task_id = m.task_id.clone();
+            }
+            assert_eq!(m.offset, data.len() as u64, "chunks in order");
+            data.extend_from_slice(&m.data);
+        }
+        let sha = hex::encode(sha2::Sha256::digest(&data));
+        let bytes = data.len() as u64;
+        self.with(|s| s.uploads.push((task_id, data)));
+        Ok(Response::new(v1::PutSupernetResponse {
+            bytes,
+            sha256: sha,
+        }))
+    }
+
     async fn register_worker(
         &self,
         request: Request<v1::RegisterWorkerRequest>,
@@ -591,36 +660,50 @@ async fn supernet_tasks_score_every_pair() {
         max_wall_seconds: 0.0,
         op_set: "nat-fully-concat".to_owned(),
         num_nodes: 4,
+        ..Default::default()
     };
     let pair = v1::GenotypePair {
         beta_json: beta.to_json(),
         alpha_json: alpha.to_json(),
     };
-    let supernet =
-        |id: &str, settings: v1::SupernetSettings, pairs: Vec<v1::GenotypePair>| v1::Task {
-            payload: Some(v1::task::Payload::Supernet(v1::SupernetTask {
-                pairs,
-                dataset: "digits".to_owned(),
-                settings: Some(settings),
-                seed: 3,
-                supernet_key: "job-1".to_owned(),
-                dataset_shape: builtin_shape("digits"),
-            })),
-            ..train_task(id, "", "digits", budget(1, 64))
-        };
+    let shard = |id: &str,
+                 settings: v1::SupernetSettings,
+                 pairs: Vec<v1::GenotypePair>,
+                 base_version: u64| v1::Task {
+        payload: Some(v1::task::Payload::Supernet(v1::SupernetTask {
+            warmup: pairs.is_empty(),
+            pairs,
+            dataset: "digits".to_owned(),
+            settings: Some(settings),
+            seed: 3,
+            supernet_key: "job-1".to_owned(),
+            dataset_shape: builtin_shape("digits"),
+            round: 0,
+            shard: 0,
+            shards: 1,
+            base_version,
+            train_steps: 3,
+            shard_seed: 9,
+        })),
+        ..train_task(id, "", "digits", budget(1, 64))
+    };
     let mut bad_set = settings.clone();
     bad_set.op_set = "nat-minus-minus".to_owned();
     let scripted = Scripted::default();
     scripted.with(|s| {
-        s.tasks.push_back(supernet(
+        // The warm-up (fresh weights, no pairs), then shards that start from its upload.
+        s.tasks
+            .push_back(shard("warmup", settings.clone(), vec![], 0));
+        s.tasks.push_back(shard(
             "pairs",
             settings.clone(),
             vec![pair.clone(), pair.clone()],
+            1,
         ));
         s.tasks
-            .push_back(supernet("bad-set", bad_set, vec![pair.clone()]));
+            .push_back(shard("bad-set", bad_set, vec![pair.clone()], 1));
         s.tasks
-            .push_back(supernet("again", settings.clone(), vec![pair.clone()]));
+            .push_back(shard("again", settings.clone(), vec![pair.clone()], 1));
     });
     let address = serve(scripted.clone()).await;
     let _worker = WorkerProcess::spawn(
@@ -629,14 +712,37 @@ async fn supernet_tasks_score_every_pair() {
         scratch.path(),
         &[],
     );
-    wait_until(Duration::from_secs(120), "three supernet results", || {
-        scripted.with(|s| s.results.len() >= 3)
+    wait_until(Duration::from_secs(120), "four supernet results", || {
+        scripted.with(|s| s.results.len() >= 4)
     })
     .await;
     scripted.with(|s| {
-        for (id, pairs) in [("pairs", 2), ("again", 1)] {
+        // Every successful shard uploaded its weights before reporting them by size and
+        // digest; the shards of version 1 fetched the warm-up's upload (the worker's cache
+        // answers a second fetch of the same version).
+        let uploaded: Vec<&str> = s.uploads.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(uploaded, ["warmup", "pairs", "again"]);
+        assert!(s.fetches.iter().any(|t| t == "pairs"), "{:?}", s.fetches);
+        let warm = &s.uploads[0].1;
+        let trained = &s.uploads[1].1;
+        assert_ne!(warm, trained, "the shard trained the weights it fetched");
+        let wsum = nat_weights::inspect(warm).unwrap();
+        let tsum = nat_weights::inspect(trained).unwrap();
+        assert_eq!(
+            (wsum.tensors, wsum.parameters),
+            (tsum.tensors, tsum.parameters)
+        );
+        for (id, pairs) in [("warmup", 0), ("pairs", 2), ("again", 1)] {
             match result_of(s, id) {
                 Some(Outcome::Supernet(result)) => {
+                    let (_, data) = s.uploads.iter().find(|(t, _)| t == id).unwrap();
+                    assert_eq!(result.weights_bytes, data.len() as u64, "{id}");
+                    use sha2::Digest;
+                    assert_eq!(
+                        result.weights_sha256,
+                        hex::encode(sha2::Sha256::digest(data))
+                    );
+                    assert_eq!(result.train_steps, 3 + 2 * pairs as u64, "{id}");
                     assert_eq!(result.scores.len(), pairs, "{id}");
                     for score in &result.scores {
                         assert!((0.0..=1.0).contains(&score.acc_beta), "{score:?}");

@@ -288,7 +288,18 @@ impl WorkerApi {
                     )));
                 }
                 let payload: SupernetPayload = decode("supernet payload", &task.payload)?;
-                let result = SupernetResult::from_proto(&res, &payload, worker.to_string())?;
+                // Sharded rounds: the shard's weights were uploaded under this lease first.
+                let weights = if res.weights_bytes == 0 && res.weights_sha256.is_empty() {
+                    return Err(ApiError::invalid(
+                        "supernet.weights_sha256",
+                        "a supernet shard reports the weights it uploaded with PutSupernet",
+                    ));
+                } else {
+                    super::weights::reported_upload(&self.c, &task, &payload, lease_token, &res)
+                        .await?
+                };
+                let result =
+                    SupernetResult::from_proto(&res, &payload, worker.to_string(), Some(weights))?;
                 Outcome::Succeeded {
                     result: encode("supernet result", &result)?,
                     rewards: Vec::new(),
@@ -560,6 +571,36 @@ impl v1::worker_service_server::WorkerService for WorkerApi {
                 0
             },
         }))
+    }
+
+    type FetchSupernetStream = super::weights::ChunkStream;
+
+    async fn fetch_supernet(
+        &self,
+        request: Request<v1::FetchSupernetRequest>,
+    ) -> Result<Response<Self::FetchSupernetStream>, Status> {
+        let principal = Principal::of(&request);
+        let r = request.into_inner();
+        span_ids(&r.worker_id, &r.task_id, "");
+        let worker = parse_id("worker_id", &r.worker_id)?;
+        self.check_worker(worker, &principal).await?;
+        Ok(Response::new(
+            super::weights::fetch(self.c.clone(), r, worker).await?,
+        ))
+    }
+
+    async fn put_supernet(
+        &self,
+        request: Request<tonic::Streaming<v1::PutSupernetRequest>>,
+    ) -> Result<Response<v1::PutSupernetResponse>, Status> {
+        let principal = Principal::of(&request);
+        let stream = request.into_inner();
+        let this = self.clone();
+        let answer = super::weights::put(self.c.clone(), stream, async move |worker| {
+            this.check_worker(worker, &principal).await
+        })
+        .await?;
+        Ok(Response::new(answer))
     }
 
     async fn report_result(

@@ -349,7 +349,26 @@ pub struct SupernetBudget {
     pub eval_batches: u32,
     /// Wall-clock cap of one supernet task in seconds (0 = none).
     pub max_wall_seconds: f64,
+    /// Shard tasks per learning round (0 = auto: one per live worker slot that matches the
+    /// job, at most the round's pairs and [`MAX_SUPERNET_SHARDS`]).
+    #[serde(default)]
+    pub shards: u32,
+    /// SGD steps on random β each shard trains from the round's base version before it scores
+    /// its pairs (local SGD; the coordinator averages the shards).
+    #[serde(default)]
+    pub steps_per_shard: u32,
+    /// Steps of the warm-up task that trains fresh weights into version 1 before the first
+    /// scored round.
+    #[serde(default)]
+    pub warmup_steps: u32,
+    /// Seconds after a round's shards were queued at which the round averages the shards that
+    /// reported and cancels the others (0 = wait for every shard).
+    #[serde(default)]
+    pub round_deadline_seconds: f64,
 }
+
+/// Most shard tasks in one learning round.
+pub const MAX_SUPERNET_SHARDS: u32 = 64;
 
 impl SupernetBudget {
     /// The supernet settings that go with a budget preset (an unknown name gets `small`'s).
@@ -376,6 +395,10 @@ impl SupernetBudget {
                 validation_fraction: 0.2,
                 eval_batches: 1,
                 max_wall_seconds: 120.0,
+                shards: 0,
+                steps_per_shard: 4,
+                warmup_steps: 16,
+                round_deadline_seconds: 300.0,
             },
             "paper" => SupernetBudget {
                 init_channels: 20,
@@ -390,6 +413,10 @@ impl SupernetBudget {
                 validation_fraction: 0.6,
                 eval_batches: 1,
                 max_wall_seconds: 0.0,
+                shards: 0,
+                steps_per_shard: 10,
+                warmup_steps: 2000,
+                round_deadline_seconds: 3600.0,
             },
             _ => SupernetBudget {
                 init_channels: 8,
@@ -404,6 +431,10 @@ impl SupernetBudget {
                 validation_fraction: 0.1,
                 eval_batches: 2,
                 max_wall_seconds: 900.0,
+                shards: 0,
+                steps_per_shard: 20,
+                warmup_steps: 200,
+                round_deadline_seconds: 1800.0,
             },
         }
     }
@@ -423,8 +454,9 @@ impl SupernetBudget {
             }
             set!(0u32; init_channels, layers, batch_size, train_steps_between_pairs);
             set!(0u32; max_train_examples, eval_batches);
+            set!(0u32; shards, steps_per_shard, warmup_steps);
             set!(0.0f64; learning_rate, momentum, weight_decay, grad_clip);
-            set!(0.0f64; validation_fraction, max_wall_seconds);
+            set!(0.0f64; validation_fraction, max_wall_seconds, round_deadline_seconds);
         }
         s.validate(field)?;
         Ok(s)
@@ -486,6 +518,16 @@ impl SupernetBudget {
             30.0 * 24.0 * 3600.0,
             false,
         )?;
+        int("shards", self.shards, 0, MAX_SUPERNET_SHARDS)?;
+        int("steps_per_shard", self.steps_per_shard, 0, 1_000_000)?;
+        int("warmup_steps", self.warmup_steps, 0, 10_000_000)?;
+        real(
+            "round_deadline_seconds",
+            self.round_deadline_seconds,
+            0.0,
+            30.0 * 24.0 * 3600.0,
+            false,
+        )?;
         Ok(())
     }
 
@@ -512,6 +554,10 @@ impl SupernetBudget {
             max_wall_seconds: self.max_wall_seconds,
             op_set: op_set.to_string(),
             num_nodes,
+            shards: self.shards,
+            steps_per_shard: self.steps_per_shard,
+            warmup_steps: self.warmup_steps,
+            round_deadline_seconds: self.round_deadline_seconds,
         }
     }
 }

@@ -35,7 +35,7 @@ pub mod spec;
 pub mod task;
 pub mod verdict;
 
-pub use budget::{Budget, SupernetBudget};
+pub use budget::{Budget, SupernetBudget, MAX_SUPERNET_SHARDS};
 pub use dataset::DatasetInfo;
 pub use ids::{JobId, ParseIdError, SampleId, TaskId, WorkerId};
 pub use kinds::{
@@ -45,8 +45,9 @@ pub use kinds::{
 pub use nat_arch::DatasetShape;
 pub use spec::{JobSpec, OptimizeJobSpec, OptimizeSettings};
 pub use task::{
-    PairScore, SupernetPair, SupernetPayload, SupernetResult, SupernetSettings, TaskResult,
-    TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
+    supernet_version_key, PairScore, SupernetPair, SupernetPayload, SupernetResult,
+    SupernetSettings, TaskResult, TrainEvalOutcome, TrainEvalPayload, TrainEvalResult,
+    UploadedWeights,
 };
 
 use serde::de::DeserializeOwned;

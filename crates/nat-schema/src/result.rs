@@ -250,6 +250,38 @@ pub struct DriverProgress {
     /// Per input: the control's candidates (canonical JSON), when the job runs the control.
     #[serde(default)]
     pub control_candidates: Vec<Vec<String>>,
+    /// The job's supernet (supernet reward mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supernet: Option<SupernetState>,
+}
+
+/// Where a job's durable supernet stands (supernet reward mode), kept by the driver.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SupernetState {
+    /// Latest committed weight version (1 = the warm-up's).
+    pub version: u64,
+    /// Learning rounds averaged into a version.
+    pub rounds: u32,
+    /// Shards of the latest round.
+    pub shards_per_round: u32,
+    /// Workers whose shards went into a version (bounded by the fleet).
+    #[serde(default)]
+    pub workers_seen: std::collections::BTreeSet<String>,
+    /// When the current round's shards were queued (Unix ms), for its deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_queued_ms: Option<i64>,
+}
+
+impl SupernetState {
+    /// The `learning.supernet` summary.
+    pub fn progress(&self) -> SupernetProgress {
+        SupernetProgress {
+            version: self.version,
+            rounds: self.rounds,
+            shards_per_round: self.shards_per_round,
+            workers_seen: u32::try_from(self.workers_seen.len()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// One sampled (β, α) pair waiting for its reward.

@@ -202,6 +202,18 @@ pub struct SupernetSettings {
     pub op_set: String,
     /// Intermediate nodes per cell.
     pub num_nodes: u32,
+    /// Shard tasks per learning round as set (0 = auto: one per live matching worker slot).
+    #[serde(default)]
+    pub shards: u32,
+    /// SGD steps a round's shard trains before scoring its pairs.
+    #[serde(default)]
+    pub steps_per_shard: u32,
+    /// Steps of the warm-up task that makes weight version 1.
+    #[serde(default)]
+    pub warmup_steps: u32,
+    /// Seconds after which a round averages the shards that reported (0 = no deadline).
+    #[serde(default)]
+    pub round_deadline_seconds: f64,
 }
 
 impl SupernetSettings {
@@ -222,6 +234,10 @@ impl SupernetSettings {
             max_wall_seconds: self.max_wall_seconds,
             op_set: self.op_set.clone(),
             num_nodes: self.num_nodes,
+            shards: self.shards,
+            steps_per_shard: self.steps_per_shard,
+            warmup_steps: self.warmup_steps,
+            round_deadline_seconds: self.round_deadline_seconds,
         }
     }
 }
@@ -235,11 +251,32 @@ pub struct SupernetPair {
     pub alpha_json: String,
 }
 
-/// `tasks.payload` of a `supernet` task: one learning round of an optimize job.
+/// `tasks.payload` of a `supernet` task: one shard of one learning round of an optimize job
+/// (or the job's warm-up). The shard fetches weight version `base_version` from the
+/// coordinator, trains `train_steps` steps on random β with `shard_seed`, scores its pairs,
+/// and uploads its weights; the coordinator averages the round's shards into the next version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SupernetPayload {
     /// The learning round.
     pub iteration: u32,
+    /// Index of this shard in its round.
+    #[serde(default)]
+    pub shard: u32,
+    /// Shards of the round.
+    #[serde(default = "one")]
+    pub shards: u32,
+    /// The weight version the shard starts from (0 = fresh weights: the warm-up).
+    #[serde(default)]
+    pub base_version: u64,
+    /// SGD steps before scoring.
+    #[serde(default)]
+    pub train_steps: u32,
+    /// The warm-up task (no pairs; makes version 1).
+    #[serde(default)]
+    pub warmup: bool,
+    /// Seed of the shard's β samples and data order.
+    #[serde(default)]
+    pub shard_seed: u64,
     /// The policy sample of each pair (`sample_ids[i]` ↔ `pairs[i]`).
     pub sample_ids: Vec<SampleId>,
     /// The pairs to score.
@@ -274,8 +311,49 @@ impl SupernetPayload {
             seed: self.seed,
             supernet_key: self.supernet_key.clone(),
             dataset_shape: wire_shape(&self.dataset, self.dataset_shape),
+            round: self.iteration,
+            shard: self.shard,
+            shards: self.shards,
+            base_version: self.base_version,
+            train_steps: self.train_steps,
+            warmup: self.warmup,
+            shard_seed: self.shard_seed,
         }
     }
+
+    /// The blob key of the weights a lease of this task uploads: one per (task, lease), so a
+    /// re-leased shard never overwrites what an earlier attempt sent.
+    pub fn upload_key(&self, job: &str, task: &str, lease_token: u64) -> String {
+        let stage = if self.warmup {
+            "w".to_string()
+        } else {
+            format!("r{}", self.iteration)
+        };
+        format!(
+            "supernet/job-{job}/uploads/{stage}-s{}-t{task}-l{lease_token}.safetensors",
+            self.shard
+        )
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The blob key of weight version `version` of job `job`.
+pub fn supernet_version_key(job: &str, version: u64) -> String {
+    format!("supernet/job-{job}/v{version:08}.safetensors")
+}
+
+/// The weights a shard uploaded: where they are and what they are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedWeights {
+    /// Blob key.
+    pub key: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// SHA-256 (hex).
+    pub sha256: String,
 }
 
 /// Supernet accuracies of one scored pair (same minibatch for both).
@@ -306,15 +384,27 @@ pub struct SupernetResult {
     /// The worker that reported it.
     #[serde(default)]
     pub worker_id: String,
+    /// The weights the shard uploaded (results stored before sharded rounds: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<UploadedWeights>,
+    /// SGD steps the shard took.
+    #[serde(default)]
+    pub train_steps: u64,
+    /// Mean training loss of those steps (`None` when it took none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_train_loss: Option<f64>,
 }
 
 impl SupernetResult {
     /// From the wire, checked against the payload: one score per pair, every accuracy a
     /// finite number in [0, 1]. Errors name `supernet.scores[i].<field>`.
+    /// `weights` is the upload of the reporting lease (checked by the caller against
+    /// `weights_bytes` and `weights_sha256` of the report).
     pub fn from_proto(
         r: &v1::SupernetResult,
         payload: &SupernetPayload,
         worker_id: String,
+        weights: Option<UploadedWeights>,
     ) -> Result<Self, FieldError> {
         if r.scores.len() != payload.pairs.len() {
             return Err(FieldError::new(
@@ -349,6 +439,9 @@ impl SupernetResult {
                 0.0
             },
             worker_id,
+            weights,
+            train_steps: r.train_steps,
+            mean_train_loss: r.mean_train_loss.is_finite().then_some(r.mean_train_loss),
         })
     }
 
@@ -470,6 +563,12 @@ mod tests {
 
         let s = SupernetPayload {
             iteration: 0,
+            shard: 1,
+            shards: 2,
+            base_version: 3,
+            train_steps: 4,
+            warmup: false,
+            shard_seed: 5,
             sample_ids: Vec::new(),
             pairs: Vec::new(),
             dataset: "my-cats".into(),
@@ -489,6 +588,10 @@ mod tests {
                 max_wall_seconds: 0.0,
                 op_set: "nat-fully-concat".into(),
                 num_nodes: 4,
+                shards: 0,
+                steps_per_shard: 4,
+                warmup_steps: 8,
+                round_deadline_seconds: 60.0,
             },
             seed: 2,
             supernet_key: "job-x".into(),
@@ -497,5 +600,53 @@ mod tests {
         let read: SupernetPayload = decode("supernet payload", &v).expect("decodes");
         assert_eq!(read.to_proto().dataset_shape, wire_cats);
         assert_eq!(read, s);
+        let wire = read.to_proto();
+        assert_eq!(
+            (wire.round, wire.shard, wire.shards, wire.base_version),
+            (0, 1, 2, 3)
+        );
+        assert_eq!((wire.train_steps, wire.shard_seed), (4, 5));
+
+        // A payload stored before sharded rounds reads as one shard from fresh weights.
+        let mut old = v.clone();
+        if let Some(o) = old.as_object_mut() {
+            for f in [
+                "shard",
+                "shards",
+                "base_version",
+                "train_steps",
+                "warmup",
+                "shard_seed",
+            ] {
+                o.remove(f);
+            }
+        }
+        let read: SupernetPayload = decode("supernet payload", &old).expect("old payload");
+        assert_eq!((read.shard, read.shards, read.base_version), (0, 1, 0));
+    }
+
+    #[test]
+    fn upload_keys_are_per_lease_and_stage() {
+        let mut p: SupernetPayload = serde_json::from_value(serde_json::json!({
+            "iteration": 3, "shard": 2, "sample_ids": [], "pairs": [], "dataset": "mnist",
+            "settings": {"init_channels": 4, "layers": 2, "batch_size": 8,
+                "train_steps_between_pairs": 1, "learning_rate": 0.1, "momentum": 0.9,
+                "weight_decay": 0.0, "grad_clip": 5.0, "max_train_examples": 0,
+                "validation_fraction": 0.2, "eval_batches": 1, "max_wall_seconds": 0.0,
+                "op_set": "nat-fully-concat", "num_nodes": 4},
+            "seed": 1, "supernet_key": "job-9"
+        }))
+        .expect("payload");
+        let a = p.upload_key("9", "77", 5);
+        assert_eq!(a, "supernet/job-9/uploads/r3-s2-t77-l5.safetensors");
+        assert_ne!(a, p.upload_key("9", "77", 6));
+        p.warmup = true;
+        assert!(p
+            .upload_key("9", "77", 5)
+            .starts_with("supernet/job-9/uploads/w-"));
+        assert_eq!(
+            supernet_version_key("9", 12),
+            "supernet/job-9/v00000012.safetensors"
+        );
     }
 }

@@ -301,6 +301,46 @@ pub const POLICY_SAMPLES_STALE: MetricDef = MetricDef {
     component: Component::Coordinator,
 };
 
+/// Supernet weight bytes streamed to workers (`FetchSupernet`).
+pub const SUPERNET_BYTES_SENT: MetricDef = MetricDef {
+    name: "nat_supernet_bytes_sent_total",
+    kind: MetricKind::Counter,
+    help: "Supernet weight bytes streamed to workers (FetchSupernet).",
+    labels: &[],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
+/// Supernet weight bytes received from workers (`PutSupernet`).
+pub const SUPERNET_BYTES_RECEIVED: MetricDef = MetricDef {
+    name: "nat_supernet_bytes_received_total",
+    kind: MetricKind::Counter,
+    help: "Supernet weight bytes uploaded by workers (PutSupernet).",
+    labels: &[],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
+/// Supernet weight versions committed (one per round, plus the warm-up).
+pub const SUPERNET_VERSIONS: MetricDef = MetricDef {
+    name: "nat_supernet_versions_total",
+    kind: MetricKind::Counter,
+    help: "Supernet weight versions committed (one per learning round, plus each job's warm-up).",
+    labels: &[],
+    buckets: &[],
+    component: Component::Coordinator,
+};
+
+/// Time to average a round's shards into the next version and store it.
+pub const SUPERNET_AVERAGE_DURATION: MetricDef = MetricDef {
+    name: "nat_supernet_average_duration_seconds",
+    kind: MetricKind::Histogram,
+    help: "Time to read a round's shard weights, average them and store the new version.",
+    labels: &[],
+    buckets: UPDATE_BUCKETS,
+    component: Component::Coordinator,
+};
+
 /// Reward-cache lookups.
 pub const REWARD_CACHE_LOOKUPS: MetricDef = MetricDef {
     name: "nat_reward_cache_lookups_total",
@@ -479,6 +519,10 @@ pub const ALL: &[MetricDef] = &[
     POLICY_UPDATE_DURATION,
     POLICY_SAMPLES_USED,
     POLICY_SAMPLES_STALE,
+    SUPERNET_BYTES_SENT,
+    SUPERNET_BYTES_RECEIVED,
+    SUPERNET_VERSIONS,
+    SUPERNET_AVERAGE_DURATION,
     REWARD_CACHE_LOOKUPS,
     WORKERS,
     WORKERS_REGISTERED,

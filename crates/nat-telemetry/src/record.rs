@@ -117,6 +117,30 @@ pub fn policy_updated(version: i64, baseline: f64, used: u64, stale: u64, latenc
     histogram!(catalog::POLICY_UPDATE_DURATION.name).record(latency.as_secs_f64());
 }
 
+/// Which way supernet weights moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Streamed to a worker.
+    Sent,
+    /// Uploaded by a worker.
+    Received,
+}
+
+/// `bytes` of supernet weights moved `direction`.
+pub fn supernet_bytes(direction: Direction, bytes: u64) {
+    let name = match direction {
+        Direction::Sent => catalog::SUPERNET_BYTES_SENT.name,
+        Direction::Received => catalog::SUPERNET_BYTES_RECEIVED.name,
+    };
+    counter!(name).increment(bytes);
+}
+
+/// A supernet weight version was committed after averaging for `latency`.
+pub fn supernet_version_committed(latency: Duration) {
+    counter!(catalog::SUPERNET_VERSIONS.name).increment(1);
+    histogram!(catalog::SUPERNET_AVERAGE_DURATION.name).record(latency.as_secs_f64());
+}
+
 /// The reward cache was consulted before scheduling training.
 pub fn reward_cache_lookup(result: CacheResult) {
     counter!(catalog::REWARD_CACHE_LOOKUPS.name, "result" => result.as_str()).increment(1);

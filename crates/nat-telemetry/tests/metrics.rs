@@ -40,6 +40,9 @@ fn record_everything() {
     record::policy_updated(7, 0.004, 16, 3, Duration::from_millis(40));
     record::reward_cache_lookup(CacheResult::Hit);
     record::reward_cache_lookup(CacheResult::Miss);
+    record::supernet_bytes(record::Direction::Sent, 40 << 20);
+    record::supernet_bytes(record::Direction::Received, 80 << 20);
+    record::supernet_version_committed(Duration::from_millis(450));
     record::worker_registered();
     record::auth_refused("unauthenticated");
     record::auth_refused("permission_denied");

@@ -200,6 +200,16 @@ impl CoordinatorProcess {
     /// Start `nat-coordinator` on `listen` (gRPC; HTTP on a free port) and the SQLite file
     /// `database`, with leases of `lease_seconds`; its log is appended to `log`.
     pub fn spawn(listen: &str, database: &Path, lease_seconds: &str, log: &Path) -> Self {
+        Self::spawn_url(
+            listen,
+            &format!("sqlite:{}", database.display()),
+            lease_seconds,
+            log,
+        )
+    }
+
+    /// The same on any database URL (SQLite or PostgreSQL).
+    pub fn spawn_url(listen: &str, database_url: &str, lease_seconds: &str, log: &Path) -> Self {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -208,7 +218,7 @@ impl CoordinatorProcess {
         let mut child = Command::new(coordinator_binary())
             .args(["--listen", listen, "--http-listen", "127.0.0.1:0"])
             .arg("--database-url")
-            .arg(format!("sqlite:{}", database.display()))
+            .arg(database_url)
             .args([
                 "--lease-seconds",
                 lease_seconds,

@@ -1,6 +1,5 @@
 //! The learning phase: rounds of M (β, α) samples, their rewards, and the policy steps.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,14 +7,12 @@ use nat_arch::Genotype;
 use nat_policy::driver::{PolicyDriver, StepOutcome};
 use nat_schema::event::{PolicyUpdate, Rewards};
 use nat_schema::result::{DriverProgress, PendingSample};
-use nat_schema::{EventKind, OptimizeJobSpec, RewardKind, SupernetPair, SupernetPayload, TaskKind};
-use nat_store::{NewTask, SampleId};
+use nat_schema::{EventKind, OptimizeJobSpec, RewardKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::scoring::{Measure, Score, Tracked};
-use super::{submit, Failure, Run, RANDOM_INPUT_NODES};
-use crate::jobs::submission::requirements_of;
+use super::scoring::{Measure, Score};
+use super::{Failure, Run, RANDOM_INPUT_NODES};
 
 impl Run {
     /// Runs the learning rounds left (from `progress.iteration` to the job's `iterations`).
@@ -28,6 +25,9 @@ impl Run {
     ) -> Result<(), Failure> {
         let s = &spec.optimize;
         let m = s.samples_per_iteration as usize;
+        if s.reward == RewardKind::Supernet && progress.iteration < s.iterations {
+            self.supernet_warmup(spec, inputs, driver, progress).await?;
+        }
         while progress.iteration < s.iterations {
             if progress.pending.is_empty() {
                 let round_seed = spec
@@ -67,7 +67,10 @@ impl Run {
             let measured = match s.reward {
                 RewardKind::Proxy => self.proxy_rewards(spec, &progress.pending).await?,
                 RewardKind::Supernet => {
-                    self.supernet_rewards(spec, inputs, progress.iteration, &progress.pending)
+                    // Recorded in the store with the round's weight version.
+                    let pending = progress.pending.clone();
+                    let iteration = progress.iteration;
+                    self.supernet_rewards(spec, inputs, driver, iteration, &pending, progress)
                         .await?
                 }
             };
@@ -77,7 +80,9 @@ impl Run {
                     tracing::warn!(job = %self.job, sample = p.sample_id.get(), "sample without a reward: its task failed");
                     continue;
                 };
-                driver.record_reward(p.sample_id, reward).await?;
+                if s.reward == RewardKind::Proxy {
+                    driver.record_reward(p.sample_id, reward).await?;
+                }
                 nat_telemetry::record::policy_reward(reward);
                 rewards.push(reward);
                 if progress.best_reward.is_none_or(|r| reward > r) {
@@ -181,112 +186,6 @@ impl Run {
             .map(|p| Ok(score(&p.alpha)?.zip(score(&p.beta)?).map(|(a, b)| a - b)))
             .collect()
     }
-
-    /// Supernet reward of each pending sample: the round's `supernet` task (created once per
-    /// round; found again after a restart by its `iteration`) reports acc(β) and acc(α) per
-    /// pair (`None` where it did not score the sample). A round whose task failed for good
-    /// fails the job with the task's last reason: every later round would meet the same
-    /// supernet.
-    async fn supernet_rewards(
-        &mut self,
-        spec: &OptimizeJobSpec,
-        inputs: &[Genotype],
-        iteration: u32,
-        pending: &[PendingSample],
-    ) -> Result<Vec<Option<f64>>, Failure> {
-        if self.tracker.supernet(iteration).is_none() {
-            self.create_supernet_task(spec, inputs, iteration, pending)
-                .await?;
-        }
-        loop {
-            let state = self
-                .tracker
-                .supernet(iteration)
-                .map(|(task, state)| (*task, state.clone()));
-            match state {
-                Some((_, Tracked::Done(result))) => {
-                    let payload = self.round_payload(spec, inputs, iteration, pending)?;
-                    let by_sample: HashMap<SampleId, f64> = result.rewards(&payload).collect();
-                    return Ok(pending
-                        .iter()
-                        .map(|p| by_sample.get(&p.sample_id).copied())
-                        .collect());
-                }
-                Some((task, Tracked::Failed(reason))) => {
-                    return Err(Failure::Fatal(format!(
-                        "learning round {iteration}: the supernet task {task} failed: {reason}"
-                    )));
-                }
-                Some((_, Tracked::Waiting)) | None => {
-                    self.wait().await?;
-                    self.tracker.refresh(&*self.c.store, self.job).await?;
-                }
-            }
-        }
-    }
-
-    /// The `supernet` task payload of one learning round: the round's (β, α) pairs in sample
-    /// order, with the sample ids, the job's supernet key, dataset, seed and settings.
-    fn round_payload(
-        &self,
-        spec: &OptimizeJobSpec,
-        inputs: &[Genotype],
-        iteration: u32,
-        pending: &[PendingSample],
-    ) -> Result<SupernetPayload, Failure> {
-        let s = &spec.optimize;
-        let settings = s.supernet.ok_or_else(|| {
-            Failure::Fatal("a supernet-reward job without supernet settings".into())
-        })?;
-        let num_nodes = if s.random_inputs || inputs.is_empty() {
-            RANDOM_INPUT_NODES
-        } else {
-            inputs[0].num_nodes()
-        };
-        Ok(SupernetPayload {
-            iteration,
-            sample_ids: pending.iter().map(|p| p.sample_id).collect(),
-            pairs: pending
-                .iter()
-                .map(|p| SupernetPair {
-                    beta_json: p.beta.clone(),
-                    alpha_json: p.alpha.clone(),
-                })
-                .collect(),
-            dataset: spec.base.dataset.clone(),
-            dataset_shape: Some(spec.base.dataset_shape),
-            settings: settings.task_settings(
-                submit::op_set_name(s.op_set),
-                u32::try_from(num_nodes).unwrap_or(u32::MAX),
-            ),
-            seed: spec.base.seed,
-            supernet_key: supernet_key(self.job),
-        })
-    }
-
-    /// Queues the `supernet` task of one learning round.
-    async fn create_supernet_task(
-        &mut self,
-        spec: &OptimizeJobSpec,
-        inputs: &[Genotype],
-        iteration: u32,
-        pending: &[PendingSample],
-    ) -> Result<(), Failure> {
-        let payload = self.round_payload(spec, inputs, iteration, pending)?;
-        let task = NewTask {
-            kind: TaskKind::Supernet.as_str().into(),
-            payload: nat_schema::encode("supernet payload", &payload)?,
-            requirements: requirements_of(&spec.base),
-            max_attempts: self.c.config.max_attempts,
-        };
-        self.add_tasks(vec![task], nat_telemetry::TaskKind::Supernet)
-            .await
-    }
-}
-
-/// The `supernet_key` of a job's supernet tasks: one set of shared weights per job.
-pub fn supernet_key(job: nat_store::JobId) -> String {
-    format!("job-{job}")
 }
 
 /// Canonical hash of a stored genotype JSON.

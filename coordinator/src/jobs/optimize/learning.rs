@@ -103,7 +103,7 @@ impl Run {
             policy_versions: curve.len() as u64,
             curve,
             inputs,
-            supernet: None,
+            supernet: progress.supernet.as_ref().map(|s| s.progress()),
         })
     }
 }

@@ -10,9 +10,11 @@
 //!    - `proxy`: α and β by accuracy after a short training (`train_eval` tasks; an
 //!      architecture already measured with the same dataset and budget is answered from the
 //!      reward-estimate cache or this job's earlier task, so nothing is trained twice);
-//!    - `supernet` (spec §4.3, §4.6): one `supernet` task per round holding the round's M
-//!      (β, α) pairs and the job's stable `supernet_key`; the worker trains the shared weights
-//!      on random β between pairs and reports acc(β), acc(α) on the same minibatch per pair.
+//!    - `supernet` (spec §4.3, §4.6; [`supernet`]): the job's durable, versioned supernet.
+//!      A warm-up makes version 1; each round is sharded across the fleet: every shard task
+//!      fetches the latest version, trains on random β, scores its share of the round's M
+//!      (β, α) pairs (acc(β), acc(α) on the same minibatch) and uploads its weights; the
+//!      driver averages them into the next version, committed with the round's rewards.
 //! 2. **derive** ([`derive`]): K transformations of every input (or the argmax), ranked with
 //!    the original itself by a training from scratch with the job's budget (validation split);
 //!    candidates costing more than `max_cost_ratio` times the original are out of the running;
@@ -40,6 +42,7 @@ mod learn;
 mod learning;
 mod scoring;
 mod submit;
+mod supernet;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,6 +23,22 @@ use crate::jobs::submission::requirements_of;
 /// Events read per store call.
 const EVENT_PAGE: u32 = 1000;
 
+/// A supernet shard task: (round, shard index). The warm-up is round [`WARMUP_ROUND`].
+pub(super) type ShardKey = (i64, u32);
+
+/// The round number of the warm-up task (and of the version it makes).
+pub(super) const WARMUP_ROUND: i64 = -1;
+
+/// The (round, shard) a supernet payload is.
+pub(super) fn shard_key(p: &SupernetPayload) -> ShardKey {
+    let round = if p.warmup {
+        WARMUP_ROUND
+    } else {
+        i64::from(p.iteration)
+    };
+    (round, p.shard)
+}
+
 /// The measurement of one architecture under one budget.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Score {
@@ -103,10 +119,11 @@ pub(super) struct Tracker {
     train_eval: HashMap<ArchKey, Tracked<TrainEvalOutcome>>,
     /// Key of each tracked `train_eval` task.
     train_eval_ids: HashMap<TaskId, ArchKey>,
-    /// `supernet` tasks by learning round: the task, its payload and its state.
-    supernet: BTreeMap<u32, (TaskId, Tracked<SupernetResult>)>,
-    /// Round of each `supernet` task.
-    supernet_ids: HashMap<TaskId, u32>,
+    /// `supernet` shard tasks by (round, shard): the task and its state. The warm-up is
+    /// round [`WARMUP_ROUND`].
+    supernet: BTreeMap<ShardKey, (TaskId, Tracked<SupernetResult>)>,
+    /// (Round, shard) of each `supernet` task.
+    supernet_ids: HashMap<TaskId, ShardKey>,
     /// Tasks of the job (the next `train_eval` index).
     tasks: usize,
     /// Keys whose state changed since the caller last asked ([`Tracker::take_changed`]).
@@ -183,8 +200,8 @@ impl Tracker {
                     (TaskState::Failed | TaskState::Cancelled, _) => Tracked::Failed(last_reason()),
                     (TaskState::Ready | TaskState::Leased, _) => Tracked::Waiting,
                 };
-                self.supernet_ids.insert(task.id, p.iteration);
-                self.supernet.insert(p.iteration, (task.id, state));
+                self.supernet_ids.insert(task.id, shard_key(&p));
+                self.supernet.insert(shard_key(&p), (task.id, state));
             }
         }
         Ok(())
@@ -206,8 +223,8 @@ impl Tracker {
             }
             TaskKind::Supernet => {
                 let p: SupernetPayload = nat_schema::decode("supernet payload", &task.payload)?;
-                self.supernet_ids.insert(id, p.iteration);
-                self.supernet.insert(p.iteration, (id, Tracked::Waiting));
+                self.supernet_ids.insert(id, shard_key(&p));
+                self.supernet.insert(shard_key(&p), (id, Tracked::Waiting));
             }
         }
         Ok(())
@@ -230,10 +247,10 @@ impl Tracker {
                             self.changed.insert(key.clone());
                             self.train_eval
                                 .insert(key.clone(), Tracked::Done(r.outcome));
-                        } else if let Some(round) = self.supernet_ids.get(&id) {
+                        } else if let Some(key) = self.supernet_ids.get(&id) {
                             let r: SupernetResult =
                                 nat_schema::decode("supernet result", &s.result)?;
-                            self.supernet.insert(*round, (id, Tracked::Done(r)));
+                            self.supernet.insert(*key, (id, Tracked::Done(r)));
                         }
                     }
                     JobEvent::TaskFailed(f) => {
@@ -246,8 +263,8 @@ impl Tracker {
                         if let Some(key) = self.train_eval_ids.get(&id) {
                             self.changed.insert(key.clone());
                             self.train_eval.insert(key.clone(), Tracked::Failed(reason));
-                        } else if let Some(round) = self.supernet_ids.get(&id) {
-                            self.supernet.insert(*round, (id, Tracked::Failed(reason)));
+                        } else if let Some(key) = self.supernet_ids.get(&id) {
+                            self.supernet.insert(*key, (id, Tracked::Failed(reason)));
                         }
                     }
                     _ => {}
@@ -269,9 +286,25 @@ impl Tracker {
         std::mem::take(&mut self.changed)
     }
 
-    /// The `supernet` task of learning round `iteration`.
-    pub(super) fn supernet(&self, iteration: u32) -> Option<&(TaskId, Tracked<SupernetResult>)> {
-        self.supernet.get(&iteration)
+    /// The shard tasks of `round` (the warm-up: [`WARMUP_ROUND`]) by shard index.
+    pub(super) fn shards(&self, round: i64) -> Vec<(u32, TaskId, Tracked<SupernetResult>)> {
+        self.supernet
+            .range((round, 0)..=(round, u32::MAX))
+            .map(|((_, shard), (id, state))| (*shard, *id, state.clone()))
+            .collect()
+    }
+
+    /// Marks a shard task as ended by the driver (cancelled at the round's deadline).
+    pub(super) fn cancelled(&mut self, id: TaskId) {
+        if let Some(key) = self.supernet_ids.get(&id) {
+            self.supernet.insert(
+                *key,
+                (
+                    id,
+                    Tracked::Failed("cancelled at the round's deadline".into()),
+                ),
+            );
+        }
     }
 
     /// Tasks of the job known to the tracker.
