@@ -61,6 +61,8 @@ struct ShardSeen {
     /// Pairs and the rewards the reported scores imply.
     pairs: Vec<v1::GenotypePair>,
     rewards: Vec<f64>,
+    /// A derive screening's candidates.
+    candidates: Vec<String>,
 }
 
 /// Everything the scripted workers saw.
@@ -161,6 +163,36 @@ async fn answer_shard(
         let bytes = fetch(w, worker, task).await;
         nat_weights::read_f32(&bytes, "w").expect("tensor w").1
     };
+    if !sn.candidates.is_empty() {
+        // A derive screening: score the candidates on the fetched version, upload nothing.
+        assert!(sn.pairs.is_empty() && sn.train_steps == 0 && !sn.warmup);
+        record(
+            seen,
+            ShardSeen {
+                task_id: task.task_id.clone(),
+                lease_token: task.lease_token,
+                worker: worker.into(),
+                round: sn.round,
+                shard: sn.shard,
+                shards: sn.shards,
+                warmup: false,
+                base_version: sn.base_version,
+                base_value: base[0],
+                pairs: Vec::new(),
+                rewards: Vec::new(),
+                candidates: sn.candidates.clone(),
+            },
+        );
+        return common::report(
+            worker,
+            task,
+            v1::report_result_request::Outcome::Supernet(v1::SupernetResult {
+                accuracies: sn.candidates.iter().map(|c| supernet_accuracy(c)).collect(),
+                wall_seconds: 0.01,
+                ..Default::default()
+            }),
+        );
+    }
     let bytes = trained(&base, sn.shard);
     let stored = upload(w, worker, task, &bytes).await.expect("upload");
     assert_eq!(stored.bytes, bytes.len() as u64);
@@ -186,6 +218,7 @@ async fn answer_shard(
             base_value: base[0],
             pairs: sn.pairs.clone(),
             rewards: scores.iter().map(|s| s.acc_alpha - s.acc_beta).collect(),
+            candidates: Vec::new(),
         },
     );
     common::report(
@@ -198,6 +231,7 @@ async fn answer_shard(
             weights_sha256: stored.sha256,
             train_steps: u64::from(sn.train_steps),
             mean_train_loss: 1.0,
+            accuracies: Vec::new(),
         }),
     )
 }
@@ -231,7 +265,8 @@ async fn work(
         };
         let report = match &task.payload {
             Some(v1::task::Payload::Supernet(sn)) => {
-                if let (Some(b), false) = (&script.barrier, sn.warmup) {
+                if let (Some(b), false) = (&script.barrier, sn.warmup || !sn.candidates.is_empty())
+                {
                     tokio::time::timeout(Duration::from_secs(60), b.wait())
                         .await
                         .expect("every worker leases a shard of the round");
@@ -291,6 +326,7 @@ fn expected_settings(shards: u32) -> v1::SupernetSettings {
         steps_per_shard: 7,
         warmup_steps: 11,
         round_deadline_seconds: s.round_deadline_seconds,
+        derive_examples: s.derive_examples,
     }
 }
 
@@ -330,6 +366,12 @@ async fn check_job(server: &TestServer, job_id: &str, seen: &Seen, rounds: u32, 
     for s in &seen.shards {
         if s.warmup {
             assert_eq!(s.base_version, 0);
+        } else if !s.candidates.is_empty() {
+            assert_eq!(
+                s.base_version,
+                u64::from(rounds) + 1,
+                "screening on the last version"
+            );
         } else {
             assert_eq!(s.base_version, u64::from(s.round) + 1, "{s:?}");
         }
@@ -337,7 +379,11 @@ async fn check_job(server: &TestServer, job_id: &str, seen: &Seen, rounds: u32, 
     // Each sample holds the reward its shard's scores imply, consumed once.
     let store = &server.coordinator.store;
     let mut rewarded = BTreeSet::new();
-    for s in seen.shards.iter().filter(|s| !s.warmup) {
+    for s in seen
+        .shards
+        .iter()
+        .filter(|s| !s.warmup && s.candidates.is_empty())
+    {
         let task = store
             .get_task(s.task_id.parse().expect("task id"))
             .await
@@ -413,7 +459,12 @@ async fn fleet_flow(db: &TestDb) {
     let (w1, worker1) = common::registered(&server, "sim-1").await;
     let (w2, worker2) = common::registered(&server, "sim-2").await;
     let mut jobs = server.jobs().await;
-    let submitted = submit(&mut jobs, supernet_request(3, 4, 0)).await;
+    let mut request = supernet_request(3, 4, 0);
+    if let Some(o) = request.optimize.as_mut() {
+        o.derive_samples = 8;
+        o.derive_top_k = 2;
+    }
+    let submitted = submit(&mut jobs, request).await;
     let job_id = submitted.job_id.clone();
     let seen: Shared = Arc::default();
     let script = Script {
@@ -449,7 +500,7 @@ async fn fleet_flow(db: &TestDb) {
         let shards: Vec<&ShardSeen> = seen
             .shards
             .iter()
-            .filter(|s| !s.warmup && s.round == round)
+            .filter(|s| !s.warmup && s.candidates.is_empty() && s.round == round)
             .collect();
         assert_eq!(shards.len(), 2, "round {round}: two shards");
         let workers: BTreeSet<&String> = shards.iter().map(|s| &s.worker).collect();
@@ -481,7 +532,11 @@ async fn fleet_flow(db: &TestDb) {
         );
     }
     // Each shard fetched exactly the version the previous round committed.
-    for s in seen.shards.iter().filter(|s| !s.warmup) {
+    for s in seen
+        .shards
+        .iter()
+        .filter(|s| !s.warmup && s.candidates.is_empty())
+    {
         assert_eq!(s.base_value, expected[s.round as usize]);
     }
     let result = common::job_result(&mut jobs, &job_id).await;
@@ -492,6 +547,72 @@ async fn fleet_flow(db: &TestDb) {
     assert_eq!(
         (sn.version, sn.rounds, sn.shards_per_round, sn.workers_seen),
         (4, 3, 2, 2)
+    );
+
+    // Derive on the supernet: every candidate was scored on the last version, sharded across
+    // both workers; only the best two (by supernet accuracy) were trained from scratch.
+    let screening: Vec<&ShardSeen> = seen
+        .shards
+        .iter()
+        .filter(|s| !s.candidates.is_empty())
+        .collect();
+    assert_eq!(
+        screening.len(),
+        2,
+        "the screening has one shard per worker slot"
+    );
+    assert!(screening.iter().all(|s| s.base_version == 4));
+    let original = nat_arch::parse_any("darts-v2")
+        .expect("preset")
+        .canonical_hash();
+    let hash = |json: &str| {
+        nat_arch::Genotype::from_json_str(json)
+            .expect("candidate")
+            .canonical_hash()
+    };
+    let screened: Vec<(String, f64)> = screening
+        .iter()
+        .flat_map(|s| s.candidates.iter())
+        .map(|c| (hash(c), supernet_accuracy(c)))
+        .collect();
+    assert!(
+        screened.iter().any(|(h, _)| *h == original),
+        "the original is screened too"
+    );
+    let job: nat_store::JobId = job_id.parse().expect("uuid");
+    let tasks = server
+        .coordinator
+        .store
+        .list_tasks(job, None, 1000, 0)
+        .await
+        .expect("tasks");
+    let trained: BTreeSet<String> = tasks
+        .iter()
+        .filter(|t| t.kind == "train_eval")
+        .filter_map(|t| {
+            let p: nat_schema::TrainEvalPayload =
+                serde_json::from_value(t.payload.clone()).expect("payload");
+            (p.split == nat_schema::EvalSplit::Validation).then_some(p.arch_hash)
+        })
+        .filter(|h| *h != original)
+        .collect();
+    assert!(
+        !trained.is_empty() && trained.len() <= 2,
+        "top 2 trained: {trained:?}"
+    );
+    let lowest_trained = screened
+        .iter()
+        .filter(|(h, _)| trained.contains(h))
+        .map(|(_, a)| *a)
+        .fold(f64::INFINITY, f64::min);
+    let best_untrained = screened
+        .iter()
+        .filter(|(h, _)| *h != original && !trained.contains(h))
+        .map(|(_, a)| *a)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        lowest_trained >= best_untrained,
+        "the trained candidates are the supernet's best: {lowest_trained} vs {best_untrained}"
     );
     let settings = expected_settings(0);
     let store = &server.coordinator.store;
@@ -504,7 +625,12 @@ async fn fleet_flow(db: &TestDb) {
             serde_json::from_value(task.payload.clone()).expect("payload");
         assert_eq!(p.settings.to_proto(), settings);
         assert_eq!(p.supernet_key, format!("job-{job_id}"));
-        assert_eq!(p.train_steps, if s.warmup { 11 } else { 7 });
+        let steps = match (s.warmup, s.candidates.is_empty()) {
+            (true, _) => 11,
+            (false, true) => 7,
+            (false, false) => 0,
+        };
+        assert_eq!(p.train_steps, steps);
     }
     server.stop().await;
 }
@@ -611,7 +737,7 @@ async fn restart_flow(db: &TestDb) {
         let n = seen
             .shards
             .iter()
-            .filter(|s| !s.warmup && s.round == round)
+            .filter(|s| !s.warmup && s.candidates.is_empty() && s.round == round)
             .count();
         assert_eq!(n, 2, "round {round}");
     }
@@ -832,6 +958,7 @@ async fn transfer_checks(db: &TestDb) {
                 weights_sha256: sha.into(),
                 train_steps: 11,
                 mean_train_loss: 1.0,
+                accuracies: Vec::new(),
             }),
         )
     };

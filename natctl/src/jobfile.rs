@@ -31,7 +31,8 @@
 //!   policy_profile: default # default | reference
 //!   policy_id: my-policy    # start from this stored policy (default: a fresh one)
 //!   derive_argmax: false    # derive with the policy's argmax instead of K samples
-//!   derive_samples: 10      # K transformations per input when deriving
+//!   derive_samples: 10      # K transformations per input when deriving (0 = 10; supernet mode 100)
+//!   derive_top_k: 3         # supernet mode: the best K by supernet accuracy trained from scratch
 //!   random_inputs: false    # learn on random architectures (then `architectures` may be empty)
 //!   final_seeds: 3          # seeds of the final evaluation (original and best from scratch), 1..=32
 //!   max_cost_ratio: 1.0     # candidates costing more than this times the original are out, [1, 10]
@@ -55,6 +56,7 @@
 //!     steps_per_shard: 20        # SGD steps each shard trains from the round's weight version
 //!     warmup_steps: 200          # steps of the warm-up that makes weight version 1
 //!     round_deadline_seconds: 1800  # then the round averages the shards that reported (0 = none)
+//!     derive_examples: 2048      # validation examples each derive candidate is scored on (0 = all)
 //! ```
 //! Unknown keys are errors (a typo must not silently fall back to a default). `examples/` at the
 //! repository root has a job file for each use, every key explained (a test submits each).
@@ -190,6 +192,7 @@ pub struct OptimizeFile {
     pub final_seeds: Option<u32>,
     pub max_cost_ratio: Option<f64>,
     pub control: Option<String>,
+    pub derive_top_k: Option<u32>,
     pub supernet: Option<SupernetFile>,
 }
 
@@ -216,6 +219,7 @@ pub struct SupernetFile {
     pub steps_per_shard: Option<u32>,
     pub warmup_steps: Option<u32>,
     pub round_deadline_seconds: Option<f64>,
+    pub derive_examples: Option<u32>,
 }
 
 /// `optimize.supernet.shards`: `auto` or a count.
@@ -282,6 +286,7 @@ impl SupernetFile {
             steps_per_shard: self.steps_per_shard.unwrap_or(0),
             warmup_steps: self.warmup_steps.unwrap_or(0),
             round_deadline_seconds: self.round_deadline_seconds.unwrap_or(0.0),
+            derive_examples: self.derive_examples.unwrap_or(0),
         })
     }
 }
@@ -466,6 +471,7 @@ pub fn optimize(o: &OptimizeFile, flags: OptimizeFlags<'_>) -> anyhow::Result<v1
         final_seeds,
         max_cost_ratio,
         control: control.map(|c| c.as_str().to_string()).unwrap_or_default(),
+        derive_top_k: o.derive_top_k.unwrap_or(0),
     })
 }
 
@@ -512,7 +518,7 @@ mod tests {
     #[test]
     fn every_optimize_key_reaches_the_request() {
         let f: JobFile = yaml_serde::from_str(
-            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  final_seeds: 5\n  max_cost_ratio: 1.5\n  control: none\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n    shards: 6\n    steps_per_shard: 9\n    warmup_steps: 33\n    round_deadline_seconds: 90\n",
+            "kind: optimize\ndataset: digits\noptimize:\n  space: nat++\n  reward: supernet\n  iterations: 7\n  samples_per_iteration: 5\n  max_staleness: 2\n  learning_rate: 0.001\n  entropy_weight: 0.01\n  final_budget: {preset: small, epochs: 3}\n  policy_profile: reference\n  policy_id: shared\n  derive_argmax: true\n  derive_samples: 12\n  random_inputs: true\n  final_seeds: 5\n  max_cost_ratio: 1.5\n  control: none\n  derive_top_k: 4\n  supernet:\n    init_channels: 8\n    layers: 5\n    batch_size: 32\n    train_steps_between_pairs: 3\n    learning_rate: 0.05\n    momentum: 0.8\n    weight_decay: 0.0001\n    grad_clip: 4.0\n    max_train_examples: 512\n    validation_fraction: 0.25\n    eval_batches: 2\n    max_wall_seconds: 60\n    op_set: nat-plus-plus\n    num_nodes: 3\n    shards: 6\n    steps_per_shard: 9\n    warmup_steps: 33\n    round_deadline_seconds: 90\n    derive_examples: 77\n",
         )
         .expect("valid");
         let o = optimize(
@@ -558,8 +564,10 @@ mod tests {
                 steps_per_shard: 9,
                 warmup_steps: 33,
                 round_deadline_seconds: 90.0,
+                derive_examples: 77,
             }
         );
+        assert_eq!(o.derive_top_k, 4);
         // The --reward flag wins over the file.
         let flags = OptimizeFlags {
             reward: Some("proxy"),

@@ -91,6 +91,7 @@ pub struct OptimizeView {
     pub final_seeds: u32,
     pub max_cost_ratio: f64,
     pub control: String,
+    pub derive_top_k: u32,
 }
 
 /// A registered worker (each item of `workers`).
@@ -359,6 +360,7 @@ fn optimize_view(o: &v1::OptimizeSpec) -> OptimizeView {
         final_seeds: o.final_seeds,
         max_cost_ratio: o.max_cost_ratio,
         control: o.control.clone(),
+        derive_top_k: o.derive_top_k,
     }
 }
 

@@ -798,6 +798,7 @@ async fn run_task<R>(
         ),
         Outcome::Supernet(result, _) => tracing::info!(
             pairs = result.scores.len(),
+            candidates = result.accuracies.len(),
             steps = result.train_steps,
             seconds = started.elapsed().as_secs_f64(),
             "task finished"
@@ -809,6 +810,10 @@ async fn run_task<R>(
     }
     // A shard's weights go up before its report names them.
     let outcome = match outcome {
+        // A derive screening trains nothing: no weights to upload.
+        Outcome::Supernet(result, weights) if weights.is_empty() => {
+            Outcome::Supernet(result, weights)
+        }
         Outcome::Supernet(mut result, weights) => {
             match upload_weights(shared, registration, &task_id, lease_token, &weights).await {
                 Ok((bytes, sha256)) => {
@@ -945,7 +950,7 @@ async fn send_progress(
 async fn report_result(shared: &Shared, task_id: &str, lease_token: u64, outcome: Outcome) -> bool {
     let body = match outcome {
         Outcome::TrainEval(result) => v1::report_result_request::Outcome::TrainEval(result),
-        Outcome::Supernet(result, _) => v1::report_result_request::Outcome::Supernet(result),
+        Outcome::Supernet(result, _) => v1::report_result_request::Outcome::Supernet(*result),
         Outcome::Failed { reason, retryable } => {
             v1::report_result_request::Outcome::Failure(v1::TaskFailure {
                 reason: truncate(reason, 4000),

@@ -41,7 +41,7 @@ pub enum Outcome {
     TrainEval(v1::TrainEvalResult),
     /// A supernet shard's scores and its trained weights (safetensors): the daemon uploads the
     /// weights and fills `weights_bytes`/`weights_sha256` before it reports.
-    Supernet(v1::SupernetResult, Vec<u8>),
+    Supernet(Box<v1::SupernetResult>, Vec<u8>),
     /// The task failed; `retryable` says whether another attempt may succeed.
     Failed {
         reason: String,
@@ -288,8 +288,19 @@ impl TorchRunner {
         if let Err(error) = settings.validate() {
             return Outcome::rejected(format!("supernet.settings: {error}"));
         }
-        if payload.pairs.is_empty() && !payload.warmup {
-            return Outcome::rejected("supernet.pairs: empty (only the warm-up scores no pairs)");
+        if payload.pairs.is_empty() && !payload.warmup && payload.candidates.is_empty() {
+            return Outcome::rejected(
+                "supernet.pairs: empty (only the warm-up and a derive screening score no pairs)",
+            );
+        }
+        let mut candidates = Vec::with_capacity(payload.candidates.len());
+        for (index, json) in payload.candidates.iter().enumerate() {
+            match Genotype::from_json_str(json) {
+                Ok(g) => candidates.push(g),
+                Err(error) => {
+                    return Outcome::rejected(format!("supernet.candidates[{index}]: {error}"))
+                }
+            }
         }
         let mut pairs = Vec::with_capacity(payload.pairs.len());
         for (index, pair) in payload.pairs.iter().enumerate() {
@@ -305,8 +316,10 @@ impl TorchRunner {
             }
         }
         let op_set = if settings_proto.op_set.is_empty() {
-            nat_train::train::infer_op_set(pairs.iter().flat_map(|(b, a)| [b, a]))
-                .filter(|_| !pairs.is_empty())
+            nat_train::train::infer_op_set(
+                pairs.iter().flat_map(|(b, a)| [b, a]).chain(&candidates),
+            )
+            .filter(|_| !pairs.is_empty() || !candidates.is_empty())
         } else {
             let name = serde_json::Value::String(settings_proto.op_set.clone());
             match serde_json::from_value::<OpSet>(name) {
@@ -324,15 +337,21 @@ impl TorchRunner {
                 "supernet.settings.op_set: unset, and the genotypes use ops of no single set",
             );
         };
-        let num_nodes = match (usize::try_from(settings_proto.num_nodes), pairs.first()) {
+        let first = pairs.first().map(|(beta, _)| beta).or(candidates.first());
+        let num_nodes = match (usize::try_from(settings_proto.num_nodes), first) {
             (Ok(n), _) if n > 0 => n,
-            (_, Some((beta, _))) => beta.num_nodes(),
+            (_, Some(g)) => g.num_nodes(),
             (_, None) => {
                 return Outcome::rejected(
                     "supernet.settings.num_nodes: unset, and there is no pair to take it from",
                 )
             }
         };
+        if let Some(index) = candidates.iter().position(|g| g.num_nodes() != num_nodes) {
+            return Outcome::rejected(format!(
+                "supernet.candidates[{index}]: every genotype must have {num_nodes} intermediate nodes"
+            ));
+        }
         if let Some(index) = pairs
             .iter()
             .position(|(b, a)| b.num_nodes() != num_nodes || a.num_nodes() != num_nodes)
@@ -414,6 +433,9 @@ impl TorchRunner {
                 );
             }
         }
+        if !candidates.is_empty() {
+            return screen(session, &data, &candidates, payload.eval_examples, context);
+        }
         let mut on_progress = |done: u64, total: u64| {
             context.report(Progress {
                 fraction: done as f64 / total.max(1) as f64,
@@ -445,7 +467,7 @@ impl TorchRunner {
             });
         match ran {
             Ok((report, weights)) => Outcome::Supernet(
-                v1::SupernetResult {
+                Box::new(v1::SupernetResult {
                     scores: report
                         .scores
                         .iter()
@@ -459,7 +481,8 @@ impl TorchRunner {
                     weights_sha256: String::new(),
                     train_steps: report.train_steps,
                     mean_train_loss: report.mean_train_loss,
-                },
+                    accuracies: Vec::new(),
+                }),
                 weights,
             ),
             Err(error) => {
@@ -471,6 +494,47 @@ impl TorchRunner {
             }
         }
     }
+}
+
+/// A derive screening: the validation accuracy of each candidate on the imported weights (the
+/// same first `eval_examples` validation examples for each; nothing is trained or uploaded).
+fn screen(
+    session: &SupernetSession,
+    data: &DatasetSplits,
+    candidates: &[Genotype],
+    eval_examples: u32,
+    context: &TaskContext<'_>,
+) -> Outcome {
+    let started = std::time::Instant::now();
+    let mut accuracies = Vec::with_capacity(candidates.len());
+    for (i, g) in candidates.iter().enumerate() {
+        if context.is_cancelled() {
+            return Outcome::Cancelled;
+        }
+        match session.validation_accuracy(data, g, eval_examples) {
+            Ok(a) => accuracies.push(a),
+            Err(error) => {
+                return Outcome::from_train_error(&format!("supernet.candidates[{i}]"), error)
+            }
+        }
+        context.report(Progress {
+            fraction: (i + 1) as f64 / candidates.len() as f64,
+            step: (i + 1) as u64,
+            ..Progress::default()
+        });
+    }
+    Outcome::Supernet(
+        Box::new(v1::SupernetResult {
+            scores: Vec::new(),
+            wall_seconds: started.elapsed().as_secs_f64(),
+            weights_bytes: 0,
+            weights_sha256: String::new(),
+            train_steps: 0,
+            mean_train_loss: f64::NAN,
+            accuracies,
+        }),
+        Vec::new(),
+    )
 }
 
 impl TaskRunner for TorchRunner {

@@ -684,6 +684,8 @@ async fn supernet_tasks_score_every_pair() {
             base_version,
             train_steps: 3,
             shard_seed: 9,
+            candidates: Vec::new(),
+            eval_examples: 0,
         })),
         ..train_task(id, "", "digits", budget(1, 64))
     };
@@ -704,6 +706,15 @@ async fn supernet_tasks_score_every_pair() {
             .push_back(shard("bad-set", bad_set, vec![pair.clone()], 1));
         s.tasks
             .push_back(shard("again", settings.clone(), vec![pair.clone()], 1));
+        // A derive screening: candidates scored on the fetched version, nothing uploaded.
+        let mut screen = shard("screen", settings.clone(), vec![], 1);
+        if let Some(v1::task::Payload::Supernet(p)) = screen.payload.as_mut() {
+            p.warmup = false;
+            p.train_steps = 0;
+            p.candidates = vec![beta.to_json(), alpha.to_json()];
+            p.eval_examples = 64;
+        }
+        s.tasks.push_back(screen);
     });
     let address = serve(scripted.clone()).await;
     let _worker = WorkerProcess::spawn(
@@ -712,8 +723,8 @@ async fn supernet_tasks_score_every_pair() {
         scratch.path(),
         &[],
     );
-    wait_until(Duration::from_secs(120), "four supernet results", || {
-        scripted.with(|s| s.results.len() >= 4)
+    wait_until(Duration::from_secs(120), "five supernet results", || {
+        scripted.with(|s| s.results.len() >= 5)
     })
     .await;
     scripted.with(|s| {
@@ -752,6 +763,19 @@ async fn supernet_tasks_score_every_pair() {
                 other => panic!("{id}: expected a supernet result, got {other:?}"),
             }
         }
+        match result_of(s, "screen") {
+            Some(Outcome::Supernet(result)) => {
+                assert_eq!(result.accuracies.len(), 2);
+                assert!(result.accuracies.iter().all(|a| (0.0..=1.0).contains(a)));
+                assert!(result.scores.is_empty() && result.weights_bytes == 0);
+                assert_eq!(result.train_steps, 0);
+            }
+            other => panic!("screen: expected a supernet result, got {other:?}"),
+        }
+        assert!(
+            s.uploads.iter().all(|(t, _)| t != "screen"),
+            "a screening uploads nothing"
+        );
         let (reason, retryable) = failure(s, "bad-set");
         assert!(reason.contains("supernet.settings.op_set"), "{reason}");
         assert!(!retryable);

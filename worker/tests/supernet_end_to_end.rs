@@ -201,6 +201,10 @@ async fn fleet_survives_kills(database_url: &str, scratch: &Path) {
         log_text.contains("supernet version committed"),
         "{log_text}"
     );
+    assert!(
+        log_text.contains("derive screened on the supernet"),
+        "derive scored its candidates on the supernet (real workers):\n{log_text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,11 @@ pub async fn put(
     let task_id: TaskId = parse_id("task_id", &first.task_id)?;
     let lease_token = token("lease_token", first.lease_token)?;
     let (task, payload) = leased_shard(&c, task_id, lease_token, worker).await?;
+    if payload.is_screening() {
+        return Err(ApiError::FailedPrecondition(format!(
+            "task {task_id} is a derive screening: it trains nothing and uploads nothing"
+        )));
+    }
     let limit = c.config.max_supernet_bytes;
     if first.total_bytes == 0 || first.total_bytes > limit {
         return Err(ApiError::invalid(

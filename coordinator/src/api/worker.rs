@@ -288,18 +288,29 @@ impl WorkerApi {
                     )));
                 }
                 let payload: SupernetPayload = decode("supernet payload", &task.payload)?;
-                // Sharded rounds: the shard's weights were uploaded under this lease first.
-                let weights = if res.weights_bytes == 0 && res.weights_sha256.is_empty() {
+                // Sharded rounds: the shard's weights were uploaded under this lease first (a
+                // derive screening trains nothing and uploads nothing).
+                let weights = if payload.is_screening() {
+                    None
+                } else if res.weights_bytes == 0 && res.weights_sha256.is_empty() {
                     return Err(ApiError::invalid(
                         "supernet.weights_sha256",
                         "a supernet shard reports the weights it uploaded with PutSupernet",
                     ));
                 } else {
-                    super::weights::reported_upload(&self.c, &task, &payload, lease_token, &res)
-                        .await?
+                    Some(
+                        super::weights::reported_upload(
+                            &self.c,
+                            &task,
+                            &payload,
+                            lease_token,
+                            &res,
+                        )
+                        .await?,
+                    )
                 };
                 let result =
-                    SupernetResult::from_proto(&res, &payload, worker.to_string(), Some(weights))?;
+                    SupernetResult::from_proto(&res, &payload, worker.to_string(), weights)?;
                 Outcome::Succeeded {
                     result: encode("supernet result", &result)?,
                     rewards: Vec::new(),

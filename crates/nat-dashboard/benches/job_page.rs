@@ -79,6 +79,7 @@ async fn run() {
             final_seeds: 3,
             max_cost_ratio: 1.0,
             control: nat_schema::Control::None,
+            derive_top_k: 3,
         },
     };
     let job = store

@@ -365,6 +365,10 @@ pub struct SupernetBudget {
     /// reported and cancels the others (0 = wait for every shard).
     #[serde(default)]
     pub round_deadline_seconds: f64,
+    /// Validation examples each derive candidate is scored on by the supernet (0 = the whole
+    /// validation split); the same examples for every candidate.
+    #[serde(default)]
+    pub derive_examples: u32,
 }
 
 /// Most shard tasks in one learning round.
@@ -399,6 +403,7 @@ impl SupernetBudget {
                 steps_per_shard: 4,
                 warmup_steps: 16,
                 round_deadline_seconds: 300.0,
+                derive_examples: 256,
             },
             "paper" => SupernetBudget {
                 init_channels: 20,
@@ -417,6 +422,7 @@ impl SupernetBudget {
                 steps_per_shard: 10,
                 warmup_steps: 2000,
                 round_deadline_seconds: 3600.0,
+                derive_examples: 10_000,
             },
             _ => SupernetBudget {
                 init_channels: 8,
@@ -435,6 +441,7 @@ impl SupernetBudget {
                 steps_per_shard: 20,
                 warmup_steps: 200,
                 round_deadline_seconds: 1800.0,
+                derive_examples: 2048,
             },
         }
     }
@@ -454,7 +461,7 @@ impl SupernetBudget {
             }
             set!(0u32; init_channels, layers, batch_size, train_steps_between_pairs);
             set!(0u32; max_train_examples, eval_batches);
-            set!(0u32; shards, steps_per_shard, warmup_steps);
+            set!(0u32; shards, steps_per_shard, warmup_steps, derive_examples);
             set!(0.0f64; learning_rate, momentum, weight_decay, grad_clip);
             set!(0.0f64; validation_fraction, max_wall_seconds, round_deadline_seconds);
         }
@@ -521,6 +528,7 @@ impl SupernetBudget {
         int("shards", self.shards, 0, MAX_SUPERNET_SHARDS)?;
         int("steps_per_shard", self.steps_per_shard, 0, 1_000_000)?;
         int("warmup_steps", self.warmup_steps, 0, 10_000_000)?;
+        int("derive_examples", self.derive_examples, 0, 10_000_000)?;
         real(
             "round_deadline_seconds",
             self.round_deadline_seconds,
@@ -558,6 +566,7 @@ impl SupernetBudget {
             steps_per_shard: self.steps_per_shard,
             warmup_steps: self.warmup_steps,
             round_deadline_seconds: self.round_deadline_seconds,
+            derive_examples: self.derive_examples,
         }
     }
 }

@@ -183,6 +183,19 @@ pub struct OptimizeSettings {
     /// The derive control.
     #[serde(default)]
     pub control: Control,
+    /// Supernet mode: candidates per input and list trained from scratch after the supernet
+    /// screened them all (specs stored before it: 3, the default).
+    #[serde(default = "default_derive_top_k")]
+    pub derive_top_k: u32,
+}
+
+/// Default [`OptimizeSettings::derive_top_k`].
+pub const DEFAULT_DERIVE_TOP_K: u32 = 3;
+/// Most [`OptimizeSettings::derive_top_k`].
+pub const MAX_DERIVE_TOP_K: u32 = 100;
+
+fn default_derive_top_k() -> u32 {
+    DEFAULT_DERIVE_TOP_K
 }
 
 impl OptimizeSettings {
@@ -219,6 +232,7 @@ impl OptimizeSettings {
             final_seeds: self.final_seeds,
             max_cost_ratio: self.max_cost_ratio,
             control: self.control.as_str().to_string(),
+            derive_top_k: self.derive_top_k,
         }
     }
 }
@@ -277,6 +291,7 @@ mod tests {
                 final_seeds: 3,
                 max_cost_ratio: 1.0,
                 control: Control::Random,
+                derive_top_k: 2,
             },
         };
         let v = serde_json::to_value(&spec).expect("encodes");
@@ -385,6 +400,7 @@ mod tests {
             final_seeds: 3,
             max_cost_ratio: 1.0,
             control: Control::None,
+            derive_top_k: 3,
         };
         v["optimize"] = serde_json::to_value(&settings).expect("json");
         let spec: OptimizeJobSpec = decode("optimize job spec", &v).expect("decodes");

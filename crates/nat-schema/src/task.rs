@@ -214,6 +214,9 @@ pub struct SupernetSettings {
     /// Seconds after which a round averages the shards that reported (0 = no deadline).
     #[serde(default)]
     pub round_deadline_seconds: f64,
+    /// Validation examples each derive candidate is scored on (0 = all).
+    #[serde(default)]
+    pub derive_examples: u32,
 }
 
 impl SupernetSettings {
@@ -238,6 +241,7 @@ impl SupernetSettings {
             steps_per_shard: self.steps_per_shard,
             warmup_steps: self.warmup_steps,
             round_deadline_seconds: self.round_deadline_seconds,
+            derive_examples: self.derive_examples,
         }
     }
 }
@@ -277,6 +281,13 @@ pub struct SupernetPayload {
     /// Seed of the shard's β samples and data order.
     #[serde(default)]
     pub shard_seed: u64,
+    /// Derive screening: architectures (canonical JSON) to score on `base_version` without
+    /// training (no pairs, no upload).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+    /// Validation examples each candidate is scored on (0 = all).
+    #[serde(default)]
+    pub eval_examples: u32,
     /// The policy sample of each pair (`sample_ids[i]` ↔ `pairs[i]`).
     pub sample_ids: Vec<SampleId>,
     /// The pairs to score.
@@ -318,7 +329,14 @@ impl SupernetPayload {
             train_steps: self.train_steps,
             warmup: self.warmup,
             shard_seed: self.shard_seed,
+            candidates: self.candidates.clone(),
+            eval_examples: self.eval_examples,
         }
+    }
+
+    /// Whether this is a derive screening task (candidates scored, nothing trained).
+    pub fn is_screening(&self) -> bool {
+        !self.candidates.is_empty()
     }
 
     /// The blob key of the weights a lease of this task uploads: one per (task, lease), so a
@@ -393,6 +411,9 @@ pub struct SupernetResult {
     /// Mean training loss of those steps (`None` when it took none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_train_loss: Option<f64>,
+    /// Derive screening: the supernet validation accuracy of each candidate, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accuracies: Vec<f64>,
 }
 
 impl SupernetResult {
@@ -406,6 +427,24 @@ impl SupernetResult {
         worker_id: String,
         weights: Option<UploadedWeights>,
     ) -> Result<Self, FieldError> {
+        if r.accuracies.len() != payload.candidates.len() {
+            return Err(FieldError::new(
+                "supernet.accuracies",
+                format!(
+                    "expected {} accuracies (one per candidate), got {}",
+                    payload.candidates.len(),
+                    r.accuracies.len()
+                ),
+            ));
+        }
+        for (i, a) in r.accuracies.iter().enumerate() {
+            if !(a.is_finite() && (0.0..=1.0).contains(a)) {
+                return Err(FieldError::new(
+                    format!("supernet.accuracies[{i}]"),
+                    format!("must be a finite number in [0, 1], got {a}"),
+                ));
+            }
+        }
         if r.scores.len() != payload.pairs.len() {
             return Err(FieldError::new(
                 "supernet.scores",
@@ -442,6 +481,7 @@ impl SupernetResult {
             weights,
             train_steps: r.train_steps,
             mean_train_loss: r.mean_train_loss.is_finite().then_some(r.mean_train_loss),
+            accuracies: r.accuracies.clone(),
         })
     }
 
@@ -569,6 +609,8 @@ mod tests {
             train_steps: 4,
             warmup: false,
             shard_seed: 5,
+            candidates: Vec::new(),
+            eval_examples: 0,
             sample_ids: Vec::new(),
             pairs: Vec::new(),
             dataset: "my-cats".into(),
@@ -592,6 +634,7 @@ mod tests {
                 steps_per_shard: 4,
                 warmup_steps: 8,
                 round_deadline_seconds: 60.0,
+                derive_examples: 0,
             },
             seed: 2,
             supernet_key: "job-x".into(),
@@ -623,6 +666,35 @@ mod tests {
         }
         let read: SupernetPayload = decode("supernet payload", &old).expect("old payload");
         assert_eq!((read.shard, read.shards, read.base_version), (0, 1, 0));
+    }
+
+    #[test]
+    fn a_screening_result_has_one_accuracy_per_candidate() {
+        let p: SupernetPayload = serde_json::from_value(serde_json::json!({
+            "iteration": 3, "sample_ids": [], "pairs": [], "dataset": "mnist",
+            "candidates": ["a", "b"], "eval_examples": 64,
+            "settings": {"init_channels": 4, "layers": 2, "batch_size": 8,
+                "train_steps_between_pairs": 1, "learning_rate": 0.1, "momentum": 0.9,
+                "weight_decay": 0.0, "grad_clip": 5.0, "max_train_examples": 0,
+                "validation_fraction": 0.2, "eval_batches": 1, "max_wall_seconds": 0.0,
+                "op_set": "nat-fully-concat", "num_nodes": 4},
+            "seed": 1, "supernet_key": "job-9"
+        }))
+        .expect("payload");
+        assert!(p.is_screening());
+        let wire = |accuracies: Vec<f64>| v1::SupernetResult {
+            accuracies,
+            ..Default::default()
+        };
+        let ok = SupernetResult::from_proto(&wire(vec![0.5, 0.75]), &p, "w".into(), None)
+            .expect("valid");
+        assert_eq!(ok.accuracies, vec![0.5, 0.75]);
+        let short = SupernetResult::from_proto(&wire(vec![0.5]), &p, "w".into(), None)
+            .expect_err("one missing");
+        assert_eq!(short.field, "supernet.accuracies");
+        let bad = SupernetResult::from_proto(&wire(vec![0.5, 1.5]), &p, "w".into(), None)
+            .expect_err("out of range");
+        assert_eq!(bad.field, "supernet.accuracies[1]");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! With `control: random` the same derive runs on K candidates drawn uniformly from the space
 //! (plus the original): what selection alone finds, for the final evaluation to compare.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use nat_arch::{Genotype, NetworkSpec};
@@ -17,7 +18,7 @@ use nat_policy::driver::PolicyDriver;
 use nat_policy::PolicyLearner;
 use nat_schema::event::NewBest;
 use nat_schema::result::DriverProgress;
-use nat_schema::{Budget, Control, EventKind, OptimizeJobSpec};
+use nat_schema::{Budget, Control, EventKind, OptimizeJobSpec, RewardKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -123,6 +124,26 @@ impl Run {
             eligible_policy.push(p);
             eligible_control.push(c);
         }
+        if s.reward == RewardKind::Supernet {
+            // Derive on the supernet (spec §5.1): every eligible candidate is scored on the
+            // job's supernet; only the best `derive_top_k` of each list are trained from scratch.
+            let (policy_top, control_top) = self
+                .screen_candidates(
+                    spec,
+                    inputs,
+                    driver,
+                    progress,
+                    &eligible_policy,
+                    &eligible_control,
+                )
+                .await?;
+            eligible_policy = policy_top;
+            eligible_control = control_top;
+            wanted = inputs.iter().map(|g| (g.clone(), seed)).collect();
+            for g in eligible_policy.iter().chain(&eligible_control).flatten() {
+                wanted.push((g.clone(), seed));
+            }
+        }
         let scores = self
             .scores(spec, &wanted, Measure::selection(&spec.base.budget))
             .await?;
@@ -173,6 +194,81 @@ impl Run {
             });
         }
         Ok(out)
+    }
+}
+
+impl Run {
+    /// Scores the eligible candidates of every input on the supernet (each distinct
+    /// architecture once, the originals too, for the log) and keeps the `derive_top_k` most
+    /// accurate of each list, best first. Ties keep the sampling order.
+    async fn screen_candidates(
+        &mut self,
+        spec: &OptimizeJobSpec,
+        inputs: &[Genotype],
+        driver: &Arc<PolicyDriver>,
+        progress: &mut DriverProgress,
+        policy: &[Vec<Genotype>],
+        control: &[Vec<Genotype>],
+    ) -> Result<(Vec<Vec<Genotype>>, Vec<Vec<Genotype>>), Failure> {
+        let mut distinct: Vec<Genotype> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for g in inputs
+            .iter()
+            .chain(policy.iter().flatten())
+            .chain(control.iter().flatten())
+        {
+            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(g.canonical_hash()) {
+                e.insert(distinct.len());
+                distinct.push(g.clone());
+            }
+        }
+        let accuracies = self
+            .screen(spec, inputs, driver, &distinct, progress)
+            .await?;
+        let accuracy = |g: &Genotype| {
+            index
+                .get(&g.canonical_hash())
+                .and_then(|i| accuracies.get(*i).copied().flatten())
+        };
+        let k = spec.optimize.derive_top_k as usize;
+        let top = |list: &[Genotype]| -> Vec<Genotype> {
+            let mut scored: Vec<(f64, &Genotype)> = list
+                .iter()
+                .filter_map(|g| accuracy(g).map(|a| (a, g)))
+                .collect();
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut kept: Vec<Genotype> = Vec::new();
+            for (_, g) in scored {
+                if kept.len() == k {
+                    break;
+                }
+                if !kept
+                    .iter()
+                    .any(|h| h.canonical_hash() == g.canonical_hash())
+                {
+                    kept.push(g.clone());
+                }
+            }
+            kept
+        };
+        for (i, input) in inputs.iter().enumerate() {
+            let best = policy
+                .get(i)
+                .and_then(|l| l.iter().filter_map(&accuracy).reduce(f64::max));
+            tracing::info!(
+                job = %self.job,
+                input = i,
+                candidates = policy.get(i).map_or(0, Vec::len),
+                original = ?accuracy(input),
+                best_candidate = ?best,
+                top_k = k,
+                "derive screened on the supernet"
+            );
+        }
+        Ok((
+            policy.iter().map(|l| top(l)).collect(),
+            control.iter().map(|l| top(l)).collect(),
+        ))
     }
 }
 

@@ -28,10 +28,14 @@ pub(super) type ShardKey = (i64, u32);
 
 /// The round number of the warm-up task (and of the version it makes).
 pub(super) const WARMUP_ROUND: i64 = -1;
+/// The "round" of the derive phase's screening tasks (they make no version).
+pub(super) const SCREENING_ROUND: i64 = -2;
 
 /// The (round, shard) a supernet payload is.
 pub(super) fn shard_key(p: &SupernetPayload) -> ShardKey {
-    let round = if p.warmup {
+    let round = if p.is_screening() {
+        SCREENING_ROUND
+    } else if p.warmup {
         WARMUP_ROUND
     } else {
         i64::from(p.iteration)

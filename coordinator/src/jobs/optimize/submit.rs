@@ -18,8 +18,11 @@ use crate::error::ApiError;
 use crate::jobs::Submission;
 use crate::state::{check_len, excerpt, Coordinator};
 
-/// K of the derive phase when the job names none.
+/// K of the derive phase when the job names none (proxy reward: each candidate is trained).
 pub const DEFAULT_DERIVE_SAMPLES: u32 = 10;
+/// K of the derive phase when the job names none in supernet mode (each candidate is scored on
+/// the supernet; only the best `derive_top_k` are trained), as the paper derives.
+pub const DEFAULT_SUPERNET_DERIVE_SAMPLES: u32 = 100;
 /// Most learning rounds of one job.
 pub const MAX_ITERATIONS: u32 = 100_000;
 /// Most rewards per round.
@@ -130,8 +133,17 @@ pub(super) async fn submit(
     let derive_samples = bounded(
         "optimize.derive_samples",
         o.derive_samples,
-        DEFAULT_DERIVE_SAMPLES,
+        match reward {
+            RewardKind::Proxy => DEFAULT_DERIVE_SAMPLES,
+            RewardKind::Supernet => DEFAULT_SUPERNET_DERIVE_SAMPLES,
+        },
         MAX_DERIVE_SAMPLES,
+    )?;
+    let derive_top_k = bounded(
+        "optimize.derive_top_k",
+        o.derive_top_k,
+        nat_schema::spec::DEFAULT_DERIVE_TOP_K,
+        nat_schema::spec::MAX_DERIVE_TOP_K,
     )?;
     for (name, value, max) in [
         ("optimize.learning_rate", o.learning_rate, 1.0),
@@ -248,6 +260,7 @@ pub(super) async fn submit(
         final_seeds,
         max_cost_ratio,
         control,
+        derive_top_k,
     };
     let space = space(&settings);
     for (i, g) in v.genotypes.iter().enumerate() {

@@ -34,7 +34,7 @@ use nat_store::{
     TaskId, WorkerState,
 };
 
-use super::scoring::{Tracked, WARMUP_ROUND};
+use super::scoring::{Tracked, SCREENING_ROUND, WARMUP_ROUND};
 use super::{submit, Failure, Run, RANDOM_INPUT_NODES};
 use crate::jobs::submission::requirements_of;
 
@@ -50,6 +50,8 @@ pub(super) fn shard_pairs(pairs: usize, shards: u32, shard: u32) -> Vec<usize> {
 enum Stage {
     Warmup,
     Round(u32),
+    /// The derive phase's screening of candidates (makes no version).
+    Screening,
 }
 
 impl Stage {
@@ -57,6 +59,7 @@ impl Stage {
         match self {
             Stage::Warmup => WARMUP_ROUND,
             Stage::Round(r) => i64::from(r),
+            Stage::Screening => SCREENING_ROUND,
         }
     }
 }
@@ -66,6 +69,7 @@ impl std::fmt::Display for Stage {
         match self {
             Stage::Warmup => write!(f, "the supernet warm-up"),
             Stage::Round(r) => write!(f, "learning round {r}"),
+            Stage::Screening => write!(f, "the derive screening"),
         }
     }
 }
@@ -144,8 +148,8 @@ impl Run {
         }
         let base = match (stage, self.c.store.latest_supernet_version(self.job).await?) {
             (Stage::Warmup, _) => 0,
-            (Stage::Round(_), Some(v)) => u64::try_from(v.version).unwrap_or(0),
-            (Stage::Round(_), None) => {
+            (Stage::Round(_) | Stage::Screening, Some(v)) => u64::try_from(v.version).unwrap_or(0),
+            (Stage::Round(_) | Stage::Screening, None) => {
                 return Err(Failure::Fatal(format!(
                     "{stage}: the job's supernet has no version (the warm-up did not commit)"
                 )))
@@ -154,7 +158,7 @@ impl Run {
         if self.tracker.shards(stage.round()).is_empty() {
             let shards = match stage {
                 Stage::Warmup => 1,
-                Stage::Round(_) => self.shard_count(spec, pending.len()).await?,
+                Stage::Round(_) | Stage::Screening => self.shard_count(spec, pending.len()).await?,
             };
             self.queue_shards(spec, inputs, stage, base, shards, pending)
                 .await?;
@@ -173,6 +177,105 @@ impl Run {
         self.collect_garbage(stage, &row).await;
         self.save(spec, progress, driver).await?;
         Ok(rewards)
+    }
+
+    /// Derive on the supernet (spec §5.1): the validation accuracy of every candidate on the
+    /// job's latest weight version, sharded across the fleet like a round (each shard scores its
+    /// share on the same validation examples; nothing is trained). `None` where its shard failed
+    /// for good. Found again after a restart: the candidates come in the same order.
+    pub(super) async fn screen(
+        &mut self,
+        spec: &OptimizeJobSpec,
+        inputs: &[Genotype],
+        driver: &PolicyDriver,
+        candidates: &[Genotype],
+        progress: &mut DriverProgress,
+    ) -> Result<Vec<Option<f64>>, Failure> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stage = Stage::Screening;
+        if self.tracker.shards(stage.round()).is_empty() {
+            let base = match self.c.store.latest_supernet_version(self.job).await? {
+                Some(v) => u64::try_from(v.version).unwrap_or(0),
+                None => {
+                    return Err(Failure::Fatal(format!(
+                        "{stage}: the job's supernet has no version"
+                    )))
+                }
+            };
+            let shards = self.shard_count(spec, candidates.len()).await?;
+            let s = &spec.optimize;
+            let budget = supernet_settings(spec)?;
+            let num_nodes = if s.random_inputs || inputs.is_empty() {
+                RANDOM_INPUT_NODES
+            } else {
+                inputs[0].num_nodes()
+            };
+            let settings = budget.task_settings(
+                submit::op_set_name(s.op_set),
+                u32::try_from(num_nodes).unwrap_or(u32::MAX),
+            );
+            let mut tasks = Vec::with_capacity(shards as usize);
+            for shard in 0..shards {
+                let payload = SupernetPayload {
+                    iteration: progress.iteration,
+                    shard,
+                    shards,
+                    base_version: base,
+                    train_steps: 0,
+                    warmup: false,
+                    shard_seed: shard_seed(spec.base.seed, stage.round(), shard),
+                    candidates: shard_pairs(candidates.len(), shards, shard)
+                        .into_iter()
+                        .map(|i| candidates[i].to_json())
+                        .collect(),
+                    eval_examples: budget.derive_examples,
+                    sample_ids: Vec::new(),
+                    pairs: Vec::new(),
+                    dataset: spec.base.dataset.clone(),
+                    dataset_shape: Some(spec.base.dataset_shape),
+                    settings: settings.clone(),
+                    seed: spec.base.seed,
+                    supernet_key: supernet_key(self.job),
+                };
+                tasks.push(NewTask {
+                    kind: TaskKind::Supernet.as_str().into(),
+                    payload: nat_schema::encode("supernet payload", &payload)?,
+                    requirements: requirements_of(&spec.base),
+                    max_attempts: self.c.config.max_attempts,
+                });
+            }
+            tracing::info!(job = %self.job, base, shards, candidates = candidates.len(), "derive screening queued on the supernet");
+            self.add_tasks(tasks, nat_telemetry::TaskKind::Supernet)
+                .await?;
+            progress
+                .supernet
+                .get_or_insert_with(SupernetState::default)
+                .round_queued_ms = Some(now_ms(&self.c));
+            self.save(spec, progress, driver).await?;
+        }
+        let done = self.wait_for_shards(spec, stage, progress).await?;
+        let shards = u32::try_from(self.tracker.shards(stage.round()).len()).unwrap_or(u32::MAX);
+        let mut out = vec![None; candidates.len()];
+        for (shard, result) in &done {
+            let indexes = shard_pairs(candidates.len(), shards, *shard);
+            if result.accuracies.len() != indexes.len() {
+                return Err(Failure::Fatal(format!(
+                    "{stage}: shard {shard} scored {} candidates, it was given {}",
+                    result.accuracies.len(),
+                    indexes.len()
+                )));
+            }
+            for (i, a) in indexes.into_iter().zip(&result.accuracies) {
+                out[i] = Some(*a);
+            }
+        }
+        if let Some(s) = progress.supernet.as_mut() {
+            s.round_queued_ms = None;
+        }
+        self.save(spec, progress, driver).await?;
+        Ok(out)
     }
 
     /// Shards of a round: as set, or one per live worker slot that can run the job's tasks;
@@ -227,6 +330,11 @@ impl Run {
         let (iteration, warmup, train_steps) = match stage {
             Stage::Warmup => (0, true, budget.warmup_steps),
             Stage::Round(r) => (r, false, budget.steps_per_shard),
+            Stage::Screening => {
+                return Err(Failure::Fatal(
+                    "the derive screening is queued by `screen`".into(),
+                ))
+            }
         };
         let mut tasks = Vec::with_capacity(shards as usize);
         for shard in 0..shards {
@@ -242,6 +350,8 @@ impl Run {
                 train_steps,
                 warmup,
                 shard_seed: shard_seed(spec.base.seed, stage.round(), shard),
+                candidates: Vec::new(),
+                eval_examples: 0,
                 sample_ids: mine.iter().map(|p| p.sample_id).collect(),
                 pairs: mine
                     .iter()
@@ -447,6 +557,7 @@ impl Run {
         let uploads = match stage {
             Stage::Warmup => format!("supernet/job-{job}/uploads/w-"),
             Stage::Round(r) => format!("supernet/job-{job}/uploads/r{r}-"),
+            Stage::Screening => return,
         };
         if let Err(error) = self.c.blobs.delete_prefix(&uploads).await {
             tracing::warn!(job = %self.job, %error, "could not delete a round's shard uploads");

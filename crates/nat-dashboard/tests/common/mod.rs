@@ -107,6 +107,7 @@ pub fn optimize_spec(name: &str, dataset: &str, archs: &[&Genotype]) -> Value {
             final_seeds: 3,
             max_cost_ratio: 1.0,
             control: nat_schema::Control::None,
+            derive_top_k: 3,
         },
     };
     serde_json::to_value(spec).expect("spec json")
