@@ -205,17 +205,8 @@ impl Run {
                 }
             };
             let shards = self.shard_count(spec, candidates.len()).await?;
-            let s = &spec.optimize;
             let budget = supernet_settings(spec)?;
-            let num_nodes = if s.random_inputs || inputs.is_empty() {
-                RANDOM_INPUT_NODES
-            } else {
-                inputs[0].num_nodes()
-            };
-            let settings = budget.task_settings(
-                submit::op_set_name(s.op_set),
-                u32::try_from(num_nodes).unwrap_or(u32::MAX),
-            );
+            let settings = shard_settings(spec, inputs)?;
             let mut tasks = Vec::with_capacity(shards as usize);
             for shard in 0..shards {
                 let payload = SupernetPayload {
@@ -239,12 +230,7 @@ impl Run {
                     seed: spec.base.seed,
                     supernet_key: supernet_key(self.job),
                 };
-                tasks.push(NewTask {
-                    kind: TaskKind::Supernet.as_str().into(),
-                    payload: nat_schema::encode("supernet payload", &payload)?,
-                    requirements: requirements_of(&spec.base),
-                    max_attempts: self.c.config.max_attempts,
-                });
+                tasks.push(self.shard_task(spec, &payload)?);
             }
             tracing::info!(job = %self.job, base, shards, candidates = candidates.len(), "derive screening queued on the supernet");
             self.add_tasks(tasks, nat_telemetry::TaskKind::Supernet)
@@ -316,17 +302,8 @@ impl Run {
         shards: u32,
         pending: &[PendingSample],
     ) -> Result<(), Failure> {
-        let s = &spec.optimize;
         let budget = supernet_settings(spec)?;
-        let num_nodes = if s.random_inputs || inputs.is_empty() {
-            RANDOM_INPUT_NODES
-        } else {
-            inputs[0].num_nodes()
-        };
-        let settings = budget.task_settings(
-            submit::op_set_name(s.op_set),
-            u32::try_from(num_nodes).unwrap_or(u32::MAX),
-        );
+        let settings = shard_settings(spec, inputs)?;
         let (iteration, warmup, train_steps) = match stage {
             Stage::Warmup => (0, true, budget.warmup_steps),
             Stage::Round(r) => (r, false, budget.steps_per_shard),
@@ -366,16 +343,25 @@ impl Run {
                 seed: spec.base.seed,
                 supernet_key: supernet_key(self.job),
             };
-            tasks.push(NewTask {
-                kind: TaskKind::Supernet.as_str().into(),
-                payload: nat_schema::encode("supernet payload", &payload)?,
-                requirements: requirements_of(&spec.base),
-                max_attempts: self.c.config.max_attempts,
-            });
+            tasks.push(self.shard_task(spec, &payload)?);
         }
         tracing::info!(job = %self.job, %stage, base, shards, "supernet shards queued");
         self.add_tasks(tasks, nat_telemetry::TaskKind::Supernet)
             .await
+    }
+
+    /// The queued `supernet` task of one shard's payload.
+    fn shard_task(
+        &self,
+        spec: &OptimizeJobSpec,
+        payload: &SupernetPayload,
+    ) -> Result<NewTask, Failure> {
+        Ok(NewTask {
+            kind: TaskKind::Supernet.as_str().into(),
+            payload: nat_schema::encode("supernet payload", payload)?,
+            requirements: requirements_of(&spec.base),
+            max_attempts: self.c.config.max_attempts,
+        })
     }
 
     /// Waits until every shard of the stage ended, or the deadline passed with at least one
@@ -585,6 +571,24 @@ fn absorb(progress: &mut DriverProgress, row: &SupernetVersion) {
         }
     }
     s.workers_seen.extend(row.workers.iter().cloned());
+}
+
+/// The settings every shard of the job carries: its resolved supernet budget for the op set of
+/// its space and the node count of its inputs.
+fn shard_settings(
+    spec: &OptimizeJobSpec,
+    inputs: &[Genotype],
+) -> Result<nat_schema::SupernetSettings, Failure> {
+    let s = &spec.optimize;
+    let num_nodes = if s.random_inputs || inputs.is_empty() {
+        RANDOM_INPUT_NODES
+    } else {
+        inputs[0].num_nodes()
+    };
+    Ok(supernet_settings(spec)?.task_settings(
+        submit::op_set_name(s.op_set),
+        u32::try_from(num_nodes).unwrap_or(u32::MAX),
+    ))
 }
 
 /// The job's resolved supernet settings.
