@@ -45,6 +45,26 @@ pub(super) fn shard_pairs(pairs: usize, shards: u32, shard: u32) -> Vec<usize> {
     (shard..pairs).step_by(shards).collect()
 }
 
+/// The indexes shard `shard` of `shards` was given, checked against the `scored` results it
+/// reported; a mismatch fails the job naming the stage and the shard.
+fn shard_share(
+    stage: Stage,
+    items: usize,
+    shards: u32,
+    shard: u32,
+    scored: usize,
+    what: &str,
+) -> Result<Vec<usize>, Failure> {
+    let indexes = shard_pairs(items, shards, shard);
+    if scored != indexes.len() {
+        return Err(Failure::Fatal(format!(
+            "{stage}: shard {shard} scored {scored} {what}, it was given {}",
+            indexes.len()
+        )));
+    }
+    Ok(indexes)
+}
+
 /// A stage of the supernet: the warm-up or a learning round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -245,14 +265,14 @@ impl Run {
         let shards = u32::try_from(self.tracker.shards(stage.round()).len()).unwrap_or(u32::MAX);
         let mut out = vec![None; candidates.len()];
         for (shard, result) in &done {
-            let indexes = shard_pairs(candidates.len(), shards, *shard);
-            if result.accuracies.len() != indexes.len() {
-                return Err(Failure::Fatal(format!(
-                    "{stage}: shard {shard} scored {} candidates, it was given {}",
-                    result.accuracies.len(),
-                    indexes.len()
-                )));
-            }
+            let indexes = shard_share(
+                stage,
+                candidates.len(),
+                shards,
+                *shard,
+                result.accuracies.len(),
+                "candidates",
+            )?;
             for (i, a) in indexes.into_iter().zip(&result.accuracies) {
                 out[i] = Some(*a);
             }
@@ -460,14 +480,14 @@ impl Run {
                         Failure::Fatal(format!("{stage}: shard {shard}'s weights: {e}"))
                     })?;
             workers.insert(result.worker_id.clone());
-            let indexes = shard_pairs(pending.len(), shards, *shard);
-            if result.scores.len() != indexes.len() {
-                return Err(Failure::Fatal(format!(
-                    "{stage}: shard {shard} scored {} pairs, it was given {}",
-                    result.scores.len(),
-                    indexes.len()
-                )));
-            }
+            let indexes = shard_share(
+                stage,
+                pending.len(),
+                shards,
+                *shard,
+                result.scores.len(),
+                "pairs",
+            )?;
             for (i, score) in indexes.iter().zip(&result.scores) {
                 if let Some(r) = score.reward() {
                     rewards.push((pending[*i].sample_id, r));
