@@ -37,7 +37,7 @@ help:
 	@echo "make test-kube       - the same from deploy/k8s/overlays/cpu with podman kube play"
 	@echo "make chaos   - the fault-injection suite: a real fleet attacked (kills, partition, PG restart, ...), invariants checked (root)"
 	@echo "make chaos-quick - the same, reduced (about 2 minutes)"
-	@echo "make results - regenerate docs/RESULTS.md: original vs random vs NAT cells on Fashion-MNIST (PostgreSQL, 3 workers; 30-45 min on 2 cores)"
+	@echo "make results - regenerate docs/RESULTS.md: NAT and NAT++ with the supernet reward vs original and random control on Fashion-MNIST (PostgreSQL, 2 workers; about 90 min on 2 cores)"
 
 demo:
 	scripts/demo.sh

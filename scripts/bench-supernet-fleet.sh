@@ -11,7 +11,8 @@
 # `steps_per_shard` steps from the round's weight version.
 #
 # Usage: scripts/bench-supernet-fleet.sh [REPEATS]   (default 2; needs `make build` and `make data`)
-# Knobs: NAT_BENCH_DATASET (fashion-mnist), NAT_BENCH_ROUNDS (8), NAT_BENCH_PAIRS (8).
+# Knobs: NAT_BENCH_DATASET (fashion-mnist), NAT_BENCH_ROUNDS (8), NAT_BENCH_PAIRS (8),
+#        NAT_BENCH_STEPS (2: steps before each pair), NAT_BENCH_SHARD_STEPS (4: steps per shard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ repeats=${1:-2}
 dataset=${NAT_BENCH_DATASET:-fashion-mnist}
 rounds=${NAT_BENCH_ROUNDS:-8}
 pairs=${NAT_BENCH_PAIRS:-8}
+steps=${NAT_BENCH_STEPS:-2}
+shard_steps=${NAT_BENCH_SHARD_STEPS:-4}
 NAT_CACHE_DIR=${NAT_CACHE_DIR:-$HOME/.cache/nat-orchestrator}
 NAT_DATA_DIR=${NAT_DATA_DIR:-$NAT_CACHE_DIR/data}
 bin=target/release
@@ -59,8 +62,8 @@ optimize:
     init_channels: 8
     layers: 5
     batch_size: 64
-    train_steps_between_pairs: 2
-    steps_per_shard: 4
+    train_steps_between_pairs: $steps
+    steps_per_shard: $shard_steps
     warmup_steps: 4
     max_train_examples: 6000
     validation_fraction: 0.1
@@ -70,7 +73,7 @@ YAML
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "CPU: ${cpu:-unknown}, $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "job: $rounds rounds x $pairs pairs on $dataset (C=8, 5 cells, batch 64, 2 steps per pair, 4 per shard)"
+echo "job: $rounds rounds x $pairs pairs on $dataset (C=8, 5 cells, batch 64, $steps steps per pair, $shard_steps per shard)"
 printf '%-4s %-8s %-9s %-12s %-14s %s\n' run workers updates seconds rewards/hour load
 results=()
 run=0

@@ -1,37 +1,51 @@
 #!/usr/bin/env bash
-# `make results`: regenerates docs/RESULTS.md end to end — the NAT results table on Fashion-MNIST.
+# `make results`: regenerates docs/RESULTS.md end to end — NAT with the paper's supernet reward on
+# Fashion-MNIST, judged by an independent final evaluation.
 #
-# For the DARTS, ResNet-block, VGG-block and MobileNetV2-block cells, three conditions: the original
-# cell, a random transformation within the same transition space (a different one per seed), and
-# the NAT-optimized cell. The NAT cells come from the real system: one `optimize` job on the
-# coordinator learns one NAT policy (proxy reward) and derives the best transformation of every
-# cell. Then every (cell, condition) is trained with the SAME budget by real workers through the
-# coordinator (`evaluate` jobs, one per seed and condition group), and scripts/results_table.py
-# renders the markdown from the saved `natctl result --json` documents.
+# Two optimize jobs run on one coordinator and a fleet of real `nat-worker` processes:
+#   - NAT (v1: op -> same/skip/null) on the hand-crafted VGG and ResNet blocks, one policy learning
+#     on both inputs (the paper's null -> skip moves of its hand-crafted results);
+#   - NAT++ (op -> same/skip/null or a cheaper op) on DARTS_V2.
+# Each job learns from at least NAT_RESULTS_REWARDS supernet rewards acc(alpha) - acc(beta) measured
+# on its own durable supernet (rounds sharded across the workers), screens NAT_RESULTS_DERIVE_SAMPLES
+# candidates per input on the supernet, trains the top NAT_RESULTS_TOP_K from scratch, and runs the
+# random control (the same derive on uniform samples of the space). The final evaluation trains the
+# original, the policy's pick and the control's pick from scratch on NAT_RESULTS_SEEDS paired seeds
+# that no earlier step used, measured on the test split; the verdicts come from the paired
+# differences. scripts/results_table.py renders the markdown from the saved `natctl result --json`
+# documents and the jobs' event streams (`natctl watch -o json`).
 #
-# Store: a fresh PostgreSQL database with three workers by default (when PostgreSQL answers on
-# 127.0.0.1:5432), else the embedded SQLite store. The database is kept afterwards (its name is in
-# the log and the document) unless NAT_RESULTS_DROP_DB=1.
+# Store: a fresh PostgreSQL database when PostgreSQL answers on 127.0.0.1:5432 (kept afterwards unless
+# NAT_RESULTS_DROP_DB=1), else the embedded SQLite store.
 #
-# Knobs (environment; defaults sized for about 30-45 minutes on a 2-core machine):
+# Knobs (environment; defaults sized for about 90 minutes on a 2-core machine):
 #   NAT_RESULTS_DATABASE_URL   sqlite | postgres://… (used as is, not created or dropped) | unset
-#   NAT_RESULTS_WORKERS        3          worker processes (threads each: nproc / workers, >= 1)
-#   NAT_RESULTS_SEEDS          3          seeds 1..N of every (cell, condition)
-#   NAT_RESULTS_CELLS          darts-v2,resnet-block,vgg-block,mobilenetv2-block
-#   NAT_RESULTS_EPOCHS         3          evaluation budget: epochs
-#   NAT_RESULTS_TRAIN_EXAMPLES 6000       … training images (0 = all 60,000)
-#   NAT_RESULTS_EVAL_EXAMPLES  5000       … test images the accuracy is measured on (0 = all 10,000)
-#   NAT_RESULTS_CHANNELS       8          … initial channels C
-#   NAT_RESULTS_LAYERS         3          … cells L
-#   NAT_RESULTS_SPACE          nat++      transition space of NAT and of the random baseline
-#   NAT_RESULTS_LEARN_ON       inputs     inputs: learn on the four cells; random: on random
-#                                         architectures of the space (optimize.random_inputs)
-#   NAT_RESULTS_ITERATIONS     20         policy updates of the optimize job
-#   NAT_RESULTS_SAMPLES        8          rewards per update
-#   NAT_RESULTS_DERIVE_SAMPLES (coordinator default, 10) transformations derived per cell
-#   NAT_RESULTS_PROXY_EPOCHS   1          proxy budget (rewards, derive): epochs
-#   NAT_RESULTS_PROXY_TRAIN_EXAMPLES 2000 … training images
-#   NAT_RESULTS_PROXY_EVAL_EXAMPLES  1000 … validation images (held out from the training split)
+#   NAT_RESULTS_WORKERS        2          worker processes (libtorch threads each: nproc / workers, >= 1)
+#   NAT_RESULTS_REWARDS        2048       supernet rewards per policy (rounded up to whole rounds)
+#   NAT_RESULTS_SAMPLES        32         (beta, alpha) pairs per learning round = per policy update
+#   NAT_RESULTS_NAT_CELLS      vgg-block,resnet-block   inputs of the NAT (v1) policy ("" = no such job)
+#   NAT_RESULTS_NATPP_CELLS    darts-v2                 inputs of the NAT++ policy ("" = no such job)
+#   NAT_RESULTS_SEEDS          5          paired seeds of the final evaluation
+#   NAT_RESULTS_DERIVE_SAMPLES 100        candidates per input screened on the supernet (policy and control)
+#   NAT_RESULTS_TOP_K          3          of those, trained from scratch with the derive budget
+#   NAT_RESULTS_CONTROL        random     random | none: the random control
+#   the supernet the rewards are measured on:
+#   NAT_RESULTS_SN_CHANNELS    8          initial channels C
+#   NAT_RESULTS_SN_LAYERS      5          cells
+#   NAT_RESULTS_SN_BATCH       64         minibatch of w-training and of scoring a pair
+#   NAT_RESULTS_SN_STEPS       1          SGD steps on random beta before each scored pair
+#   NAT_RESULTS_SN_SHARD_STEPS 2          SGD steps each shard trains from the round's weight version
+#   NAT_RESULTS_SN_WARMUP      400        warm-up steps into weight version 1
+#   NAT_RESULTS_SN_TRAIN_EXAMPLES 6000    training images of w (the pairs are scored on 10 % held out)
+#   NAT_RESULTS_SN_DERIVE_EXAMPLES 500    validation images each derive candidate is scored on
+#   derive (the top-k from scratch, validation split) and final evaluation (test split):
+#   NAT_RESULTS_DERIVE_EPOCHS  1          derive: epochs
+#   NAT_RESULTS_DERIVE_TRAIN_EXAMPLES 2000  derive: training images (10 % of them held out, <= 1000)
+#   NAT_RESULTS_EPOCHS         2          final: epochs
+#   NAT_RESULTS_TRAIN_EXAMPLES 6000       final: training images (0 = all 60,000)
+#   NAT_RESULTS_EVAL_EXAMPLES  5000       final: test images (0 = all 10,000)
+#   NAT_RESULTS_CHANNELS       8          derive and final: initial channels C
+#   NAT_RESULTS_LAYERS         3          derive and final: cells L
 #   NAT_RESULTS_TIMEOUT        10800      seconds before a job counts as stuck
 #   NAT_RESULTS_DIR            a new temporary directory: logs, job files, JSON results
 #   NAT_RESULTS_BIN            use the three binaries in this directory instead of `make build`
@@ -43,22 +57,30 @@ cd "$(dirname "$0")/.."
 : "${NAT_CACHE_DIR:=$HOME/.cache/nat-orchestrator}"
 : "${NAT_DATA_DIR:=$NAT_CACHE_DIR/data}"
 export NAT_CACHE_DIR NAT_DATA_DIR
-: "${NAT_RESULTS_WORKERS:=3}"
-: "${NAT_RESULTS_SEEDS:=3}"
-: "${NAT_RESULTS_CELLS:=darts-v2,resnet-block,vgg-block,mobilenetv2-block}"
-: "${NAT_RESULTS_EPOCHS:=3}"
+: "${NAT_RESULTS_WORKERS:=2}"
+: "${NAT_RESULTS_REWARDS:=2048}"
+: "${NAT_RESULTS_SAMPLES:=32}"
+: "${NAT_RESULTS_NAT_CELLS=vgg-block,resnet-block}"
+: "${NAT_RESULTS_NATPP_CELLS=darts-v2}"
+: "${NAT_RESULTS_SEEDS:=5}"
+: "${NAT_RESULTS_DERIVE_SAMPLES:=100}"
+: "${NAT_RESULTS_TOP_K:=3}"
+: "${NAT_RESULTS_CONTROL:=random}"
+: "${NAT_RESULTS_SN_CHANNELS:=8}"
+: "${NAT_RESULTS_SN_LAYERS:=5}"
+: "${NAT_RESULTS_SN_BATCH:=64}"
+: "${NAT_RESULTS_SN_STEPS:=1}"
+: "${NAT_RESULTS_SN_SHARD_STEPS:=2}"
+: "${NAT_RESULTS_SN_WARMUP:=400}"
+: "${NAT_RESULTS_SN_TRAIN_EXAMPLES:=6000}"
+: "${NAT_RESULTS_SN_DERIVE_EXAMPLES:=500}"
+: "${NAT_RESULTS_DERIVE_EPOCHS:=1}"
+: "${NAT_RESULTS_DERIVE_TRAIN_EXAMPLES:=2000}"
+: "${NAT_RESULTS_EPOCHS:=2}"
 : "${NAT_RESULTS_TRAIN_EXAMPLES:=6000}"
 : "${NAT_RESULTS_EVAL_EXAMPLES:=5000}"
 : "${NAT_RESULTS_CHANNELS:=8}"
 : "${NAT_RESULTS_LAYERS:=3}"
-: "${NAT_RESULTS_SPACE:=nat++}"
-: "${NAT_RESULTS_LEARN_ON:=inputs}"
-: "${NAT_RESULTS_ITERATIONS:=20}"
-: "${NAT_RESULTS_SAMPLES:=8}"
-: "${NAT_RESULTS_DERIVE_SAMPLES:=}"
-: "${NAT_RESULTS_PROXY_EPOCHS:=1}"
-: "${NAT_RESULTS_PROXY_TRAIN_EXAMPLES:=2000}"
-: "${NAT_RESULTS_PROXY_EVAL_EXAMPLES:=1000}"
 : "${NAT_RESULTS_TIMEOUT:=10800}"
 : "${NAT_RESULTS_OUT:=docs/RESULTS.md}"
 : "${NAT_RESULTS_DROP_DB:=0}"
@@ -67,11 +89,21 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "results: $*" >&2; exit 1; }
 now() { date +%s; }
 utc() { date -u +%Y-%m-%dT%H:%M:%SZ; }
-
-case "$NAT_RESULTS_LEARN_ON" in inputs|random) ;; *) die "NAT_RESULTS_LEARN_ON must be inputs or random, got '$NAT_RESULTS_LEARN_ON'" ;; esac
-case "$NAT_RESULTS_SPACE" in nat|nat++) ;; *) die "NAT_RESULTS_SPACE must be nat or nat++, got '$NAT_RESULTS_SPACE'" ;; esac
-[ "$NAT_RESULTS_SEEDS" -ge 1 ] 2>/dev/null || die "NAT_RESULTS_SEEDS must be a positive integer"
-[ "$NAT_RESULTS_WORKERS" -ge 1 ] 2>/dev/null || die "NAT_RESULTS_WORKERS must be a positive integer"
+for knob in NAT_RESULTS_WORKERS NAT_RESULTS_REWARDS NAT_RESULTS_SAMPLES NAT_RESULTS_SEEDS \
+    NAT_RESULTS_DERIVE_SAMPLES NAT_RESULTS_TOP_K NAT_RESULTS_SN_CHANNELS NAT_RESULTS_SN_LAYERS \
+    NAT_RESULTS_SN_BATCH NAT_RESULTS_SN_STEPS NAT_RESULTS_SN_SHARD_STEPS NAT_RESULTS_SN_WARMUP \
+    NAT_RESULTS_DERIVE_EPOCHS NAT_RESULTS_EPOCHS NAT_RESULTS_CHANNELS NAT_RESULTS_LAYERS \
+    NAT_RESULTS_TIMEOUT; do
+    [ "${!knob}" -ge 1 ] 2>/dev/null || die "$knob must be a positive integer, got '${!knob}'"
+done
+for knob in NAT_RESULTS_SN_TRAIN_EXAMPLES NAT_RESULTS_SN_DERIVE_EXAMPLES NAT_RESULTS_DERIVE_TRAIN_EXAMPLES \
+    NAT_RESULTS_TRAIN_EXAMPLES NAT_RESULTS_EVAL_EXAMPLES; do
+    [ "${!knob}" -ge 0 ] 2>/dev/null || die "$knob must be a whole number (0 = all), got '${!knob}'"
+done
+case "$NAT_RESULTS_CONTROL" in random|none) ;; *) die "NAT_RESULTS_CONTROL must be random or none, got '$NAT_RESULTS_CONTROL'" ;; esac
+[ -n "$NAT_RESULTS_NAT_CELLS$NAT_RESULTS_NATPP_CELLS" ] \
+    || die "NAT_RESULTS_NAT_CELLS and NAT_RESULTS_NATPP_CELLS are both empty: no job to run"
+iterations=$(( (NAT_RESULTS_REWARDS + NAT_RESULTS_SAMPLES - 1) / NAT_RESULTS_SAMPLES ))
 
 started_utc=$(utc)
 t_start=$(now)
@@ -95,7 +127,7 @@ t_setup_done=$(now)
 
 natctl() { "$bin/natctl" "$@"; }
 run_dir=${NAT_RESULTS_DIR:-$(mktemp -d -t nat-results.XXXXXX)}
-mkdir -p "$run_dir/cells" "$run_dir/jobs" "$run_dir/results"
+mkdir -p "$run_dir/jobs" "$run_dir/results"
 run_dir=$(cd "$run_dir" && pwd)
 echo "run directory: $run_dir"
 
@@ -169,23 +201,7 @@ for i in $(seq 1 "$NAT_RESULTS_WORKERS"); do
     pids+=($!)
 done
 
-# ---- cells -----------------------------------------------------------------------------------
-IFS=',' read -r -a cells <<<"$NAT_RESULTS_CELLS"
-seeds=$(seq 1 "$NAT_RESULTS_SEEDS")
-natctl arch ops --space "$NAT_RESULTS_SPACE" --json >"$run_dir/cells/ops.json"
-say "random transformations in the $NAT_RESULTS_SPACE space (one per cell and seed)"
-for cell in "${cells[@]}"; do
-    natctl arch show "$cell" --format json >"$run_dir/cells/$cell.original.json"
-    for seed in $seeds; do
-        f="$run_dir/cells/$cell.random.$seed.json"
-        python3 scripts/results_table.py random "$run_dir/cells/$cell.original.json" \
-            "$run_dir/cells/ops.json" "$cell/$seed" >"$f"
-        natctl arch diff "$run_dir/cells/$cell.original.json" "$f" --space "$NAT_RESULTS_SPACE" \
-            >"$run_dir/cells/$cell.random.$seed.diff"
-        echo "$cell seed $seed: $(tail -n 1 "$run_dir/cells/$cell.random.$seed.diff")"
-    done
-done
-
+# ---- the optimize jobs -----------------------------------------------------------------------
 budget_yaml() { # indent, epochs, train, eval, channels, layers, validation_fraction
     local p=$1
     printf '%spreset: small\n%sepochs: %s\n%smax_train_examples: %s\n%smax_eval_examples: %s\n' \
@@ -193,8 +209,48 @@ budget_yaml() { # indent, epochs, train, eval, channels, layers, validation_frac
     printf '%sinit_channels: %s\n%slayers: %s\n%svalidation_fraction: %s\n%smax_wall_seconds: 0\n' \
         "$p" "$5" "$p" "$6" "$p" "$7" "$p"
 }
-eval_budget() { budget_yaml "  " "$NAT_RESULTS_EPOCHS" "$NAT_RESULTS_TRAIN_EXAMPLES" \
-    "$NAT_RESULTS_EVAL_EXAMPLES" "$NAT_RESULTS_CHANNELS" "$NAT_RESULTS_LAYERS" 0; }
+
+# write_job NAME SPACE CELLS FILE
+write_job() {
+    local name=$1 space=$2 cells=$3 file=$4
+    {
+        echo "kind: optimize"
+        echo "name: $name"
+        echo "dataset: fashion-mnist"
+        echo "architectures: [${cells//,/, }]"
+        echo "seed: 1"
+        echo "priority: 10"
+        echo "budget:           # derive: the top-k candidates trained from scratch (validation split)"
+        budget_yaml "  " "$NAT_RESULTS_DERIVE_EPOCHS" "$NAT_RESULTS_DERIVE_TRAIN_EXAMPLES" 1000 \
+            "$NAT_RESULTS_CHANNELS" "$NAT_RESULTS_LAYERS" 0.1
+        echo "optimize:"
+        echo "  space: $space"
+        echo "  reward: supernet"
+        echo "  iterations: $iterations"
+        echo "  samples_per_iteration: $NAT_RESULTS_SAMPLES"
+        echo "  derive_samples: $NAT_RESULTS_DERIVE_SAMPLES"
+        echo "  derive_top_k: $NAT_RESULTS_TOP_K"
+        echo "  final_seeds: $NAT_RESULTS_SEEDS"
+        echo "  control: $NAT_RESULTS_CONTROL"
+        echo "  final_budget:   # the independent final evaluation (test split)"
+        budget_yaml "    " "$NAT_RESULTS_EPOCHS" "$NAT_RESULTS_TRAIN_EXAMPLES" "$NAT_RESULTS_EVAL_EXAMPLES" \
+            "$NAT_RESULTS_CHANNELS" "$NAT_RESULTS_LAYERS" 0
+        echo "  supernet:"
+        echo "    init_channels: $NAT_RESULTS_SN_CHANNELS"
+        echo "    layers: $NAT_RESULTS_SN_LAYERS"
+        echo "    batch_size: $NAT_RESULTS_SN_BATCH"
+        echo "    train_steps_between_pairs: $NAT_RESULTS_SN_STEPS"
+        echo "    max_train_examples: $NAT_RESULTS_SN_TRAIN_EXAMPLES"
+        echo "    validation_fraction: 0.1"
+        echo "    eval_batches: 1"
+        echo "    max_wall_seconds: 0"
+        echo "    shards: auto"
+        echo "    steps_per_shard: $NAT_RESULTS_SN_SHARD_STEPS"
+        echo "    warmup_steps: $NAT_RESULTS_SN_WARMUP"
+        echo "    round_deadline_seconds: 0"
+        echo "    derive_examples: $NAT_RESULTS_SN_DERIVE_EXAMPLES"
+    } >"$file"
+}
 
 submit() { # job file -> job id
     local out
@@ -207,18 +263,12 @@ wait_job() {
     local job=$1 file=$2 label=$3 deadline=$(( $(now) + NAT_RESULTS_TIMEOUT )) last=0 line
     while :; do
         if natctl result "$job" --json >"$file.tmp" 2>"$run_dir/natctl.err"; then
-            line=$(python3 - "$file.tmp" <<'PY'
+            line=$(python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
-a = r.get("architectures", [])
-done = sum(1 for x in a if x.get("state") in ("succeeded", "failed", "cancelled"))
-extra = ""
-if r.get("kind") == "optimize":
-    p = r.get("policy") or {}
-    extra = f", policy version {p.get('version')}, {r.get('rewards')} rewards"
-print(f"{r.get('state')} {done}/{len(a)} tasks done{extra}")
-PY
-)
+p = r.get("policy") or {}
+print("%s: policy version %s, %s rewards" % (r.get("state"), p.get("version"), r.get("rewards")))
+' "$file.tmp")
             case "$line" in
                 succeeded*) mv "$file.tmp" "$file"; echo "$label: $line"; return 0 ;;
                 failed*|cancelled*) mv "$file.tmp" "$file"; echo "$label: $line"; return 1 ;;
@@ -233,138 +283,54 @@ PY
     done
 }
 
-# ---- the optimize job ------------------------------------------------------------------------
-say "submitting the optimize job (NAT, $NAT_RESULTS_SPACE, learn on $NAT_RESULTS_LEARN_ON)"
-opt_file="$run_dir/jobs/optimize.yaml"
-{
-    echo "kind: optimize"
-    echo "name: results-nat"
-    echo "dataset: fashion-mnist"
-    echo "architectures: [$(IFS=,; echo "${cells[*]}" | sed 's/,/, /g')]"
-    echo "seed: 1"
-    echo "priority: 10"
-    echo "budget:"
-    budget_yaml "  " "$NAT_RESULTS_PROXY_EPOCHS" "$NAT_RESULTS_PROXY_TRAIN_EXAMPLES" "$NAT_RESULTS_PROXY_EVAL_EXAMPLES" \
-        "$NAT_RESULTS_CHANNELS" "$NAT_RESULTS_LAYERS" 0.1
-    echo "optimize:"
-    echo "  space: $NAT_RESULTS_SPACE"
-    echo "  reward: proxy"
-    echo "  iterations: $NAT_RESULTS_ITERATIONS"
-    echo "  samples_per_iteration: $NAT_RESULTS_SAMPLES"
-    [ "$NAT_RESULTS_LEARN_ON" = random ] && echo "  random_inputs: true"
-    [ -n "$NAT_RESULTS_DERIVE_SAMPLES" ] && echo "  derive_samples: $NAT_RESULTS_DERIVE_SAMPLES"
-    echo "  final_budget:"
-    echo "    preset: smoke"
-    echo "    max_wall_seconds: 0"
-} >"$opt_file"
-cat "$opt_file"
-t_opt_start=$(now)
-opt_job=$(submit "$opt_file")
-echo "optimize job $opt_job"
+specs=()
+[ -z "$NAT_RESULTS_NAT_CELLS" ] || specs+=("nat:nat:$NAT_RESULTS_NAT_CELLS")
+[ -z "$NAT_RESULTS_NATPP_CELLS" ] || specs+=("natpp:nat++:$NAT_RESULTS_NATPP_CELLS")
+jobs_list=()
+t_jobs_start=$(now)
+for s in "${specs[@]}"; do
+    label=${s%%:*} rest=${s#*:}
+    space=${rest%%:*} cells=${rest#*:}
+    f="$run_dir/jobs/$label.yaml"
+    write_job "results-$label" "$space" "$cells" "$f"
+    say "submitting the $space optimize job on $cells ($iterations rounds x $NAT_RESULTS_SAMPLES rewards)"
+    cat "$f"
+    job=$(submit "$f")
+    echo "$space job: $job"
+    # the job's event stream (phases and policy updates with their times) for the learning curve
+    natctl -o json watch "$job" --plain >"$run_dir/results/$label.events.jsonl" \
+        2>"$run_dir/results/$label.watch.err" &
+    pids+=($!)
+    jobs_list+=("$job:$label:$space:$cells")
+done
 
-# ---- evaluate jobs: original and random (they fill the workers while the policy learns) -------
-manifest_items="$run_dir/manifest-items.jsonl"
-: >"$manifest_items"
-# write_eval_job LABEL SEED FILE CONDITION:CELL:GENOTYPE_FILE...
-write_eval_job() {
-    local label=$1 seed=$2 file=$3; shift 3
-    {
-        echo "kind: evaluate"
-        echo "name: results-$label-seed$seed"
-        echo "dataset: fashion-mnist"
-        echo "seed: $seed"
-        echo "priority: 0"
-        echo "budget:"
-        eval_budget
-        echo "architectures:"
-        for item in "$@"; do echo "  - ${item##*:}"; done
-    } >"$file"
-}
-record_job() { # LABEL SEED JOB CONDITION:CELL:GENOTYPE_FILE...
-    local label=$1 seed=$2 job=$3 index=0; shift 3
-    for item in "$@"; do
-        local cond=${item%%:*} rest=${item#*:}
-        local cell=${rest%%:*} gfile=${rest#*:}
-        local darts changed
-        darts=$(natctl arch show "$gfile" --format darts)
-        if [ "$cond" = original ]; then
-            changed=""
+# the paper's released output for each input in the same space, when there is one (shown beside ours)
+mkdir -p "$run_dir/paper"
+for entry in "${jobs_list[@]}"; do
+    rest=${entry#*:}
+    rest=${rest#*:}
+    space=${rest%%:*} cells=${rest#*:}
+    IFS=',' read -r -a cell_list <<<"$cells"
+    for cell in "${cell_list[@]}"; do
+        if natctl arch show "$cell.$space" --format darts >"$run_dir/paper/$cell.darts" 2>/dev/null; then
+            natctl arch diff "$cell" "$cell.$space" --space "$space" >"$run_dir/paper/$cell.diff" 2>&1 || true
         else
-            changed=$(natctl arch diff "$run_dir/cells/$cell.original.json" "$gfile" | sed '$d')
+            rm -f "$run_dir/paper/$cell.darts"
         fi
-        python3 - "$label" "$seed" "$job" "$index" "$cond" "$cell" "$darts" "$changed" >>"$manifest_items" <<'PY'
-import json, sys
-label, seed, job, index, cond, cell, darts, changed = sys.argv[1:]
-print(json.dumps({"label": label, "seed": int(seed), "job": job, "index": int(index),
-                  "condition": cond, "cell": cell, "genotype_darts": darts,
-                  "changed_edges": [l for l in changed.splitlines() if l.strip()] if cond != "original" else []}))
-PY
-        index=$((index + 1))
     done
-}
-
-say "submitting the evaluate jobs for the original and random cells"
-t_eval_start=$(now)
-eval_jobs=()
-for seed in $seeds; do
-    items=()
-    for cell in "${cells[@]}"; do
-        items+=("original:$cell:$run_dir/cells/$cell.original.json")
-        items+=("random:$cell:$run_dir/cells/$cell.random.$seed.json")
-    done
-    f="$run_dir/jobs/original-random-seed$seed.yaml"
-    write_eval_job original-random "$seed" "$f" "${items[@]}"
-    job=$(submit "$f")
-    record_job original-random "$seed" "$job" "${items[@]}"
-    eval_jobs+=("$job:original-random:$seed")
-    echo "seed $seed: evaluate job $job (${#items[@]} architectures)"
 done
 
-say "waiting for the optimize job (learn the policy -> derive the best of K per cell -> smoke final check)"
-wait_job "$opt_job" "$run_dir/results/optimize.json" "optimize job" \
-    || die "the optimize job failed; see natctl status $opt_job and $run_dir/coordinator.log"
-t_opt_done=$(now)
-
-python3 - "$run_dir/results/optimize.json" "$run_dir/cells" "${cells[@]}" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-out_dir, cells = sys.argv[2], sys.argv[3:]
-outcomes = r.get("optimize") or []
-if len(outcomes) != len(cells):
-    sys.exit(f"results: the optimize job returned {len(outcomes)} outcomes for {len(cells)} cells")
-for cell, o in zip(cells, outcomes):
-    g = (o.get("best") or {}).get("genotype_json")
-    if not g:
-        sys.exit(f"results: no best genotype for {cell}")
-    with open(f"{out_dir}/{cell}.nat.json", "w") as f:
-        json.dump(g, f, indent=1)
-    print(f"{cell}: {len(o.get('changed_edges') or [])} edge(s) changed")
-PY
-for cell in "${cells[@]}"; do
-    natctl arch diff "$run_dir/cells/$cell.original.json" "$run_dir/cells/$cell.nat.json" \
-        --space "$NAT_RESULTS_SPACE" | tail -n 1
-done
-
-say "submitting the evaluate jobs for the NAT-optimized cells"
-for seed in $seeds; do
-    items=()
-    for cell in "${cells[@]}"; do items+=("nat:$cell:$run_dir/cells/$cell.nat.json"); done
-    f="$run_dir/jobs/nat-seed$seed.yaml"
-    write_eval_job nat "$seed" "$f" "${items[@]}"
-    job=$(submit "$f")
-    record_job nat "$seed" "$job" "${items[@]}"
-    eval_jobs+=("$job:nat:$seed")
-    echo "seed $seed: evaluate job $job (${#items[@]} architectures)"
-done
-
-say "waiting for the evaluate jobs"
+say "waiting for the optimize jobs (warm-up, learning rounds, supernet screening, top-k, final evaluation)"
 failed=0
-for entry in "${eval_jobs[@]}"; do
+done_at=()
+for entry in "${jobs_list[@]}"; do
     job=${entry%%:*} rest=${entry#*:}
-    wait_job "$job" "$run_dir/results/$job.json" "evaluate ${rest%%:*} seed ${rest#*:}" || failed=1
+    label=${rest%%:*}
+    wait_job "$job" "$run_dir/results/$label.json" "$label job $job" || failed=1
+    done_at+=("$(( $(now) - t_jobs_start ))")
 done
-t_eval_done=$(now)
-[ "$failed" = 0 ] || echo "results: an evaluate job failed; the table shows which trainings are missing" >&2
+t_jobs_done=$(now)
+sleep 2 # the watch streams end with their job's last event
 
 # ---- the document ----------------------------------------------------------------------------
 say "rendering $NAT_RESULTS_OUT"
@@ -376,68 +342,25 @@ else
     [ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || dirty=true
 fi
 knobs=$(env | grep -E '^NAT_RESULTS_' | grep -v '^NAT_RESULTS_DATABASE_URL=' | sort | tr '\n' ' ' || true)
-python3 - "$run_dir" <<PY
-import json, os, platform, sys, time
-run_dir = sys.argv[1]
-items = [json.loads(l) for l in open(os.path.join(run_dir, "manifest-items.jsonl")) if l.strip()]
-jobs = []
-for entry in """${eval_jobs[*]}""".split():
-    job, label, seed = entry.split(":")
-    jobs.append({"job": job, "label": label, "seed": int(seed),
-                 "result_file": f"results/{job}.json",
-                 "items": [i for i in items if i["job"] == job]})
-cells = "${cells[*]}".split()
-labels = {"darts-v2": "DARTS (darts-v2)", "resnet-block": "ResNet block",
-          "vgg-block": "VGG block", "mobilenetv2-block": "MobileNetV2 block"}
-manifest = {"cells": cells, "cell_labels": labels, "seeds": list(range(1, ${NAT_RESULTS_SEEDS} + 1)),
-            "optimize_job": "$opt_job", "optimize_result_file": "results/optimize.json",
-            "evaluate_jobs": jobs}
-json.dump(manifest, open(os.path.join(run_dir, "manifest.json"), "w"), indent=1)
-cpu = "unknown"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-mem = 0
-for line in open("/proc/meminfo"):
-    if line.startswith("MemTotal"):
-        mem = int(line.split()[1]) / 1024 / 1024
-def budget(epochs, train, evaluate, c, l, vf):
-    return {"preset": "small", "epochs": epochs, "max_train_examples": train,
-            "max_eval_examples": evaluate, "init_channels": c, "layers": l,
-            "validation_fraction": vf, "max_wall_seconds": 0}
-knobs = "$knobs".strip()
-meta = {
-    "started_utc": "$started_utc",
-    "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "commit": "$commit", "dirty": $( [ "$dirty" = true ] && echo True || echo False ),
-    "command": (knobs + " make results").strip(),
-    "backend": "$backend", "backend_description": """$backend_description""",
-    "workers": ${NAT_RESULTS_WORKERS}, "threads_per_worker": ${threads},
-    "run_dir": run_dir,
-    "machine": {"nproc": os.cpu_count(), "cpu_model": cpu, "mem_gib": round(mem, 1),
-                "kernel": platform.system() + " " + platform.release(),
-                "load_start": "$load_start",
-                "load_end": " ".join(open("/proc/loadavg").read().split()[:3])},
-    "wall_seconds": {"total": $(now) - ${t_start}, "setup": ${t_setup_done} - ${t_start},
-                     "optimize": ${t_opt_done} - ${t_opt_start},
-                     "evaluate": ${t_eval_done} - ${t_eval_start}},
-    "eval_budget": budget(${NAT_RESULTS_EPOCHS}, ${NAT_RESULTS_TRAIN_EXAMPLES},
-                          ${NAT_RESULTS_EVAL_EXAMPLES}, ${NAT_RESULTS_CHANNELS}, ${NAT_RESULTS_LAYERS}, 0),
-    "optimize": {"space": "$NAT_RESULTS_SPACE", "iterations": ${NAT_RESULTS_ITERATIONS},
-                 "samples_per_iteration": ${NAT_RESULTS_SAMPLES},
-                 "derive_samples": int("${NAT_RESULTS_DERIVE_SAMPLES:-10}"),
-                 "random_inputs": "$NAT_RESULTS_LEARN_ON" == "random", "seed": 1,
-                 "proxy_budget": budget(${NAT_RESULTS_PROXY_EPOCHS}, ${NAT_RESULTS_PROXY_TRAIN_EXAMPLES},
-                                        ${NAT_RESULTS_PROXY_EVAL_EXAMPLES}, ${NAT_RESULTS_CHANNELS}, ${NAT_RESULTS_LAYERS}, 0.1)},
-}
-json.dump(meta, open(os.path.join(run_dir, "meta.json"), "w"), indent=1)
-PY
+{
+    i=0
+    for entry in "${jobs_list[@]}"; do
+        job=${entry%%:*} rest=${entry#*:}
+        label=${rest%%:*} rest=${rest#*:}
+        printf '%s\t%s\t%s\t%s\t%s\n' "$job" "$label" "${rest%%:*}" "${rest#*:}" "${done_at[$i]}"
+        i=$((i + 1))
+    done
+} >"$run_dir/jobs.tsv"
+export R_STARTED="$started_utc" R_COMMIT="$commit" R_DIRTY="$dirty" R_COMMAND="${knobs}make results"
+export R_BACKEND="$backend" R_BACKEND_DESCRIPTION="$backend_description" R_THREADS="$threads"
+export R_LOAD_START="$load_start" R_T_START="$t_start" R_T_SETUP="$t_setup_done"
+export R_T_JOBS_START="$t_jobs_start" R_T_JOBS_DONE="$t_jobs_done" R_ITERATIONS="$iterations"
+python3 scripts/results_table.py meta "$run_dir"
 mkdir -p "$(dirname "$NAT_RESULTS_OUT")"
 python3 scripts/results_table.py table "$run_dir" >"$NAT_RESULTS_OUT.tmp"
 mv "$NAT_RESULTS_OUT.tmp" "$NAT_RESULTS_OUT"
-sed -n '/^## Table/,/^## What/p' "$NAT_RESULTS_OUT" | sed '$d'
+sed -n '/^## Final evaluation/,/^## What/p' "$NAT_RESULTS_OUT" | sed '$d'
 echo "wrote $NAT_RESULTS_OUT (raw results in $run_dir)"
 [ -z "$created_db" ] || [ "$NAT_RESULTS_DROP_DB" = 1 ] \
     || echo "kept PostgreSQL database $created_db (dropdb -h 127.0.0.1 -U postgres $created_db)"
-exit "$failed"
+[ "$failed" = 0 ] || die "an optimize job failed; the document shows what it has (natctl status JOB, $run_dir/coordinator.log)"

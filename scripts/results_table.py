@@ -1,53 +1,32 @@
 #!/usr/bin/env python3
 """Helpers of `make results` (scripts/results.sh); Python 3 standard library only.
 
-  results_table.py random GENOTYPE.json OPS.json SEED > RANDOM.json
-      One random transformation of GENOTYPE in a transition space: every edge independently takes
-      a uniformly drawn op among the moves the space allows for its current op (OPS.json is
-      `natctl arch ops --space SPACE --json`). This is the paper's random-search baseline
-      ("random transitions within the same space"); wiring and concat lists are kept.
+  results_table.py meta RUN_DIR
+      Writes RUN_DIR/meta.json from the R_* environment results.sh exports (commit, command,
+      store, machine, wall times), RUN_DIR/jobs.tsv (job id, label, space, inputs, seconds) and
+      the job files in RUN_DIR/jobs/ (the settings as submitted).
 
   results_table.py table RUN_DIR > docs/RESULTS.md
-      Renders the results document from what results.sh saved in RUN_DIR: meta.json (budget,
-      machine, commit, command, wall times), manifest.json (which evaluate job / index holds which
-      cell, condition and seed), and the `natctl result --json` documents of every job. Nothing in
-      the output is typed by hand; rerun it on the same RUN_DIR to regenerate the same text.
+      Renders the results document from what results.sh saved in RUN_DIR: meta.json, the
+      `natctl result --json` document of every optimize job (results/LABEL.json) and its event
+      stream (results/LABEL.events.jsonl, `natctl -o json watch`). Nothing in the output is typed
+      by hand; rerun it on the same RUN_DIR to regenerate the same text.
 """
 
 import json
 import os
-import re
-import random
-import statistics
+import platform
 import sys
+import time
 
-
-def random_transform(genotype_path, ops_path, seed):
-    with open(genotype_path) as f:
-        g = json.load(f)
-    with open(ops_path) as f:
-        table = {row["op"]: row["allowed"] for row in json.load(f)["ops"]}
-    rng = random.Random(f"nat-results-random/{seed}")
-    for cell in ("normal", "reduce"):
-        for node in g[cell]["nodes"]:
-            for edge in node["inputs"]:
-                allowed = table.get(edge["op"])
-                if not allowed:
-                    raise SystemExit(f"random: op {edge['op']!r} has no row in {ops_path}")
-                edge["op"] = rng.choice(allowed)
-    json.dump(g, sys.stdout, indent=1)
-    sys.stdout.write("\n")
-
-
-# ----------------------------------------------------------------------------------------------
-# table
-
-
-CONDITIONS = [
-    ("original", "original"),
-    ("random", "random transformation"),
-    ("nat", "NAT-optimized"),
-]
+CELL_LABELS = {
+    "darts-v2": "DARTS_V2",
+    "resnet-block": "ResNet block",
+    "vgg-block": "VGG block",
+    "mobilenetv2-block": "MobileNetV2 block",
+}
+SPACE_LABELS = {"nat": "NAT (op → same / skip / null)", "nat++": "NAT++ (op → same / skip / null / cheaper op)"}
+SPARK = "▁▂▃▄▅▆▇█"
 
 
 def load(path):
@@ -55,426 +34,488 @@ def load(path):
         return json.load(f)
 
 
+def fail(message):
+    raise SystemExit(f"results_table: {message}")
+
+
+def field(doc, path, what):
+    """doc[path...] or an error naming the field (documents are typed: no silent defaults)."""
+    cur = doc
+    for key in path:
+        if isinstance(cur, dict) and key in cur:
+            cur = cur[key]
+        elif isinstance(cur, list) and isinstance(key, int) and 0 <= key < len(cur):
+            cur = cur[key]
+        else:
+            fail(f"{what}: field {'.'.join(str(p) for p in path)} is missing")
+    return cur
+
+
+# ----------------------------------------------------------------------------------------------
+# meta
+
+
+def write_meta(run_dir):
+    env = os.environ
+    need = ["R_STARTED", "R_COMMIT", "R_DIRTY", "R_COMMAND", "R_BACKEND", "R_BACKEND_DESCRIPTION",
+            "R_THREADS", "R_LOAD_START", "R_T_START", "R_T_SETUP", "R_T_JOBS_START", "R_T_JOBS_DONE",
+            "R_ITERATIONS"]
+    missing = [k for k in need if k not in env]
+    if missing:
+        fail(f"meta: environment {', '.join(missing)} not set (run through scripts/results.sh)")
+    jobs = []
+    with open(os.path.join(run_dir, "jobs.tsv")) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            job, label, space, cells, seconds = line.rstrip("\n").split("\t")
+            jobs.append({"job": job, "label": label, "space": space, "cells": cells.split(","),
+                         "wall_seconds": int(seconds),
+                         "job_file": f"jobs/{label}.yaml",
+                         "result_file": f"results/{label}.json",
+                         "events_file": f"results/{label}.events.jsonl"})
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0.0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = int(line.split()[1]) / 1024 / 1024
+    with open("/proc/loadavg") as f:
+        load_end = " ".join(f.read().split()[:3])
+    t_start = int(env["R_T_START"])
+    now = int(time.time())
+    meta = {
+        "started_utc": env["R_STARTED"],
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": env["R_COMMIT"], "dirty": env["R_DIRTY"] == "true",
+        "command": env["R_COMMAND"],
+        "backend": env["R_BACKEND"], "backend_description": env["R_BACKEND_DESCRIPTION"],
+        "workers": int(env.get("NAT_RESULTS_WORKERS", "2")),
+        "threads_per_worker": int(env["R_THREADS"]),
+        "iterations": int(env["R_ITERATIONS"]),
+        "run_dir": run_dir,
+        "machine": {"nproc": os.cpu_count(), "cpu_model": cpu, "mem_gib": round(mem, 1),
+                    "kernel": platform.system() + " " + platform.release(),
+                    "load_start": env["R_LOAD_START"], "load_end": load_end},
+        "wall_seconds": {"total": now - t_start, "setup": int(env["R_T_SETUP"]) - t_start,
+                         "jobs": int(env["R_T_JOBS_DONE"]) - int(env["R_T_JOBS_START"])},
+        "jobs": jobs,
+    }
+    with open(os.path.join(run_dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# table
+
+
 def pct(x):
-    return f"{100.0 * x:.2f}"
+    return "–" if x is None else f"{100.0 * x:.2f}"
 
 
-def fmt_int(x):
-    return f"{int(round(x)):,}"
+def pts(x):
+    return "–" if x is None else f"{100.0 * x:+.2f}"
 
 
-def mean_std(xs):
-    if not xs:
-        return None, None
-    m = statistics.fmean(xs)
-    s = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    return m, s
+def duration(seconds):
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    return f"{m} min {s:02d} s"
 
 
-def human_seconds(s):
-    if s is None:
-        return "-"
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    return f"{s // 60} min {s % 60:02d} s"
+def interval(d):
+    if not d or d.get("mean") is None:
+        return "–"
+    if d.get("ci_low") is None or d.get("ci_high") is None:
+        return f"{pts(d['mean'])} (one seed: no interval)"
+    return f"{pts(d['mean'])} [{pts(d['ci_low'])}, {pts(d['ci_high'])}]"
 
 
-def cell_passes_signal(cell):
-    """Whether some path of non-null edges links an input (node 0 or 1) to a concat node."""
-    live = {0: True, 1: True}
-    for i, node in enumerate(cell["nodes"]):
-        live[i + 2] = any(e["op"] != "null" and live.get(e["from"], False) for e in node["inputs"])
-    return any(live.get(n, False) for n in cell["concat"])
+def seeds_cell(s):
+    if not s:
+        return "–", "–"
+    accs = ", ".join(pct(a) for a in s.get("accuracies") or [])
+    mean, std = s.get("mean"), s.get("std")
+    ms = f"{pct(mean)} ± {pct(std)}" if mean is not None and std is not None else pct(mean)
+    return ms, accs
 
 
-def disconnected(genotype):
-    """Names of the cells (normal, reduce) through which no input reaches the output."""
-    if not isinstance(genotype, dict):
+def events(path):
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                fail(f"{path}: a line is not JSON: {line[:80]!r}")
+    return out
+
+
+def timeline(evs):
+    """(first event ms, [(phase, start ms)], end ms, [(version, ms, mean_reward, entropy)])."""
+    if not evs:
+        return None
+    t0 = evs[0]["at_unix_ms"]
+    phases, updates = [], []
+    end = evs[-1]["at_unix_ms"]
+    for e in evs:
+        if e.get("type") == "phase_changed":
+            phases.append((e["phase"], e["at_unix_ms"]))
+        elif e.get("type") == "policy_updated":
+            updates.append((e["version"], e["at_unix_ms"], e.get("mean_reward"), e.get("entropy")))
+        elif e.get("type") == "state_changed" and e.get("state") in ("succeeded", "failed", "cancelled"):
+            end = e["at_unix_ms"]
+    return t0, phases, end, updates
+
+
+def sparkline(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = hi - lo or 1.0
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))] for v in vals)
+
+
+def buckets(points, n):
+    """Splits points into at most n consecutive buckets of (almost) equal size."""
+    if not points:
         return []
-    return [c for c in ("normal", "reduce") if c in genotype and not cell_passes_signal(genotype[c])]
+    n = min(n, len(points))
+    size = len(points) / n
+    return [points[int(i * size):int((i + 1) * size)] for i in range(n)]
 
 
-def collect(run_dir):
-    meta = load(os.path.join(run_dir, "meta.json"))
-    manifest = load(os.path.join(run_dir, "manifest.json"))
-    results = {}
-    for entry in manifest["evaluate_jobs"]:
-        doc = load(os.path.join(run_dir, entry["result_file"]))
-        by_index = {a["index"]: a for a in doc.get("architectures", [])}
-        for item in entry["items"]:
-            a = by_index.get(item["index"])
-            key = (item["cell"], item["condition"])
-            rec = {
-                "seed": entry["seed"],
-                "job": entry["job"],
-                "genotype": item.get("genotype_darts") or (a or {}).get("genotype"),
-                "changed_edges": item.get("changed_edges"),
-                "state": (a or {}).get("state", "missing"),
-                "accuracy": (a or {}).get("accuracy"),
-                "params": (a or {}).get("params"),
-                "madds": (a or {}).get("madds"),
-                "wall_seconds": (a or {}).get("wall_seconds"),
-                "error": (a or {}).get("error"),
-                "disconnected": disconnected((a or {}).get("genotype_json")),
-            }
-            results.setdefault(key, []).append(rec)
-    optimize = None
-    if manifest.get("optimize_result_file"):
-        optimize = load(os.path.join(run_dir, manifest["optimize_result_file"]))
-    return meta, manifest, results, optimize
+def mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def paper_output(run_dir, cell):
+    """The paper's released output for `cell` in the job's space: (changed edges, summary)."""
+    path = os.path.join(run_dir, "paper", f"{cell}.diff")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        lines = [l.rstrip() for l in f if l.strip()]
+    if not lines:
+        return None
+    return lines[:-1], lines[-1]
+
+
+VERDICT_WORDS = {"improved": "improved", "no_difference": "no difference", "worse": "worse"}
 
 
 def render(run_dir):
-    meta, manifest, results, optimize = collect(run_dir)
-    cells = manifest["cells"]
-    labels = manifest.get("cell_labels", {})
+    meta = load(os.path.join(run_dir, "meta.json"))
+    jobs = []
+    for j in meta["jobs"]:
+        r = load(os.path.join(run_dir, j["result_file"]))
+        evs = events(os.path.join(run_dir, j["events_file"]))
+        jobs.append((j, r, evs))
+
     out = []
     w = out.append
-    w("# Results: original vs random transformation vs NAT on Fashion-MNIST")
+    m = meta["machine"]
+    w("# Results: NAT with the supernet reward on Fashion-MNIST, judged by an independent final evaluation")
     w("")
-    w(
-        "Generated by `make results` (`scripts/results.sh`, rendered by `scripts/results_table.py "
-        "table`); do not edit by hand — rerun the command. Every number below comes from real "
-        "trainings by real `nat-worker` processes leased through `nat-coordinator`."
-    )
+    w("Generated by `make results` (`scripts/results.sh`, rendered by `scripts/results_table.py table`); "
+      "do not edit by hand — rerun the command. Every number below comes from real trainings by real "
+      "`nat-worker` processes leased through `nat-coordinator`, read back from the jobs' results "
+      "(`natctl result JOB -o json`) and event streams (`natctl -o json watch JOB`).")
     w("")
     w(f"- **Date**: {meta['started_utc']} → {meta['finished_utc']} (UTC)")
-    w(
-        f"- **Commit**: `{meta['commit']}`"
-        + (" (working tree had uncommitted changes by other engineers)" if meta.get("dirty") else "")
-    )
-    command = re.sub(r"NAT_RESULTS_COMMIT=.*?(?= NAT_RESULTS_| make results)\s*", "", meta["command"])
-    w(f"- **Command**: `{command}`")
-    if "NAT_RESULTS_BIN=" in command:
-        w(
-            "  (`NAT_RESULTS_BIN`: the three release binaries were built beforehand with `cargo "
-            "build --release` from a clean `git archive` export of the binaries' commit, because "
-            "the shared working tree held other engineers' unfinished edits at the time; without "
-            "it `make results` runs `make build` first.)"
-        )
-    w(
-        f"- **Store**: {meta['backend_description']} with {meta['workers']} workers "
-        f"({meta['threads_per_worker']} libtorch thread{'s' if meta['threads_per_worker'] != 1 else ''} each)"
-    )
-    m = meta["machine"]
-    w(
-        f"- **Machine**: {m['nproc']} cores ({m['cpu_model']}), {m['mem_gib']} GiB RAM, "
-        f"{m['kernel']}; load average {m['load_start']} at the start, {m['load_end']} at the end. "
-        "The machine was shared with other engineers' builds and tests while this ran, so wall "
-        "times are upper bounds."
-    )
-    wt = meta["wall_seconds"]
-    w(
-        f"- **Wall time**: {human_seconds(wt.get('total'))} in all — build and data "
-        f"{human_seconds(wt.get('setup'))}, optimize job {human_seconds(wt.get('optimize'))}, "
-        f"evaluation until the last job finished {human_seconds(wt.get('evaluate'))} (the original "
-        "and random evaluations ran on the workers while the optimize job learned)."
-    )
+    dirty = " (with uncommitted changes)" if meta["dirty"] else ""
+    w(f"- **Commit**: `{meta['commit']}`{dirty}")
+    w(f"- **Command**: `{meta['command']}`")
+    w(f"- **Store**: {meta['backend_description']}; {meta['workers']} workers, "
+      f"{meta['threads_per_worker']} libtorch thread(s) each")
+    w(f"- **Machine**: {m['nproc']} cores ({m['cpu_model']}), {m['mem_gib']} GiB RAM, {m['kernel']}; "
+      f"load average {m['load_start']} at the start, {m['load_end']} at the end")
+    ws = meta["wall_seconds"]
+    per_job = "; ".join(f"{j['label']} job done after {duration(j['wall_seconds'])}" for j, _, _ in jobs)
+    w(f"- **Wall time**: {duration(ws['total'])} in all — build and data {duration(ws['setup'])}, "
+      f"both optimize jobs (running side by side on the same workers) {duration(ws['jobs'])} ({per_job})")
     w("")
 
-    seeds = manifest["seeds"]
-    w(f"## Table (top-1 accuracy on the test split, {len(seeds)} seeds: {', '.join(map(str, seeds))})")
+    # ---- final evaluation ----
+    total_inputs = 0
+    counts = {"improved": 0, "no_difference": 0, "worse": 0}
+    control_counts = {"improved": 0, "no_difference": 0, "worse": 0}
+    beats_control = {"above": 0, "below": 0, "neither": 0}
+    rows_by_input = []
+    for j, r, _ in jobs:
+        outcomes = field(r, ["optimize"], j["result_file"])
+        if len(outcomes) != len(j["cells"]):
+            fail(f"{j['result_file']}: {len(outcomes)} outcomes for {len(j['cells'])} inputs")
+        for cell, o in zip(j["cells"], outcomes):
+            rows_by_input.append((j, cell, o))
+    seeds = None
+    w("## Final evaluation")
     w("")
-    w("| cell | condition | top-1 % (mean ± std) | per seed | params | multiply-adds | edges changed |")
-    w("|---|---|---|---|---|---|---|")
-    summary = {}
-    madds_mean = {}
-    for cell in cells:
-        for cond, cond_label in CONDITIONS:
-            recs = sorted(results.get((cell, cond), []), key=lambda r: r["seed"])
-            ok = [r for r in recs if r["state"] == "succeeded" and r["accuracy"] is not None]
-            accs = [r["accuracy"] for r in ok]
-            mu, sd = mean_std(accs)
-            summary[(cell, cond)] = (mu, sd, len(accs))
-            per_seed = ", ".join(
-                pct(r["accuracy"]) if r in ok else f"{r['state']}" for r in recs
-            ) or "-"
-            params = [r["params"] for r in ok if r["params"]]
-            madds = [r["madds"] for r in ok if r["madds"]]
-            if madds:
-                madds_mean[(cell, cond)] = statistics.fmean(madds)
-
-            def cost(xs):
-                if not xs:
-                    return "-"
-                lo, hi = min(xs), max(xs)
-                if lo == hi:
-                    return fmt_int(lo)
-                return f"{fmt_int(statistics.fmean(xs))} ({fmt_int(lo)}–{fmt_int(hi)})"
-
-            changed = [len(r["changed_edges"]) for r in recs if r["changed_edges"] is not None]
-            if cond == "original":
-                ch = "0"
-            elif changed:
-                ch = "/".join(str(c) for c in changed) if len(set(changed)) > 1 else str(changed[0])
+    for j, cell, o in rows_by_input:
+        fe = o.get("final")
+        if fe and fe.get("seeds"):
+            seeds = fe["seeds"]
+            break
+    seed_text = ", ".join(str(s) for s in seeds) if seeds else "–"
+    w(f"Top-1 accuracy (%) on the Fashion-MNIST test split, each architecture trained from scratch with the "
+      f"final budget on the paired seeds {seed_text} (no learning or derive step used them). "
+      "\"vs original\" is the mean of the per-seed differences with its 95 % paired-t interval, in points. "
+      "The verdict is *improved* when that interval lies above 0 and the candidate costs no more than the "
+      "original, *worse* when it lies below 0, else *no difference*.")
+    w("")
+    w("| input | policy | architecture | top-1 % (mean ± std) | per seed | params | multiply-adds | vs original (points, 95 % CI) | verdict |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for j, cell, o in rows_by_input:
+        total_inputs += 1
+        fe = o.get("final") or {}
+        space = j["space"].upper() if j["space"] == "nat" else "NAT++"
+        name = CELL_LABELS.get(cell, cell)
+        orig = fe.get("original")
+        best = fe.get("best")
+        ms, accs = seeds_cell(orig)
+        if orig:
+            w(f"| {name} | {space} | original | {ms} | {accs} | {orig['params']:,} | {orig['madds']:,} | | |")
+        else:
+            w(f"| {name} | {space} | original | – | – | – | – | | |")
+        ms, accs = seeds_cell(best)
+        verdict = o.get("verdict")
+        if verdict in counts:
+            counts[verdict] += 1
+        if best:
+            w(f"| {name} | {space} | NAT pick | {ms} | {accs} | {best['params']:,} | {best['madds']:,} | "
+              f"{interval(fe.get('paired_difference'))} | **{VERDICT_WORDS.get(verdict, verdict or '–')}** |")
+        c = o.get("control")
+        if c:
+            cv = c.get("verdict")
+            if cv in control_counts:
+                control_counts[cv] += 1
+            pvc = c.get("policy_vs_control") or {}
+            if pvc.get("ci_low") is not None and pvc["ci_low"] > 0:
+                beats_control["above"] += 1
+            elif pvc.get("ci_high") is not None and pvc["ci_high"] < 0:
+                beats_control["below"] += 1
             else:
-                ch = "-"
-            acc = "-" if mu is None else f"{pct(mu)} ± {pct(sd)}"
-            if len(accs) != len(recs):
-                acc += f" (n={len(accs)})"
-            w(
-                f"| {labels.get(cell, cell)} | {cond_label} | {acc} | {per_seed} | {cost(params)} | "
-                f"{cost(madds)} | {ch} |"
-            )
+                beats_control["neither"] += 1
+            cf = c.get("final")
+            ms, accs = seeds_cell(cf)
+            if cf:
+                w(f"| {name} | {space} | random control pick | {ms} | {accs} | {cf['params']:,} | {cf['madds']:,} | "
+                  f"{interval(c.get('vs_original'))} | {VERDICT_WORDS.get(cv, cv or '–')} |")
     w("")
-    w(
-        "Params and multiply-adds are those the worker measured for the network it trained "
-        f"(C = {meta['eval_budget']['init_channels']}, L = {meta['eval_budget']['layers']} cells, "
-        "28×28×1 input, 10 classes); for the random condition, where every seed is a different "
-        "random cell, the mean and the range over seeds are shown. \"edges changed\" counts the "
-        "edges whose op differs from the original (per seed where they differ)."
-    )
+    w("Params and multiply-adds are those the worker measured for the network it trained. The *NAT pick* "
+      "is what the job's derive step chose from the policy's samples; the *random control pick* is what "
+      "the same derive chose from uniform samples of the same space (same count, same supernet screening, "
+      "same top-k trained from scratch), so the difference between the two is what the learned policy "
+      "added over selection alone.")
     w("")
 
-    # Reading the numbers: computed from the table, not typed.
+    # ---- verdicts ----
+    w("## Verdicts and recommendations")
+    w("")
+    for j, cell, o in rows_by_input:
+        name = CELL_LABELS.get(cell, cell)
+        rec = o.get("recommended") or {}
+        verdict = VERDICT_WORDS.get(o.get("verdict"), o.get("verdict") or "–")
+        line = f"- **{name}** ({'NAT' if j['space'] == 'nat' else 'NAT++'}): {verdict}. "
+        if rec:
+            reason = (rec.get("reason") or "").rstrip(".")
+            line += f"The job {reason[0].lower() + reason[1:] if reason else 'recommends the ' + str(rec.get('from'))}."
+        c = o.get("control")
+        if c:
+            line += f" Policy's pick − control's pick: {interval(c.get('policy_vs_control'))} points."
+        da = o.get("derive_accuracy")
+        if da is not None:
+            line += f" The NAT pick's derive accuracy (the selection measurement, validation split): {pct(da)} %."
+        w(line)
+        changed = o.get("changed_edges") or []
+        if changed:
+            w(f"  - NAT pick, {len(changed)} edge(s) changed: " + "; ".join(f"`{e}`" for e in changed))
+        else:
+            w("  - NAT pick: the original itself (no edge changed).")
+        if c and c.get("genotype"):
+            w(f"  - Random control pick: `{c['genotype']}`")
+        paper = paper_output(run_dir, cell)
+        if paper:
+            w(f"  - For comparison, the paper's released {'NAT' if j['space'] == 'nat' else 'NAT++'} output "
+              f"for this input ({paper[1]}): " + "; ".join(f"`{e}`" for e in paper[0]))
+    w("")
+
+    # ---- what the numbers say ----
     w("## What the numbers say")
     w("")
-    lines = []
-    wins_orig = wins_rand = 0
-    compared = 0
-    for cell in cells:
-        o, r, n = (summary.get((cell, c)) for c in ("original", "random", "nat"))
-        if not (o and r and n) or None in (o[0], r[0], n[0]):
+    w(f"Of {total_inputs} inputs, the NAT pick **improved** on the original in {counts['improved']}, "
+      f"made **no difference** in {counts['no_difference']} and was **worse** in {counts['worse']}. "
+      f"The random control improved in {control_counts['improved']}, no difference in "
+      f"{control_counts['no_difference']}, worse in {control_counts['worse']}. The policy's pick beat the "
+      f"control's with a 95 % interval above 0 in {beats_control['above']} input(s), lost with one below 0 in "
+      f"{beats_control['below']}, and was indistinguishable in {beats_control['neither']}.")
+    w("")
+    for j, cell, o in rows_by_input:
+        name = CELL_LABELS.get(cell, cell)
+        fe = o.get("final") or {}
+        orig, best = fe.get("original"), fe.get("best")
+        if not orig or not best:
+            w(f"- **{name}**: no final evaluation (the job did not finish it).")
             continue
-        compared += 1
-        d_o = n[0] - o[0]
-        d_r = n[0] - r[0]
-        wins_orig += d_o > 0
-        wins_rand += d_r > 0
-        noise = max(o[1], n[1])
-        if abs(d_o) <= noise:
-            verdict = "within one standard deviation: not distinguishable at this budget"
-        elif d_o > 0:
-            verdict = "better than the original by more than one standard deviation"
-        else:
-            verdict = "worse than the original by more than one standard deviation"
-        cost = ""
-        mo, mn = madds_mean.get((cell, "original")), madds_mean.get((cell, "nat"))
-        if mo and mn:
-            cost = f" at {100.0 * mn / mo:.0f} % of the original's multiply-adds"
-        lines.append(
-            f"- **{labels.get(cell, cell)}**: NAT {pct(n[0])} %{cost} vs original {pct(o[0])} % "
-            f"({d_o * 100:+.2f} points, {verdict}); vs random {pct(r[0])} % ({d_r * 100:+.2f} points)."
-        )
-    w(
-        f"NAT-optimized cells have a higher mean accuracy than the original in {wins_orig} of "
-        f"{compared} cells and than the random transformation in {wins_rand} of {compared} cells."
-    )
+        madds = best["madds"] / orig["madds"] if orig["madds"] else None
+        params = best["params"] / orig["params"] if orig["params"] else None
+        d = fe.get("paired_difference") or {}
+        text = (f"- **{name}**: NAT pick {pct(best['mean'])} % vs original {pct(orig['mean'])} % "
+                f"({interval(d)} points) at {madds * 100:.0f} % of the original's multiply-adds and "
+                f"{params * 100:.0f} % of its parameters")
+        c = o.get("control")
+        if c and c.get("final"):
+            text += f"; random control pick {pct(c['final']['mean'])} % ({interval(c.get('vs_original'))} vs original)"
+        w(text + ".")
     w("")
-    out.extend(lines)
-    w("")
-    dead = [
-        (cell, cond, rec)
-        for (cell, cond), recs in sorted(results.items())
-        for rec in recs
-        if rec["disconnected"]
-    ]
-    if dead:
-        by_cond = {}
-        for cell, cond, rec in dead:
-            by_cond.setdefault(cond, []).append(f"{labels.get(cell, cell)} seed {rec['seed']}")
-        accs = [rec["accuracy"] for _, _, rec in dead if rec["accuracy"] is not None]
-        if not accs:
-            acc_text = ""
-        elif min(accs) == max(accs):
-            acc_text = f" and trained to {pct(accs[0])} %"
-        else:
-            acc_text = f" and trained to {pct(min(accs))}–{pct(max(accs))} %"
-        w(
-            f"{len(dead)} of the trained cells pass no signal: in their "
-            "normal or reduction cell no path of non-null edges links an input to the output, "
-            "which the space allows (every op may become null), so the network sees only zeros"
-            f"{acc_text} (chance is about 10 %). They are: "
-            + "; ".join(
-                f"{dict(CONDITIONS).get(c, c)} ({', '.join(v)})" for c, v in by_cond.items()
-            )
-            + ". They are kept in the means — such cells are what a transformation in this space "
-            "can produce — which is why some rows have a large standard deviation."
-        )
-        w("")
-    best = max((v[0] for v in summary.values() if v[0] is not None), default=None)
-    o = meta["optimize"]
-    pb = o["proxy_budget"]
-    b = meta["eval_budget"]
-    w(
-        "How to read this: the budget is tiny next to the paper's (600 epochs of CIFAR-10 at C = 36, "
-        f"L = 20): {b['epochs']} epochs on {b['max_train_examples'] or 'all 60,000'} Fashion-MNIST "
-        f"images at C = {b['init_channels']}, L = {b['layers']}, where the networks have not "
-        + (f"converged (the best mean in the table is {pct(best)} %)" if best is not None else "converged")
-        + ", so the table measures how well cells learn in a short training, not how well they "
-        "end up; differences smaller than the standard deviations are seed noise. The NAT policy "
-        f"learned from only {optimize_rewards(optimize)} proxy rewards ({o['iterations']} policy "
-        f"updates of {o['samples_per_iteration']} samples), each acc(α) − acc(β) of a "
-        f"{pb['epochs']}-epoch training on {pb['max_train_examples']} images — the paper trains its "
-        "policy for hundreds of updates with a supernet — so the policy is barely trained, and much of "
-        f"what separates the NAT cells from random ones is the derive step: it samples "
-        f"{o.get('derive_samples', 10)} transformations per cell from the policy and keeps the one with "
-        "the best proxy accuracy on held-out training images. This is the protocol of the paper's "
-        "Table A (original vs random transitions vs NAT), run end to end by the system on real data "
-        "at a budget this machine allows; it does not reproduce the paper's numbers, and the table "
-        "reports what was measured whichever way it points. Bigger budgets: see the knobs below."
-    )
+    w("How to read this: the final budget is tiny next to the paper's (600 epochs of CIFAR-10 at C = 36, "
+      "L = 20), so the table measures how well cells learn in a short training, not how well they end up; "
+      "an interval that holds 0 means the difference is not distinguishable from seed noise at this budget "
+      "and seed count. The policies learned from the supernet rewards below (the paper takes ~47,000 policy "
+      "steps; these jobs take a few thousand rewards); the supernet's accuracies are those of shared weights "
+      "trained for minutes, so a reward acc(α) − acc(β) on one minibatch is noisy. Read the learning curves "
+      "and the policy-vs-control column together: a policy that learned something shows a rising reward "
+      "and a pick that beats the control's; selection alone (derive) is what the control measures.")
     w("")
 
-    # Budget and protocol.
-    b = meta["eval_budget"]
-    w("## Budget (identical for every (cell, condition, seed) in the table)")
+    # ---- learning ----
+    w("## Learning")
     w("")
-    w("| field | value |")
-    w("|---|---|")
-    for k in (
-        "preset", "epochs", "batch_size", "learning_rate", "lr_min", "momentum", "weight_decay",
-        "grad_clip", "init_channels", "layers", "max_train_examples", "max_eval_examples",
-        "validation_fraction", "cutout", "auxiliary_weight", "drop_path_prob", "max_wall_seconds",
-    ):
-        if k in b:
-            w(f"| {k} | {b[k]} |")
+    w("| policy | inputs | rewards | policy updates | supernet version | rounds | shards per round | workers seen | learning time | policy updates / hour | rewards / hour |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    curves = []
+    for j, r, evs in jobs:
+        l = r.get("learning") or {}
+        sn = l.get("supernet") or {}
+        tl = timeline(evs)
+        learn_s = rate_u = rate_r = None
+        if tl:
+            t0, phases, end, updates = tl
+            if len(updates) >= 2:
+                span = (updates[-1][1] - updates[0][1]) / 1000.0
+                if span > 0:
+                    rate_u = (len(updates) - 1) / span * 3600
+                    per = (l.get("rewards") or 0) / max(1, len(updates))
+                    rate_r = rate_u * per
+            start = next((t for p, t in phases if p == "learn"), t0)
+            stop = next((t for p, t in phases if p != "learn" and t > start), None)
+            if stop:
+                learn_s = (stop - start) / 1000.0
+        policy = "NAT" if j["space"] == "nat" else "NAT++"
+        inputs = ", ".join(CELL_LABELS.get(c, c) for c in j["cells"])
+        w(f"| {policy} | {inputs} | {l.get('rewards', '–'):,} | {l.get('policy_versions', '–')} | "
+          f"{sn.get('version', '–')} | {sn.get('rounds', '–')} | {sn.get('shards_per_round', '–')} | "
+          f"{sn.get('workers_seen', '–')} | {duration(learn_s) if learn_s else '–'} | "
+          f"{f'{rate_u:,.0f}' if rate_u else '–'} | {f'{rate_r:,.0f}' if rate_r else '–'} |")
+        curves.append((policy, inputs, l, tl))
     w("")
-    w(
-        "Fields not listed come from the preset (`coordinator/src/budget.rs`). `validation_fraction` "
-        "0 means the accuracy is measured on the Fashion-MNIST test split (first "
-        f"{b.get('max_eval_examples', 0) or 'all'} test images); `max_wall_seconds` 0 means no "
-        "wall-clock cap, so a loaded machine slows a task down but never shortens its training."
-    )
+    w("Rates are taken between the first and the last policy update (the warm-up, derive and the final "
+      "evaluation are left out); both jobs shared the same workers the whole time, so each rate is that "
+      "job's share of the fleet.")
     w("")
-    o = meta["optimize"]
-    w("## How each condition was made")
-    w("")
-    w(
-        f"- **original**: the preset cell as published (`natctl arch show NAME`)."
-    )
-    w(
-        f"- **random transformation**: for each seed a different one, drawn by `scripts/results_table.py "
-        f"random` — every edge independently takes a uniformly drawn op among the moves the "
-        f"`{o['space']}` space allows for it (`natctl arch ops --space {o['space']} --json`), then "
-        f"checked with `natctl arch diff ORIGINAL RANDOM --space {o['space']}`. Same wiring, same "
-        "concat lists, same space as NAT (the paper's random-search baseline)."
-    )
-    learn = (
-        "random architectures of the space (`optimize.random_inputs: true`, the paper's general "
-        "policy), derived on the four cells"
-        if o.get("random_inputs")
-        else "the four cells themselves (one policy shared by them; each round samples "
-        "transformations of every cell)"
-    )
-    w(
-        f"- **NAT-optimized**: one `optimize` job on the coordinator (space `{o['space']}`, reward "
-        f"`proxy`, {o['iterations']} policy updates × {o['samples_per_iteration']} samples) learned "
-        f"one NAT policy on {learn}; its derive step sampled {o.get('derive_samples', 10)} "
-        "transformations per cell from the learned policy, trained each with the proxy budget and "
-        "kept the best (NAT's derive, spec §5.1). That best cell per input is the NAT row, trained "
-        "again here with the table's budget and seeds."
-    )
-    if o["space"] == "nat++":
-        w(
-            "  The space is NAT++'s (`nat++`): the MobileNetV2 block uses `conv_1x1`, which is not "
-            "in NAT v1's op list (`nat-fully-concat`), and one policy is used for all four cells."
-        )
-    pb = o["proxy_budget"]
-    w(
-        f"- Proxy budget of the optimize job (rewards and derive): {pb.get('epochs')} epoch(s) on "
-        f"{pb.get('max_train_examples')} training images, accuracy on {pb.get('max_eval_examples')} "
-        f"validation images held out from the training split (validation_fraction "
-        f"{pb.get('validation_fraction')}; the test split is never used for selection), "
-        f"C = {pb.get('init_channels')}, L = {pb.get('layers')}. The job's own final check used the "
-        "`smoke` budget and is not reported."
-    )
-    if optimize:
-        pol = optimize.get("policy") or {}
-        w(
-            f"- Optimize job `{manifest.get('optimize_job')}`: state {optimize.get('state')}, policy "
-            f"`{pol.get('id')}` version {pol.get('version')}, {optimize.get('rewards')} rewards."
-        )
-    w("")
-
-    w("## Cells")
-    w("")
-    for cell in cells:
-        w(f"### {labels.get(cell, cell)} (`{cell}`)")
+    for policy, inputs, l, tl in curves:
+        curve = l.get("curve") or []
+        w(f"### {policy} on {inputs}: learning curve")
         w("")
-        for cond, cond_label in CONDITIONS:
-            recs = sorted(results.get((cell, cond), []), key=lambda r: r["seed"])
-            if not recs:
-                continue
-            if cond == "random":
-                for r in recs:
-                    w(f"- {cond_label}, seed {r['seed']}: `{r['genotype']}`")
-            else:
-                w(f"- {cond_label}: `{recs[0]['genotype']}`")
-                if cond == "nat" and recs[0]["changed_edges"]:
-                    w(f"  - changed: {'; '.join(recs[0]['changed_edges'])}")
+        if not curve:
+            w("No policy update was recorded.")
+            w("")
+            continue
+        ma = [p.get("reward_moving_average") for p in curve]
+        w(f"Mean reward per update (moving average, weight 0.1), {len(curve)} updates: `{sparkline([mean(b) for b in buckets(ma, 60)])}`")
+        w("")
+        w("| updates | mean reward | moving average at the end | mean entropy |")
+        w("|---|---|---|---|")
+        for b in buckets(curve, 10):
+            entropy = mean([p.get("entropy") for p in b])
+            entropy_text = "–" if entropy is None else f"{entropy:.3f}"
+            w(f"| {b[0]['version']}–{b[-1]['version']} | {pts(mean([p.get('mean_reward') for p in b]))} | "
+              f"{pts(b[-1].get('reward_moving_average'))} | {entropy_text} |")
+        w("")
+        w("Rewards are acc(α) − acc(β) on one validation minibatch of the supernet, in points. Per input, "
+          "the policy's probability of leaving it unchanged and of its most likely transformation, at the "
+          "version the job started from and at its last:")
+        w("")
+        w("| input | p(identity) first → last | p(argmax) first → last | argmax at the last version |")
+        w("|---|---|---|---|")
+        for i in l.get("inputs") or []:
+            idx = i.get("input_index", 0)
+            def prob(x):
+                return "–" if x is None else f"{x:.3g}"
+            w(f"| {idx} | {prob(i.get('identity_probability_first'))} → {prob(i.get('identity_probability_last'))} | "
+              f"{prob(i.get('argmax_probability_first'))} → {prob(i.get('argmax_probability_last'))} | "
+              f"`{i.get('argmax_last') or '–'}` |")
         w("")
 
-    w("## Jobs")
+    # ---- timeline ----
+    w("## Timeline")
     w("")
-    w("| job | kind | seed | architectures | state |")
-    w("|---|---|---|---|---|")
-    if manifest.get("optimize_job"):
-        w(
-            f"| `{manifest['optimize_job']}` | optimize | {o.get('seed', 1)} | {len(cells)} | "
-            f"{(optimize or {}).get('state', '-')} |"
-        )
-    for entry in manifest["evaluate_jobs"]:
-        doc = load(os.path.join(run_dir, entry["result_file"]))
-        w(
-            f"| `{entry['job']}` | evaluate ({entry['label']}) | {entry['seed']} | "
-            f"{len(entry['items'])} | {doc.get('state')} |"
-        )
-    walls = [
-        r["wall_seconds"]
-        for recs in results.values()
-        for r in recs
-        if r.get("wall_seconds") and r["state"] == "succeeded"
-    ]
-    if walls:
+    w("| job | phase | started after | lasted |")
+    w("|---|---|---|---|")
+    for j, r, evs in jobs:
+        tl = timeline(evs)
+        if not tl:
+            w(f"| {j['label']} | (no events recorded) | | |")
+            continue
+        t0, phases, end, _ = tl
+        marks = phases + [("done", end)]
+        for (p, t), (_, t_next) in zip(marks, marks[1:]):
+            w(f"| {j['label']} ({j['job'][:8]}) | {p} | {duration((t - t0) / 1000)} | {duration((t_next - t) / 1000)} |")
+    w("")
+
+    # ---- settings ----
+    w("## Settings (identical for both jobs)")
+    w("")
+    w("The job file of each policy, as submitted (`natctl submit -f`; inputs and space differ):")
+    w("")
+    for j, _, _ in jobs:
+        label = j["label"]
+        w(f"<details><summary>{label}.yaml</summary>")
         w("")
-        w(
-            f"Evaluation trainings: {len(walls)}, {human_seconds(statistics.fmean(walls))} each on "
-            f"average (min {human_seconds(min(walls))}, max {human_seconds(max(walls))}) on one "
-            "libtorch thread."
-        )
+        w("```yaml")
+        with open(os.path.join(run_dir, f"jobs/{label}.yaml")) as f:
+            w(f.read().rstrip())
+        w("```")
+        w("")
+        w("</details>")
+        w("")
+    w("- `budget` is the derive budget: the top-k candidates of the supernet screening (policy and "
+      "control) are trained from scratch with it and measured on a held-out 10 % of the training split.")
+    w("- `optimize.final_budget` is the final evaluation's: measured on the test split "
+      "(`validation_fraction: 0`), `max_wall_seconds: 0` so a loaded machine slows a training down but "
+      "never shortens it.")
+    w("- `optimize.supernet` is the supernet the rewards are measured on; `shards: auto` gives each "
+      "learning round one shard per free worker slot (both jobs competed for the same workers).")
     w("")
-    w("## Reproduce")
-    w("")
-    w("```sh")
-    w("make results                                   # about as long as the wall time above")
-    w("NAT_RESULTS_DATABASE_URL=sqlite make results   # the embedded SQLite store instead")
-    w("NAT_RESULTS_EPOCHS=10 NAT_RESULTS_TRAIN_EXAMPLES=0 NAT_RESULTS_ITERATIONS=50 make results")
-    w("scripts/results_table.py table RUN_DIR > docs/RESULTS.md   # re-render a saved run")
-    w("```")
-    w("")
-    w(
-        "Knobs (environment): `NAT_RESULTS_SEEDS`, `NAT_RESULTS_EPOCHS`, "
-        "`NAT_RESULTS_TRAIN_EXAMPLES`, `NAT_RESULTS_EVAL_EXAMPLES`, `NAT_RESULTS_CHANNELS`, "
-        "`NAT_RESULTS_LAYERS`, `NAT_RESULTS_ITERATIONS`, `NAT_RESULTS_SAMPLES`, "
-        "`NAT_RESULTS_PROXY_EPOCHS`, `NAT_RESULTS_PROXY_TRAIN_EXAMPLES`, `NAT_RESULTS_SPACE`, "
-        "`NAT_RESULTS_LEARN_ON` (`inputs` or `random`), `NAT_RESULTS_WORKERS`, "
-        "`NAT_RESULTS_DATABASE_URL` (`sqlite`, a `postgres://` URL, or unset: a fresh PostgreSQL "
-        "database when PostgreSQL answers on 127.0.0.1:5432, else SQLite), `NAT_RESULTS_DIR`, "
-        "`NAT_RESULTS_OUT`; see the header of `scripts/results.sh`."
-    )
-    w(
-        f"The raw JSON of this run (every job's `natctl result --json`) was in `{meta['run_dir']}`."
-    )
+    w("Re-run with the same command; every knob is an environment variable listed at the top of "
+      "`scripts/results.sh` (e.g. `NAT_RESULTS_REWARDS`, `NAT_RESULTS_SEEDS`, `NAT_RESULTS_EPOCHS`).")
     return "\n".join(out) + "\n"
 
 
-def optimize_rewards(optimize):
-    if not optimize:
-        return "?"
-    return optimize.get("rewards", "?")
-
-
 def main(argv):
-    if len(argv) >= 2 and argv[1] == "random" and len(argv) == 5:
-        random_transform(argv[2], argv[3], argv[4])
-        return 0
-    if len(argv) == 3 and argv[1] == "table":
+    if len(argv) == 3 and argv[1] == "meta":
+        write_meta(argv[2])
+    elif len(argv) == 3 and argv[1] == "table":
         sys.stdout.write(render(argv[2]))
-        return 0
-    sys.stderr.write(__doc__)
-    return 2
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
