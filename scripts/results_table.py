@@ -241,6 +241,10 @@ def render(run_dir):
     dirty = " (with uncommitted changes)" if meta["dirty"] else ""
     w(f"- **Commit**: `{meta['commit']}`{dirty}")
     w(f"- **Command**: `{meta['command']}`")
+    if "NAT_RESULTS_BIN=" in meta["command"]:
+        w("  (`NAT_RESULTS_BIN`: the three release binaries were built beforehand from a clean `git archive` "
+          "of the commit above, because the working tree held other engineers' unfinished edits at the "
+          "time; without it `make results` runs `make build` first.)")
     w(f"- **Store**: {meta['backend_description']}; {meta['workers']} workers, "
       f"{meta['threads_per_worker']} libtorch thread(s) each")
     w(f"- **Machine**: {m['nproc']} cores ({m['cpu_model']}), {m['mem_gib']} GiB RAM, {m['kernel']}; "
