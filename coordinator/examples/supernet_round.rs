@@ -219,7 +219,7 @@ fn build_model() -> Result<Model> {
     for (_, view) in parsed.tensors() {
         let start = view.data().as_ptr() as usize - base;
         let range = (start, start + view.data().len());
-        if start % 8 != 0 {
+        if !start.is_multiple_of(8) {
             bail!("tensor data at offset {start} is not 8-byte aligned");
         }
         match view.dtype() {
@@ -624,6 +624,9 @@ struct RoundReport {
     sent: f64,
     received: f64,
     rss_before_mb: f64,
+    /// From the committed version to the round's uploads deleted (the driver's garbage
+    /// collection, before it starts the next round).
+    collected_s: f64,
     load: String,
 }
 
@@ -921,10 +924,12 @@ impl Fleet {
         .await?;
         let upload_phase = clock.stop()?;
         let clock = PhaseClock::start()?;
-        report(first, task, sn, stored).await?;
+        report(first, task.clone(), sn, stored).await?;
         let report_phase = clock.stop()?;
         let (commit_phase, row) = wait_for_version(&coordinator, job, 1).await?;
         let after = counters(&metrics);
+        let collected_s =
+            wait_for_collection(&coordinator, &job_id, std::slice::from_ref(&task)).await?;
         reports.push(RoundReport {
             label: "warm-up".into(),
             shards: 1,
@@ -941,6 +946,7 @@ impl Fleet {
             sent: after.sent - before.sent,
             received: after.received - before.received,
             rss_before_mb: rss_before,
+            collected_s,
             load: load_average(),
         });
         print_round(&reports[reports.len() - 1]);
@@ -997,6 +1003,8 @@ impl Fleet {
             let version = i64::try_from(base).unwrap_or(i64::MAX) + 1;
             let (commit_phase, row) = wait_for_version(&coordinator, job, version).await?;
             let after = counters(&metrics);
+            let tasks: Vec<v1::Task> = leased.iter().map(|(_, t, _)| t.clone()).collect();
+            let collected_s = wait_for_collection(&coordinator, &job_id, &tasks).await?;
             if after.average_count - before.average_count != 1.0 {
                 bail!("round {round}: the coordinator recorded no (or several) averages");
             }
@@ -1016,6 +1024,7 @@ impl Fleet {
                 sent: after.sent - before.sent,
                 received: after.received - before.received,
                 rss_before_mb: rss_before,
+                collected_s,
                 load: load_average(),
             });
             print_round(&reports[reports.len() - 1]);
@@ -1028,6 +1037,28 @@ impl Fleet {
         .await?;
         Ok((reports, job_id))
     }
+}
+
+/// Waits (polling every 10 ms) until the uploads of `tasks` are deleted; returns the seconds
+/// it took.
+async fn wait_for_collection(c: &Coordinator, job_id: &str, tasks: &[v1::Task]) -> Result<f64> {
+    let t = Instant::now();
+    let mut keys = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let row = c.store.get_task(task.task_id.parse()?).await?;
+        let payload: nat_schema::SupernetPayload =
+            serde_json::from_value(row.payload).context("supernet payload")?;
+        keys.push(payload.upload_key(job_id, &task.task_id, task.lease_token));
+    }
+    for key in keys {
+        while c.blobs.head(&key).await?.is_some() {
+            if t.elapsed() > PHASE_LIMIT {
+                bail!("upload {key} not deleted within {PHASE_LIMIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
 /// Waits (polling every 10 ms) until version `version` is committed; the phase from the last
@@ -1104,7 +1135,7 @@ async fn print_report(
     };
     let mut rows: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let labels = [
-        "lease (all shards leased)",
+        "lease (all shards leased; from the previous round's uploads deleted)",
         "fetch: wall · CPU · peak RSS (+ over the phase start)",
         "fetch: MB, MB/s",
         "upload: wall · CPU · peak RSS",
@@ -1113,6 +1144,7 @@ async fn print_report(
         "report → version committed: wall · CPU · peak RSS",
         "averaging + commit (nat_supernet_average_duration_seconds)",
         "version: number, bytes",
+        "commit → the round's uploads deleted",
         "nat_supernet_bytes_sent_total (MB, this round)",
         "nat_supernet_bytes_received_total (MB, this round)",
         "total moved (MB)",
@@ -1143,6 +1175,7 @@ async fn print_report(
             phase(&r.commit),
             format!("{:.2} s", r.average_seconds),
             format!("v{}, {} bytes", r.version, r.version_bytes),
+            format!("{:.2} s", r.collected_s),
             format!("{:.1}", mb(r.sent)),
             format!("{:.1}", mb(r.received)),
             format!("{:.1}", mb(r.sent + r.received)),

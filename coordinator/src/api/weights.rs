@@ -6,9 +6,23 @@
 //! An upload lands under a key of its own lease ([`SupernetPayload::upload_key`]): a re-leased
 //! shard never overwrites what an earlier attempt sent, and the report names the upload by
 //! size and SHA-256, which the coordinator checks against what it stored.
+//!
+//! **Memory and the store under a round's load** (every shard of a round fetches the same
+//! version, then uploads at about the same time; see "One round through the coordinator" in
+//! docs/BENCHMARKS.md):
+//! - Concurrent fetches of one version share **one read** of it from the blob store (kept while
+//!   any of them streams, dropped with the last), and chunks are cut as the stream is polled:
+//!   64 shards fetching a 40 MB version hold 40 MB, not 64 × 80 MB, and make one 40 MB read
+//!   instead of 64 (which, on SQLite, held every reader connection for seconds: the leader
+//!   could not renew its term and stepped down).
+//! - At most [`UPLOAD_PERMITS`] / [`permits_per_upload`] uploads are received and stored at
+//!   once; the others wait after their first message (HTTP/2 flow control holds the rest on the
+//!   worker), so the uploads a coordinator buffers are bounded whatever the shard count, and a
+//!   database blob store's writer is not queued behind dozens of 40 MB transactions.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -16,6 +30,7 @@ use nat_proto::v1;
 use nat_schema::{SupernetPayload, TaskKind, UploadedWeights};
 use nat_store::{StoreError, Task, TaskId, TaskState, WorkerId};
 use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_stream::StreamExt;
 use tonic::Status;
 
@@ -30,6 +45,45 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// The stream `FetchSupernet` answers with.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::SupernetChunk, Status>> + Send>>;
+
+/// Permits of the uploads received and stored at once in this process (see
+/// [`permits_per_upload`]).
+pub const UPLOAD_PERMITS: u32 = 8;
+
+static UPLOADS: Semaphore = Semaphore::const_new(UPLOAD_PERMITS as usize);
+
+/// Permits one upload takes: half of them (two uploads at once) into the job's database, whose
+/// writes go through one writer (SQLite) or compete with the job's transactions (PostgreSQL);
+/// one (eight at once) into a directory or an object store, which take parallel writes.
+pub fn permits_per_upload(blobs: &dyn nat_store::BlobStore) -> u32 {
+    if blobs.describe() == nat_store::blob::DATABASE {
+        UPLOAD_PERMITS / 2
+    } else {
+        1
+    }
+}
+
+/// A version document read once for the fetches streaming it at the same time.
+type Shared = Arc<OnceCell<Bytes>>;
+
+/// The versions being streamed, by blob store, key and digest: an entry lives as long as a
+/// fetch holds it.
+static STREAMING: Mutex<Option<HashMap<String, Weak<OnceCell<Bytes>>>>> = Mutex::new(None);
+
+/// The shared read of `key` (whose committed digest is `sha256`): the one concurrent fetches
+/// already hold, or a new one.
+fn shared_read(blobs: &dyn nat_store::BlobStore, key: &str, sha256: &str) -> Shared {
+    let id = format!("{}\n{key}\n{sha256}", blobs.describe());
+    let mut guard = STREAMING.lock().unwrap_or_else(PoisonError::into_inner);
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(cell) = map.get(&id).and_then(Weak::upgrade) {
+        return cell;
+    }
+    map.retain(|_, w| w.strong_count() > 0);
+    let cell: Shared = Arc::new(OnceCell::new());
+    map.insert(id, Arc::downgrade(&cell));
+    cell
+}
 
 /// The current lease of a supernet task: checks the worker holds it and returns the task and
 /// its payload. A stale token, a foreign worker or a task that is not leased is
@@ -94,23 +148,29 @@ pub async fn fetch(
             )),
             other => other.into(),
         })?;
-    let data = c.blobs.get(&row.blob_key).await?;
-    let sha256 = row.sha256.clone();
+    // Every shard of a round fetches this version at about the same time: one read for all.
+    let shared = shared_read(&*c.blobs, &row.blob_key, &row.sha256);
+    let data = shared
+        .get_or_try_init(|| c.blobs.get(&row.blob_key))
+        .await?
+        .clone();
+    let sha256 = row.sha256;
     let total = data.len() as u64;
     nat_telemetry::record::supernet_bytes(nat_telemetry::record::Direction::Sent, total);
-    let chunks: Vec<Result<v1::SupernetChunk, Status>> = (0..data.len())
-        .step_by(CHUNK_BYTES)
-        .map(|offset| {
-            let end = (offset + CHUNK_BYTES).min(data.len());
-            Ok(v1::SupernetChunk {
-                version: payload.base_version,
-                offset: offset as u64,
-                total_bytes: total,
-                sha256: sha256.clone(),
-                data: data.slice(offset..end).to_vec(),
-            })
+    let version = payload.base_version;
+    // Chunks are cut (and copied into their message) as the stream is polled; the stream holds
+    // the shared read until it ends.
+    let chunks = (0..data.len()).step_by(CHUNK_BYTES).map(move |offset| {
+        let _reading = &shared;
+        let end = (offset + CHUNK_BYTES).min(data.len());
+        Ok(v1::SupernetChunk {
+            version,
+            offset: offset as u64,
+            total_bytes: total,
+            sha256: sha256.clone(),
+            data: data.slice(offset..end).to_vec(),
         })
-        .collect();
+    });
     Ok(Box::pin(tokio_stream::iter(chunks)))
 }
 
@@ -152,6 +212,13 @@ pub async fn put(
     }
     let total = usize::try_from(first.total_bytes)
         .map_err(|_| ApiError::invalid("total_bytes", "does not fit this machine"))?;
+    // Held until the upload is stored: bounds the uploads in memory (see the module docs).
+    let _permit = UPLOADS
+        .acquire_many(permits_per_upload(&*c.blobs))
+        .await
+        .map_err(|e| ApiError::Internal(StoreError::backend(e)))?;
+    // The wait may have been long: the lease must still be current.
+    leased_shard(&c, task_id, lease_token, worker).await?;
     let mut data = BytesMut::with_capacity(total);
     let mut message = Some(first);
     let mut index = 0usize;
