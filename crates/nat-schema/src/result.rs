@@ -161,7 +161,10 @@ pub struct Learning {
     pub rewards: u64,
     /// Policy updates this job made.
     pub policy_versions: u64,
-    /// Per update: reward and entropy.
+    /// Per update: reward and entropy. At most 1,000 points: a job with more updates has
+    /// consecutive updates merged in buckets of equal size (a power of two, the last one maybe
+    /// partial), each point the bucket's mean reward and mean entropy at its last version, with
+    /// the moving average over every update at that version.
     pub curve: Vec<LearningPoint>,
     /// Per input: the policy's probabilities at its first and last version.
     pub inputs: Vec<InputLearning>,

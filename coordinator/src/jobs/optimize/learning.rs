@@ -1,7 +1,8 @@
 //! Whether the policy learned: the `learning` section of an optimize job's result.
 //!
 //! Per policy update, the mean reward (and its moving average) and the mean entropy of the
-//! samples, read back from the job's `policy_update` events; per input, the policy's
+//! samples, read back from the job's `policy_update` events (at most [`MAX_CURVE_POINTS`]
+//! points: a longer job's updates are merged in equal buckets, see [`Curve`]); per input, the policy's
 //! probability of leaving the input as it is (the identity transformation) and of its argmax,
 //! at the version the job started from (recorded when learning starts) and at the last.
 //! A policy that learned nothing shows a flat curve and unchanged probabilities.
@@ -18,6 +19,104 @@ use super::{Failure, Run};
 
 /// Weight of the newest update in the reward's moving average.
 const MOVING_AVERAGE_WEIGHT: f64 = 0.1;
+/// Most points of the stored learning curve (see [`Curve`]).
+pub(super) const MAX_CURVE_POINTS: usize = 1000;
+
+/// Consecutive policy updates merged into one point of the curve.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// The last update's version.
+    version: i64,
+    /// Updates merged.
+    updates: u64,
+    /// Sum of their mean rewards.
+    reward_sum: f64,
+    /// The moving average at the last update.
+    moving_average: f64,
+    /// Sum and count of their entropies (updates without one are left out).
+    entropy_sum: f64,
+    entropies: u64,
+}
+
+impl Bucket {
+    fn merge(self, next: Bucket) -> Bucket {
+        Bucket {
+            version: next.version,
+            updates: self.updates + next.updates,
+            reward_sum: self.reward_sum + next.reward_sum,
+            moving_average: next.moving_average,
+            entropy_sum: self.entropy_sum + next.entropy_sum,
+            entropies: self.entropies + next.entropies,
+        }
+    }
+
+    fn point(&self) -> LearningPoint {
+        LearningPoint {
+            version: self.version,
+            mean_reward: self.reward_sum / self.updates.max(1) as f64,
+            reward_moving_average: self.moving_average,
+            entropy: (self.entropies > 0).then(|| self.entropy_sum / self.entropies as f64),
+        }
+    }
+}
+
+/// The learning curve of a job with at most [`MAX_CURVE_POINTS`] points, whatever the number of
+/// policy updates: one point per update up to that many; beyond, consecutive updates are merged
+/// into buckets of equal size (a power of two; the last bucket may be partial), each point the
+/// mean reward and mean entropy of its bucket at the bucket's last version, with the moving
+/// average (over every update) at that version. Memory and the stored curve stay bounded at
+/// 50,000 rewards with M = 1 as with M = 64.
+#[derive(Debug, Default)]
+pub(super) struct Curve {
+    buckets: Vec<Bucket>,
+    /// Updates per full bucket.
+    size: u64,
+    /// Updates added.
+    updates: u64,
+    average: Option<f64>,
+}
+
+impl Curve {
+    /// Adds one update: its version, mean reward and entropy.
+    pub(super) fn add(&mut self, version: i64, mean: f64, entropy: Option<f64>) {
+        let avg = self
+            .average
+            .map_or(mean, |a| a + MOVING_AVERAGE_WEIGHT * (mean - a));
+        self.average = Some(avg);
+        self.updates += 1;
+        self.size = self.size.max(1);
+        let one = Bucket {
+            version,
+            updates: 1,
+            reward_sum: mean,
+            moving_average: avg,
+            entropy_sum: entropy.unwrap_or(0.0),
+            entropies: u64::from(entropy.is_some()),
+        };
+        match self.buckets.last_mut() {
+            Some(last) if last.updates < self.size => *last = last.merge(one),
+            _ => self.buckets.push(one),
+        }
+        if self.buckets.len() > MAX_CURVE_POINTS {
+            self.buckets = self
+                .buckets
+                .chunks(2)
+                .filter_map(|pair| pair.iter().copied().reduce(Bucket::merge))
+                .collect();
+            self.size *= 2;
+        }
+    }
+
+    /// Policy updates added.
+    pub(super) fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// The points, oldest first.
+    pub(super) fn points(&self) -> Vec<LearningPoint> {
+        self.buckets.iter().map(Bucket::point).collect()
+    }
+}
 /// Events read per store call.
 const PAGE: u32 = 1000;
 
@@ -64,8 +163,7 @@ impl Run {
         progress: &DriverProgress,
         driver: &Arc<PolicyDriver>,
     ) -> Result<Learning, Failure> {
-        let mut curve = Vec::new();
-        let mut average: Option<f64> = None;
+        let mut curve = Curve::default();
         let mut cursor = 0;
         loop {
             let events = self.c.store.events_after(self.job, cursor, PAGE).await?;
@@ -74,14 +172,7 @@ impl Run {
                 cursor = e.seq;
                 if let JobEvent::PolicyUpdate(u) = JobEvent::decode(&e.kind, &e.payload)? {
                     let Some(mean) = u.mean_reward else { continue };
-                    let avg = average.map_or(mean, |a| a + MOVING_AVERAGE_WEIGHT * (mean - a));
-                    average = Some(avg);
-                    curve.push(LearningPoint {
-                        version: u.policy_version,
-                        mean_reward: mean,
-                        reward_moving_average: avg,
-                        entropy: u.entropy,
-                    });
+                    curve.add(u.policy_version, mean, u.entropy);
                 }
             }
             if n < PAGE as usize {
@@ -100,10 +191,63 @@ impl Run {
             .collect();
         Ok(Learning {
             rewards: progress.rewards,
-            policy_versions: curve.len() as u64,
-            curve,
+            policy_versions: curve.updates(),
+            curve: curve.points(),
             inputs,
             supernet: progress.supernet.as_ref().map(|s| s.progress()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_curve_has_one_point_per_update() {
+        let mut c = Curve::default();
+        for v in 1..=10i64 {
+            c.add(v, v as f64, Some(1.0));
+        }
+        let p = c.points();
+        assert_eq!((p.len(), c.updates()), (10, 10));
+        assert_eq!(p[9].version, 10);
+        assert_eq!(p[9].mean_reward, 10.0);
+        assert_eq!(p[0].reward_moving_average, 1.0);
+    }
+
+    #[test]
+    fn a_long_curve_is_merged_into_at_most_the_cap() {
+        let mut c = Curve::default();
+        let mut average: Option<f64> = None;
+        let n = 50_000i64;
+        for v in 1..=n {
+            let mean = (v % 7) as f64;
+            average = Some(average.map_or(mean, |a| a + MOVING_AVERAGE_WEIGHT * (mean - a)));
+            c.add(v, mean, (v % 2 == 0).then_some(2.0));
+            assert!(c.buckets.len() <= MAX_CURVE_POINTS);
+        }
+        let p = c.points();
+        assert_eq!(c.updates(), 50_000);
+        assert!(
+            p.len() > MAX_CURVE_POINTS / 2 && p.len() <= MAX_CURVE_POINTS,
+            "{}",
+            p.len()
+        );
+        // Equal buckets of a power of two (the last one may be partial), the versions in order.
+        let size = c.size;
+        assert!(size.is_power_of_two() && size >= 64, "{size}");
+        assert!(c.buckets[..c.buckets.len() - 1]
+            .iter()
+            .all(|b| b.updates == size));
+        assert_eq!(c.buckets.iter().map(|b| b.updates).sum::<u64>(), 50_000);
+        assert!(p.windows(2).all(|w| w[0].version < w[1].version));
+        assert_eq!(p.last().map(|l| l.version), Some(n));
+        // The moving average is that of every update; entropies of the updates that had one.
+        let last = p.last().expect("points");
+        assert!((last.reward_moving_average - average.unwrap_or(0.0)).abs() < 1e-9);
+        assert_eq!(p[0].entropy, Some(2.0));
+        let first_mean = (1..=size as i64).map(|v| (v % 7) as f64).sum::<f64>() / size as f64;
+        assert!((p[0].mean_reward - first_mean).abs() < 1e-9);
     }
 }

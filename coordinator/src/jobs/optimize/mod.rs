@@ -252,6 +252,8 @@ impl Run {
             }
             None => DriverProgress::default(),
         };
+        // The shards of committed rounds are not read again (see `Tracker::forget_round`).
+        run.tracker.forget_rounds_before(progress.iteration);
         let inputs = spec
             .base
             .architectures

@@ -298,6 +298,43 @@ impl Tracker {
             .collect()
     }
 
+    /// Forgets the shard tasks of a committed `round` (the warm-up: [`WARMUP_ROUND`]): nothing
+    /// reads them again, so the tracker holds the shards of the current round only, whatever
+    /// the number of rounds the job ran. A late event of a forgotten task is ignored.
+    pub(super) fn forget_round(&mut self, round: i64) {
+        let ids: Vec<TaskId> = self
+            .supernet
+            .range((round, 0)..=(round, u32::MAX))
+            .map(|(_, (id, _))| *id)
+            .collect();
+        for id in ids {
+            self.supernet_ids.remove(&id);
+        }
+        self.supernet.retain(|(r, _), _| *r != round);
+    }
+
+    /// Forgets the shard tasks of the learning rounds before `iteration` (all committed: the
+    /// driver's progress moves past a round only after its version is committed), and the
+    /// warm-up's once a learning round is done. Called after [`Tracker::load`] so that a
+    /// restarted driver does not hold the shards of every round the job ran.
+    pub(super) fn forget_rounds_before(&mut self, iteration: u32) {
+        let first = if iteration > 0 { WARMUP_ROUND } else { 0 };
+        let done: Vec<i64> = self
+            .supernet
+            .keys()
+            .map(|(r, _)| *r)
+            .filter(|r| (first..i64::from(iteration)).contains(r))
+            .collect();
+        for round in done {
+            self.forget_round(round);
+        }
+    }
+
+    /// Entries the tracker holds: (`train_eval` keys, `supernet` shard tasks).
+    pub(super) fn held(&self) -> (usize, usize) {
+        (self.train_eval.len(), self.supernet.len())
+    }
+
     /// Marks a shard task as ended by the driver (cancelled at the round's deadline).
     pub(super) fn cancelled(&mut self, id: TaskId) {
         if let Some(key) = self.supernet_ids.get(&id) {
@@ -457,5 +494,55 @@ impl Run {
         self.c.wake_workers(n);
         self.c.job_changed(self.job);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add_shard(t: &mut Tracker, round: i64, shard: u32) -> TaskId {
+        let id = TaskId::new();
+        t.tasks += 1;
+        t.supernet_ids.insert(id, (round, shard));
+        t.supernet.insert((round, shard), (id, Tracked::Waiting));
+        id
+    }
+
+    #[test]
+    fn committed_rounds_leave_the_tracker() {
+        let mut t = Tracker::default();
+        add_shard(&mut t, WARMUP_ROUND, 0);
+        t.forget_round(WARMUP_ROUND);
+        let screening = add_shard(&mut t, SCREENING_ROUND, 0);
+        for round in 0..500i64 {
+            let ids: Vec<TaskId> = (0..4).map(|s| add_shard(&mut t, round, s)).collect();
+            assert_eq!(t.shards(round).len(), 4);
+            t.forget_round(round);
+            assert!(t.shards(round).is_empty());
+            assert!(ids.iter().all(|id| !t.supernet_ids.contains_key(id)));
+            // The screening's shard and nothing else: one round's worth at most.
+            assert_eq!(t.held(), (0, 1));
+        }
+        assert_eq!(t.task_count(), 2 + 500 * 4, "the task index keeps counting");
+        assert!(t.supernet_ids.contains_key(&screening));
+    }
+
+    #[test]
+    fn a_restarted_tracker_keeps_only_the_current_round_and_an_uncommitted_warmup() {
+        let mut t = Tracker::default();
+        add_shard(&mut t, WARMUP_ROUND, 0);
+        // Round 0 not done yet: the warm-up may be uncommitted, it stays.
+        add_shard(&mut t, 0, 0);
+        t.forget_rounds_before(0);
+        assert_eq!(t.held(), (0, 2));
+        for round in 1..10 {
+            add_shard(&mut t, round, 0);
+            add_shard(&mut t, round, 1);
+        }
+        t.forget_rounds_before(9);
+        assert_eq!(t.held(), (0, 2), "round 9's two shards");
+        assert_eq!(t.shards(9).len(), 2);
+        assert!(t.shards(WARMUP_ROUND).is_empty());
     }
 }

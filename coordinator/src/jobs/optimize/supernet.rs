@@ -163,6 +163,7 @@ impl Run {
         // Committed before a restart: the rewards are in the store with it.
         if let Some(row) = self.c.store.supernet_round(self.job, stage.round()).await? {
             absorb(progress, &row);
+            self.tracker.forget_round(stage.round());
             self.save(spec, progress, driver).await?;
             return self.stored_rewards(pending).await;
         }
@@ -194,6 +195,11 @@ impl Run {
         if let Some(s) = progress.supernet.as_mut() {
             s.round_queued_ms = None;
         }
+        // The round is committed: its shard tasks leave the tracker (the job's memory stays
+        // one round's, however many rounds it runs).
+        self.tracker.forget_round(stage.round());
+        let (train_eval, shards) = self.tracker.held();
+        tracing::debug!(job = %self.job, %stage, train_eval, shards, "tracker after the round");
         self.collect_garbage(stage, &row).await;
         self.save(spec, progress, driver).await?;
         Ok(rewards)
