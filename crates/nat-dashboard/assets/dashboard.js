@@ -285,6 +285,9 @@
       seen.events = d.events.concat(seen.events).slice(0, EVENTS_SHOWN);
     }
     seen.cursor = d.last_seq;
+    // The server merges a long job's reward points (at most 1,000, see `reward_bucket`); a page
+    // open for long asks for the merged chart again instead of growing without bound.
+    if (seen.rewards.length > 2000) seen.cursor = null;
     seen.refreshes += 1;
     document.body.setAttribute('data-cursor', String(seen.cursor));
     document.body.setAttribute('data-refreshes', String(seen.refreshes));

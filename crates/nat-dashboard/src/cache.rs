@@ -27,6 +27,10 @@ pub(crate) struct Cursor {
     pub(crate) digest: Digest,
     /// The last event folded in (0 = none).
     pub(crate) seq: i64,
+    /// Best validation-split accuracy per canonical hash among the job's succeeded
+    /// `train_eval` tasks looked up so far ([`digest`] with `trained`): each task is read once,
+    /// when its `task_succeeded` event is folded in, never the job's whole task list again.
+    pub(crate) trained: Trained,
 }
 
 /// Best accuracy per canonical hash among a job's done tasks.
@@ -36,9 +40,6 @@ pub(crate) type Trained = Arc<HashMap<String, f64>>;
 struct Entry {
     cursor: Arc<tokio::sync::Mutex<Cursor>>,
     used: u64,
-    /// The job's trained accuracies when it had this many done tasks (a done task stays done,
-    /// so the same count means the same tasks).
-    trained: Option<(u64, Trained)>,
 }
 
 /// Per-job digests of the event log, shared by the dashboard's requests.
@@ -77,23 +78,6 @@ impl EventCache {
         self.len() == 0
     }
 
-    /// The trained accuracies remembered for `job` if it still has `tasks_done` done tasks.
-    pub(crate) fn trained(&self, job: JobId, tasks_done: u64) -> Option<Trained> {
-        let guard = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        match guard.0.get(&job)?.trained.as_ref()? {
-            (n, t) if *n == tasks_done => Some(t.clone()),
-            _ => None,
-        }
-    }
-
-    /// Remembers `job`'s trained accuracies at `tasks_done` done tasks (if the job is held).
-    pub(crate) fn set_trained(&self, job: JobId, tasks_done: u64, trained: Trained) {
-        let mut guard = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = guard.0.get_mut(&job) {
-            e.trained = Some((tasks_done, trained));
-        }
-    }
-
     fn entry(&self, job: JobId) -> Arc<tokio::sync::Mutex<Cursor>> {
         let mut guard = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         let (map, clock) = &mut *guard;
@@ -115,7 +99,6 @@ impl EventCache {
             Entry {
                 cursor: cursor.clone(),
                 used: now,
-                trained: None,
             },
         );
         cursor
@@ -123,18 +106,25 @@ impl EventCache {
 }
 
 /// The digest of job `job`'s events: the cached one brought up to date (at most `cap` new
-/// events read by this call), or, without a cache, the first `cap` events read afresh. Returns
-/// the digest, the last `seq` folded in, and whether events were left unread.
+/// events read by this call), or, without a cache, the first `cap` events read afresh. With
+/// `trained`, the tasks of the `train_eval` successes folded in since are looked up too
+/// ([`Cursor::trained`]). Returns the digest, the last `seq` folded in, and whether events
+/// were left unread. What the cursor holds is bounded (see [`Digest`]), so the copy returned
+/// costs the same at any length of the log.
 pub(crate) async fn digest(
     store: &dyn Store,
     cache: Option<&EventCache>,
     job: JobId,
     cap: usize,
+    trained: bool,
 ) -> Result<(Cursor, bool), DashboardError> {
     match cache {
         None => {
             let mut cursor = Cursor::default();
             let more = catch_up(store, job, &mut cursor, cap).await?;
+            if trained {
+                look_up_trained(store, &mut cursor).await?;
+            }
             Ok((cursor, more))
         }
         Some(cache) => {
@@ -142,9 +132,34 @@ pub(crate) async fn digest(
             // One reader per job at a time; others wait and then find the log read.
             let mut cursor = entry.lock().await;
             let more = catch_up(store, job, &mut cursor, cap).await?;
+            if trained {
+                look_up_trained(store, &mut cursor).await?;
+            }
             Ok((cursor.clone(), more))
         }
     }
+}
+
+/// Reads the tasks of the `train_eval` successes folded in since the last call and keeps the
+/// best validation-split accuracy per canonical hash. On an error the tasks not read yet stay
+/// waiting for the next request.
+async fn look_up_trained(store: &dyn Store, cursor: &mut Cursor) -> Result<(), DashboardError> {
+    let pending = cursor.digest.take_trained_pending();
+    for (i, (id, accuracy)) in pending.iter().enumerate() {
+        match crate::model::trained_hash(store, *id).await {
+            Ok(Some(hash)) => {
+                let map = Arc::make_mut(&mut cursor.trained);
+                let best = map.entry(hash).or_insert(*accuracy);
+                *best = best.max(*accuracy);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                cursor.digest.restore_trained_pending(pending[i..].to_vec());
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Folds the events after `cursor.seq` into the cursor, at most `cap` of them. Returns whether
@@ -190,19 +205,5 @@ mod tests {
         assert_eq!(cache.len(), 2);
         let held = cache.jobs.lock().expect("lock");
         assert!(held.0.contains_key(&a) && held.0.contains_key(&c));
-    }
-
-    #[test]
-    fn trained_accuracies_are_reused_only_while_the_done_count_is_the_same() {
-        let cache = EventCache::new(2);
-        let job = JobId::new();
-        let trained: Trained = Arc::new(HashMap::from([("h".to_string(), 0.5)]));
-        // Not held yet: nothing is remembered.
-        cache.set_trained(job, 3, trained.clone());
-        assert!(cache.trained(job, 3).is_none());
-        cache.entry(job);
-        cache.set_trained(job, 3, trained);
-        assert_eq!(cache.trained(job, 3).map(|t| t["h"]), Some(0.5));
-        assert!(cache.trained(job, 4).is_none(), "a task finished since");
     }
 }

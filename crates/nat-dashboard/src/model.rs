@@ -22,6 +22,13 @@ pub const MAX_EVENTS: usize = 50_000;
 const LIST_EVENTS: u32 = 2_000;
 /// Events shown in a job page's log.
 const RECENT_EVENTS: usize = 25;
+/// Most points of the reward chart: a job with more policy updates has consecutive updates
+/// merged in buckets of equal size (a power of two), so the digest, its copy per request and
+/// the page's first answer stay bounded at any number of rewards.
+pub const CHART_POINTS: usize = 1000;
+/// Most individual rewards kept per chart point (beyond: evenly spaced order statistics,
+/// the lowest and the highest included).
+pub const DOTS_PER_POINT: usize = 16;
 
 fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -93,8 +100,50 @@ pub struct RewardPoint {
     pub reward: Option<f64>,
     /// Baseline after the update.
     pub baseline: Option<f64>,
-    /// Individual rewards.
+    /// Individual rewards (at most [`DOTS_PER_POINT`]: evenly spaced order statistics of
+    /// the point's rewards when it has more).
     pub rewards: Vec<f64>,
+    /// Policy updates merged into this point (1 until the job has more than
+    /// [`CHART_POINTS`] updates): `reward` is their mean, the rest is the last one's.
+    pub updates: u64,
+    /// Updates of the point that had a mean reward.
+    #[serde(skip)]
+    reward_updates: u64,
+}
+
+impl RewardPoint {
+    /// `self` followed by `next`, as one point.
+    fn merge(mut self, next: RewardPoint) -> RewardPoint {
+        let n = self.reward_updates + next.reward_updates;
+        self.reward = match (self.reward, next.reward) {
+            (Some(a), Some(b)) => {
+                Some((a * self.reward_updates as f64 + b * next.reward_updates as f64) / n as f64)
+            }
+            (a, b) => a.or(b),
+        };
+        self.reward_updates = n;
+        self.rewards.extend(next.rewards);
+        self.rewards = spread(self.rewards, DOTS_PER_POINT);
+        self.seq = next.seq;
+        self.t_ms = next.t_ms;
+        self.policy_version = next.policy_version;
+        self.baseline = next.baseline;
+        self.updates += next.updates;
+        self
+    }
+}
+
+/// At most `max` of `values`: all of them when they fit, else evenly spaced order statistics
+/// (the lowest and the highest included).
+fn spread(mut values: Vec<f64>, max: usize) -> Vec<f64> {
+    if values.len() <= max {
+        return values;
+    }
+    values.sort_by(f64::total_cmp);
+    let last = values.len() - 1;
+    (0..max)
+        .map(|i| values[i * last / (max - 1).max(1)])
+        .collect()
 }
 
 /// One point of the best-so-far accuracy curve.
@@ -205,6 +254,8 @@ pub struct JobDetail {
     pub events: Vec<EventLine>,
     /// Events were left unread (more than [`MAX_EVENTS`] new ones); the next request continues.
     pub events_truncated: bool,
+    /// Policy updates per point of `rewards` (1 until the job has more than [`CHART_POINTS`]).
+    pub reward_bucket: u64,
     /// NAT's answer for the input shown, once the final evaluation is done (optimize jobs).
     pub answer: Option<Answer>,
     /// Whether the policy learned, once the job is done (optimize jobs).
@@ -236,7 +287,8 @@ pub struct WorkerRow {
     pub current_tasks: Vec<CurrentTask>,
     /// Throughput of the latest finished task with a measurement.
     pub images_per_second: Option<f64>,
-    /// Tasks finished among the recent jobs scanned.
+    /// Tasks finished among the recent jobs scanned (their latest
+    /// [`WORKER_TASKS_SCANNED`] done tasks each).
     pub tasks_finished: u64,
 }
 
@@ -259,10 +311,16 @@ pub struct CurrentTask {
     pub progress_error: Option<String>,
 }
 
-/// What the events of a job say.
+/// What the events of a job say. Bounded whatever the length of the log: at most
+/// [`CHART_POINTS`] reward points of at most [`DOTS_PER_POINT`] rewards, the improvements of
+/// the best accuracy, the latest events, and the `train_eval` successes not looked up yet.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Digest {
     rewards: Vec<RewardPoint>,
+    /// Policy updates per full point of `rewards` (0 before the first).
+    reward_bucket: u64,
+    /// `train_eval` successes folded in and not looked up yet: (task, accuracy).
+    trained_pending: Vec<(nat_store::TaskId, f64)>,
     accuracy: Vec<AccuracyPoint>,
     best_accuracy: Option<f64>,
     best_reward: Option<f64>,
@@ -341,13 +399,15 @@ impl Digest {
                 for r in u.rewards.iter().copied().chain(reward) {
                     self.best_reward = Some(self.best_reward.map_or(r, |b| b.max(r)));
                 }
-                self.rewards.push(RewardPoint {
+                self.reward_point(RewardPoint {
                     seq,
                     t_ms,
                     policy_version: u.policy_version,
                     reward,
                     baseline: u.baseline,
                     rewards: u.rewards.clone(),
+                    updates: 1,
+                    reward_updates: u64::from(reward.is_some()),
                 });
             }
             JobEvent::NewBest(b) => {
@@ -359,13 +419,55 @@ impl Digest {
                     self.best.insert(b.input_index, (g, Some(b.accuracy)));
                 }
             }
-            JobEvent::TaskSucceeded(_) => {
+            JobEvent::TaskSucceeded(s) => {
                 if let Some(a) = d.task_result.as_ref().and_then(TaskResult::accuracy) {
                     self.accuracy_seen(seq, t_ms, a);
+                    if let Ok(id) = s.task_id.parse() {
+                        self.trained_pending.push((id, a));
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    /// Adds one update's point: into the last point while it holds fewer than
+    /// `reward_bucket` updates; past [`CHART_POINTS`] points, neighbours are merged in pairs
+    /// and the bucket doubles.
+    fn reward_point(&mut self, mut point: RewardPoint) {
+        point.rewards = spread(point.rewards, DOTS_PER_POINT);
+        self.reward_bucket = self.reward_bucket.max(1);
+        match self.rewards.last_mut() {
+            Some(last) if last.updates < self.reward_bucket => {
+                let merged = last.clone().merge(point);
+                *last = merged;
+            }
+            _ => self.rewards.push(point),
+        }
+        if self.rewards.len() > CHART_POINTS {
+            let points = std::mem::take(&mut self.rewards);
+            let mut merged = Vec::with_capacity(points.len() / 2 + 1);
+            let mut it = points.into_iter();
+            while let Some(a) = it.next() {
+                merged.push(match it.next() {
+                    Some(b) => a.merge(b),
+                    None => a,
+                });
+            }
+            self.rewards = merged;
+            self.reward_bucket *= 2;
+        }
+    }
+
+    /// The `train_eval` successes not looked up yet (drained).
+    pub(crate) fn take_trained_pending(&mut self) -> Vec<(nat_store::TaskId, f64)> {
+        std::mem::take(&mut self.trained_pending)
+    }
+
+    /// Puts back successes a failed look-up did not get to (before any folded in since).
+    pub(crate) fn restore_trained_pending(&mut self, mut rest: Vec<(nat_store::TaskId, f64)>) {
+        rest.append(&mut self.trained_pending);
+        self.trained_pending = rest;
     }
 
     fn accuracy_seen(&mut self, seq: i64, t_ms: i64, a: f64) {
@@ -559,7 +661,7 @@ pub async fn jobs_with(
             None
         } else {
             Some(
-                cache::digest(store, cache, job.id, LIST_EVENTS as usize)
+                cache::digest(store, cache, job.id, LIST_EVENTS as usize, false)
                     .await?
                     .0
                     .digest,
@@ -647,50 +749,36 @@ fn cost(g: &Genotype) -> Option<(f64, f64)> {
     Some((c.params() as f64, c.madds() as f64))
 }
 
-/// Best accuracy measured by the job's successful validation-split `train_eval` tasks, per
-/// canonical hash of the trained genotype (`payload.arch_hash`). A payload or result that does not decode is an error
-/// naming the task and the field.
-async fn trained_accuracies(
+/// The canonical hash of the architecture a succeeded task trained, when it is a
+/// validation-split `train_eval` task (selection's measurements only: a final evaluation's
+/// test-split accuracy is reported with the verdict, not mixed into the accuracies of sampled
+/// architectures). A task that is gone counts for nothing; a payload that does not decode is
+/// an error naming the task and the field.
+pub(crate) async fn trained_hash(
     store: &dyn Store,
-    job: JobId,
-) -> Result<HashMap<String, f64>, DashboardError> {
-    let mut out: HashMap<String, f64> = HashMap::new();
-    for task in store
-        .list_tasks(job, Some(TaskState::Done), 10_000, 0)
-        .await?
-    {
-        let document = |error| DashboardError::Document {
-            what: format!("task {}", task.id),
-            error,
-        };
-        let kind = task.kind.parse::<TaskKind>().map_err(|e| {
-            document(DecodeError {
-                document: "task",
-                field: "kind".into(),
-                reason: e.to_string(),
-            })
-        })?;
-        if kind != TaskKind::TrainEval {
-            continue;
-        }
-        let Some(result) = &task.result else {
-            continue;
-        };
-        let payload = schema::train_eval_payload(&task.payload).map_err(document)?;
-        // Selection's measurements only: a final evaluation's test-split accuracy is reported
-        // with the verdict, not mixed into the accuracies of sampled architectures.
-        if payload.split != nat_schema::EvalSplit::Validation {
-            continue;
-        }
-        let accuracy = schema::task_result_of(kind.as_str(), result)
-            .map_err(document)?
-            .accuracy();
-        if let Some(a) = accuracy {
-            let best = out.entry(payload.arch_hash).or_insert(a);
-            *best = best.max(a);
-        }
+    id: nat_store::TaskId,
+) -> Result<Option<String>, DashboardError> {
+    let task = match store.get_task(id).await {
+        Ok(t) => t,
+        Err(nat_store::StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let document = |error| DashboardError::Document {
+        what: format!("task {}", task.id),
+        error,
+    };
+    let kind = task.kind.parse::<TaskKind>().map_err(|e| {
+        document(DecodeError {
+            document: "task",
+            field: "kind".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    if kind != TaskKind::TrainEval {
+        return Ok(None);
     }
-    Ok(out)
+    let payload = schema::train_eval_payload(&task.payload).map_err(document)?;
+    Ok((payload.split == nat_schema::EvalSplit::Validation).then_some(payload.arch_hash))
 }
 
 /// The input genotype `input_index` of job `id` and its best transformation so far (from the
@@ -703,7 +791,7 @@ pub async fn job_genotypes(
 ) -> Result<(Option<Genotype>, Option<Genotype>), DashboardError> {
     let job = store.get_job(id).await?;
     let docs = job_docs_or_error(&job)?;
-    let digest = cache::digest(store, cache, job.id, MAX_EVENTS)
+    let digest = cache::digest(store, cache, job.id, MAX_EVENTS, false)
         .await?
         .0
         .digest;
@@ -760,8 +848,9 @@ pub async fn job_detail_with(
     after: i64,
 ) -> Result<JobDetail, DashboardError> {
     let job = store.get_job(id).await?;
-    let (cursor, truncated) = cache::digest(store, cache, job.id, MAX_EVENTS).await?;
+    let (cursor, truncated) = cache::digest(store, cache, job.id, MAX_EVENTS, true).await?;
     let last_seq = cursor.seq;
+    let trained = cursor.trained;
     let digest = cursor.digest;
     let running = store
         .list_tasks(job.id, Some(TaskState::Leased), 10_000, 0)
@@ -802,16 +891,6 @@ pub async fn job_detail_with(
         }
     }
 
-    let trained = match cache.and_then(|c| c.trained(job.id, job.tasks_done)) {
-        Some(t) => t,
-        None => {
-            let t = Arc::new(trained_accuracies(store, job.id).await?);
-            if let Some(c) = cache {
-                c.set_trained(job.id, job.tasks_done, t.clone());
-            }
-            t
-        }
-    };
     let trained_of = |g: &Option<Genotype>| {
         g.as_ref()
             .and_then(|g| trained.get(&g.canonical_hash()).copied())
@@ -910,6 +989,7 @@ pub async fn job_detail_with(
         table,
         events,
         events_truncated: truncated,
+        reward_bucket: digest.reward_bucket.max(1),
         answer,
         learning,
     })
@@ -933,8 +1013,12 @@ fn waiting_reason(dataset: &str, workers: &[Worker]) -> Option<String> {
     nat_schema::dataset::waiting_reason(dataset, &live)
 }
 
+/// Done tasks of each recent job read for the workers' throughput and finished counts: the
+/// latest ones (creation order).
+pub const WORKER_TASKS_SCANNED: u32 = 200;
+
 /// Workers with their current tasks and latest throughput. Tasks are found among the
-/// `recent_jobs` most recent jobs.
+/// `recent_jobs` most recent jobs (their latest [`WORKER_TASKS_SCANNED`] done tasks each).
 pub async fn workers(
     store: &Arc<dyn Store>,
     stale_after: chrono::Duration,
@@ -977,8 +1061,12 @@ pub async fn workers(
                 }
             }
         }
+        // The latest done tasks only: a request costs the same at any size of the jobs.
+        let offset = job
+            .tasks_done
+            .saturating_sub(u64::from(WORKER_TASKS_SCANNED));
         for t in store
-            .list_tasks(job.id, Some(TaskState::Done), 10_000, 0)
+            .list_tasks(job.id, Some(TaskState::Done), WORKER_TASKS_SCANNED, offset)
             .await?
         {
             let (Some(w), Some(at)) = (t.leased_by, t.finished_at) else {
@@ -1048,6 +1136,47 @@ mod tests {
             cost_row("params", Some(0), Some(5), None, None).metric,
             "params (C=36, L=20, CIFAR-10)"
         );
+    }
+
+    fn update(seq: i64, rewards: Vec<f64>) -> RewardPoint {
+        RewardPoint {
+            seq,
+            t_ms: seq,
+            policy_version: seq,
+            reward: Some(seq as f64),
+            baseline: Some(0.0),
+            rewards,
+            updates: 1,
+            reward_updates: 1,
+        }
+    }
+
+    #[test]
+    fn reward_points_stay_bounded_at_any_number_of_updates() {
+        let mut d = Digest::default();
+        for seq in 1..=CHART_POINTS as i64 {
+            d.reward_point(update(seq, vec![0.0; 64]));
+        }
+        assert_eq!((d.rewards.len(), d.reward_bucket), (CHART_POINTS, 1));
+        assert!(d.rewards.iter().all(|p| p.rewards.len() == DOTS_PER_POINT));
+        let n = 50_000i64;
+        for seq in CHART_POINTS as i64 + 1..=n {
+            d.reward_point(update(seq, (0..64).map(f64::from).collect()));
+            assert!(d.rewards.len() <= CHART_POINTS);
+        }
+        let bucket = d.reward_bucket;
+        assert!(bucket.is_power_of_two() && bucket >= 64, "{bucket}");
+        assert_eq!(d.rewards.iter().map(|p| p.updates).sum::<u64>(), n as u64);
+        assert!(d.rewards.iter().all(|p| p.rewards.len() <= DOTS_PER_POINT));
+        let last = d.rewards.last().expect("points");
+        assert_eq!((last.seq, last.policy_version), (n, n));
+        // A full point's reward is the mean of its updates' (here their versions).
+        let first = &d.rewards[0];
+        assert_eq!(first.updates, bucket);
+        assert!((first.reward.unwrap_or(0.0) - (bucket as f64 + 1.0) / 2.0).abs() < 1e-6);
+        // The dots keep the lowest and the highest reward.
+        let dots = &d.rewards[d.rewards.len() - 2].rewards;
+        assert_eq!((dots[0], dots[dots.len() - 1]), (0.0, 63.0));
     }
 
     #[test]
