@@ -126,6 +126,7 @@ pub use pg::PgStore;
 pub use sqlite::SqliteStore;
 pub use store::{
     EventStore, JobStore, LeaderStore, LeaseStore, PolicyStore, Store, SupernetStore, TokenStore,
+    POLICY_CHECKPOINTS_KEPT,
 };
 pub use types::*;
 

@@ -2906,6 +2906,62 @@ async fn leadership_terms_are_taken_renewed_resigned_and_expire(db: Arc<TestDb>)
     assert_eq!(store.leadership(name).await.unwrap().unwrap().epoch, 4);
 }
 
+contract!(only_the_newest_checkpoints_keep_their_parameters);
+async fn only_the_newest_checkpoints_keep_their_parameters(db: Arc<TestDb>) {
+    let store = db.open().await;
+    let j = store.create_job(job(0), tasks(1), t0()).await.unwrap();
+    store
+        .save_checkpoint(checkpoint(1, 0.0), t0())
+        .await
+        .unwrap();
+    let last = POLICY_CHECKPOINTS_KEPT + 10;
+    for v in 2..=last {
+        let ids = store
+            .insert_samples(
+                vec![NewPolicySample {
+                    job_id: j.id,
+                    policy_id: "pol".into(),
+                    policy_version: v - 1,
+                    log_prob: -1.0,
+                    entropy: 1.0,
+                    input: json!({ "v": v }),
+                    output: json!({ "v": v }),
+                    task_id: None,
+                }],
+                at(v),
+            )
+            .await
+            .unwrap();
+        store.set_sample_reward(ids[0], 0.5).await.unwrap();
+        store
+            .commit_policy_update(checkpoint(v, 0.1 * v as f64), &ids, &[], at(v))
+            .await
+            .unwrap();
+    }
+    for v in 1..=last {
+        let cp = store.checkpoint("pol", v).await.unwrap();
+        // Every version keeps its row: number, baseline, meta, time.
+        assert_eq!(cp.version, v);
+        assert_eq!(cp.baseline, 0.1 * v as f64 * f64::from(u8::from(v > 1)));
+        assert_eq!(cp.meta, json!({ "profile": "default" }));
+        let full = v == 1 || v > last - POLICY_CHECKPOINTS_KEPT;
+        if full {
+            assert_eq!(cp.params, vec![v as u8; 64], "version {v} is kept in full");
+            assert_eq!(cp.optimizer_state, vec![7u8; 16], "version {v}");
+        } else {
+            assert!(
+                cp.params.is_empty() && cp.optimizer_state.is_empty(),
+                "version {v} of {last} is emptied"
+            );
+        }
+    }
+    assert_eq!(
+        store.latest_checkpoint("pol").await.unwrap().params,
+        vec![last as u8; 64]
+    );
+    assert_eq!(store.list_policies().await.unwrap()[0].version, last);
+}
+
 contract!(a_deposed_leader_cannot_update_a_policy);
 async fn a_deposed_leader_cannot_update_a_policy(db: Arc<TestDb>) {
     use std::time::Duration;

@@ -11,7 +11,7 @@ use super::sql::UPSERT_REWARD_SQL;
 use super::PgStore;
 use crate::error::{Entity, Result, StoreError};
 use crate::logic::*;
-use crate::store::PolicyStore;
+use crate::store::{PolicyStore, POLICY_CHECKPOINTS_KEPT};
 use crate::types::*;
 
 /// Folds one observation into its estimate ([`UPSERT_REWARD_SQL`]) and returns the estimate.
@@ -274,6 +274,15 @@ impl PolicyStore for PgStore {
             )),
             _ => StoreError::from(e),
         })?;
+        // One version falls out of the window of full checkpoints (O(1) per update).
+        sqlx::query(
+            "UPDATE policy_checkpoints SET params = '\\x', optimizer_state = '\\x' \
+             WHERE policy_id = $1 AND version = $2 AND version > 1",
+        )
+        .bind(&checkpoint.policy_id)
+        .bind(checkpoint.version - POLICY_CHECKPOINTS_KEPT)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use super::rows::*;
 use super::SqliteStore;
 use crate::error::{Entity, Result, StoreError};
 use crate::logic::*;
-use crate::store::PolicyStore;
+use crate::store::{PolicyStore, POLICY_CHECKPOINTS_KEPT};
 use crate::types::*;
 
 /// Folds one observation into its estimate (the one Welford update of this backend, for
@@ -280,6 +280,15 @@ impl PolicyStore for SqliteStore {
         .bind(meta)
         .bind(ts(now))
         .bind(checkpoint.leader_epoch)
+        .execute(&mut *tx)
+        .await?;
+        // One version falls out of the window of full checkpoints (O(1) per update).
+        sqlx::query(
+            "UPDATE policy_checkpoints SET params = X'', optimizer_state = X'' \
+             WHERE policy_id = ?1 AND version = ?2 AND version > 1",
+        )
+        .bind(&checkpoint.policy_id)
+        .bind(checkpoint.version - POLICY_CHECKPOINTS_KEPT)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

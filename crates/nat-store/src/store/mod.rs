@@ -18,7 +18,7 @@ pub use jobs::JobStore;
 pub(crate) use leader::validate_claim;
 pub use leader::{LeaderStore, WorkListener, WORK_CHANNEL};
 pub use leases::LeaseStore;
-pub use policy::PolicyStore;
+pub use policy::{PolicyStore, POLICY_CHECKPOINTS_KEPT};
 pub use supernet::SupernetStore;
 pub(crate) use tokens::validate_new_token;
 pub use tokens::TokenStore;

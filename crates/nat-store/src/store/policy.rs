@@ -6,6 +6,10 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::types::*;
 
+/// Newest versions of a policy whose parameters and optimizer state are kept in full (version 1,
+/// the policy's start, is kept too); see [`PolicyStore::checkpoint`].
+pub const POLICY_CHECKPOINTS_KEPT: i64 = 16;
+
 /// Reward estimates and policies. The conventions of every method are those of [`Store`](super::Store).
 #[async_trait]
 pub trait PolicyStore: Send + Sync {
@@ -31,7 +35,12 @@ pub trait PolicyStore: Send + Sync {
     /// The latest checkpoint of a policy, `NotFound` if none.
     async fn latest_checkpoint(&self, policy_id: &str) -> Result<PolicyCheckpoint>;
 
-    /// A given version of a policy, `NotFound` if absent.
+    /// A given version of a policy, `NotFound` if absent. Every version keeps its row (term,
+    /// baseline, meta, time), but only version 1 and the newest [`POLICY_CHECKPOINTS_KEPT`]
+    /// keep their `params` and `optimizer_state`: [`PolicyStore::commit_policy_update`] empties
+    /// those of the version that falls out of that window, so a job of tens of thousands of
+    /// updates stores a bounded number of full checkpoints (≈ 4 MB each at the official
+    /// dimensions). An emptied version has both empty.
     async fn checkpoint(&self, policy_id: &str, version: i64) -> Result<PolicyCheckpoint>;
 
     /// Every policy, latest version each, by id.
@@ -63,7 +72,9 @@ pub trait PolicyStore: Send + Sync {
     /// `Conflict`) and marks `consumed` (used by the update) and `dropped` (too stale, discarded)
     /// samples as consumed in that version. Every listed sample must belong to the policy, have
     /// a reward and be unconsumed, else `Conflict` and nothing changes. Hence each reward moves
-    /// the policy exactly once, across crashes and concurrent updaters.
+    /// the policy exactly once, across crashes and concurrent updaters. In the same transaction
+    /// the parameters and optimizer state of version `version − POLICY_CHECKPOINTS_KEPT` are
+    /// emptied (unless it is version 1), see [`PolicyStore::checkpoint`].
     async fn commit_policy_update(
         &self,
         checkpoint: NewCheckpoint,
