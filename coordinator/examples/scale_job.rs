@@ -48,11 +48,12 @@ use tonic::transport::Channel;
 use v1::job_service_client::JobServiceClient;
 use v1::worker_service_client::WorkerServiceClient;
 
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+#[path = "support/mod.rs"]
+mod support;
+use support::{capabilities, connect, cpu_seconds, Database, CLIENT_THREAD};
+
 /// f32 values in a fake shard's weights.
 const WEIGHTS: usize = 256;
-/// The fake workers' thread (its name is how its CPU is found in /proc).
-const CLIENT_THREAD: &str = "fake-workers";
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "A paper-scale supernet optimize job against an in-process coordinator")]
@@ -90,35 +91,6 @@ fn main() -> Result<()> {
     coordinator_rt.block_on(run(args))
 }
 
-/// CPU seconds of the whole process and of the fake workers' thread.
-fn cpu_seconds() -> Result<(f64, f64)> {
-    // Linux reports these in USER_HZ ticks, 100 per second on every supported platform.
-    const TICKS: f64 = 100.0;
-    let fields = |text: &str| -> Result<f64> {
-        // The command name may hold spaces: fields start after the last ')'.
-        let rest = text
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .ok_or_else(|| anyhow!("stat without ')'"))?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // After ')': state(0) … utime(11) stime(12).
-        let utime: f64 = f.get(11).ok_or_else(|| anyhow!("utime"))?.parse()?;
-        let stime: f64 = f.get(12).ok_or_else(|| anyhow!("stime"))?.parse()?;
-        Ok((utime + stime) / TICKS)
-    };
-    let process = fields(&std::fs::read_to_string("/proc/self/stat")?)?;
-    let mut client = 0.0;
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let dir = entry?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() == CLIENT_THREAD {
-            client += fields(&std::fs::read_to_string(dir.join("stat"))?)?;
-        }
-    }
-    Ok((process, client))
-}
-
-/// Resident set size of the process in MiB.
 fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -131,86 +103,8 @@ fn rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// The database behind the run, and how to measure and drop it.
-struct Database {
-    url: String,
-    pg_name: Option<String>,
-    sqlite_path: Option<std::path::PathBuf>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Database {
-    async fn open(args: &Args) -> Result<Database> {
-        use sqlx::Connection;
-        if let Some(url) = &args.database {
-            return Ok(Database {
-                url: url.clone(),
-                pg_name: None,
-                sqlite_path: url.strip_prefix("sqlite:").map(Into::into),
-                _dir: None,
-            });
-        }
-        if args.postgres {
-            let name = format!("nat_scale_{:016x}", rand::random::<u64>());
-            let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
-                .await
-                .context("PostgreSQL on 127.0.0.1:5432 (user postgres)")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await?;
-            let _ = conn.close().await;
-            return Ok(Database {
-                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                pg_name: Some(name),
-                sqlite_path: None,
-                _dir: None,
-            });
-        }
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("nat.db");
-        Ok(Database {
-            url: format!("sqlite:{}", path.display()),
-            pg_name: None,
-            sqlite_path: Some(path),
-            _dir: Some(dir),
-        })
-    }
-
-    /// Bytes on disk (SQLite: the file and its WAL) or `pg_database_size`.
-    async fn size(&self) -> Option<u64> {
-        use sqlx::Connection;
-        if let Some(path) = &self.sqlite_path {
-            let mut total = 0;
-            for suffix in ["", "-wal", "-shm"] {
-                let p = format!("{}{suffix}", path.display());
-                total += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            }
-            return Some(total);
-        }
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.ok()?;
-        let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        let _ = conn.close().await;
-        u64::try_from(size).ok()
-    }
-
-    async fn drop_it(self) {
-        use sqlx::Connection;
-        if let Some(name) = &self.pg_name {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            }
-        }
-    }
-}
-
 async fn run(args: Args) -> Result<()> {
-    let db = Database::open(&args).await?;
+    let db = Database::open(args.database.as_deref(), args.postgres, "nat_scale").await?;
     let store = nat_store::connect(&db.url).await?;
     let config = Config {
         // Shards are answered at once; a long lease never expires in this run.
@@ -392,35 +286,6 @@ impl EndReport {
     }
 }
 
-async fn connect(url: &str) -> Result<Channel> {
-    let endpoint = Channel::from_shared(url.to_string())?;
-    for _ in 0..100 {
-        if let Ok(ch) = endpoint.connect().await {
-            return Ok(ch);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("cannot connect to {url}")
-}
-
-fn capabilities() -> v1::WorkerCapabilities {
-    v1::WorkerCapabilities {
-        devices: vec![v1::Device {
-            kind: v1::DeviceKind::Cpu as i32,
-            index: 0,
-            model: "fake cpu".into(),
-            memory_bytes: 0,
-            name: "cpu".into(),
-        }],
-        cpu_cores: 1,
-        slots: 1,
-        version: "scale_job".into(),
-        hostname: "localhost".into(),
-        datasets: vec![],
-        dataset_infos: vec![],
-    }
-}
-
 fn request(args: &Args) -> v1::SubmitJobRequest {
     let iterations = u32::try_from(args.rewards / u64::from(args.samples)).unwrap_or(u32::MAX);
     v1::SubmitJobRequest {
@@ -478,7 +343,7 @@ async fn client_side(
         let id = w
             .register_worker(v1::RegisterWorkerRequest {
                 name: format!("fake-{i}"),
-                capabilities: Some(capabilities()),
+                capabilities: Some(capabilities("scale_job")),
             })
             .await?
             .into_inner()

@@ -54,13 +54,14 @@ use tonic::transport::Channel;
 use v1::job_service_client::JobServiceClient;
 use v1::worker_service_client::WorkerServiceClient;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::{capabilities, connect, cpu_seconds, Database, CLIENT_THREAD};
+
 /// The allocator of the `nat-coordinator` binary, so that the RSS is the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// The fake workers' threads (their name is how their CPU is found in /proc).
-const CLIENT_THREAD: &str = "fake-workers";
 /// Upload chunk size: what `nat-worker` sends (`WEIGHTS_CHUNK`).
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Longest any phase may take before the run gives up.
@@ -277,35 +278,6 @@ impl Model {
 
 // ----- process measurements ---------------------------------------------------------------
 
-/// CPU seconds of the whole process and of the fake workers' threads.
-fn cpu_seconds() -> Result<(f64, f64)> {
-    // USER_HZ: 100 ticks per second on every supported Linux platform.
-    const TICKS: f64 = 100.0;
-    let fields = |text: &str| -> Result<f64> {
-        let rest = text
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .ok_or_else(|| anyhow!("stat without ')'"))?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = f.get(11).ok_or_else(|| anyhow!("utime"))?.parse()?;
-        let stime: f64 = f.get(12).ok_or_else(|| anyhow!("stime"))?.parse()?;
-        Ok((utime + stime) / TICKS)
-    };
-    let process = fields(&std::fs::read_to_string("/proc/self/stat")?)?;
-    let mut client = 0.0;
-    for entry in std::fs::read_dir("/proc/self/task")? {
-        let dir = entry?.path();
-        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if comm.trim() == CLIENT_THREAD {
-            // A thread that just ended has no stat any more: it counts nothing.
-            if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
-                client += fields(&stat)?;
-            }
-        }
-    }
-    Ok((process, client))
-}
-
 /// A field of /proc/self/status in MB (10^6 bytes).
 fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -411,87 +383,6 @@ impl PhaseClock {
     }
 }
 
-// ----- the database -----------------------------------------------------------------------
-
-/// The database behind the run, and how to measure and drop it.
-struct Database {
-    url: String,
-    pg_name: Option<String>,
-    sqlite_path: Option<std::path::PathBuf>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Database {
-    async fn open(args: &Args) -> Result<Database> {
-        use sqlx::Connection;
-        if let Some(url) = &args.database {
-            return Ok(Database {
-                url: url.clone(),
-                pg_name: None,
-                sqlite_path: url.strip_prefix("sqlite:").map(Into::into),
-                _dir: None,
-            });
-        }
-        if args.postgres {
-            let name = format!("nat_round_{:016x}", rand::random::<u64>());
-            let mut conn = sqlx::PgConnection::connect(PG_ADMIN_URL)
-                .await
-                .context("PostgreSQL on 127.0.0.1:5432 (user postgres)")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await?;
-            let _ = conn.close().await;
-            return Ok(Database {
-                url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
-                pg_name: Some(name),
-                sqlite_path: None,
-                _dir: None,
-            });
-        }
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("nat.db");
-        Ok(Database {
-            url: format!("sqlite:{}", path.display()),
-            pg_name: None,
-            sqlite_path: Some(path),
-            _dir: Some(dir),
-        })
-    }
-
-    /// Bytes on disk (SQLite: the file and its WAL) or `pg_database_size`.
-    async fn size(&self) -> Option<u64> {
-        use sqlx::Connection;
-        if let Some(path) = &self.sqlite_path {
-            let mut total = 0;
-            for suffix in ["", "-wal", "-shm"] {
-                let p = format!("{}{suffix}", path.display());
-                total += std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            }
-            return Some(total);
-        }
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.ok()?;
-        let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        let _ = conn.close().await;
-        u64::try_from(size).ok()
-    }
-
-    async fn drop_it(self) {
-        use sqlx::Connection;
-        if let Some(name) = &self.pg_name {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(PG_ADMIN_URL).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            }
-        }
-    }
-}
-
-/// Bytes under a directory (the blob store's, when it is one).
 fn dir_bytes(path: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else {
         return 0;
@@ -543,7 +434,7 @@ async fn run(args: Args, workers_rt: tokio::runtime::Handle) -> Result<()> {
     );
     let warmup_sha = hex::encode(Sha256::digest(&model.doc));
 
-    let db = Database::open(&args).await?;
+    let db = Database::open(args.database.as_deref(), args.postgres, "nat_round").await?;
     let store = nat_store::connect(&db.url).await?;
     let blobs = nat_store::connect_blobs(&*store, args.blob_url.as_deref())?;
     println!(
@@ -641,35 +532,6 @@ struct Fleet {
 struct Worker {
     client: WorkerServiceClient<Channel>,
     id: String,
-}
-
-async fn connect(url: &str) -> Result<Channel> {
-    let endpoint = Channel::from_shared(url.to_string())?;
-    for _ in 0..100 {
-        if let Ok(ch) = endpoint.connect().await {
-            return Ok(ch);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("cannot connect to {url}")
-}
-
-fn capabilities() -> v1::WorkerCapabilities {
-    v1::WorkerCapabilities {
-        devices: vec![v1::Device {
-            kind: v1::DeviceKind::Cpu as i32,
-            index: 0,
-            model: "fake cpu".into(),
-            memory_bytes: 0,
-            name: "cpu".into(),
-        }],
-        cpu_cores: 1,
-        slots: 1,
-        version: "supernet_round".into(),
-        hostname: "localhost".into(),
-        datasets: vec![],
-        dataset_infos: vec![],
-    }
 }
 
 fn request(shards: u32, rounds: u32) -> v1::SubmitJobRequest {
@@ -885,7 +747,7 @@ impl Fleet {
             let id = client
                 .register_worker(v1::RegisterWorkerRequest {
                     name: format!("fake-{i}"),
-                    capabilities: Some(capabilities()),
+                    capabilities: Some(capabilities("supernet_round")),
                 })
                 .await?
                 .into_inner()
